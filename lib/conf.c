@@ -1,0 +1,460 @@
+/*
+ * Configuration loading on libconfig 1.5 (LIBNOTES.md §4): it accepts
+ * unknown keys silently and gives no defaults, so we walk every setting
+ * against a table of known keys, check type and range ourselves, and copy
+ * every string out before config_destroy().
+ */
+#include <errno.h>
+#include <fcntl.h>
+#include <libconfig.h>
+#include <limits.h>
+#include <stddef.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "buf.h"
+#include "conf.h"
+#include "utf8.h"
+#include "xmalloc.h"
+
+#ifndef MATRIXD_TEMPLATE_DIR
+#define MATRIXD_TEMPLATE_DIR "/usr/share/matrixd/templates"
+#endif
+
+enum ktype { K_STR, K_PATH, K_INT, K_INT64, K_FLOAT };
+
+struct key {
+	const char *group; /* NULL: top level */
+	const char *name;
+	enum ktype type;
+	size_t off;
+	long long min, max;
+};
+
+#define OFF(f) offsetof(struct conf, f)
+static const struct key keys[] = {
+	{NULL, "issue_dir", K_PATH, OFF(issue_dir), 0, 0},
+	{NULL, "state_dir", K_PATH, OFF(state_dir), 0, 0},
+	{NULL, "public_dir", K_PATH, OFF(public_dir), 0, 0},
+	{NULL, "template_dir", K_PATH, OFF(template_dir), 0, 0},
+	{NULL, "issue_settle_seconds", K_INT, OFF(issue_settle_seconds), 0, 3600},
+	{NULL, "max_issue_bytes", K_INT64, OFF(max_issue_bytes), 1024, 1LL << 30},
+	{NULL, "bounce_threshold", K_INT, OFF(bounce_threshold), 1, 1000},
+	{"site", "title", K_STR, OFF(site.title), 0, 0},
+	{"site", "base_url", K_STR, OFF(site.base_url), 0, 0},
+	{"site", "language", K_STR, OFF(site.language), 0, 0},
+	{"site", "from", K_STR, OFF(site.from), 0, 0},
+	{"site", "feed_items", K_INT, OFF(site.feed_items), 1, 10000},
+	{"smtp", "url", K_STR, OFF(smtp.url), 0, 0},
+	{"smtp", "tls", K_STR, 0, 0, 0}, /* enum, handled apart */
+	{"smtp", "ca_file", K_PATH, OFF(smtp.ca_file), 0, 0},
+	{"smtp", "username", K_STR, OFF(smtp.username), 0, 0},
+	{"smtp", "password_file", K_PATH, OFF(smtp.password_file), 0, 0},
+	{"smtp", "connections", K_INT, OFF(smtp.connections), 1, 256},
+	{"smtp", "rate", K_FLOAT, OFF(smtp.rate), 0, 1000000},
+	{"smtp", "max_attempts", K_INT, OFF(smtp.max_attempts), 1, 1000},
+	{"smtp", "retry_max_age", K_INT, OFF(smtp.retry_max_age), 60, 60 * 86400},
+	{"smtp", "return_path", K_STR, OFF(smtp.return_path), 0, 0},
+	{"http", "listen", K_STR, OFF(http.listen), 0, 0},
+};
+static const char *groups[] = {"site", "smtp", "http"};
+
+static void set_str(char **dst, const char *v)
+{
+	free(*dst);
+	*dst = v ? xstrdup(v) : NULL;
+}
+
+void conf_defaults(struct conf *c)
+{
+	memset(c, 0, sizeof *c);
+	set_str(&c->issue_dir, "/var/lib/matrixd/issues");
+	set_str(&c->state_dir, "/var/lib/matrixd");
+	set_str(&c->public_dir, "/var/lib/matrixd/public");
+	set_str(&c->template_dir, MATRIXD_TEMPLATE_DIR);
+	c->issue_settle_seconds = 5;
+	c->max_issue_bytes = 16777216;
+	c->bounce_threshold = 3;
+	set_str(&c->site.title, "Matrix");
+	set_str(&c->site.base_url, "");
+	set_str(&c->site.language, "zh-CN");
+	set_str(&c->site.from, "");
+	c->site.feed_items = 50;
+	set_str(&c->smtp.url, "smtp://127.0.0.1:25");
+	c->smtp.tls = TLS_AUTO;
+	set_str(&c->smtp.ca_file, "");
+	set_str(&c->smtp.username, "");
+	set_str(&c->smtp.password_file, "");
+	c->smtp.connections = 4;
+	c->smtp.rate = 0.0;
+	c->smtp.max_attempts = 10;
+	c->smtp.retry_max_age = 259200;
+	set_str(&c->smtp.return_path, "bounces+{token}@example.org");
+	set_str(&c->http.listen, "127.0.0.1:8025");
+}
+
+void conf_free(struct conf *c)
+{
+	if (c == NULL)
+		return;
+	free(c->path);
+	free(c->issue_dir);
+	free(c->state_dir);
+	free(c->public_dir);
+	free(c->template_dir);
+	free(c->site.title);
+	free(c->site.base_url);
+	free(c->site.language);
+	free(c->site.from);
+	free(c->smtp.url);
+	free(c->smtp.ca_file);
+	free(c->smtp.username);
+	free(c->smtp.password_file);
+	free(c->smtp.return_path);
+	free(c->http.listen);
+	memset(c, 0, sizeof *c);
+}
+
+static const char *type_name(int t)
+{
+	switch (t) {
+	case CONFIG_TYPE_GROUP: return "a group { … }";
+	case CONFIG_TYPE_INT: return "an integer";
+	case CONFIG_TYPE_INT64: return "a 64-bit integer";
+	case CONFIG_TYPE_FLOAT: return "a number";
+	case CONFIG_TYPE_STRING: return "a string";
+	case CONFIG_TYPE_BOOL: return "a boolean";
+	case CONFIG_TYPE_ARRAY: return "an array";
+	case CONFIG_TYPE_LIST: return "a list";
+	default: return "something else";
+	}
+}
+
+static const char *want_name(enum ktype t)
+{
+	switch (t) {
+	case K_STR:
+	case K_PATH: return "a string in double quotes";
+	case K_INT:
+	case K_INT64: return "an integer";
+	case K_FLOAT: return "a number";
+	}
+	return "?";
+}
+
+/* An absolute path, or one relative to the directory of the config file. */
+static char *resolve(const char *dir, const char *v)
+{
+	if (v[0] == '\0' || v[0] == '/' || dir == NULL)
+		return xstrdup(v);
+	return xasprintf("%s/%s", dir, v);
+}
+
+struct ctx {
+	struct conf *c;
+	const char *file;
+	char *dir;
+	struct err *err;
+};
+
+static int bad(struct ctx *x, const config_setting_t *s, const char *fmt, const char *a,
+	       const char *b)
+{
+	char msg[600];
+	snprintf(msg, sizeof msg, fmt, a, b);
+	return err_at(x->err, ERR_CONFIG, x->file, config_setting_source_line(s), "%s", msg);
+}
+
+static const char *valid_keys(const char *group, struct buf *b)
+{
+	buf_reset(b);
+	for (size_t i = 0; i < sizeof keys / sizeof keys[0]; i++) {
+		if ((group == NULL) != (keys[i].group == NULL))
+			continue;
+		if (group && strcmp(group, keys[i].group) != 0)
+			continue;
+		buf_printf(b, "%s%s", b->len ? ", " : "", keys[i].name);
+	}
+	if (group == NULL)
+		for (size_t i = 0; i < sizeof groups / sizeof groups[0]; i++)
+			buf_printf(b, ", %s", groups[i]);
+	return buf_str(b);
+}
+
+static int take(struct ctx *x, const struct key *k, const config_setting_t *s)
+{
+	int t = config_setting_type(s);
+	char full[128];
+	snprintf(full, sizeof full, "%s%s%s", k->group ? k->group : "", k->group ? "." : "",
+		 k->name);
+
+	if (k->group && strcmp(k->group, "smtp") == 0 && strcmp(k->name, "tls") == 0) {
+		const char *v = t == CONFIG_TYPE_STRING ? config_setting_get_string(s) : NULL;
+		if (v && strcmp(v, "auto") == 0)
+			x->c->smtp.tls = TLS_AUTO;
+		else if (v && strcmp(v, "required") == 0)
+			x->c->smtp.tls = TLS_REQUIRED;
+		else if (v && strcmp(v, "off") == 0)
+			x->c->smtp.tls = TLS_OFF;
+		else
+			return bad(x, s, "%s must be \"auto\", \"required\" or \"off\"%s", full, "");
+		return 0;
+	}
+
+	char *field = (char *)x->c + k->off;
+	long long v = 0;
+	switch (k->type) {
+	case K_STR:
+	case K_PATH:
+		if (t != CONFIG_TYPE_STRING)
+			goto wrong_type;
+		const char *sv = config_setting_get_string(s);
+		if (!utf8_valid(sv, strlen(sv), NULL))
+			return bad(x, s, "%s is not valid UTF-8%s", full, "");
+		free(*(char **)field);
+		*(char **)field =
+		    k->type == K_PATH ? resolve(x->dir, sv) : xstrdup(sv);
+		return 0;
+	case K_INT:
+	case K_INT64:
+		if (t == CONFIG_TYPE_INT)
+			v = config_setting_get_int(s);
+		else if (t == CONFIG_TYPE_INT64)
+			v = config_setting_get_int64(s);
+		else
+			goto wrong_type;
+		break;
+	case K_FLOAT:
+		if (t == CONFIG_TYPE_FLOAT)
+			*(double *)field = config_setting_get_float(s);
+		else if (t == CONFIG_TYPE_INT)
+			*(double *)field = config_setting_get_int(s);
+		else if (t == CONFIG_TYPE_INT64)
+			*(double *)field = (double)config_setting_get_int64(s);
+		else
+			goto wrong_type;
+		if (*(double *)field < (double)k->min || *(double *)field > (double)k->max) {
+			char range[64];
+			snprintf(range, sizeof range, "%lld and %lld", k->min, k->max);
+			return bad(x, s, "%s must be between %s", full, range);
+		}
+		return 0;
+	}
+	if (v < k->min || v > k->max) {
+		char range[64];
+		snprintf(range, sizeof range, "%lld and %lld", k->min, k->max);
+		return bad(x, s, "%s must be between %s", full, range);
+	}
+	if (k->type == K_INT)
+		*(int *)field = (int)v;
+	else
+		*(long long *)field = v;
+	return 0;
+wrong_type:;
+	char want[160];
+	snprintf(want, sizeof want, "%s, not %s", want_name(k->type), type_name(t));
+	return bad(x, s, "%s must be %s", full, want);
+}
+
+static int walk(struct ctx *x, const config_setting_t *grp, const char *gname)
+{
+	struct buf names;
+	buf_init(&names, BUF_NOLIMIT);
+	int n = config_setting_length(grp), r = 0;
+	for (int i = 0; i < n && r == 0; i++) {
+		const config_setting_t *s = config_setting_get_elem(grp, (unsigned)i);
+		const char *name = config_setting_name(s);
+		const struct key *k = NULL;
+		for (size_t j = 0; j < sizeof keys / sizeof keys[0]; j++) {
+			if ((gname == NULL) != (keys[j].group == NULL))
+				continue;
+			if (gname && strcmp(gname, keys[j].group) != 0)
+				continue;
+			if (strcmp(keys[j].name, name) == 0)
+				k = &keys[j];
+		}
+		if (k) {
+			r = take(x, k, s);
+			continue;
+		}
+		bool is_group = false;
+		for (size_t j = 0; gname == NULL && j < sizeof groups / sizeof groups[0]; j++)
+			is_group |= strcmp(groups[j], name) == 0;
+		if (is_group) {
+			if (config_setting_type(s) != CONFIG_TYPE_GROUP) {
+				r = bad(x, s, "%s must be a group: %s = { … };", name, name);
+				continue;
+			}
+			r = walk(x, s, name);
+			continue;
+		}
+		char full[200];
+		snprintf(full, sizeof full, "%s%s%s", gname ? gname : "", gname ? "." : "", name);
+		r = bad(x, s, "unknown key '%s' (valid here: %s)", full, valid_keys(gname, &names));
+	}
+	buf_free(&names);
+	return r;
+}
+
+static bool valid_hostport(const char *s)
+{
+	const char *colon = strrchr(s, ':');
+	if (colon == NULL || colon == s)
+		return false;
+	char *end;
+	long port = strtol(colon + 1, &end, 10);
+	return *end == '\0' && colon[1] != '\0' && port > 0 && port < 65536;
+}
+
+static int semantic(struct ctx *x, const config_t *cf)
+{
+	struct conf *c = x->c;
+	const config_setting_t *s;
+#define LINE(path) ((s = config_lookup(cf, path)) ? config_setting_source_line(s) : 0)
+
+	if (c->site.base_url[0] == '\0')
+		return err_at(x->err, ERR_CONFIG, x->file, LINE("site"),
+			      "site.base_url is required, e.g. base_url = "
+			      "\"https://news.example.org/matrix/\";");
+	if (strncmp(c->site.base_url, "https://", 8) != 0 &&
+	    strncmp(c->site.base_url, "http://", 7) != 0)
+		return err_at(x->err, ERR_CONFIG, x->file, LINE("site.base_url"),
+			      "site.base_url must start with https:// or http://");
+	for (const char *p = c->site.base_url; *p; p++)
+		if ((unsigned char)*p <= ' ' || *p == '"' || *p == '<' || *p == '>' || *p == '\\')
+			return err_at(x->err, ERR_CONFIG, x->file, LINE("site.base_url"),
+				      "site.base_url must not contain spaces, quotes or <>");
+	size_t bl = strlen(c->site.base_url);
+	if (c->site.base_url[bl - 1] != '/') {
+		char *u = xasprintf("%s/", c->site.base_url);
+		free(c->site.base_url);
+		c->site.base_url = u;
+	}
+	if (c->site.from[0] == '\0')
+		return err_at(x->err, ERR_CONFIG, x->file, LINE("site"),
+			      "site.from is required, e.g. from = \"Matrix <matrix@example.org>\";");
+	if (strchr(c->site.from, '@') == NULL || strpbrk(c->site.from, "\r\n"))
+		return err_at(x->err, ERR_CONFIG, x->file, LINE("site.from"),
+			      "site.from must be an address like \"Matrix <matrix@example.org>\"");
+	for (const char *p = c->site.language; *p; p++)
+		if (!((*p >= 'a' && *p <= 'z') || (*p >= 'A' && *p <= 'Z') ||
+		      (*p >= '0' && *p <= '9') || *p == '-'))
+			return err_at(x->err, ERR_CONFIG, x->file, LINE("site.language"),
+				      "site.language must be a language tag such as zh-CN");
+	if (strncmp(c->smtp.url, "smtp://", 7) != 0 && strncmp(c->smtp.url, "smtps://", 8) != 0 &&
+	    strncmp(c->smtp.url, "maildir:", 8) != 0)
+		return err_at(x->err, ERR_CONFIG, x->file, LINE("smtp.url"),
+			      "smtp.url must start with smtp://, smtps:// or maildir:");
+	if (strncmp(c->smtp.url, "maildir:", 8) == 0) {
+		const char *p = c->smtp.url + 8;
+		if (*p == '\0')
+			return err_at(x->err, ERR_CONFIG, x->file, LINE("smtp.url"),
+				      "smtp.url maildir: needs a directory, e.g. \"maildir:/var/mail/out\"");
+		char *abs = resolve(x->dir, p);
+		free(c->smtp.url);
+		c->smtp.url = xasprintf("maildir:%s", abs);
+		free(abs);
+	}
+	if (strncmp(c->smtp.url, "smtps://", 8) == 0 && c->smtp.tls == TLS_OFF)
+		return err_at(x->err, ERR_CONFIG, x->file, LINE("smtp.tls"),
+			      "smtp.tls = \"off\" contradicts an smtps:// url");
+	if (c->smtp.password_file[0] && c->smtp.username[0] == '\0')
+		return err_at(x->err, ERR_CONFIG, x->file, LINE("smtp.password_file"),
+			      "smtp.password_file is set but smtp.username is empty");
+	if (strchr(c->smtp.return_path, '@') == NULL || strpbrk(c->smtp.return_path, " <>\r\n"))
+		return err_at(x->err, ERR_CONFIG, x->file, LINE("smtp.return_path"),
+			      "smtp.return_path must be an address such as "
+			      "\"bounces+{token}@example.org\"");
+	if (c->http.listen[0] && !valid_hostport(c->http.listen))
+		return err_at(x->err, ERR_CONFIG, x->file, LINE("http.listen"),
+			      "http.listen must be HOST:PORT such as \"127.0.0.1:8025\", or \"\" to "
+			      "disable");
+#undef LINE
+	return 0;
+}
+
+int conf_load(struct conf *c, const char *path, struct err *err)
+{
+	config_t cf;
+	struct ctx x = {c, path, NULL, err};
+	int r = -1;
+
+	conf_defaults(c);
+	config_init(&cf);
+
+	char *abs = realpath(path, NULL);
+	if (abs == NULL) {
+		err_sys(err, "%s", path);
+		err->kind = ERR_CONFIG;
+		goto out;
+	}
+	c->path = abs;
+	char *slash = strrchr(abs, '/');
+	x.dir = xstrndup(abs, slash == abs ? 1 : (size_t)(slash - abs));
+
+	/* config_read_file() reports an unreadable file without its name. */
+	FILE *f = fopen(abs, "r");
+	if (f == NULL) {
+		err_sys(err, "%s", path);
+		err->kind = ERR_CONFIG;
+		goto out;
+	}
+	fclose(f);
+	if (config_read_file(&cf, abs) != CONFIG_TRUE) {
+		const char *file = config_error_file(&cf);
+		err_at(err, ERR_CONFIG, file ? file : path, config_error_line(&cf), "%s",
+		       config_error_text(&cf));
+		goto out;
+	}
+	if (walk(&x, config_root_setting(&cf), NULL) < 0)
+		goto out;
+	if (semantic(&x, &cf) < 0)
+		goto out;
+	r = 0;
+out:
+	config_destroy(&cf);
+	free(x.dir);
+	if (r < 0) {
+		conf_free(c);
+	}
+	return r;
+}
+
+int conf_password(const struct conf *c, char **out, struct err *err)
+{
+	*out = NULL;
+	if (c->smtp.password_file == NULL || c->smtp.password_file[0] == '\0')
+		return 0;
+	const char *p = c->smtp.password_file;
+	int fd = open(p, O_RDONLY | O_CLOEXEC | O_NOFOLLOW);
+	if (fd < 0)
+		return err_sys(err, "smtp.password_file %s", p);
+	struct stat st;
+	if (fstat(fd, &st) < 0) {
+		close(fd);
+		return err_sys(err, "smtp.password_file %s", p);
+	}
+	if (st.st_mode & (S_IRWXG | S_IRWXO)) {
+		close(fd);
+		return err_set(err, ERR_CONFIG,
+			       "smtp.password_file %s is readable by others (mode %03o); "
+			       "run: chmod 600 %s",
+			       p, (unsigned)(st.st_mode & 0777), p);
+	}
+	char pw[1024];
+	ssize_t n = read(fd, pw, sizeof pw - 1);
+	close(fd);
+	if (n < 0)
+		return err_sys(err, "smtp.password_file %s", p);
+	pw[n] = '\0';
+	while (n > 0 && (pw[n - 1] == '\n' || pw[n - 1] == '\r'))
+		pw[--n] = '\0';
+	if (n == 0)
+		return err_set(err, ERR_CONFIG, "smtp.password_file %s is empty", p);
+	*out = xstrdup(pw);
+	explicit_bzero(pw, sizeof pw);
+	return 0;
+}

@@ -1,0 +1,60 @@
+/*
+ * matrixd.conf (libconfig syntax, SPEC.md "Configuration"): defaults, type
+ * and range checks, unknown keys rejected, every error "FILE:LINE: …".
+ * Relative paths in the file are taken relative to the file's directory, so
+ * a configuration and its directories can travel together (examples/).
+ */
+#ifndef MATRIX_CONF_H
+#define MATRIX_CONF_H
+
+#include <stdbool.h>
+
+#include "err.h"
+
+#define CONF_DEFAULT_PATH "/etc/matrixd/matrixd.conf"
+
+enum tls_mode { TLS_AUTO, TLS_REQUIRED, TLS_OFF };
+
+struct conf {
+	char *path; /* the file read, absolute; NULL for pure defaults */
+	char *issue_dir, *state_dir, *public_dir, *template_dir;
+	int issue_settle_seconds;
+	long long max_issue_bytes;
+	int bounce_threshold;
+	struct {
+		char *title, *base_url, *language, *from;
+		int feed_items;
+	} site;
+	struct {
+		char *url;
+		enum tls_mode tls;
+		char *ca_file, *username, *password_file;
+		int connections;
+		double rate;
+		int max_attempts;
+		int retry_max_age;
+		char *return_path;
+	} smtp;
+	struct {
+		char *listen; /* "" disables the endpoint */
+	} http;
+};
+
+/* Fills c with the built-in defaults (base_url and from are empty). */
+void conf_defaults(struct conf *c);
+/*
+ * Reads path over the defaults into a fresh *c. On error *c is left empty
+ * (conf_free-able) and err says "FILE:LINE: what is wrong". A file must
+ * set the required keys (site.base_url, site.from).
+ */
+int conf_load(struct conf *c, const char *path, struct err *err);
+void conf_free(struct conf *c);
+
+/*
+ * Reads the SMTP password from smtp.password_file into an allocated string
+ * (trailing newline removed); *out is NULL when no file is configured.
+ * Refuses a file that group or others can read.
+ */
+int conf_password(const struct conf *c, char **out, struct err *err);
+
+#endif

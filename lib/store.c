@@ -1,0 +1,353 @@
+/*
+ * SQLite store: open, pragmas, migrations, transactions and a cache of
+ * prepared statements (see store.h). Every statement in matrixd is prepared
+ * with bound parameters; nothing builds SQL from data.
+ */
+#include <errno.h>
+#include <fcntl.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "store.h"
+#include "xmalloc.h"
+
+struct store_stmt {
+	const char *sql;
+	sqlite3_stmt *st;
+	struct store_stmt *next;
+};
+
+/* Version 1: the whole schema. Later versions append ALTERs below it. */
+static const char schema_v1[] =
+    "CREATE TABLE lists ("
+    "  id INTEGER PRIMARY KEY,"
+    "  name TEXT NOT NULL UNIQUE,"
+    "  title TEXT NOT NULL DEFAULT '',"
+    "  description TEXT NOT NULL DEFAULT '',"
+    "  created_at INTEGER NOT NULL);"
+    /* email_key: the address with its domain lowercased (RFC 5321 §2.4:
+     * local parts are case-sensitive, domains are not). */
+    "CREATE TABLE subscribers ("
+    "  id INTEGER PRIMARY KEY,"
+    "  email TEXT NOT NULL,"
+    "  email_key TEXT NOT NULL UNIQUE,"
+    "  name TEXT NOT NULL DEFAULT '',"
+    "  attrs TEXT NOT NULL DEFAULT '{}',"
+    "  bounce_score INTEGER NOT NULL DEFAULT 0,"
+    "  created_at INTEGER NOT NULL,"
+    "  updated_at INTEGER NOT NULL);"
+    "CREATE TABLE memberships ("
+    "  list_id INTEGER NOT NULL REFERENCES lists(id) ON DELETE CASCADE,"
+    "  subscriber_id INTEGER NOT NULL REFERENCES subscribers(id) ON DELETE CASCADE,"
+    "  status TEXT NOT NULL CHECK (status IN"
+    "    ('pending','confirmed','unsubscribed','bounced')),"
+    "  mode TEXT NOT NULL DEFAULT 'article' CHECK (mode IN ('article','digest')),"
+    "  consent_at INTEGER,"      /* when the subscriber (or an admin) opted in */
+    "  consent_via TEXT,"        /* cli | import | confirm-link */
+    "  consent_by TEXT,"         /* cli:USER, import:FILE, http */
+    "  status_at INTEGER NOT NULL,"
+    "  created_at INTEGER NOT NULL,"
+    "  PRIMARY KEY (list_id, subscriber_id)) WITHOUT ROWID;"
+    "CREATE INDEX memberships_subscriber ON memberships(subscriber_id);"
+    "CREATE INDEX memberships_status ON memberships(list_id, status);"
+    /* History of everything that happened to a subscriber: consent records,
+     * unsubscribes, bounces, complaints. Erased with the subscriber. */
+    "CREATE TABLE events ("
+    "  id INTEGER PRIMARY KEY,"
+    "  subscriber_id INTEGER NOT NULL REFERENCES subscribers(id) ON DELETE CASCADE,"
+    "  list_id INTEGER REFERENCES lists(id) ON DELETE SET NULL,"
+    "  at INTEGER NOT NULL,"
+    "  kind TEXT NOT NULL,"      /* subscribe confirm unsubscribe bounce complaint … */
+    "  via TEXT NOT NULL,"       /* cli import confirm-link one-click mail bounce */
+    "  actor TEXT NOT NULL DEFAULT '',"
+    "  detail TEXT NOT NULL DEFAULT '');"
+    "CREATE INDEX events_subscriber ON events(subscriber_id);"
+    "CREATE TABLE issues ("
+    "  id INTEGER PRIMARY KEY,"
+    "  number INTEGER NOT NULL UNIQUE,"
+    "  title TEXT NOT NULL,"
+    "  period TEXT NOT NULL DEFAULT '',"
+    "  language TEXT NOT NULL DEFAULT '',"
+    "  status TEXT NOT NULL CHECK (status IN ('publish','draft')),"
+    "  lists TEXT NOT NULL DEFAULT '',"  /* comma-separated names; '' = every list */
+    "  path TEXT NOT NULL,"
+    "  hash TEXT NOT NULL,"
+    "  date INTEGER NOT NULL,"           /* publication date */
+    "  colophon TEXT NOT NULL DEFAULT '',"
+    "  queued_at INTEGER,"               /* deliveries created; NULL for drafts */
+    "  created_at INTEGER NOT NULL,"
+    "  updated_at INTEGER NOT NULL);"
+    "CREATE TABLE articles ("
+    "  issue_id INTEGER NOT NULL REFERENCES issues(id) ON DELETE CASCADE,"
+    "  idx INTEGER NOT NULL,"
+    "  slug TEXT NOT NULL,"
+    "  section TEXT NOT NULL DEFAULT '',"
+    "  title TEXT NOT NULL,"
+    "  summary TEXT NOT NULL DEFAULT '',"
+    "  markdown TEXT NOT NULL,"
+    "  html TEXT NOT NULL,"
+    "  text TEXT NOT NULL,"
+    "  PRIMARY KEY (issue_id, idx));"
+    /* Issue files that failed to parse, for `matrixctl status`. */
+    "CREATE TABLE issue_errors ("
+    "  path TEXT PRIMARY KEY,"
+    "  hash TEXT NOT NULL,"
+    "  error TEXT NOT NULL,"
+    "  at INTEGER NOT NULL);"
+    /*
+     * The ledger. part: article index (1..n), 0 = the issue's digest.
+     * issue_id 0 marks a confirmation request, with part = the list id.
+     * The UNIQUE key makes enqueueing idempotent: re-publishing an issue
+     * never creates a second row for the same (issue, part, subscriber).
+     */
+    "CREATE TABLE deliveries ("
+    "  id INTEGER PRIMARY KEY,"
+    "  issue_id INTEGER NOT NULL,"
+    "  part INTEGER NOT NULL,"
+    "  subscriber_id INTEGER NOT NULL REFERENCES subscribers(id) ON DELETE CASCADE,"
+    "  list_id INTEGER NOT NULL,"
+    "  state TEXT NOT NULL DEFAULT 'queued' CHECK (state IN"
+    "    ('queued','sending','sent','deferred','failed')),"
+    "  attempts INTEGER NOT NULL DEFAULT 0,"
+    "  next_attempt INTEGER NOT NULL DEFAULT 0,"
+    "  last_code INTEGER,"       /* SMTP reply code */
+    "  last_status TEXT,"        /* enhanced status, 4.2.0 */
+    "  last_reply TEXT,"         /* the server's last reply line */
+    "  queue_id TEXT,"           /* the relay's queue id, from 250 … queued as X */
+    "  created_at INTEGER NOT NULL,"
+    "  updated_at INTEGER NOT NULL,"
+    "  sent_at INTEGER,"
+    "  UNIQUE (issue_id, part, subscriber_id));"
+    "CREATE INDEX deliveries_due ON deliveries(state, next_attempt);"
+    "CREATE INDEX deliveries_subscriber ON deliveries(subscriber_id);"
+    "CREATE TABLE kv (key TEXT PRIMARY KEY, value TEXT NOT NULL);"
+    "INSERT INTO lists(name, title, created_at) VALUES ('matrix', 'Matrix', unixepoch());";
+
+static const char *const migrations[] = {schema_v1};
+#define NMIGRATIONS (int)(sizeof migrations / sizeof migrations[0])
+
+int64_t store_now(void)
+{
+	const char *fake = getenv("MATRIXD_FAKE_NOW");
+	if (fake && *fake)
+		return strtoll(fake, NULL, 10);
+	return (int64_t)time(NULL);
+}
+
+int store_fail(struct store *s, struct err *err, const char *what)
+{
+	int code = sqlite3_extended_errcode(s->db);
+	enum err_kind kind = (code & 0xff) == SQLITE_BUSY || (code & 0xff) == SQLITE_LOCKED
+				 ? ERR_TEMP
+				 : ERR_DB;
+	return err_set(err, kind, "%s: %s: %s", s->path, what, sqlite3_errmsg(s->db));
+}
+
+int store_exec(struct store *s, const char *sql, struct err *err)
+{
+	if (sqlite3_exec(s->db, sql, NULL, NULL, NULL) != SQLITE_OK)
+		return store_fail(s, err, "exec");
+	return 0;
+}
+
+int store_begin(struct store *s, struct err *err)
+{
+	if (s->depth++ > 0)
+		return 0;
+	if (sqlite3_exec(s->db, "BEGIN IMMEDIATE", NULL, NULL, NULL) != SQLITE_OK) {
+		s->depth = 0;
+		return store_fail(s, err, "begin");
+	}
+	return 0;
+}
+
+int store_commit(struct store *s, struct err *err)
+{
+	if (s->depth == 0 || --s->depth > 0)
+		return 0;
+	if (sqlite3_exec(s->db, "COMMIT", NULL, NULL, NULL) != SQLITE_OK) {
+		store_fail(s, err, "commit");
+		sqlite3_exec(s->db, "ROLLBACK", NULL, NULL, NULL);
+		return -1;
+	}
+	return 0;
+}
+
+void store_rollback(struct store *s)
+{
+	if (s->depth == 0)
+		return;
+	s->depth = 0;
+	sqlite3_exec(s->db, "ROLLBACK", NULL, NULL, NULL);
+}
+
+sqlite3_stmt *store_stmt(struct store *s, const char *sql, struct err *err)
+{
+	struct store_stmt *c;
+	for (c = s->cache; c; c = c->next)
+		if (c->sql == sql) {
+			sqlite3_reset(c->st);
+			sqlite3_clear_bindings(c->st);
+			return c->st;
+		}
+	sqlite3_stmt *st = NULL;
+	if (sqlite3_prepare_v3(s->db, sql, -1, SQLITE_PREPARE_PERSISTENT, &st, NULL) !=
+	    SQLITE_OK) {
+		store_fail(s, err, "prepare");
+		return NULL;
+	}
+	c = xmalloc(sizeof *c);
+	c->sql = sql;
+	c->st = st;
+	c->next = s->cache;
+	s->cache = c;
+	return st;
+}
+
+int store_step_done(struct store *s, sqlite3_stmt *st, struct err *err, const char *what)
+{
+	int rc;
+	while ((rc = sqlite3_step(st)) == SQLITE_ROW)
+		;
+	if (rc != SQLITE_DONE) {
+		store_fail(s, err, what);
+		sqlite3_reset(st);
+		return -1;
+	}
+	sqlite3_reset(st);
+	return 0;
+}
+
+int store_kv_set(struct store *s, const char *key, const char *value, struct err *err)
+{
+	static const char sql[] = "INSERT INTO kv(key, value) VALUES (?1, ?2) "
+				  "ON CONFLICT(key) DO UPDATE SET value = excluded.value";
+	sqlite3_stmt *st = store_stmt(s, sql, err);
+	if (st == NULL)
+		return -1;
+	sqlite3_bind_text(st, 1, key, -1, SQLITE_STATIC);
+	sqlite3_bind_text(st, 2, value, -1, SQLITE_STATIC);
+	return store_step_done(s, st, err, "kv set");
+}
+
+char *store_kv_get(struct store *s, const char *key, struct err *err)
+{
+	static const char sql[] = "SELECT value FROM kv WHERE key = ?1";
+	sqlite3_stmt *st = store_stmt(s, sql, err);
+	if (st == NULL)
+		return NULL;
+	sqlite3_bind_text(st, 1, key, -1, SQLITE_STATIC);
+	char *v = NULL;
+	int rc = sqlite3_step(st);
+	if (rc == SQLITE_ROW)
+		v = xstrdup((const char *)sqlite3_column_text(st, 0));
+	else if (rc != SQLITE_DONE)
+		store_fail(s, err, "kv get");
+	sqlite3_reset(st);
+	return v;
+}
+
+void store_checkpoint(struct store *s)
+{
+	sqlite3_wal_checkpoint_v2(s->db, NULL, SQLITE_CHECKPOINT_TRUNCATE, NULL, NULL);
+}
+
+static int migrate(struct store *s, struct err *err)
+{
+	if (store_begin(s, err) < 0)
+		return -1;
+	sqlite3_stmt *st = NULL;
+	int version = 0;
+	if (sqlite3_prepare_v2(s->db, "PRAGMA user_version", -1, &st, NULL) != SQLITE_OK)
+		goto fail;
+	if (sqlite3_step(st) == SQLITE_ROW)
+		version = sqlite3_column_int(st, 0);
+	sqlite3_finalize(st);
+	if (version > NMIGRATIONS) {
+		store_rollback(s);
+		return err_set(err, ERR_DB,
+			       "%s: schema version %d is newer than this program knows (%d); "
+			       "upgrade matrixd",
+			       s->path, version, NMIGRATIONS);
+	}
+	for (int v = version; v < NMIGRATIONS; v++) {
+		if (sqlite3_exec(s->db, migrations[v], NULL, NULL, NULL) != SQLITE_OK)
+			goto fail;
+		char pragma[64];
+		snprintf(pragma, sizeof pragma, "PRAGMA user_version = %d", v + 1);
+		if (sqlite3_exec(s->db, pragma, NULL, NULL, NULL) != SQLITE_OK)
+			goto fail;
+	}
+	return store_commit(s, err);
+fail:
+	store_fail(s, err, "migrate");
+	store_rollback(s);
+	return -1;
+}
+
+int store_open(struct store **out, const char *state_dir, struct err *err)
+{
+	struct store *s = xcalloc(1, sizeof *s);
+	*out = NULL;
+	s->path = xasprintf("%s/%s", state_dir, STORE_FILE);
+
+	/* Create the file ourselves so that it is group-writable: SQLite gives
+	 * the -wal and -shm files the mode of the database file. */
+	int fd = open(s->path, O_RDWR | O_CREAT | O_CLOEXEC | O_NOFOLLOW, 0660);
+	if (fd < 0) {
+		err_sys(err, "%s", s->path);
+		if (errno == ENOENT)
+			err_prefix(err, "state_dir does not exist (create it or fix state_dir)");
+		goto fail;
+	}
+	struct stat st;
+	if (fstat(fd, &st) == 0 && st.st_size == 0)
+		(void)fchmod(fd, 0660);
+	close(fd);
+
+	int flags = SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE | SQLITE_OPEN_NOFOLLOW |
+		    SQLITE_OPEN_EXRESCODE;
+	if (sqlite3_open_v2(s->path, &s->db, flags, NULL) != SQLITE_OK) {
+		store_fail(s, err, "open");
+		goto fail;
+	}
+	sqlite3_busy_timeout(s->db, 10000);
+	sqlite3_stmt *q = NULL;
+	if (sqlite3_prepare_v2(s->db, "PRAGMA journal_mode=WAL", -1, &q, NULL) != SQLITE_OK ||
+	    sqlite3_step(q) != SQLITE_ROW ||
+	    strcmp((const char *)sqlite3_column_text(q, 0), "wal") != 0) {
+		sqlite3_finalize(q);
+		store_fail(s, err, "cannot switch to WAL journal mode");
+		goto fail;
+	}
+	sqlite3_finalize(q);
+	if (store_exec(s, "PRAGMA synchronous=NORMAL; PRAGMA foreign_keys=ON;", err) < 0)
+		goto fail;
+	if (migrate(s, err) < 0)
+		goto fail;
+	*out = s;
+	return 0;
+fail:
+	store_close(s);
+	return -1;
+}
+
+void store_close(struct store *s)
+{
+	if (s == NULL)
+		return;
+	struct store_stmt *c = s->cache, *n;
+	for (; c; c = n) {
+		n = c->next;
+		sqlite3_finalize(c->st);
+		free(c);
+	}
+	if (s->db)
+		sqlite3_close(s->db);
+	free(s->path);
+	free(s);
+}

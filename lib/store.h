@@ -1,0 +1,78 @@
+/*
+ * The store: one SQLite database, state_dir/matrixd.db, shared by matrixd
+ * and matrixctl (LIBNOTES.md §7). WAL, a busy timeout, foreign keys on,
+ * synchronous=NORMAL, and the schema migrated forward on open inside
+ * BEGIN IMMEDIATE (PRAGMA user_version). Every write transaction starts
+ * with store_begin() (BEGIN IMMEDIATE): a deferred BEGIN that reads then
+ * writes fails at once with SQLITE_BUSY when another process committed in
+ * between, whatever the busy timeout.
+ *
+ * Tables (docs/design.md has the full story):
+ *   lists, subscribers, memberships (status + mode per list), events
+ *   (consent and history), issues, articles, issue_errors, deliveries (the
+ *   ledger: one row per issue × article-or-digest × subscriber), kv.
+ *
+ * A struct store belongs to one thread.
+ */
+#ifndef MATRIX_STORE_H
+#define MATRIX_STORE_H
+
+#include <sqlite3.h>
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "err.h"
+
+#define STORE_FILE "matrixd.db"
+#define STORE_SCHEMA_VERSION 1
+
+struct store {
+	sqlite3 *db;
+	char *path;
+	struct store_stmt *cache; /* prepared statements, see store_stmt() */
+	int depth;                /* store_begin nesting */
+};
+
+/*
+ * Opens (creating if needed, mode 0660 so that the daemon's group can share
+ * it) state_dir/matrixd.db and migrates it. Returns allocated store; caller
+ * closes with store_close().
+ */
+int store_open(struct store **out, const char *state_dir, struct err *err);
+void store_close(struct store *s);
+
+/* BEGIN IMMEDIATE / COMMIT / ROLLBACK. Nested begins only count. */
+int store_begin(struct store *s, struct err *err);
+int store_commit(struct store *s, struct err *err);
+void store_rollback(struct store *s);
+
+/* Runs fixed SQL without parameters (DDL, pragmas). */
+int store_exec(struct store *s, const char *sql, struct err *err);
+
+/*
+ * Returns a prepared statement for sql, cached for the store's lifetime and
+ * keyed by the sql pointer (pass string literals). The statement is reset
+ * and its bindings cleared; the caller steps it and must call
+ * sqlite3_reset() when done (LIBNOTES.md: an unreset SELECT pins a read
+ * transaction and starves checkpoints). NULL on error, with err set.
+ */
+sqlite3_stmt *store_stmt(struct store *s, const char *sql, struct err *err);
+
+/* Fills err with the connection's last error, prefixed by what; returns -1. */
+int store_fail(struct store *s, struct err *err, const char *what);
+
+/* Steps a statement that returns no rows (or ignores them) and resets it. */
+int store_step_done(struct store *s, sqlite3_stmt *st, struct err *err, const char *what);
+
+/* Key/value settings (daemon state, secrets' metadata …). */
+int store_kv_set(struct store *s, const char *key, const char *value, struct err *err);
+/* Allocated value or NULL when absent (err untouched) or on error (err set). */
+char *store_kv_get(struct store *s, const char *key, struct err *err);
+
+/* Checkpoints and truncates the WAL when no reader holds it (after forget). */
+void store_checkpoint(struct store *s);
+
+/* Current time, seconds since the epoch (one place to fake it in tests). */
+int64_t store_now(void);
+
+#endif

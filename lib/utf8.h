@@ -1,0 +1,65 @@
+/*
+ * UTF-8 at the boundaries: strict validation, decoding, display width for
+ * terminal tables, cleaning of strings bound for XML or mail headers, and the
+ * RFC 2047 encoder libetpan lacks (LIBNOTES.md §1.3).
+ */
+#ifndef MATRIX_UTF8_H
+#define MATRIX_UTF8_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "buf.h"
+
+/*
+ * Strict UTF-8 (RFC 3629: no overlong forms, no surrogates, nothing above
+ * U+10FFFF). On failure *bad (if not NULL) is the offset of the first bad byte.
+ */
+bool utf8_valid(const char *s, size_t n, size_t *bad);
+
+/* Decodes one code point at *p (p < end) and advances *p; an invalid sequence
+ * yields -1 and advances one byte. */
+int32_t utf8_next(const char **p, const char *end);
+
+/* Writes cp as UTF-8 into out (4 bytes room); returns the length. */
+size_t utf8_put(char *out, uint32_t cp);
+
+/* Terminal columns of cp: 0 for combining marks, 2 for East Asian wide. */
+int utf8_cp_width(uint32_t cp);
+/* Columns of a (valid) UTF-8 string. */
+size_t utf8_width(const char *s);
+/* Number of code points. */
+size_t utf8_len(const char *s);
+
+/* Han ideographs and the CJK symbol/punctuation and full-width blocks. */
+bool utf8_is_cjk(uint32_t cp);
+bool utf8_is_han(uint32_t cp);
+
+/* Byte length of the longest prefix of s holding at most max code points. */
+size_t utf8_prefix(const char *s, size_t max);
+
+enum {
+	UTF8_KEEP_NL = 0x1,  /* keep LF and TAB (bodies); otherwise they become spaces */
+	UTF8_XML = 0x2,      /* also drop U+FFFE, U+FFFF (XML 1.0 Char) */
+};
+/*
+ * Appends s to out with every control character removed (C0 but see
+ * UTF8_KEEP_NL, DEL, C1; a CR becomes a space) and every invalid byte
+ * replaced by U+FFFD. The result is valid UTF-8 fit for XML text and, without
+ * UTF8_KEEP_NL, for one header line. Returns -1 only when out is full.
+ */
+int utf8_clean(struct buf *out, const char *s, size_t n, int flags);
+/* Allocated cleaned copy of a NUL-terminated string (see utf8_clean). */
+char *utf8_clean_dup(const char *s, int flags);
+
+/*
+ * RFC 2047 for an unstructured header text (Subject) or a display name:
+ * printable ASCII is appended as is; anything else becomes "=?UTF-8?B?…?="
+ * words of at most 75 characters, split only between code points and
+ * separated by single spaces so the header folder can break there. Control
+ * characters are removed first. Returns -1 only when out is full.
+ */
+int utf8_rfc2047(struct buf *out, const char *s);
+
+#endif
