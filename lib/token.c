@@ -1,0 +1,160 @@
+/* HMAC-SHA256 tokens for links and VERP addresses (see token.h). */
+#include <errno.h>
+#include <fcntl.h>
+#include <inttypes.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <gnutls/crypto.h>
+#include <gnutls/gnutls.h>
+
+#include "token.h"
+
+static const char *purpose_word(enum token_purpose p)
+{
+	switch (p) {
+	case TOKEN_UNSUBSCRIBE: return "unsubscribe";
+	case TOKEN_CONFIRM: return "confirm";
+	case TOKEN_VERP: return "verp";
+	}
+	return "?";
+}
+
+static int hexval(int c)
+{
+	if (c >= '0' && c <= '9')
+		return c - '0';
+	if (c >= 'a' && c <= 'f')
+		return c - 'a' + 10;
+	if (c >= 'A' && c <= 'F')
+		return c - 'A' + 10;
+	return -1;
+}
+
+int token_key_load(struct token_key *k, const char *state_dir, struct err *err)
+{
+	char path[4096], hex[65];
+	snprintf(path, sizeof path, "%s/%s", state_dir, TOKEN_SECRET_FILE);
+	int fd = open(path, O_RDONLY | O_CLOEXEC | O_NOFOLLOW);
+	if (fd < 0 && errno == ENOENT) {
+		unsigned char raw[32];
+		if (gnutls_rnd(GNUTLS_RND_KEY, raw, sizeof raw) < 0)
+			return err_set(err, ERR_INTERNAL, "cannot get random bytes for %s", path);
+		for (size_t i = 0; i < sizeof raw; i++)
+			snprintf(hex + 2 * i, 3, "%02x", raw[i]);
+		char tmp[4200];
+		snprintf(tmp, sizeof tmp, "%s.%ld.tmp", path, (long)getpid());
+		int w = open(tmp, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
+		if (w < 0)
+			return err_sys(err, "%s", tmp);
+		hex[64] = '\n';
+		if (write(w, hex, 65) != 65 || fsync(w) < 0) {
+			close(w);
+			unlink(tmp);
+			return err_sys(err, "%s", tmp);
+		}
+		close(w);
+		/* link() fails if another process created the secret meanwhile: keep theirs. */
+		if (link(tmp, path) < 0 && errno != EEXIST) {
+			unlink(tmp);
+			return err_sys(err, "%s", path);
+		}
+		unlink(tmp);
+		fd = open(path, O_RDONLY | O_CLOEXEC | O_NOFOLLOW);
+	}
+	if (fd < 0)
+		return err_sys(err, "%s", path);
+	struct stat st;
+	if (fstat(fd, &st) < 0 || (st.st_mode & 077)) {
+		close(fd);
+		return err_set(err, ERR_CONFIG, "%s must be readable by its owner only; run: chmod 600 %s",
+			       path, path);
+	}
+	ssize_t n = read(fd, hex, 64);
+	close(fd);
+	if (n != 64)
+		return err_set(err, ERR_CONFIG, "%s: expected 64 hex digits; delete it to make a new one "
+					      "(outstanding links stop working)",
+			       path);
+	for (int i = 0; i < 32; i++) {
+		int hi = hexval(hex[2 * i]), lo = hexval(hex[2 * i + 1]);
+		if (hi < 0 || lo < 0)
+			return err_set(err, ERR_CONFIG, "%s: expected 64 hex digits", path);
+		k->secret[i] = (unsigned char)(hi << 4 | lo);
+	}
+	return 0;
+}
+
+static void mac_hex(const struct token_key *k, enum token_purpose p, const char *ids, size_t nhex,
+		    char *out)
+{
+	char msg[128];
+	unsigned char mac[32];
+	int n = snprintf(msg, sizeof msg, "%s:%s", purpose_word(p), ids);
+	gnutls_hmac_fast(GNUTLS_MAC_SHA256, k->secret, sizeof k->secret, msg, (size_t)n, mac);
+	for (size_t i = 0; i < nhex / 2; i++)
+		snprintf(out + 2 * i, 3, "%02x", mac[i]);
+}
+
+void token_make(const struct token_key *k, enum token_purpose p, int64_t a, int64_t b, char *out)
+{
+	char ids[64], mac[65];
+	if (p == TOKEN_VERP) {
+		snprintf(ids, sizeof ids, "%" PRId64, a);
+		mac_hex(k, p, ids, 16, mac);
+	} else {
+		snprintf(ids, sizeof ids, "%" PRId64 "-%" PRId64, a, b);
+		mac_hex(k, p, ids, 32, mac);
+	}
+	snprintf(out, TOKEN_MAX, "%s-%s", ids, mac);
+}
+
+static bool parse_id(const char **p, const char *end, int64_t *v)
+{
+	int64_t x = 0;
+	const char *s = *p;
+	if (s >= end || *s < '0' || *s > '9' || (*s == '0' && s + 1 < end && s[1] != '-'))
+		return false;
+	for (; s < end && *s >= '0' && *s <= '9'; s++) {
+		if (x > (INT64_MAX - 9) / 10)
+			return false;
+		x = x * 10 + (*s - '0');
+	}
+	*p = s;
+	*v = x;
+	return true;
+}
+
+bool token_check(const struct token_key *k, enum token_purpose p, const char *tok, size_t len,
+		 int64_t *a, int64_t *b)
+{
+	const char *s = tok, *end = tok + len;
+	int64_t x = 0, y = 0;
+	if (!parse_id(&s, end, &x) || s >= end || *s++ != '-')
+		return false;
+	if (p != TOKEN_VERP && (!parse_id(&s, end, &y) || s >= end || *s++ != '-'))
+		return false;
+	size_t nhex = p == TOKEN_VERP ? 16 : 32;
+	if ((size_t)(end - s) != nhex)
+		return false;
+	char ids[64], want[65], got[65];
+	if (p == TOKEN_VERP)
+		snprintf(ids, sizeof ids, "%" PRId64, x);
+	else
+		snprintf(ids, sizeof ids, "%" PRId64 "-%" PRId64, x, y);
+	mac_hex(k, p, ids, nhex, want);
+	for (size_t i = 0; i < nhex; i++)
+		got[i] = (char)((s[i] >= 'A' && s[i] <= 'F') ? s[i] + 32 : s[i]);
+	unsigned diff = 0;
+	for (size_t i = 0; i < nhex; i++)
+		diff |= (unsigned)(got[i] ^ want[i]);
+	if (diff != 0)
+		return false;
+	*a = x;
+	if (b)
+		*b = y;
+	return true;
+}

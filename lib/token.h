@@ -1,0 +1,47 @@
+/*
+ * Tokens that name a subscriber, a list or a delivery in links and
+ * addresses, authenticated with HMAC-SHA256 (GnuTLS) under a secret kept in
+ * state_dir/secret (32 random bytes, hex, mode 0600, created on first use).
+ *
+ *   unsubscribe / confirm:  SUB-LIST-MAC     MAC = 32 hex digits (128 bits)
+ *   VERP return path:       DELIVERY-MAC     MAC = 16 hex digits (64 bits)
+ *
+ * The MAC covers a purpose word as well ("unsubscribe", "confirm", "verp"),
+ * so a token made for one purpose never works for another. Lowercase hex
+ * and decimal survive MTAs that fold the case of local parts.
+ */
+#ifndef MATRIX_TOKEN_H
+#define MATRIX_TOKEN_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "err.h"
+
+#define TOKEN_SECRET_FILE "secret"
+#define TOKEN_MAX 96 /* room for any token plus NUL */
+
+enum token_purpose { TOKEN_UNSUBSCRIBE, TOKEN_CONFIRM, TOKEN_VERP };
+
+struct token_key {
+	unsigned char secret[32];
+};
+
+/*
+ * Loads state_dir/secret, creating it (0600) when absent. Refuses a secret
+ * file readable by group or others.
+ */
+int token_key_load(struct token_key *k, const char *state_dir, struct err *err);
+
+/* Writes the token for (a, b) into out (TOKEN_MAX bytes). For TOKEN_VERP
+ * only a (the delivery id) is used. */
+void token_make(const struct token_key *k, enum token_purpose p, int64_t a, int64_t b,
+		char *out);
+
+/* Checks tok (len bytes, need not be NUL-terminated) and returns the ids it
+ * names. False for anything malformed, truncated or signed by another key. */
+bool token_check(const struct token_key *k, enum token_purpose p, const char *tok, size_t len,
+		 int64_t *a, int64_t *b);
+
+#endif
