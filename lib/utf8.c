@@ -178,12 +178,17 @@ int utf8_clean(struct buf *out, const char *s, size_t n, int flags)
 	return 0;
 }
 
-char *utf8_clean_dup(const char *s, int flags)
+char *utf8_clean_dup_n(const char *s, size_t n, int flags)
 {
 	struct buf b;
 	buf_init(&b, BUF_NOLIMIT);
-	utf8_clean(&b, s, strlen(s), flags);
+	utf8_clean(&b, s, n, flags);
 	return buf_detach(&b);
+}
+
+char *utf8_clean_dup(const char *s, int flags)
+{
+	return utf8_clean_dup_n(s, strlen(s), flags);
 }
 
 static bool is_plain_ascii(const char *s)

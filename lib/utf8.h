@@ -52,6 +52,8 @@ enum {
 int utf8_clean(struct buf *out, const char *s, size_t n, int flags);
 /* Allocated cleaned copy of a NUL-terminated string (see utf8_clean). */
 char *utf8_clean_dup(const char *s, int flags);
+/* Same for n bytes of s. */
+char *utf8_clean_dup_n(const char *s, size_t n, int flags);
 
 /*
  * RFC 2047 for an unstructured header text (Subject) or a display name:

@@ -1,0 +1,1013 @@
+/*
+ * Markdown to HTML and plain text (see md.h).
+ *
+ * cmark-gfm parses (tables, autolinks, strikethrough, tagfilter; safe mode),
+ * then we rewrite the tree: raw HTML and unsafe or empty links go, and for
+ * raw magazine exports the rules of docs/issue-format.md turn lines into
+ * captions, bylines, subheadings and a related-reading box. Our own blocks
+ * are cmark custom blocks whose on_enter string names them ("mx-caption"),
+ * so both renderers know them. The HTML comes from cmark; the plain text
+ * from our own walk, because cmark's plaintext renderer drops link targets
+ * and images (LIBNOTES.md §6).
+ */
+#include <ctype.h>
+#include <stdbool.h>
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <cmark-gfm-core-extensions.h>
+#include <cmark-gfm.h>
+#include <cmark-gfm/registry.h>
+
+#include "buf.h"
+#include "md.h"
+#include "utf8.h"
+#include "xmalloc.h"
+
+/* Exported by libcmark-gfm-extensions, not declared in its headers. */
+extern cmark_node_type CMARK_NODE_TABLE, CMARK_NODE_TABLE_ROW, CMARK_NODE_TABLE_CELL,
+    CMARK_NODE_STRIKETHROUGH;
+
+#define TEXT_WIDTH 72
+
+static const char *const exts[] = {"table", "autolink", "strikethrough", "tagfilter"};
+
+void md_init(void)
+{
+	cmark_gfm_core_extensions_ensure_registered();
+}
+
+void md_shutdown(void)
+{
+	cmark_release_plugins();
+}
+
+/* ---- $…$ math in raw exports --------------------------------------------- */
+
+static const char *sup(char c)
+{
+	static const char *const d[] = {"⁰", "¹", "²", "³", "⁴", "⁵", "⁶", "⁷", "⁸", "⁹"};
+	if (c >= '0' && c <= '9')
+		return d[c - '0'];
+	switch (c) {
+	case '+': return "⁺";
+	case '-': return "⁻";
+	case '=': return "⁼";
+	case '(': return "⁽";
+	case ')': return "⁾";
+	case 'n': return "ⁿ";
+	case 'i': return "ⁱ";
+	}
+	return NULL;
+}
+
+static const char *sub(char c)
+{
+	static const char *const d[] = {"₀", "₁", "₂", "₃", "₄", "₅", "₆", "₇", "₈", "₉"};
+	if (c >= '0' && c <= '9')
+		return d[c - '0'];
+	switch (c) {
+	case '+': return "₊";
+	case '-': return "₋";
+	case '=': return "₌";
+	case '(': return "₍";
+	case ')': return "₎";
+	}
+	return NULL;
+}
+
+static void add_md_escaped(struct buf *out, char c)
+{
+	if (strchr("\\`*_[]<>|#!~", c))
+		buf_addc(out, '\\');
+	buf_addc(out, c);
+}
+
+/* A script group "^{11}" or "^2": superscripts when every character has one. */
+static const char *script(struct buf *out, const char *p, const char *end, bool up)
+{
+	const char *s = p, *e;
+	if (s < end && *s == '{') {
+		e = memchr(s, '}', (size_t)(end - s));
+		if (e == NULL)
+			return NULL;
+		s++;
+	} else {
+		e = s < end ? s + 1 : s;
+	}
+	for (const char *q = s; q < e; q++)
+		if ((up ? sup(*q) : sub(*q)) == NULL)
+			return NULL;
+	for (const char *q = s; q < e; q++)
+		buf_adds(out, up ? sup(*q) : sub(*q));
+	return e < end && *e == '}' ? e + 1 : e;
+}
+
+static void math(struct buf *out, const char *p, const char *end)
+{
+	static const struct {
+		const char *tex, *text;
+	} cmds[] = {{"times", "×"}, {"cdot", "·"},   {"pm", "±"},     {"leq", "≤"},
+		    {"le", "≤"},    {"geq", "≥"},    {"ge", "≥"},     {"neq", "≠"},
+		    {"approx", "≈"}, {"infty", "∞"}, {"alpha", "α"},  {"beta", "β"},
+		    {"gamma", "γ"}, {"delta", "δ"},  {"epsilon", "ε"}, {"theta", "θ"},
+		    {"lambda", "λ"}, {"mu", "μ"},    {"pi", "π"},     {"sigma", "σ"},
+		    {"omega", "ω"}, {"sum", "∑"},    {"sqrt", "√"},   {"to", "→"}};
+	while (p < end) {
+		if (*p == '^' || *p == '_') {
+			const char *q = script(out, p + 1, end, *p == '^');
+			if (q) {
+				p = q;
+				continue;
+			}
+			add_md_escaped(out, *p++);
+		} else if (*p == '*') {
+			buf_adds(out, "×");
+			p++;
+		} else if (*p == '\\') {
+			const char *q = p + 1;
+			while (q < end && isalpha((unsigned char)*q))
+				q++;
+			size_t n = (size_t)(q - p - 1);
+			bool done = false;
+			for (size_t i = 0; i < sizeof cmds / sizeof cmds[0] && !done; i++)
+				if (strlen(cmds[i].tex) == n && memcmp(p + 1, cmds[i].tex, n) == 0) {
+					buf_adds(out, cmds[i].text);
+					done = true;
+				}
+			if (!done && n == 0 && q < end) {
+				add_md_escaped(out, *q); /* \{ \} \, */
+				q++;
+			} else if (!done) {
+				buf_add(out, p + 1, n);
+			}
+			p = q;
+		} else if (*p == '{' || *p == '}') {
+			p++;
+		} else {
+			add_md_escaped(out, *p++);
+		}
+	}
+}
+
+/* Rewrites $…$ spans (pandoc's rule: no space inside the dollars, no digit
+ * right after the closing one) so "$2 * 10^{11}$" reads "2 × 10¹¹". */
+static char *rewrite_math(const char *src, size_t len)
+{
+	struct buf out;
+	buf_init(&out, BUF_NOLIMIT);
+	const char *p = src, *end = src + len;
+	while (p < end) {
+		const char *d = memchr(p, '$', (size_t)(end - p));
+		if (d == NULL) {
+			buf_add(&out, p, (size_t)(end - p));
+			break;
+		}
+		buf_add(&out, p, (size_t)(d - p));
+		const char *s = d + 1;
+		const char *close = NULL;
+		if (s < end && *s != ' ' && *s != '$' && *s != '\n' && (d == src || d[-1] != '\\')) {
+			for (const char *q = s; q < end && *q != '\n'; q++)
+				if (*q == '$') {
+					if (q[-1] != ' ' && (q + 1 >= end || !isdigit((unsigned char)q[1])))
+						close = q;
+					break;
+				}
+		}
+		if (close == NULL) {
+			buf_addc(&out, '$');
+			p = d + 1;
+			continue;
+		}
+		math(&out, s, close);
+		p = close + 1;
+	}
+	return buf_detach(&out);
+}
+
+/* ---- tree helpers -------------------------------------------------------- */
+
+static void plain(cmark_node *n, struct buf *out)
+{
+	for (cmark_node *c = cmark_node_first_child(n); c; c = cmark_node_next(c)) {
+		cmark_node_type t = cmark_node_get_type(c);
+		if (t == CMARK_NODE_TEXT || t == CMARK_NODE_CODE)
+			buf_adds(out, cmark_node_get_literal(c));
+		else if (t == CMARK_NODE_SOFTBREAK || t == CMARK_NODE_LINEBREAK)
+			buf_addc(out, '\n');
+		else
+			plain(c, out);
+	}
+}
+
+static char *plain_dup(cmark_node *n)
+{
+	struct buf b;
+	buf_init(&b, BUF_NOLIMIT);
+	plain(n, &b);
+	return buf_detach(&b);
+}
+
+static bool has_breaks(cmark_node *n)
+{
+	for (cmark_node *c = cmark_node_first_child(n); c; c = cmark_node_next(c))
+		if (cmark_node_get_type(c) == CMARK_NODE_SOFTBREAK ||
+		    cmark_node_get_type(c) == CMARK_NODE_LINEBREAK)
+			return true;
+	return false;
+}
+
+static bool has_link(cmark_node *n)
+{
+	for (cmark_node *c = cmark_node_first_child(n); c; c = cmark_node_next(c)) {
+		cmark_node_type t = cmark_node_get_type(c);
+		if (t == CMARK_NODE_LINK || t == CMARK_NODE_IMAGE || has_link(c))
+			return true;
+	}
+	return false;
+}
+
+/* Moves every child of from to the end of to. */
+static void move_children(cmark_node *from, cmark_node *to)
+{
+	cmark_node *c;
+	while ((c = cmark_node_first_child(from)) != NULL) {
+		cmark_node_unlink(c);
+		cmark_node_append_child(to, c);
+	}
+}
+
+static cmark_node *custom(const char *enter, const char *exit)
+{
+	cmark_node *n = cmark_node_new(CMARK_NODE_CUSTOM_BLOCK);
+	cmark_node_set_on_enter(n, enter);
+	cmark_node_set_on_exit(n, exit);
+	return n;
+}
+
+/* Which of our blocks a custom block is: "caption", "byline", "related". */
+static const char *kind(cmark_node *n)
+{
+	const char *e = cmark_node_get_on_enter(n);
+	const char *k = e ? strstr(e, "class=\"mx-") : NULL;
+	if (k == NULL)
+		return "";
+	k += strlen("class=\"mx-");
+	if (strncmp(k, "caption", 7) == 0)
+		return "caption";
+	if (strncmp(k, "byline", 6) == 0)
+		return "byline";
+	if (strncmp(k, "related", 7) == 0)
+		return "related";
+	return "";
+}
+
+static bool is_custom(cmark_node *n, const char *k)
+{
+	return cmark_node_get_type(n) == CMARK_NODE_CUSTOM_BLOCK && strcmp(kind(n), k) == 0;
+}
+
+/* ---- safety rewrites ------------------------------------------------------ */
+
+static bool unsafe_url(const char *u)
+{
+	while (*u == ' ' || *u == '\t')
+		u++;
+	if (*u == '\0' || strcmp(u, "#") == 0)
+		return true;
+	const char *colon = strchr(u, ':');
+	const char *slash = strchr(u, '/');
+	if (colon == NULL || (slash && slash < colon))
+		return false; /* relative */
+	static const char *const ok[] = {"http:", "https:", "mailto:", "ftp:", "tel:"};
+	for (size_t i = 0; i < sizeof ok / sizeof ok[0]; i++)
+		if (strncasecmp(u, ok[i], strlen(ok[i])) == 0)
+			return false;
+	return true;
+}
+
+static bool relative_url(const char *u)
+{
+	if (u[0] == '/' || u[0] == '#' || u[0] == '\0')
+		return false;
+	const char *colon = strchr(u, ':');
+	const char *slash = strchr(u, '/');
+	return colon == NULL || (slash && slash < colon);
+}
+
+static bool safe_relpath(const char *u)
+{
+	if (strstr(u, "..") || strchr(u, '\\') || strchr(u, '?') || strchr(u, '#'))
+		return false;
+	for (const char *p = u; *p; p++)
+		if ((unsigned char)*p < 0x20)
+			return false;
+	return true;
+}
+
+static void strip_tags(const char *html, struct buf *out)
+{
+	bool in_tag = false;
+	for (const char *p = html; *p; p++) {
+		if (*p == '<')
+			in_tag = true;
+		else if (*p == '>' && in_tag)
+			in_tag = false;
+		else if (!in_tag)
+			buf_addc(out, *p);
+	}
+}
+
+struct ctx {
+	const struct md_opts *o;
+	struct md_doc *doc;
+};
+
+static void add_asset(struct ctx *x, const char *path)
+{
+	for (size_t i = 0; i < x->doc->nassets; i++)
+		if (strcmp(x->doc->assets[i], path) == 0)
+			return;
+	x->doc->assets =
+	    xreallocarray(x->doc->assets, x->doc->nassets + 1, sizeof *x->doc->assets);
+	x->doc->assets[x->doc->nassets++] = xstrdup(path);
+}
+
+/* Depth-first: drop raw HTML, unwrap unsafe links, fix image URLs. */
+static void sanitise(struct ctx *x, cmark_node *n)
+{
+	cmark_node *c = cmark_node_first_child(n), *next;
+	for (; c; c = next) {
+		next = cmark_node_next(c);
+		cmark_node_type t = cmark_node_get_type(c);
+		if (t == CMARK_NODE_HTML_INLINE) {
+			cmark_node_free(c);
+			continue;
+		}
+		if (t == CMARK_NODE_HTML_BLOCK) {
+			/* Keep the words of a raw HTML block, never its markup or scripts. */
+			const char *lit = cmark_node_get_literal(c);
+			if (lit && !strcasestr(lit, "<script") && !strcasestr(lit, "<style") &&
+			    strncmp(lit, "<!--", 4) != 0) {
+				struct buf b;
+				buf_init(&b, BUF_NOLIMIT);
+				strip_tags(lit, &b);
+				const char *s = buf_str(&b);
+				while (*s && isspace((unsigned char)*s))
+					s++;
+				if (*s) {
+					cmark_node *p = cmark_node_new(CMARK_NODE_PARAGRAPH);
+					cmark_node *txt = cmark_node_new(CMARK_NODE_TEXT);
+					cmark_node_set_literal(txt, s);
+					cmark_node_append_child(p, txt);
+					cmark_node_insert_before(c, p);
+				}
+				buf_free(&b);
+			}
+			cmark_node_free(c);
+			continue;
+		}
+		if (t == CMARK_NODE_LINK && unsafe_url(cmark_node_get_url(c))) {
+			sanitise(x, c);
+			cmark_node *k;
+			while ((k = cmark_node_first_child(c)) != NULL) {
+				cmark_node_unlink(k);
+				cmark_node_insert_before(c, k);
+			}
+			cmark_node_free(c);
+			continue;
+		}
+		if (t == CMARK_NODE_IMAGE) {
+			const char *u = cmark_node_get_url(c);
+			if (unsafe_url(u) || (relative_url(u) && !safe_relpath(u))) {
+				cmark_node_free(c);
+				continue;
+			}
+			if (relative_url(u)) {
+				add_asset(x, u);
+				if (x->o && x->o->asset_base) {
+					char *abs = xasprintf("%s%s", x->o->asset_base, u);
+					cmark_node_set_url(c, abs);
+					free(abs);
+				}
+			}
+		}
+		sanitise(x, c);
+	}
+}
+
+/* ---- raw export rules ---------------------------------------------------- */
+
+static bool starts(const char *s, const char *pre)
+{
+	return strncmp(s, pre, strlen(pre)) == 0;
+}
+
+static const char *skip_ws(const char *s)
+{
+	while (*s == ' ' || *s == '\t' || starts(s, "\xe3\x80\x80"))
+		s += *s == ' ' || *s == '\t' ? 1 : 3;
+	return s;
+}
+
+static bool is_qr_text(const char *s)
+{
+	s = skip_ws(s);
+	return starts(s, "扫描二维码") || starts(s, "扫码") || starts(s, "扫一扫") ||
+	       starts(s, "长按二维码") || starts(s, "长按识别二维码");
+}
+
+/* "图 1: …", "表2：…", "Figure 3: …", "Table 1. …" */
+static bool is_caption_text(const char *s)
+{
+	s = skip_ws(s);
+	const char *p;
+	if (starts(s, "图") || starts(s, "表"))
+		p = s + 3;
+	else if (strncasecmp(s, "figure", 6) == 0)
+		p = s + 6;
+	else if (strncasecmp(s, "fig.", 4) == 0)
+		p = s + 4;
+	else if (strncasecmp(s, "table", 5) == 0)
+		p = s + 5;
+	else
+		return false;
+	p = skip_ws(p);
+	if (!isdigit((unsigned char)*p))
+		return false;
+	while (isdigit((unsigned char)*p) || *p == '.' || *p == '-')
+		p++;
+	p = skip_ws(p);
+	return *p == ':' || *p == '.' || starts(p, "：") || starts(p, "．") || *p == ' ';
+}
+
+static bool is_byline_text(const char *s)
+{
+	static const char *const pre[] = {"来源", "作者", "撰文", "编辑", "文 / ", "文/",
+					  "Source", "By "};
+	s = skip_ws(s);
+	for (size_t i = 0; i < sizeof pre / sizeof pre[0]; i++)
+		if (starts(s, pre[i])) {
+			const char *p = skip_ws(s + strlen(pre[i]));
+			return *p == ':' || starts(p, "：") || pre[i][strlen(pre[i]) - 1] == ' ' ||
+			       pre[i][strlen(pre[i]) - 1] == '/';
+		}
+	return false;
+}
+
+static bool is_related_text(const char *s)
+{
+	s = skip_ws(s);
+	static const char *const words[] = {"相关阅读", "延伸阅读", "推荐阅读", "Related reading",
+					    "Further reading"};
+	for (size_t i = 0; i < sizeof words / sizeof words[0]; i++) {
+		size_t n = strlen(words[i]);
+		if (strncasecmp(s, words[i], n) == 0) {
+			const char *p = skip_ws(s + n);
+			if (*p == '\0' || ((*p == ':' || starts(p, "：")) && *skip_ws(p + (*p == ':' ? 1 : 3)) == '\0'))
+				return true;
+		}
+	}
+	return false;
+}
+
+static uint32_t last_cp_of(const char *s)
+{
+	size_t n = strlen(s);
+	while (n > 0 && (s[n - 1] == ' ' || s[n - 1] == '\n'))
+		n--;
+	if (n == 0)
+		return 0;
+	size_t i = n - 1;
+	while (i > 0 && ((unsigned char)s[i] & 0xc0) == 0x80)
+		i--;
+	const char *p = s + i;
+	int32_t c = utf8_next(&p, s + n);
+	return c < 0 ? 0 : (uint32_t)c;
+}
+
+static bool title_like(cmark_node *para)
+{
+	if (has_breaks(para) || has_link(para))
+		return false;
+	char *t = plain_dup(para);
+	const char *s = skip_ws(t);
+	size_t n = utf8_len(s);
+	uint32_t last = last_cp_of(s);
+	static const uint32_t stop[] = {'.', '!', '?', ';', ':', ',', 0x3002, 0xff01, 0xff1f,
+					0xff1b, 0xff1a, 0xff0c, 0x3001, 0x2026, ')', 0xff09};
+	bool ok = n > 0 && n <= 40 && s[0] != '(' && !starts(s, "（") && !starts(s, "*");
+	for (size_t i = 0; ok && i < sizeof stop / sizeof stop[0]; i++)
+		ok = last != stop[i];
+	free(t);
+	return ok;
+}
+
+static bool is_text_block(cmark_node *n)
+{
+	if (n == NULL)
+		return false;
+	cmark_node_type t = cmark_node_get_type(n);
+	return t == CMARK_NODE_PARAGRAPH || t == CMARK_NODE_LIST || t == CMARK_NODE_HEADING ||
+	       t == CMARK_NODE_BLOCK_QUOTE || t == CMARK_NODE_CUSTOM_BLOCK || t == CMARK_NODE_TABLE;
+}
+
+static void escape_html(struct buf *out, const char *s)
+{
+	for (; *s; s++) {
+		switch (*s) {
+		case '&': buf_adds(out, "&amp;"); break;
+		case '<': buf_adds(out, "&lt;"); break;
+		case '>': buf_adds(out, "&gt;"); break;
+		case '"': buf_adds(out, "&quot;"); break;
+		default: buf_addc(out, *s);
+		}
+	}
+}
+
+/* Replaces a paragraph by one of our blocks holding its inline content. */
+static cmark_node *retype(cmark_node *para, const char *enter, const char *exit)
+{
+	cmark_node *c = custom(enter, exit);
+	cmark_node_insert_before(para, c);
+	move_children(para, c);
+	cmark_node_free(para);
+	return c;
+}
+
+static void subheadings(cmark_node *parent, int level)
+{
+	cmark_node *c = cmark_node_first_child(parent), *next;
+	for (; c; c = next) {
+		next = cmark_node_next(c);
+		if (cmark_node_get_type(c) != CMARK_NODE_PARAGRAPH || !title_like(c))
+			continue;
+		if (!is_text_block(cmark_node_previous(c)) && level == 3)
+			continue; /* a subheading follows text */
+		if (next == NULL || !is_text_block(next))
+			continue; /* and text follows it */
+		cmark_node *h = cmark_node_new(CMARK_NODE_HEADING);
+		cmark_node_set_heading_level(h, level);
+		cmark_node_insert_before(c, h);
+		move_children(c, h);
+		cmark_node_free(c);
+	}
+}
+
+static void raw_export(cmark_node *doc)
+{
+	cmark_node *c = cmark_node_first_child(doc), *next;
+	for (; c; c = next) {
+		next = cmark_node_next(c);
+		if (cmark_node_get_type(c) != CMARK_NODE_PARAGRAPH)
+			continue;
+		char *t = plain_dup(c);
+		if (is_qr_text(t)) {
+			/* The printed QR code is not in the export: a line asking to scan
+			 * it (or a link to "#") is noise in mail and on the web. */
+			cmark_node_free(c);
+		} else if (is_caption_text(t) && !has_breaks(c)) {
+			retype(c, "<p class=\"mx-caption\">", "</p>\n");
+		} else if (is_byline_text(t) && !has_breaks(c)) {
+			retype(c, "<p class=\"mx-byline\">", "</p>\n");
+		} else if (is_related_text(t)) {
+			struct buf enter;
+			buf_init(&enter, BUF_NOLIMIT);
+			buf_adds(&enter, "<div class=\"mx-related\">\n<p class=\"mx-related-title\">");
+			const char *s = skip_ws(t);
+			size_t n = strlen(s);
+			while (n > 0 && (s[n - 1] == '\n' || s[n - 1] == ' '))
+				n--;
+			char *title = xstrndup(s, n);
+			escape_html(&enter, title);
+			buf_adds(&enter, "</p>\n");
+			cmark_node *box = custom(buf_str(&enter), "</div>\n");
+			buf_free(&enter);
+			cmark_node_insert_before(c, box);
+			/* The box runs to the end of the article. */
+			cmark_node *k;
+			while ((k = cmark_node_next(c)) != NULL) {
+				cmark_node_unlink(k);
+				cmark_node_append_child(box, k);
+			}
+			/* The HTML has the title in on_enter; text/plain takes it from here. */
+			cmark_node_set_user_data(box, title);
+			cmark_node_free(c);
+			free(t);
+			subheadings(box, 4);
+			break;
+		}
+		free(t);
+	}
+	subheadings(doc, 3);
+}
+
+/* ---- plain text ---------------------------------------------------------- */
+
+static void inline_text(cmark_node *n, struct buf *out);
+
+static void link_text(cmark_node *c, struct buf *out)
+{
+	const char *url = cmark_node_get_url(c);
+	struct buf label;
+	buf_init(&label, BUF_NOLIMIT);
+	inline_text(c, &label);
+	const char *l = buf_str(&label);
+	bool same = strcmp(l, url) == 0 ||
+		    (strncmp(url, "mailto:", 7) == 0 && strcmp(l, url + 7) == 0) ||
+		    (strncmp(url, "http://", 7) == 0 && strcmp(l, url + 7) == 0);
+	if (cmark_node_get_type(c) == CMARK_NODE_IMAGE) {
+		buf_printf(out, "[%s] <%s>", label.len ? l : "image", url);
+	} else if (same || label.len == 0) {
+		buf_adds(out, url);
+	} else {
+		buf_printf(out, "%s <%s>", l, url);
+	}
+	buf_free(&label);
+}
+
+static void inline_text(cmark_node *n, struct buf *out)
+{
+	for (cmark_node *c = cmark_node_first_child(n); c; c = cmark_node_next(c)) {
+		cmark_node_type t = cmark_node_get_type(c);
+		if (t == CMARK_NODE_TEXT)
+			buf_adds(out, cmark_node_get_literal(c));
+		else if (t == CMARK_NODE_CODE)
+			buf_adds(out, cmark_node_get_literal(c));
+		else if (t == CMARK_NODE_SOFTBREAK)
+			buf_addc(out, ' ');
+		else if (t == CMARK_NODE_LINEBREAK)
+			buf_addc(out, '\n');
+		else if (t == CMARK_NODE_LINK || t == CMARK_NODE_IMAGE)
+			link_text(c, out);
+		else if (t == CMARK_NODE_STRIKETHROUGH) {
+			buf_adds(out, "~~");
+			inline_text(c, out);
+			buf_adds(out, "~~");
+		} else
+			inline_text(c, out);
+	}
+}
+
+/* Breaking is not allowed before these (kinsoku): they stay with the
+ * character before them. */
+static bool no_break_before(uint32_t c)
+{
+	static const uint32_t p[] = {0xff0c, 0x3002, 0x3001, 0xff01, 0xff1f, 0xff1a, 0xff1b,
+				     0xff09, 0x300d, 0x300f, 0x201d, 0x2019, 0x300b, 0x3009,
+				     ',',    '.',    '!',    '?',    ':',    ';',    ')',
+				     0x2026, 0x3011};
+	for (size_t i = 0; i < sizeof p / sizeof p[0]; i++)
+		if (c == p[i])
+			return true;
+	return false;
+}
+
+static bool no_break_after(uint32_t c)
+{
+	return c == 0x201c || c == 0x2018 || c == 0x300c || c == 0x300e || c == 0xff08 ||
+	       c == 0x300a || c == 0x3010 || c == '(';
+}
+
+void md_wrap(struct buf *out, const char *text, size_t width, const char *indent)
+{
+	size_t ind = utf8_width(indent);
+	const char *line = text;
+	while (line) {
+		const char *nl = strchr(line, '\n');
+		const char *end = nl ? nl : line + strlen(line);
+		size_t col = 0;
+		bool space = false;
+		buf_adds(out, indent);
+		col = ind;
+		const char *p = line;
+		while (p < end) {
+			if (*p == ' ') {
+				space = col > ind;
+				p++;
+				continue;
+			}
+			/* A unit: an ASCII word, or one wide character with the punctuation
+			 * that may not start a line. */
+			const char *u = p;
+			int32_t c = utf8_next(&p, end);
+			bool wide = c >= 0 && utf8_cp_width((uint32_t)c) == 2 && c != 0x201c &&
+				    c != 0x201d;
+			if (!wide) {
+				while (p < end && *p != ' ') {
+					const char *q = p;
+					int32_t d = utf8_next(&q, end);
+					if (d >= 0 && utf8_cp_width((uint32_t)d) == 2 &&
+					    !no_break_before((uint32_t)d))
+						break;
+					p = q;
+				}
+			} else if (no_break_after((uint32_t)c) && p < end) {
+				utf8_next(&p, end);
+			}
+			while (p < end) {
+				const char *q = p;
+				int32_t d = utf8_next(&q, end);
+				if (d < 0 || !no_break_before((uint32_t)d))
+					break;
+				p = q;
+			}
+			char *unit = xstrndup(u, (size_t)(p - u));
+			size_t w = utf8_width(unit);
+			bool need_space = space;
+			if (col > ind && col + (need_space ? 1 : 0) + w > width) {
+				buf_addc(out, '\n');
+				buf_adds(out, indent);
+				col = ind;
+				need_space = false;
+			}
+			if (need_space) {
+				buf_addc(out, ' ');
+				col++;
+			}
+			buf_adds(out, unit);
+			col += w;
+			space = false;
+			free(unit);
+		}
+		buf_addc(out, '\n');
+		line = nl ? nl + 1 : NULL;
+	}
+}
+
+static void block_text(cmark_node *n, struct buf *out, const char *indent);
+
+static void underline(struct buf *out, const char *text, const char *indent, char ch)
+{
+	size_t w = 0;
+	const char *line = text;
+	for (const char *p = text;; p++)
+		if (*p == '\n' || *p == '\0') {
+			char *l = xstrndup(line, (size_t)(p - line));
+			size_t lw = utf8_width(l);
+			free(l);
+			if (lw > w)
+				w = lw;
+			if (*p == '\0')
+				break;
+			line = p + 1;
+		}
+	buf_adds(out, indent);
+	for (size_t i = 0; i < w && i < TEXT_WIDTH; i++)
+		buf_addc(out, ch);
+	buf_addc(out, '\n');
+}
+
+static void table_text(cmark_node *t, struct buf *out, const char *indent)
+{
+	size_t ncols = cmark_gfm_extensions_get_table_columns(t);
+	uint8_t *align = cmark_gfm_extensions_get_table_alignments(t);
+	size_t nrows = 0;
+	for (cmark_node *r = cmark_node_first_child(t); r; r = cmark_node_next(r))
+		nrows++;
+	if (ncols == 0 || nrows == 0)
+		return;
+	char **cell = xcalloc(nrows * ncols, sizeof *cell);
+	size_t *w = xcalloc(ncols, sizeof *w);
+	size_t ri = 0;
+	for (cmark_node *r = cmark_node_first_child(t); r; r = cmark_node_next(r), ri++) {
+		size_t ci = 0;
+		for (cmark_node *c = cmark_node_first_child(r); c && ci < ncols;
+		     c = cmark_node_next(c), ci++) {
+			struct buf b;
+			buf_init(&b, BUF_NOLIMIT);
+			inline_text(c, &b);
+			for (size_t k = 0; k < b.len; k++)
+				if (b.data[k] == '\n')
+					b.data[k] = ' ';
+			cell[ri * ncols + ci] = buf_detach(&b);
+			size_t cw = utf8_width(cell[ri * ncols + ci]);
+			if (cw > w[ci])
+				w[ci] = cw;
+		}
+	}
+	for (size_t r = 0; r < nrows; r++) {
+		buf_adds(out, indent);
+		for (size_t c = 0; c < ncols; c++) {
+			const char *s = cell[r * ncols + c] ? cell[r * ncols + c] : "";
+			size_t pad = w[c] - utf8_width(s);
+			size_t left = align && align[c] == 'r' ? pad : align && align[c] == 'c' ? pad / 2 : 0;
+			if (c > 0)
+				buf_adds(out, " | ");
+			for (size_t k = 0; k < left; k++)
+				buf_addc(out, ' ');
+			buf_adds(out, s);
+			if (c + 1 < ncols)
+				for (size_t k = left; k < pad; k++)
+					buf_addc(out, ' ');
+		}
+		while (out->len > 0 && out->data[out->len - 1] == ' ')
+			buf_truncate(out, out->len - 1);
+		buf_addc(out, '\n');
+		if (r == 0) {
+			buf_adds(out, indent);
+			for (size_t c = 0; c < ncols; c++) {
+				if (c > 0)
+					buf_adds(out, "-+-");
+				for (size_t k = 0; k < w[c]; k++)
+					buf_addc(out, '-');
+			}
+			buf_addc(out, '\n');
+		}
+	}
+	for (size_t k = 0; k < nrows * ncols; k++)
+		free(cell[k]);
+	free(cell);
+	free(w);
+}
+
+static void children_text(cmark_node *n, struct buf *out, const char *indent)
+{
+	for (cmark_node *c = cmark_node_first_child(n); c; c = cmark_node_next(c))
+		block_text(c, out, indent);
+}
+
+static void block_text(cmark_node *n, struct buf *out, const char *indent)
+{
+	cmark_node_type t = cmark_node_get_type(n);
+	struct buf b;
+	buf_init(&b, BUF_NOLIMIT);
+	if (out->len > 0 && !(out->len >= 2 && out->data[out->len - 1] == '\n' &&
+			      out->data[out->len - 2] == '\n'))
+		buf_addc(out, '\n'); /* a blank line between blocks */
+	if (t == CMARK_NODE_PARAGRAPH) {
+		inline_text(n, &b);
+		md_wrap(out, buf_str(&b), TEXT_WIDTH, indent);
+	} else if (t == CMARK_NODE_HEADING) {
+		inline_text(n, &b);
+		md_wrap(out, buf_str(&b), TEXT_WIDTH, indent);
+		underline(out, buf_str(&b), indent, cmark_node_get_heading_level(n) <= 2 ? '=' : '-');
+	} else if (t == CMARK_NODE_CUSTOM_BLOCK && strcmp(kind(n), "related") == 0) {
+		const char *title = cmark_node_get_user_data(n);
+		buf_adds(&b, title ? title : "");
+		md_wrap(out, buf_str(&b), TEXT_WIDTH, indent);
+		underline(out, buf_str(&b), indent, '-');
+		children_text(n, out, indent);
+	} else if (t == CMARK_NODE_CUSTOM_BLOCK) {
+		/* caption, byline: their inline content */
+		inline_text(n, &b);
+		char *ind = xasprintf("%s  ", indent);
+		md_wrap(out, buf_str(&b), TEXT_WIDTH, is_custom(n, "caption") ? ind : indent);
+		free(ind);
+	} else if (t == CMARK_NODE_BLOCK_QUOTE) {
+		char *ind = xasprintf("%s> ", indent);
+		children_text(n, out, ind);
+		free(ind);
+	} else if (t == CMARK_NODE_LIST) {
+		int num = cmark_node_get_list_start(n);
+		bool ordered = cmark_node_get_list_type(n) == CMARK_ORDERED_LIST;
+		bool first = true;
+		for (cmark_node *it = cmark_node_first_child(n); it; it = cmark_node_next(it)) {
+			struct buf item;
+			buf_init(&item, BUF_NOLIMIT);
+			char *marker = ordered ? xasprintf("%d. ", num++) : xstrdup("- ");
+			char *hang = xasprintf("%s%*s", indent, (int)strlen(marker), "");
+			children_text(it, &item, hang);
+			/* Replace the hanging indent of the first line by the marker. */
+			const char *s = buf_str(&item);
+			while (*s == '\n')
+				s++;
+			if (!first && cmark_node_get_list_tight(n) == 0)
+				buf_addc(out, '\n');
+			buf_adds(out, indent);
+			buf_adds(out, marker);
+			buf_adds(out, s + (strncmp(s, hang, strlen(hang)) == 0 ? strlen(hang) : 0));
+			while (out->len >= 2 && out->data[out->len - 1] == '\n' &&
+			       out->data[out->len - 2] == '\n')
+				buf_truncate(out, out->len - 1);
+			first = false;
+			free(marker);
+			free(hang);
+			buf_free(&item);
+		}
+	} else if (t == CMARK_NODE_CODE_BLOCK) {
+		const char *lit = cmark_node_get_literal(n);
+		for (const char *l = lit; l && *l;) {
+			const char *nl = strchr(l, '\n');
+			size_t len = nl ? (size_t)(nl - l) : strlen(l);
+			buf_printf(out, "%s    %.*s\n", indent, (int)len, l);
+			l = nl ? nl + 1 : NULL;
+		}
+	} else if (t == CMARK_NODE_THEMATIC_BREAK) {
+		buf_printf(out, "%s%s\n", indent, "* * *");
+	} else if (t == CMARK_NODE_TABLE) {
+		table_text(n, out, indent);
+	} else {
+		children_text(n, out, indent);
+	}
+	buf_free(&b);
+}
+
+/* ---- summary ------------------------------------------------------------- */
+
+static char *summary(cmark_node *doc)
+{
+	for (cmark_node *c = cmark_node_first_child(doc); c; c = cmark_node_next(c)) {
+		if (cmark_node_get_type(c) != CMARK_NODE_PARAGRAPH)
+			continue;
+		struct buf b;
+		buf_init(&b, BUF_NOLIMIT);
+		plain(c, &b);
+		/* collapse whitespace, and drop it between CJK characters */
+		char *flat = utf8_clean_dup(buf_str(&b), 0);
+		buf_reset(&b);
+		bool sp = false;
+		for (const char *p = flat; *p; p++) {
+			if (*p == ' ') {
+				sp = b.len > 0;
+				continue;
+			}
+			if (sp)
+				buf_addc(&b, ' ');
+			sp = false;
+			buf_addc(&b, *p);
+		}
+		free(flat);
+		if (b.len == 0) {
+			buf_free(&b);
+			continue;
+		}
+		if (utf8_len(buf_str(&b)) > 200) {
+			buf_truncate(&b, utf8_prefix(buf_str(&b), 199));
+			buf_adds(&b, "…");
+		}
+		return buf_detach(&b);
+	}
+	return xstrdup("");
+}
+
+/* ---- entry point --------------------------------------------------------- */
+
+int md_render(const char *src, size_t len, const struct md_opts *o, struct md_doc *out,
+	      struct err *err)
+{
+	unsigned flags = o ? o->flags : 0;
+	struct ctx x = {o, out};
+	memset(out, 0, sizeof *out);
+	char *text = (flags & MD_RAW_EXPORT) ? rewrite_math(src, len) : xstrndup(src, len);
+	int copt = CMARK_OPT_VALIDATE_UTF8 | ((flags & MD_RAW_EXPORT) ? CMARK_OPT_HARDBREAKS : 0);
+	cmark_parser *p = cmark_parser_new(copt);
+	for (size_t i = 0; i < sizeof exts / sizeof exts[0]; i++) {
+		cmark_syntax_extension *e = cmark_find_syntax_extension(exts[i]);
+		if (e == NULL) {
+			cmark_parser_free(p);
+			free(text);
+			return err_set(err, ERR_INTERNAL,
+				       "cmark-gfm extension '%s' missing (md_init not called?)",
+				       exts[i]);
+		}
+		cmark_parser_attach_syntax_extension(p, e);
+	}
+	cmark_parser_feed(p, text, strlen(text));
+	cmark_node *doc = cmark_parser_finish(p);
+	free(text);
+
+	sanitise(&x, doc);
+	if (flags & MD_RAW_EXPORT)
+		raw_export(doc);
+
+	char *html = cmark_render_html(doc, copt, cmark_parser_get_syntax_extensions(p));
+	out->html = xstrdup(html);
+	free(html);
+
+	struct buf t;
+	buf_init(&t, BUF_NOLIMIT);
+	children_text(doc, &t, "");
+	while (t.len > 0 && t.data[t.len - 1] == '\n')
+		buf_truncate(&t, t.len - 1);
+	buf_addc(&t, '\n');
+	out->text = buf_detach(&t);
+	out->summary = summary(doc);
+
+	/* related boxes keep their title in user data */
+	cmark_iter *it = cmark_iter_new(doc);
+	cmark_event_type ev;
+	while ((ev = cmark_iter_next(it)) != CMARK_EVENT_DONE) {
+		cmark_node *n = cmark_iter_get_node(it);
+		if (ev == CMARK_EVENT_ENTER && is_custom(n, "related"))
+			free(cmark_node_get_user_data(n));
+	}
+	cmark_iter_free(it);
+	cmark_node_free(doc);
+	cmark_parser_free(p);
+	return 0;
+}
+
+void md_doc_free(struct md_doc *d)
+{
+	if (d == NULL)
+		return;
+	free(d->html);
+	free(d->text);
+	free(d->summary);
+	for (size_t i = 0; i < d->nassets; i++)
+		free(d->assets[i]);
+	free(d->assets);
+	memset(d, 0, sizeof *d);
+}
