@@ -54,6 +54,7 @@ int buf_grow(struct buf *b, size_t n)
 	while (cap < need)
 		cap = cap < ((size_t)-1) / 2 ? cap * 2 : need;
 	b->data = xrealloc(b->data, cap);
+	b->data[b->len] = '\0';
 	b->cap = cap;
 	return 0;
 }

@@ -1057,17 +1057,19 @@ static char *restore_punct(const char *title, const char *toc)
  */
 static char *body_title(struct doc *d, size_t first, size_t last, const char *toc)
 {
-	struct buf out;
+	struct buf joined, out;
+	buf_init(&joined, BUF_NOLIMIT);
 	buf_init(&out, BUF_NOLIMIT);
 	for (size_t j = first; j <= last; j++) {
-		const struct line *l = &d->lines[j];
-		if (blank(l))
+		if (blank(&d->lines[j]))
 			continue;
-		if (out.len > 0)
-			buf_addc(&out, ' ');
-		add_title_text(&out, l->s, l->n);
+		if (joined.len > 0)
+			buf_addc(&joined, ' ');
+		buf_add(&joined, d->lines[j].s, d->lines[j].n);
 	}
+	add_title_text(&out, buf_str(&joined), joined.len);
 	char *clean = utf8_clean_dup(buf_str(&out), 0);
+	buf_free(&joined);
 	buf_free(&out);
 	char *t = restore_punct(clean, toc);
 	free(clean);
@@ -1478,6 +1480,10 @@ int issue_parse(const char *path, const char *data, size_t len, const struct iss
 		goto out;
 	d.text = normalise(data, len);
 	split_lines(&d);
+	if (next_nonblank(&d, 0, d.nlines) == d.nlines) {
+		err_at(err, ERR_INPUT, path, 1, "the file is empty; an issue needs at least a title line");
+		goto out;
+	}
 	d.colophon_first = d.nlines;
 	d.preface_end = d.nlines;
 	if (front_matter(&d) < 0)
