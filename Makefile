@@ -68,7 +68,8 @@ CLI_SRC   := $(sort $(wildcard cli/*.c))
 UNIT_SRC  := $(sort $(wildcard tests/unit/test_*.c))
 FUZZ_SRC  := $(sort $(wildcard tests/fuzz/fuzz_*.c))
 
-LIB_OBJ   := $(LIB_SRC:%.c=$(BUILD)/obj/%.o)
+TEMPLATES := $(sort $(wildcard templates/*.mustache))
+LIB_OBJ   := $(LIB_SRC:%.c=$(BUILD)/obj/%.o) $(BUILD)/obj/gen/templates.o
 DAEMON_OBJ := $(DAEMON_SRC:%.c=$(BUILD)/obj/%.o)
 CLI_OBJ   := $(CLI_SRC:%.c=$(BUILD)/obj/%.o)
 UNIT_BIN  := $(UNIT_SRC:tests/unit/%.c=$(BUILD)/tests/%)
@@ -78,6 +79,15 @@ LIBA      := $(BUILD)/libmatrix.a
 all: $(BUILD)/matrixd $(BUILD)/matrixctl
 
 $(BUILD)/obj/%.o: %.c
+	@mkdir -p $(dir $@)
+	$(call say,CC,$<)$(CC) $(CFLAGS) -c -o $@ $<
+
+# The default templates, compiled in (lib/tmpl.h).
+$(BUILD)/gen/templates.c: $(TEMPLATES) scripts/embed.sh
+	@mkdir -p $(dir $@)
+	$(call say,GEN,$@)sh scripts/embed.sh $@ $(TEMPLATES)
+
+$(BUILD)/obj/gen/templates.o: $(BUILD)/gen/templates.c
 	@mkdir -p $(dir $@)
 	$(call say,CC,$<)$(CC) $(CFLAGS) -c -o $@ $<
 
@@ -129,11 +139,12 @@ FUZZ_CFLAGS = -std=c17 -D_GNU_SOURCE -g -O1 -fsanitize=fuzzer,address,undefined 
               -Ilib $(PKG_CFLAGS) -DMATRIXD_TEMPLATE_DIR='"templates"'
 fuzz:
 	@sh scripts/deps.sh fuzz
+	@$(MAKE) --no-print-directory build/gen/templates.c
 	@mkdir -p build/fuzz
 	@set -e; for f in $(FUZZ_SRC); do \
 		n=$$(basename $$f .c); \
 		echo "  FUZZ    $$n ($(FUZZ_SECONDS) s)"; \
-		clang $(FUZZ_CFLAGS) -o build/fuzz/$$n $$f $(filter-out lib/%main.c,$(LIB_SRC)) \
+		clang $(FUZZ_CFLAGS) -o build/fuzz/$$n $$f $(LIB_SRC) build/gen/templates.c \
 			$(PKG_LIBS); \
 		mkdir -p build/fuzz/$$n.corpus; \
 		build/fuzz/$$n -max_total_time=$(FUZZ_SECONDS) -max_len=65536 \

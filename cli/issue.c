@@ -2,13 +2,23 @@
  * Issue commands: inspect (the split), render (preview files), send-test.
  */
 #include <getopt.h>
+#include <stdio.h>
+#include <time.h>
+#include <unistd.h>
 #include <stdlib.h>
 #include <string.h>
 
+#include "addr.h"
 #include "cli.h"
+#include "fsutil.h"
 #include "issue.h"
 #include "md.h"
+#include "msg.h"
+#include "render.h"
+#include "tmpl.h"
+#include "token.h"
 #include "utf8.h"
+#include "xmalloc.h"
 
 static void opts_from_conf(const struct conf *c, struct issue_opts *o)
 {
@@ -82,4 +92,132 @@ int cmd_inspect(struct cli *c, int argc, char **argv)
 		outline(is);
 	issue_free(is);
 	return EXIT_OK;
+}
+
+/* The preview's list: the default list, named after the site. */
+static const struct render_list preview_list = {"matrix", NULL};
+
+int cmd_render(struct cli *c, int argc, char **argv)
+{
+	static const char usage[] = "render ISSUE --out DIR [--to EMAIL]";
+	static const struct option opts[] = {
+	    {"out", required_argument, NULL, 'o'},
+	    {"to", required_argument, NULL, 't'},
+	    {NULL, 0, NULL, 0},
+	};
+	const char *out = NULL, *to = "reader@example.org";
+	int ch;
+	while ((ch = getopt_long(argc, argv, "o:t:", opts, NULL)) != -1) {
+		if (ch == 'o')
+			out = optarg;
+		else if (ch == 't')
+			to = optarg;
+		else
+			return cli_usage(usage);
+	}
+	if (out == NULL || optind + 1 != argc)
+		return cli_usage(usage);
+	if (cli_need_conf(c) < 0)
+		return EXIT_ERR;
+	struct err e;
+	err_clear(&e);
+	if (addr_check(to, strlen(to), NULL, &e) < 0)
+		return cli_fail(&e);
+
+	struct issue_opts o = {0};
+	opts_from_conf(&c->conf, &o);
+	struct issue *is = NULL;
+	struct tmpl *t = NULL;
+	int rc = EXIT_ERR;
+	md_init();
+	msg_init();
+	if (tmpl_load(&t, c->conf.template_dir, &e) < 0 || issue_load(argv[optind], &o, &is, &e) < 0) {
+		rc = cli_fail(&e);
+		goto out;
+	}
+	/* A preview must not create the daemon's secret: sign with a throw-away
+	 * key unless the real one is there to read. */
+	struct token_key key;
+	char secret[4096];
+	snprintf(secret, sizeof secret, "%s/%s", c->conf.state_dir, TOKEN_SECRET_FILE);
+	if (access(secret, R_OK) != 0 || token_key_load(&key, c->conf.state_dir, &e) < 0)
+		token_key_random(&key);
+
+	struct render_list list = preview_list;
+	list.title = c->conf.site.title;
+	time_t date = is->date ? is->date : time(NULL);
+	char *maildir = xasprintf("%s/mail", out), *pub = xasprintf("%s/public", out);
+	if (fs_mkdirs(maildir, 0755, &e) < 0)
+		goto fail;
+	char tok[TOKEN_MAX];
+	token_make(&key, TOKEN_UNSUBSCRIBE, 0, 1, tok);
+	char *unsub = xasprintf("%su/%s", c->conf.site.base_url, tok);
+	const char *at = strrchr(c->conf.smtp.return_path, '@');
+	char *mailto = xasprintf("unsubscribe+%s%s", tok, at ? at : "@localhost");
+	size_t written = 0;
+	for (size_t i = 0; i <= is->narticles; i++) {
+		struct msg_prep prep;
+		struct buf m;
+		buf_init(&m, BUF_NOLIMIT);
+		char *id = xasprintf("matrix.preview.%d.%zu", is->number, i);
+		struct msg_rcpt r = {to, "", id, unsub, mailto, NULL, time(NULL)};
+		int ok = render_mail(&c->conf, t, is, date, (int)i, &list, &prep, &e) == 0 &&
+			 msg_build(&prep, &r, &m, &e) == 0;
+		if (ok) {
+			char *path = i == 0 ? xasprintf("%s/digest.eml", out)
+					    : xasprintf("%s/%02zu-%s.eml", maildir, i,
+							is->articles[i - 1].slug);
+			ok = fs_write_atomic(path, buf_str(&m), m.len, 0644, &e) == 0;
+			free(path);
+			msg_prep_free(&prep);
+		}
+		free(id);
+		buf_free(&m);
+		if (!ok) {
+			free(unsub);
+			free(mailto);
+			goto fail;
+		}
+		written += i > 0;
+	}
+	free(unsub);
+	free(mailto);
+
+	struct render_feed_item *fi = xcalloc(is->narticles, sizeof *fi);
+	for (size_t i = 0; i < is->narticles; i++)
+		fi[is->narticles - 1 - i] = (struct render_feed_item){is, &is->articles[i], date, date};
+	struct render_index_item item = {is->number, is->title, is->period,
+					 is->narticles ? is->articles[0].title : "", date,
+					 is->narticles};
+	int r = render_issue_pages(&c->conf, t, is, date, pub, &e);
+	if (r == 0)
+		r = render_index(&c->conf, t, &item, 1, pub, &e);
+	if (r == 0)
+		r = render_feeds(&c->conf, fi, is->narticles, pub, &e);
+	free(fi);
+	if (r < 0)
+		goto fail;
+	if (c->json) {
+		struct json_object *j = json_object_new_object();
+		json_object_object_add(j, "messages", json_object_new_int((int)written));
+		json_object_object_add(j, "mail", json_object_new_string(maildir));
+		json_object_object_add(j, "public", json_object_new_string(pub));
+		cli_json_print(j);
+	} else {
+		printf("%s: %zu messages to %s in %s/ (digest: %s/digest.eml)\n", is->title, written,
+		       to, maildir, out);
+		printf("archive and feeds in %s/ (index.html, issues/%d/, feed.xml, atom.xml)\n",
+		       pub, is->number);
+	}
+	rc = EXIT_OK;
+	goto done;
+fail:
+	rc = cli_fail(&e);
+done:
+	free(maildir);
+	free(pub);
+out:
+	issue_free(is);
+	tmpl_free(t);
+	return rc;
 }

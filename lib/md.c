@@ -31,6 +31,14 @@ extern cmark_node_type CMARK_NODE_TABLE, CMARK_NODE_TABLE_ROW, CMARK_NODE_TABLE_
 
 #define TEXT_WIDTH 72
 
+static size_t cps_of(const char *s, size_t n)
+{
+	size_t c = 0;
+	for (size_t i = 0; i < n; i++)
+		c += ((unsigned char)s[i] & 0xc0) != 0x80;
+	return c;
+}
+
 static const char *const exts[] = {"table", "autolink", "strikethrough", "tagfilter"};
 
 void md_init(void)
@@ -186,6 +194,97 @@ static char *rewrite_math(const char *src, size_t len)
 	return buf_detach(&out);
 }
 
+/* ---- raw export lines ----------------------------------------------------- */
+
+struct rline {
+	const char *s;
+	size_t n;
+};
+
+static uint32_t edge_cp(const char *s, size_t n, bool last)
+{
+	while (n > 0 && (s[n - 1] == ' ' || s[n - 1] == '\t'))
+		n--;
+	while (n > 0 && (*s == ' ' || *s == '\t')) {
+		s++;
+		n--;
+	}
+	if (n == 0)
+		return 0;
+	const char *p = s;
+	if (last) {
+		size_t i = n - 1;
+		while (i > 0 && ((unsigned char)s[i] & 0xc0) == 0x80)
+			i--;
+		p = s + i;
+	}
+	int32_t c = utf8_next(&p, s + n);
+	return c < 0 ? 0 : (uint32_t)c;
+}
+
+static bool structural(const char *s, size_t n)
+{
+	while (n > 0 && (*s == ' ' || *s == '\t')) {
+		s++;
+		n--;
+	}
+	return n == 0 || *s == '|' || *s == '#' || *s == '>' || *s == '-' || *s == '*' ||
+	       *s == '+' || isdigit((unsigned char)*s) || *s == '[' || *s == '<' || *s == '`';
+}
+
+static bool sentence_end(uint32_t c)
+{
+	return c == 0x3002 || c == 0xff01 || c == 0xff1f || c == 0x2026 || c == 0x201d ||
+	       c == 0xff09 || c == '.' || c == '!' || c == '?' || c == 0xff1b;
+}
+
+/*
+ * The export breaks a paragraph where the printed page ended ("…的状态变化是"
+ * / "否有协同作用？…"). Two blocks are one paragraph when the first is a long
+ * line ending in a letter or ideograph (no punctuation: mid-sentence) and
+ * the next starts with an ideograph and ends a sentence. A lone "* …" line
+ * is a printed footnote, not a list: its asterisk is escaped.
+ */
+static char *join_page_breaks(const char *src, size_t len)
+{
+	struct rline *l = NULL;
+	size_t n = 0;
+	for (const char *p = src, *end = src + len; p < end;) {
+		const char *nl = memchr(p, '\n', (size_t)(end - p));
+		size_t k = nl ? (size_t)(nl - p) : (size_t)(end - p);
+		l = xreallocarray(l, n + 1, sizeof *l);
+		l[n++] = (struct rline){p, k};
+		p += k + 1;
+	}
+	struct buf out;
+	buf_init(&out, BUF_NOLIMIT);
+	for (size_t i = 0; i < n; i++) {
+		bool single = (i == 0 || l[i - 1].n == 0) && (i + 1 == n || l[i + 1].n == 0);
+		if (single && l[i].n > 2 && l[i].s[0] == '*' && l[i].s[1] == ' ' &&
+		    (unsigned char)l[i].s[2] >= 0x80)
+			buf_addc(&out, '\\');
+		buf_add(&out, l[i].s, l[i].n);
+		/* next non-blank line after a run of blank lines */
+		size_t j = i + 1;
+		while (j < n && edge_cp(l[j].s, l[j].n, false) == 0)
+			j++;
+		if (j > i + 1 && j < n && cps_of(l[i].s, l[i].n) > 30 && !structural(l[i].s, l[i].n) &&
+		    !structural(l[j].s, l[j].n)) {
+			uint32_t a = edge_cp(l[i].s, l[i].n, true), b = edge_cp(l[j].s, l[j].n, false);
+			uint32_t z = edge_cp(l[j].s, l[j].n, true);
+			bool mid = utf8_is_han(a) || (a < 0x80 && isalnum((int)a));
+			if (mid && utf8_is_han(b) && sentence_end(z)) {
+				i = j - 1; /* skip the blank lines: the next line continues this one */
+				continue;
+			}
+		}
+		if (i + 1 < n)
+			buf_addc(&out, '\n');
+	}
+	free(l);
+	return buf_detach(&out);
+}
+
 /* ---- tree helpers -------------------------------------------------------- */
 
 static void plain(cmark_node *n, struct buf *out)
@@ -260,6 +359,8 @@ static const char *kind(cmark_node *n)
 		return "byline";
 	if (strncmp(k, "related", 7) == 0)
 		return "related";
+	if (strncmp(k, "table", 5) == 0)
+		return "table";
 	return "";
 }
 
@@ -497,7 +598,7 @@ static bool title_like(cmark_node *para)
 	uint32_t last = last_cp_of(s);
 	static const uint32_t stop[] = {'.', '!', '?', ';', ':', ',', 0x3002, 0xff01, 0xff1f,
 					0xff1b, 0xff1a, 0xff0c, 0x3001, 0x2026, ')', 0xff09};
-	bool ok = n > 0 && n <= 40 && s[0] != '(' && !starts(s, "（") && !starts(s, "*");
+	bool ok = n > 0 && n <= 50 && s[0] != '(' && !starts(s, "（") && !starts(s, "*");
 	for (size_t i = 0; ok && i < sizeof stop / sizeof stop[0]; i++)
 		ok = last != stop[i];
 	free(t);
@@ -567,7 +668,7 @@ static void raw_export(cmark_node *doc)
 			/* The printed QR code is not in the export: a line asking to scan
 			 * it (or a link to "#") is noise in mail and on the web. */
 			cmark_node_free(c);
-		} else if (is_caption_text(t) && !has_breaks(c)) {
+		} else if ((is_caption_text(t) || starts(t, "* ")) && !has_breaks(c)) {
 			retype(c, "<p class=\"mx-caption\">", "</p>\n");
 		} else if (is_byline_text(t) && !has_breaks(c)) {
 			retype(c, "<p class=\"mx-byline\">", "</p>\n");
@@ -601,6 +702,30 @@ static void raw_export(cmark_node *doc)
 		free(t);
 	}
 	subheadings(doc, 3);
+}
+
+/* Wide tables scroll on their own on a phone instead of widening the page. */
+static void wrap_tables(cmark_node *doc)
+{
+	cmark_iter *it = cmark_iter_new(doc);
+	cmark_event_type ev;
+	cmark_node **tables = NULL;
+	size_t n = 0;
+	while ((ev = cmark_iter_next(it)) != CMARK_EVENT_DONE) {
+		cmark_node *t = cmark_iter_get_node(it);
+		if (ev == CMARK_EVENT_ENTER && cmark_node_get_type(t) == CMARK_NODE_TABLE) {
+			tables = xreallocarray(tables, n + 1, sizeof *tables);
+			tables[n++] = t;
+		}
+	}
+	cmark_iter_free(it);
+	for (size_t i = 0; i < n; i++) {
+		cmark_node *w = custom("<div class=\"mx-table\">\n", "</div>\n");
+		cmark_node_insert_before(tables[i], w);
+		cmark_node_unlink(tables[i]);
+		cmark_node_append_child(w, tables[i]);
+	}
+	free(tables);
 }
 
 /* ---- plain text ---------------------------------------------------------- */
@@ -849,6 +974,8 @@ static void block_text(cmark_node *n, struct buf *out, const char *indent)
 		md_wrap(out, buf_str(&b), TEXT_WIDTH, indent);
 		underline(out, buf_str(&b), indent, '-');
 		children_text(n, out, indent);
+	} else if (t == CMARK_NODE_CUSTOM_BLOCK && strcmp(kind(n), "table") == 0) {
+		children_text(n, out, indent);
 	} else if (t == CMARK_NODE_CUSTOM_BLOCK) {
 		/* caption, byline: their inline content */
 		inline_text(n, &b);
@@ -950,7 +1077,14 @@ int md_render(const char *src, size_t len, const struct md_opts *o, struct md_do
 	unsigned flags = o ? o->flags : 0;
 	struct ctx x = {o, out};
 	memset(out, 0, sizeof *out);
-	char *text = (flags & MD_RAW_EXPORT) ? rewrite_math(src, len) : xstrndup(src, len);
+	char *text;
+	if (flags & MD_RAW_EXPORT) {
+		char *joined = join_page_breaks(src, len);
+		text = rewrite_math(joined, strlen(joined));
+		free(joined);
+	} else {
+		text = xstrndup(src, len);
+	}
 	int copt = CMARK_OPT_VALIDATE_UTF8 | ((flags & MD_RAW_EXPORT) ? CMARK_OPT_HARDBREAKS : 0);
 	cmark_parser *p = cmark_parser_new(copt);
 	for (size_t i = 0; i < sizeof exts / sizeof exts[0]; i++) {
@@ -971,6 +1105,7 @@ int md_render(const char *src, size_t len, const struct md_opts *o, struct md_do
 	sanitise(&x, doc);
 	if (flags & MD_RAW_EXPORT)
 		raw_export(doc);
+	wrap_tables(doc);
 
 	char *html = cmark_render_html(doc, copt, cmark_parser_get_syntax_extensions(p));
 	out->html = xstrdup(html);

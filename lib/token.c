@@ -88,6 +88,12 @@ int token_key_load(struct token_key *k, const char *state_dir, struct err *err)
 	return 0;
 }
 
+void token_key_random(struct token_key *k)
+{
+	if (gnutls_rnd(GNUTLS_RND_RANDOM, k->secret, sizeof k->secret) < 0)
+		memset(k->secret, 0x5a, sizeof k->secret);
+}
+
 static void mac_hex(const struct token_key *k, enum token_purpose p, const char *ids, size_t nhex,
 		    char *out)
 {

@@ -34,6 +34,9 @@ struct token_key {
  */
 int token_key_load(struct token_key *k, const char *state_dir, struct err *err);
 
+/* A throw-away random key (previews: links that look real but verify nowhere). */
+void token_key_random(struct token_key *k);
+
 /* Writes the token for (a, b) into out (TOKEN_MAX bytes). For TOKEN_VERP
  * only a (the delivery id) is used. */
 void token_make(const struct token_key *k, enum token_purpose p, int64_t a, int64_t b,

@@ -235,10 +235,14 @@ int utf8_rfc2047(struct buf *out, const char *s)
 	bool first = true;
 	while (p < end && r == 0) {
 		const char *start = p;
+		/* The first word is shorter (36 bytes, 60 characters) so that it
+		 * fits after "Subject: " and the header folder does not start the
+		 * value with a line break (some clients then show a leading space). */
+		long max = first ? 36 : 45;
 		while (p < end) {
 			const char *q = p;
 			utf8_next(&q, end);
-			if (q - start > 45)
+			if (q - start > max)
 				break;
 			p = q;
 		}

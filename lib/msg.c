@@ -1,0 +1,365 @@
+/*
+ * MIME composition with libetpan (see msg.h). libetpan writes whatever the
+ * tree holds; our job is to hand it only clean values: every display name
+ * and the subject go through utf8_rfc2047 (which also removes control
+ * characters), addresses are checked, and header values we build from
+ * configuration were validated when it was loaded.
+ */
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/random.h>
+
+#include <libetpan/libetpan.h>
+
+#include "addr.h"
+#include "msg.h"
+#include "utf8.h"
+#include "xmalloc.h"
+
+/* base64 lines are 76 characters, i.e. 57 input bytes: a head cut at a
+ * multiple of 57 ends on a line boundary with no partial group. */
+#define B64_LINE 57
+
+void msg_init(void)
+{
+	unsigned seed = 0;
+	if (getrandom(&seed, sizeof seed, 0) != sizeof seed)
+		seed = (unsigned)time(NULL) ^ (unsigned)(uintptr_t)&seed;
+	srandom(seed);
+}
+
+static int encode(int mechanism, bool is_text, const char *s, size_t n, struct buf *out)
+{
+	MMAPString *m = mmap_string_new("");
+	int col = 0, r;
+	if (m == NULL)
+		return -1;
+	if (mechanism == MAILMIME_MECHANISM_BASE64)
+		r = mailmime_base64_write_mem(m, &col, s, n);
+	else
+		r = mailmime_quoted_printable_write_mem(m, &col, is_text, s, n);
+	if (r == MAILIMF_NO_ERROR && col != 0)
+		r = mmap_string_append(m, "\r\n") ? MAILIMF_NO_ERROR : MAILIMF_ERROR_MEMORY;
+	if (r == MAILIMF_NO_ERROR)
+		r = buf_add(out, m->str, m->len) == 0 ? MAILIMF_NO_ERROR : MAILIMF_ERROR_MEMORY;
+	mmap_string_free(m);
+	return r == MAILIMF_NO_ERROR ? 0 : -1;
+}
+
+static bool mostly_ascii(const char *s)
+{
+	size_t all = 0, high = 0;
+	for (; *s; s++, all++)
+		high += (unsigned char)*s >= 0x80;
+	return high * 5 <= all;
+}
+
+static int prepare_body(struct msg_body *b, const char *s, bool is_html, struct err *err)
+{
+	size_t n = strlen(s);
+	const char *ph = memchr(s, '\x01', n);
+	size_t cut = ph ? (size_t)(ph - s) : n;
+	b->is_html = is_html;
+	b->mechanism = is_html || !mostly_ascii(s) ? MAILMIME_MECHANISM_BASE64
+						   : MAILMIME_MECHANISM_QUOTED_PRINTABLE;
+	if (b->mechanism == MAILMIME_MECHANISM_BASE64) {
+		if (ph)
+			cut -= cut % B64_LINE;
+	} else if (ph) {
+		/* quoted-printable is line by line: cut after the last line break */
+		while (cut > 0 && s[cut - 1] != '\n')
+			cut--;
+	}
+	struct buf head;
+	buf_init(&head, BUF_NOLIMIT);
+	if (cut > 0 && encode(b->mechanism, !is_html, s, cut, &head) < 0) {
+		buf_free(&head);
+		return err_set(err, ERR_INTERNAL, "cannot encode the message body");
+	}
+	b->head_len = head.len;
+	b->head = buf_detach(&head);
+	b->tail = xstrndup(s + cut, n - cut);
+	b->tail_len = n - cut;
+	return 0;
+}
+
+static char *domain_of(const char *addr)
+{
+	const char *at = strrchr(addr, '@');
+	return xstrdup(at ? at + 1 : "localhost");
+}
+
+static char *encoded(const char *s)
+{
+	struct buf b;
+	buf_init(&b, BUF_NOLIMIT);
+	utf8_rfc2047(&b, s);
+	return buf_detach(&b);
+}
+
+int msg_prepare(struct msg_prep *p, const struct msg_head *h, const char *html, const char *text,
+		struct err *err)
+{
+	char *name = NULL, *addr = NULL;
+	memset(p, 0, sizeof *p);
+	if (addr_parse_named(h->from, &name, &addr, err) < 0)
+		return err_prefix(err, "site.from");
+	p->from = encoded(name);
+	p->from_addr = addr;
+	free(name);
+	p->msgid_domain = domain_of(addr);
+	p->subject = encoded(h->subject);
+	p->language = utf8_clean_dup(h->language ? h->language : "", 0);
+	p->bulk = h->bulk;
+	if (h->list_name && *h->list_name) {
+		/* RFC 2919: List-Id: phrase <label.namespace> */
+		char *t = encoded(h->list_title && *h->list_title ? h->list_title : h->list_name);
+		char *label = utf8_clean_dup(h->list_name, 0);
+		p->list_id = xasprintf("%s <%s.%s>", t, label, p->msgid_domain);
+		free(t);
+		free(label);
+	} else {
+		p->list_id = xstrdup("");
+	}
+	p->list_archive = utf8_clean_dup(h->list_archive ? h->list_archive : "", 0);
+	if (prepare_body(&p->text, text, false, err) < 0 ||
+	    prepare_body(&p->html, html, true, err) < 0) {
+		msg_prep_free(p);
+		return -1;
+	}
+	return 0;
+}
+
+void msg_prep_free(struct msg_prep *p)
+{
+	if (p == NULL)
+		return;
+	free(p->subject);
+	free(p->from);
+	free(p->from_addr);
+	free(p->list_id);
+	free(p->list_archive);
+	free(p->language);
+	free(p->msgid_domain);
+	free(p->text.head);
+	free(p->text.tail);
+	free(p->html.head);
+	free(p->html.tail);
+	memset(p, 0, sizeof *p);
+}
+
+static void add_escaped(struct buf *out, const char *s, bool html)
+{
+	for (; *s; s++) {
+		if (html && *s == '&')
+			buf_adds(out, "&amp;");
+		else if (html && *s == '<')
+			buf_adds(out, "&lt;");
+		else if (html && *s == '>')
+			buf_adds(out, "&gt;");
+		else if (html && *s == '"')
+			buf_adds(out, "&quot;");
+		else if (html && *s == '\'')
+			buf_adds(out, "&#39;");
+		else
+			buf_addc(out, *s);
+	}
+}
+
+/* The tail with every placeholder replaced by the recipient's value. */
+static void fill(const struct msg_body *b, const struct msg_rcpt *r, struct buf *out)
+{
+	const char *p = b->tail, *end = b->tail + b->tail_len;
+	while (p < end) {
+		const char *ph = memchr(p, '\x01', (size_t)(end - p));
+		if (ph == NULL || end - ph < 3 || ph[2] != '\x01') {
+			buf_add(out, p, (size_t)(end - p));
+			break;
+		}
+		buf_add(out, p, (size_t)(ph - p));
+		const char *v = "";
+		switch (ph[1]) {
+		case 'U': v = r->unsub_url ? r->unsub_url : ""; break;
+		case 'E': v = r->email; break;
+		case 'N': v = r->name ? r->name : ""; break;
+		case 'C': v = r->confirm_url ? r->confirm_url : ""; break;
+		}
+		char *clean = utf8_clean_dup(v, 0);
+		add_escaped(out, clean, b->is_html);
+		free(clean);
+		p = ph + 3;
+	}
+}
+
+static struct mailmime *part(const struct msg_body *b, const char *type, struct buf *data)
+{
+	struct mailmime_fields *mf = mailmime_fields_new_encoding(b->mechanism);
+	struct mailmime_content *ct = mailmime_content_new_with_str(type);
+	struct mailmime_parameter *param = mailmime_param_new_with_data("charset", "utf-8");
+	if (mf == NULL || ct == NULL || param == NULL ||
+	    clist_append(ct->ct_parameters, param) < 0) {
+		if (mf)
+			mailmime_fields_free(mf);
+		if (ct)
+			mailmime_content_free(ct);
+		return NULL;
+	}
+	struct mailmime *m = mailmime_new_empty(ct, mf);
+	if (m == NULL) {
+		mailmime_fields_free(mf);
+		mailmime_content_free(ct);
+		return NULL;
+	}
+	/* Already transfer-encoded (dt_encoded = 1): libetpan writes it as is.
+	 * mailmime_free() does not free the bytes (LIBNOTES.md §1.1). */
+	m->mm_data.mm_single = mailmime_data_new(MAILMIME_DATA_TEXT, b->mechanism, 1,
+						 data->data, data->len, NULL);
+	if (m->mm_data.mm_single == NULL) {
+		mailmime_free(m);
+		return NULL;
+	}
+	return m;
+}
+
+static int add_field(struct mailimf_fields *f, const char *name, const char *value)
+{
+	struct mailimf_field *fl = mailimf_field_new_custom(xstrdup(name), xstrdup(value));
+	if (fl == NULL)
+		return -1;
+	if (mailimf_fields_add(f, fl) != MAILIMF_NO_ERROR) {
+		mailimf_field_free(fl);
+		return -1;
+	}
+	return 0;
+}
+
+static bool header_safe(const char *s)
+{
+	for (; s && *s; s++)
+		if ((unsigned char)*s < 0x20 || (unsigned char)*s >= 0x7f)
+			return false;
+	return true;
+}
+
+int msg_build(const struct msg_prep *p, const struct msg_rcpt *r, struct buf *out,
+	      struct err *err)
+{
+	struct mailmime *msg = NULL, *alt = NULL, *tp = NULL, *hp = NULL;
+	struct mailimf_fields *fields = NULL;
+	struct buf tdata, hdata, tmp;
+	MMAPString *s = NULL;
+	int rc = -1;
+
+	buf_init(&tdata, BUF_NOLIMIT);
+	buf_init(&hdata, BUF_NOLIMIT);
+	buf_init(&tmp, BUF_NOLIMIT);
+	if (addr_check(r->email, strlen(r->email), NULL, err) < 0)
+		goto out;
+	if (!header_safe(r->message_id) || !header_safe(r->unsub_url) ||
+	    !header_safe(r->unsub_mailto)) {
+		err_set(err, ERR_INTERNAL, "a header value holds a control or 8-bit character");
+		goto out;
+	}
+
+	/* bodies: shared head + this recipient's tail */
+	buf_add(&tdata, p->text.head, p->text.head_len);
+	fill(&p->text, r, &tmp);
+	if (tmp.len && encode(p->text.mechanism, true, tmp.data, tmp.len, &tdata) < 0)
+		goto nomem;
+	buf_reset(&tmp);
+	buf_add(&hdata, p->html.head, p->html.head_len);
+	fill(&p->html, r, &tmp);
+	if (tmp.len && encode(p->html.mechanism, false, tmp.data, tmp.len, &hdata) < 0)
+		goto nomem;
+
+	struct mailimf_mailbox_list *from = mailimf_mailbox_list_new_empty();
+	struct mailimf_address_list *to = mailimf_address_list_new_empty();
+	char *to_name = r->name && *r->name ? encoded(r->name) : NULL;
+	if (from == NULL || to == NULL ||
+	    mailimf_mailbox_list_add(from, mailimf_mailbox_new(*p->from ? xstrdup(p->from) : NULL,
+							       xstrdup(p->from_addr))) != 0 ||
+	    mailimf_address_list_add_mb(to, to_name, xstrdup(r->email)) != 0) {
+		if (from)
+			mailimf_mailbox_list_free(from);
+		if (to)
+			mailimf_address_list_free(to);
+		goto nomem;
+	}
+	fields = mailimf_fields_new_with_data_all(
+	    mailimf_get_date(r->date), from, NULL, NULL, to, NULL, NULL,
+	    xasprintf("%s@%s", r->message_id, p->msgid_domain), NULL, NULL, xstrdup(p->subject));
+	if (fields == NULL)
+		goto nomem;
+	if (*p->list_id && add_field(fields, "List-Id", p->list_id) < 0)
+		goto nomem;
+	if (p->bulk && r->unsub_url) {
+		char *v = r->unsub_mailto ? xasprintf("<%s>, <mailto:%s>", r->unsub_url, r->unsub_mailto)
+					  : xasprintf("<%s>", r->unsub_url);
+		int a = add_field(fields, "List-Unsubscribe", v);
+		free(v);
+		/* RFC 8058: one-click needs both headers and a DKIM signature covering them */
+		if (a < 0 ||
+		    add_field(fields, "List-Unsubscribe-Post", "List-Unsubscribe=One-Click") < 0)
+			goto nomem;
+	}
+	if (p->bulk && *p->list_archive) {
+		char *v = xasprintf("<%s>", p->list_archive);
+		int a = add_field(fields, "List-Archive", v);
+		free(v);
+		if (a < 0)
+			goto nomem;
+	}
+	if (*p->language && add_field(fields, "Content-Language", p->language) < 0)
+		goto nomem;
+
+	msg = mailmime_new_message_data(NULL);
+	if (msg == NULL)
+		goto nomem;
+	mailmime_set_imf_fields(msg, fields);
+	fields = NULL;
+	alt = mailmime_multiple_new("multipart/alternative");
+	tp = part(&p->text, "text/plain", &tdata);
+	hp = part(&p->html, "text/html", &hdata);
+	if (alt == NULL || tp == NULL || hp == NULL)
+		goto nomem;
+	/* RFC 2046 §5.1.4: the last alternative is the preferred one. */
+	if (mailmime_smart_add_part(alt, tp) != MAILIMF_NO_ERROR)
+		goto nomem;
+	tp = NULL;
+	if (mailmime_smart_add_part(alt, hp) != MAILIMF_NO_ERROR)
+		goto nomem;
+	hp = NULL;
+	if (mailmime_smart_add_part(msg, alt) != MAILIMF_NO_ERROR)
+		goto nomem;
+	alt = NULL;
+	s = mmap_string_new("");
+	int col = 0;
+	if (s == NULL || mailmime_write_mem(s, &col, msg) != MAILIMF_NO_ERROR)
+		goto nomem;
+	if (buf_add(out, s->str, s->len) < 0) {
+		err_set(err, ERR_INTERNAL, "message too large");
+		goto out;
+	}
+	rc = 0;
+	goto out;
+nomem:
+	err_set(err, ERR_INTERNAL, "cannot build the message (libetpan)");
+out:
+	if (s)
+		mmap_string_free(s);
+	if (fields)
+		mailimf_fields_free(fields);
+	if (tp)
+		mailmime_free(tp);
+	if (hp)
+		mailmime_free(hp);
+	if (alt)
+		mailmime_free(alt);
+	if (msg)
+		mailmime_free(msg);
+	buf_free(&tdata);
+	buf_free(&hdata);
+	buf_free(&tmp);
+	return rc;
+}

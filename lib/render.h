@@ -1,0 +1,72 @@
+/*
+ * What readers see, from a parsed issue: the mail bodies (through the
+ * templates, ready for msg.h), the web archive pages and the feeds. Every
+ * link is absolute from site.base_url:
+ *
+ *   BASE                        index.html, the list of issues
+ *   BASE issues/N/              the issue's table of contents
+ *   BASE issues/N/SLUG.html     one page per article
+ *   BASE feed.xml, atom.xml     the newest site.feed_items articles
+ *
+ * Every file is written to a temporary name and renamed into place.
+ */
+#ifndef MATRIX_RENDER_H
+#define MATRIX_RENDER_H
+
+#include <stddef.h>
+#include <time.h>
+
+#include "conf.h"
+#include "err.h"
+#include "issue.h"
+#include "msg.h"
+#include "tmpl.h"
+
+struct render_list {
+	const char *name;  /* "matrix" */
+	const char *title; /* "Matrix" */
+};
+
+/* The shared part of the mail for article idx (1-based), or of the digest
+ * (idx 0), of an issue published on date, for members of list. */
+int render_mail(const struct conf *c, const struct tmpl *t, const struct issue *is, time_t date,
+		int idx, const struct render_list *list, struct msg_prep *out, struct err *err);
+
+/* The double opt-in mail of a list. */
+int render_confirm(const struct conf *c, const struct tmpl *t, const struct render_list *list,
+		   struct msg_prep *out, struct err *err);
+
+/* issues/N/index.html, issues/N/SLUG.html, and the issue folder's images,
+ * under dir (public_dir). */
+int render_issue_pages(const struct conf *c, const struct tmpl *t, const struct issue *is,
+		       time_t date, const char *dir, struct err *err);
+
+struct render_index_item {
+	int number;
+	const char *title, *period, *lead; /* lead: the first article's title */
+	time_t date;
+	size_t narticles;
+};
+/* index.html under dir, items newest first. */
+int render_index(const struct conf *c, const struct tmpl *t, const struct render_index_item *items,
+		 size_t n, const char *dir, struct err *err);
+
+struct render_feed_item {
+	const struct issue *is;
+	const struct article *a;
+	time_t published, updated;
+};
+/* feed.xml and atom.xml under dir, items newest first (at most feed_items used). */
+int render_feeds(const struct conf *c, const struct render_feed_item *items, size_t n,
+		 const char *dir, struct err *err);
+
+/* Absolute URLs; allocated. */
+char *render_issue_url(const struct conf *c, int number);
+char *render_article_url(const struct conf *c, int number, const char *slug);
+
+/* Renders an arbitrary page template with a context that gets "site" added
+ * (used by the HTTP endpoint's unsubscribe and confirm pages). */
+int render_page(const struct conf *c, const struct tmpl *t, const char *name,
+		struct json_object *ctx, struct buf *out, struct err *err);
+
+#endif
