@@ -656,50 +656,72 @@ static void subheadings(cmark_node *parent, int level)
 	}
 }
 
+/* Captions and bylines among the children of parent. */
+static void captions(cmark_node *parent)
+{
+	cmark_node *c = cmark_node_first_child(parent), *next;
+	for (; c; c = next) {
+		next = cmark_node_next(c);
+		if (cmark_node_get_type(c) != CMARK_NODE_PARAGRAPH || has_breaks(c))
+			continue;
+		char *t = plain_dup(c);
+		if (is_caption_text(t) || starts(t, "* "))
+			retype(c, "<p class=\"mx-caption\">", "</p>\n");
+		else if (is_byline_text(t))
+			retype(c, "<p class=\"mx-byline\">", "</p>\n");
+		free(t);
+	}
+}
+
 static void raw_export(cmark_node *doc)
 {
-	cmark_node *c = cmark_node_first_child(doc), *next;
-	for (; c; c = next) {
+	cmark_node *c, *next;
+	/* The printed QR code is not in the export: a line asking to scan it
+	 * (or a link to "#") is noise in mail and on the web. */
+	for (c = cmark_node_first_child(doc); c; c = next) {
 		next = cmark_node_next(c);
 		if (cmark_node_get_type(c) != CMARK_NODE_PARAGRAPH)
 			continue;
 		char *t = plain_dup(c);
-		if (is_qr_text(t)) {
-			/* The printed QR code is not in the export: a line asking to scan
-			 * it (or a link to "#") is noise in mail and on the web. */
+		if (is_qr_text(t))
 			cmark_node_free(c);
-		} else if ((is_caption_text(t) || starts(t, "* ")) && !has_breaks(c)) {
-			retype(c, "<p class=\"mx-caption\">", "</p>\n");
-		} else if (is_byline_text(t) && !has_breaks(c)) {
-			retype(c, "<p class=\"mx-byline\">", "</p>\n");
-		} else if (is_related_text(t)) {
-			struct buf enter;
-			buf_init(&enter, BUF_NOLIMIT);
-			buf_adds(&enter, "<div class=\"mx-related\">\n<p class=\"mx-related-title\">");
-			const char *s = skip_ws(t);
-			size_t n = strlen(s);
-			while (n > 0 && (s[n - 1] == '\n' || s[n - 1] == ' '))
-				n--;
-			char *title = xstrndup(s, n);
-			escape_html(&enter, title);
-			buf_adds(&enter, "</p>\n");
-			cmark_node *box = custom(buf_str(&enter), "</div>\n");
-			buf_free(&enter);
-			cmark_node_insert_before(c, box);
-			/* The box runs to the end of the article. */
-			cmark_node *k;
-			while ((k = cmark_node_next(c)) != NULL) {
-				cmark_node_unlink(k);
-				cmark_node_append_child(box, k);
-			}
-			/* The HTML has the title in on_enter; text/plain takes it from here. */
-			cmark_node_set_user_data(box, title);
-			cmark_node_free(c);
-			free(t);
-			subheadings(box, 4);
-			break;
-		}
 		free(t);
+	}
+	captions(doc);
+	for (c = cmark_node_first_child(doc); c; c = cmark_node_next(c)) {
+		if (cmark_node_get_type(c) != CMARK_NODE_PARAGRAPH)
+			continue;
+		char *t = plain_dup(c);
+		bool related = is_related_text(t);
+		if (!related) {
+			free(t);
+			continue;
+		}
+		struct buf enter;
+		buf_init(&enter, BUF_NOLIMIT);
+		buf_adds(&enter, "<div class=\"mx-related\">\n<p class=\"mx-related-title\">");
+		const char *s = skip_ws(t);
+		size_t n = strlen(s);
+		while (n > 0 && (s[n - 1] == '\n' || s[n - 1] == ' '))
+			n--;
+		char *title = xstrndup(s, n);
+		escape_html(&enter, title);
+		buf_adds(&enter, "</p>\n");
+		cmark_node *box = custom(buf_str(&enter), "</div>\n");
+		buf_free(&enter);
+		cmark_node_insert_before(c, box);
+		/* The box runs to the end of the article. */
+		cmark_node *k;
+		while ((k = cmark_node_next(c)) != NULL) {
+			cmark_node_unlink(k);
+			cmark_node_append_child(box, k);
+		}
+		/* The HTML has the title in on_enter; text/plain takes it from here. */
+		cmark_node_set_user_data(box, title);
+		cmark_node_free(c);
+		free(t);
+		subheadings(box, 4);
+		break;
 	}
 	subheadings(doc, 3);
 }

@@ -26,11 +26,11 @@
 
 /* Placeholders the templates receive for per-subscriber values. The issue
  * parser removes control characters from content, so they cannot occur in
- * an article. */
-#define MSG_PH_UNSUBSCRIBE "\x01U\x01"
-#define MSG_PH_EMAIL "\x01E\x01"
-#define MSG_PH_NAME "\x01N\x01"
-#define MSG_PH_CONFIRM "\x01C\x01"
+ * an article. (Split literals: "\x01E" would be the single byte 0x1e.) */
+#define MSG_PH_UNSUBSCRIBE "\x01" "U" "\x01"
+#define MSG_PH_EMAIL "\x01" "E" "\x01"
+#define MSG_PH_NAME "\x01" "N" "\x01"
+#define MSG_PH_CONFIRM "\x01" "C" "\x01"
 
 struct msg_body {
 	int mechanism; /* MAILMIME_MECHANISM_BASE64 or _QUOTED_PRINTABLE */
