@@ -1,13 +1,25 @@
 /*
- * matrixd: options and start-up. The event loop lives in loop.c.
+ * matrixd: options, start-up, reload and shutdown. The work happens in the
+ * event loop (loop.c).
  */
+#include <curl/curl.h>
 #include <getopt.h>
+#include <inttypes.h>
+#include <libxml/parser.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
-#include "conf.h"
+#include <systemd/sd-daemon.h>
+
+#include "fsutil.h"
+#include "ledger.h"
 #include "log.h"
+#include "matrixd.h"
+#include "md.h"
+#include "msg.h"
+#include "xmalloc.h"
 
 #ifndef MATRIXD_VERSION
 #define MATRIXD_VERSION "dev"
@@ -17,12 +29,70 @@ static void usage(FILE *f)
 {
 	fprintf(f, "usage: matrixd [-c FILE] [-n] [-v] [--once] [--foreground]\n"
 		   "  -c FILE       configuration (default $MATRIXD_CONF, then %s)\n"
-		   "  -n            check the configuration and exit 0 (valid) or 1\n"
-		   "  -v            debug logging\n"
+		   "  -n            check the configuration and templates, exit 0 (valid) or 1\n"
+		   "  -v            debug logging (subscriber addresses included)\n"
 		   "  --once        process pending issues and due deliveries, then exit\n"
 		   "                (0 nothing left queued, 75 some deferred, 1 error)\n"
 		   "  --foreground  accepted for compatibility; matrixd never forks\n",
 		CONF_DEFAULT_PATH);
+}
+
+/* Checks a configuration and its templates; fills c and t on success. */
+static int load_all(const char *path, struct conf *c, struct tmpl **t, struct err *e)
+{
+	if (conf_load(c, path, e) < 0)
+		return -1;
+	if (tmpl_load(t, c->template_dir, e) < 0) {
+		conf_free(c);
+		return -1;
+	}
+	return 0;
+}
+
+static bool smtp_same(const struct conf *a, const struct conf *b)
+{
+	return strcmp(a->smtp.url, b->smtp.url) == 0 && a->smtp.tls == b->smtp.tls &&
+	       strcmp(a->smtp.ca_file, b->smtp.ca_file) == 0 &&
+	       strcmp(a->smtp.username, b->smtp.username) == 0 &&
+	       strcmp(a->smtp.password_file, b->smtp.password_file) == 0 &&
+	       a->smtp.connections == b->smtp.connections;
+}
+
+/* SIGHUP: a new configuration and templates, or the old ones if either is bad. */
+int daemon_reload(struct daemon *d)
+{
+	struct conf c;
+	struct tmpl *t = NULL;
+	struct err e;
+	err_clear(&e);
+	sd_notifyf(0, "RELOADING=1\nMONOTONIC_USEC=%" PRId64 "\nSTATUS=reloading",
+		   now_ms() * 1000);
+	if (load_all(d->conf_path, &c, &t, &e) < 0) {
+		log_err("reload refused, keeping the running configuration: %s", e.msg);
+		sd_notify(0, "READY=1");
+		return -1;
+	}
+	if (strcmp(c.state_dir, d->conf.state_dir) != 0)
+		log_warnx("state_dir changed in %s: restart matrixd for it to take effect",
+			  d->conf_path);
+	if (!smtp_same(&c, &d->conf))
+		log_warnx("smtp settings changed in %s: restart matrixd for them to take effect",
+			  d->conf_path);
+	/* what needs a restart keeps its running value */
+	free(c.state_dir);
+	c.state_dir = xstrdup(d->conf.state_dir);
+	bool new_dir = strcmp(c.issue_dir, d->conf.issue_dir) != 0;
+	tmpl_free(d->tmpl);
+	d->tmpl = t;
+	conf_free(&d->conf);
+	d->conf = c;
+	dispatch_invalidate(d->dispatch);
+	if (new_dir)
+		log_warnx("issue_dir changed: restart matrixd to watch %s", d->conf.issue_dir);
+	publish_listing(d);
+	log_info("reloaded %s", d->conf_path);
+	sd_notify(0, "READY=1\nSTATUS=reloaded");
+	return 0;
 }
 
 int main(int argc, char **argv)
@@ -39,6 +109,7 @@ int main(int argc, char **argv)
 	    {"version", no_argument, NULL, 'V'},
 	    {NULL, 0, NULL, 0},
 	};
+	struct daemon d = {0};
 	int ch;
 	log_init("matrixd", 0);
 	while ((ch = getopt_long(argc, argv, "c:nvhV", opts, NULL)) != -1) {
@@ -50,6 +121,8 @@ int main(int argc, char **argv)
 			check = true;
 			break;
 		case 'o':
+			d.once = true;
+			break;
 		case 'f':
 			break;
 		case 'v':
@@ -74,19 +147,71 @@ int main(int argc, char **argv)
 		const char *env = getenv("MATRIXD_CONF");
 		path = env && *env ? env : CONF_DEFAULT_PATH;
 	}
-	struct conf conf;
-	struct err err;
-	err_clear(&err);
-	if (conf_load(&conf, path, &err) < 0) {
-		fprintf(stderr, "matrixd: %s\n", err.msg);
+	d.conf_path = path;
+
+	struct err e;
+	err_clear(&e);
+	if (load_all(path, &d.conf, &d.tmpl, &e) < 0) {
+		fprintf(stderr, "matrixd: %s\n", e.msg);
 		return 1;
 	}
 	if (check) {
-		printf("%s: configuration ok\n", conf.path);
-		conf_free(&conf);
+		printf("%s: configuration ok\n", d.conf.path);
+		tmpl_free(d.tmpl);
+		conf_free(&d.conf);
 		return 0;
 	}
-	conf_free(&conf);
-	fprintf(stderr, "matrixd: the daemon is not built yet\n");
-	return 1;
+	d.progress = isatty(STDERR_FILENO) && getenv("JOURNAL_STREAM") == NULL && !d.once;
+	curl_global_init(CURL_GLOBAL_DEFAULT);
+	xmlInitParser();
+	md_init();
+	msg_init();
+
+	int rc = 1;
+	int64_t n = 0;
+	if (fs_mkdirs(d.conf.state_dir, 0750, &e) < 0 || fs_mkdirs(d.conf.public_dir, 0755, &e) < 0 ||
+	    store_open(&d.store, d.conf.state_dir, &e) < 0 ||
+	    token_key_load(&d.key, d.conf.state_dir, &e) < 0 ||
+	    conf_password(&d.conf, &d.password, &e) < 0) {
+		log_err("%s", e.msg);
+		goto out;
+	}
+	if (ledger_recover(d.store, &n, &e) < 0) {
+		log_err("%s", e.msg);
+		goto out;
+	}
+	if (n > 0)
+		log_notice("%" PRId64 " deliveries were in flight when matrixd last stopped; "
+			   "sending them again",
+			   n);
+	if (senders_start(&d.senders, &d.conf, d.password, d.conf.smtp.connections, &e) < 0 ||
+	    dispatch_new(&d, &d.dispatch) < 0) {
+		log_err("%s", e.msg);
+		goto out;
+	}
+	if (watch_start(&d, &d.watch) < 0)
+		goto out;
+	if (!d.once && http_start(&d, &d.http, &e) < 0) {
+		log_err("%s", e.msg);
+		goto out;
+	}
+	rc = loop_run(&d);
+out:
+	if (rc != 0 && rc != 75)
+		sd_notifyf(0, "ERRNO=%d", rc);
+	http_free(d.http);
+	senders_free(d.senders);
+	dispatch_free(d.dispatch);
+	watch_free(d.watch);
+	store_close(d.store);
+	tmpl_free(d.tmpl);
+	if (d.password) {
+		explicit_bzero(d.password, strlen(d.password));
+		free(d.password);
+	}
+	conf_free(&d.conf);
+	md_shutdown();
+	xmlCleanupParser();
+	curl_global_cleanup();
+	return rc;
 }

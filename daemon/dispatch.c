@@ -1,0 +1,450 @@
+/*
+ * The dispatcher: ledger → messages → sender threads → ledger.
+ *
+ * Due deliveries are claimed in batches the size of the free room in the
+ * senders' queue (the claim commits 'sending' first, see ledger.h). The
+ * shared part of each message is rendered once per (issue, part, list) and
+ * kept in a small cache; per delivery only the tokens, headers and footer
+ * are built. Results are recorded in one transaction per wake-up.
+ *
+ * A failure of the relay itself (no reply, 421, TLS or AUTH refused) pauses
+ * the dispatching with a growing backoff instead of burning every queued
+ * message's attempts against a relay that is down.
+ */
+#include <inttypes.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "archive.h"
+#include "ledger.h"
+#include "log.h"
+#include "matrixd.h"
+#include "msg.h"
+#include "render.h"
+#include "xmalloc.h"
+
+#define PREP_CACHE 16
+#define CLAIM_MAX 256
+
+struct prep {
+	int64_t issue_id, list_id;
+	int part;
+	uint64_t used;
+	bool ok;
+	struct msg_prep m;
+};
+
+struct list_info {
+	int64_t id;
+	char *name, *title;
+};
+
+struct dispatch {
+	struct prep cache[PREP_CACHE];
+	uint64_t tick;
+	struct issue *issue; /* the issue last rendered */
+	int64_t issue_id;
+	struct list_info *lists;
+	size_t nlists;
+	/* rate limit: a token bucket over all connections */
+	double tokens;
+	int64_t refill_ms;
+	/* relay trouble */
+	int64_t relay_down_until, relay_backoff;
+	/* progress of the issue being sent */
+	int64_t prog_issue;
+	char *prog_title;
+	struct ledger_counts prog;
+	int64_t rate_t0, rate_n;
+	double rate;
+	bool idle;
+};
+
+int dispatch_new(struct daemon *d, struct dispatch **out)
+{
+	struct dispatch *p = xcalloc(1, sizeof *p);
+	p->tokens = d->conf.smtp.rate > 0 ? 1 : 0;
+	p->refill_ms = now_ms();
+	p->rate_t0 = now_ms();
+	p->idle = true;
+	*out = p;
+	return 0;
+}
+
+void dispatch_invalidate(struct dispatch *p)
+{
+	for (int i = 0; i < PREP_CACHE; i++)
+		if (p->cache[i].used) {
+			if (p->cache[i].ok)
+				msg_prep_free(&p->cache[i].m);
+			memset(&p->cache[i], 0, sizeof p->cache[i]);
+		}
+	issue_free(p->issue);
+	p->issue = NULL;
+	p->issue_id = 0;
+	for (size_t i = 0; i < p->nlists; i++) {
+		free(p->lists[i].name);
+		free(p->lists[i].title);
+	}
+	free(p->lists);
+	p->lists = NULL;
+	p->nlists = 0;
+}
+
+void dispatch_free(struct dispatch *p)
+{
+	if (p == NULL)
+		return;
+	dispatch_invalidate(p);
+	free(p->prog_title);
+	free(p);
+}
+
+bool dispatch_relay_down(struct dispatch *p)
+{
+	return p->relay_down_until > now_ms();
+}
+
+static const struct list_info *list_info(struct daemon *d, int64_t id, struct err *err)
+{
+	struct dispatch *p = d->dispatch;
+	for (size_t i = 0; i < p->nlists; i++)
+		if (p->lists[i].id == id)
+			return &p->lists[i];
+	static const char sql[] = "SELECT name, title FROM lists WHERE id = ?1";
+	sqlite3_stmt *st = store_stmt(d->store, sql, err);
+	if (st == NULL)
+		return NULL;
+	sqlite3_bind_int64(st, 1, id);
+	struct list_info li = {id, NULL, NULL};
+	if (sqlite3_step(st) == SQLITE_ROW) {
+		li.name = xstrdup((const char *)sqlite3_column_text(st, 0));
+		li.title = xstrdup((const char *)sqlite3_column_text(st, 1));
+	} else {
+		/* the list was deleted meanwhile: mail still names it somehow */
+		li.name = xasprintf("list-%" PRId64, id);
+		li.title = xstrdup(d->conf.site.title);
+	}
+	sqlite3_reset(st);
+	p->lists = xreallocarray(p->lists, p->nlists + 1, sizeof *p->lists);
+	p->lists[p->nlists] = li;
+	return &p->lists[p->nlists++];
+}
+
+static const struct msg_prep *prep_for(struct daemon *d, const struct ledger_job *j,
+				       struct err *err)
+{
+	struct dispatch *p = d->dispatch;
+	struct prep *victim = &p->cache[0];
+	for (int i = 0; i < PREP_CACHE; i++) {
+		struct prep *c = &p->cache[i];
+		if (c->used && c->issue_id == j->issue_id && c->part == j->part &&
+		    c->list_id == j->list_id) {
+			c->used = ++p->tick;
+			return c->ok ? &c->m : NULL;
+		}
+		if (c->used < victim->used)
+			victim = c;
+	}
+	const struct list_info *li = list_info(d, j->list_id, err);
+	if (li == NULL)
+		return NULL;
+	struct render_list rl = {li->name, li->title && *li->title ? li->title : d->conf.site.title};
+	if (victim->used && victim->ok)
+		msg_prep_free(&victim->m);
+	memset(victim, 0, sizeof *victim);
+	int r;
+	if (j->issue_id == 0) {
+		r = render_confirm(&d->conf, d->tmpl, &rl, &victim->m, err);
+	} else {
+		if (p->issue_id != j->issue_id) {
+			issue_free(p->issue);
+			p->issue = archive_load(d->store, j->issue_id, err);
+			p->issue_id = p->issue ? j->issue_id : 0;
+			if (p->issue == NULL)
+				return NULL;
+		}
+		r = render_mail(&d->conf, d->tmpl, p->issue, p->issue->date, j->part, &rl,
+				&victim->m, err);
+	}
+	if (r < 0)
+		return NULL;
+	*victim = (struct prep){j->issue_id, j->list_id, j->part, ++p->tick, true, victim->m};
+	return &victim->m;
+}
+
+/* The VERP envelope sender: return_path with {token} replaced. */
+static char *envelope_from(const struct conf *c, const char *verp)
+{
+	const char *rp = c->smtp.return_path, *t = strstr(rp, "{token}");
+	if (t == NULL)
+		return xstrdup(rp);
+	return xasprintf("%.*s%s%s", (int)(t - rp), rp, verp, t + strlen("{token}"));
+}
+
+static struct sjob *build(struct daemon *d, struct ledger_job *j, struct err *err)
+{
+	const struct msg_prep *m = prep_for(d, j, err);
+	if (m == NULL)
+		return NULL;
+	char unsub[TOKEN_MAX], confirm[TOKEN_MAX], verp[TOKEN_MAX];
+	token_make(&d->key, TOKEN_UNSUBSCRIBE, j->subscriber_id, j->list_id, unsub);
+	token_make(&d->key, TOKEN_CONFIRM, j->subscriber_id, j->list_id, confirm);
+	token_make(&d->key, TOKEN_VERP, j->id, 0, verp);
+	const char *at = strrchr(d->conf.smtp.return_path, '@');
+	char *unsub_url = xasprintf("%su/%s", d->conf.site.base_url, unsub);
+	char *mailto = xasprintf("unsubscribe+%s%s", unsub, at ? at : "@localhost");
+	char *confirm_url = xasprintf("%sc/%s", d->conf.site.base_url, confirm);
+	char *msgid = xasprintf("matrix.%s", verp);
+	struct msg_rcpt r = {j->email, j->name, msgid, unsub_url, mailto, confirm_url, time(NULL)};
+	struct buf b;
+	buf_init(&b, BUF_NOLIMIT);
+	struct sjob *job = NULL;
+	if (msg_build(m, &r, &b, err) == 0) {
+		job = xcalloc(1, sizeof *job);
+		job->delivery_id = j->id;
+		job->from = envelope_from(&d->conf, verp);
+		job->rcpt = xstrdup(j->email);
+		job->len = b.len;
+		job->data = buf_detach(&b);
+	}
+	buf_free(&b);
+	free(unsub_url);
+	free(mailto);
+	free(confirm_url);
+	free(msgid);
+	return job;
+}
+
+static size_t rate_allow(struct daemon *d, size_t want, int64_t *wake)
+{
+	struct dispatch *p = d->dispatch;
+	double rate = d->conf.smtp.rate;
+	if (rate <= 0)
+		return want;
+	int64_t now = now_ms();
+	p->tokens += (double)(now - p->refill_ms) * rate / 1000.0;
+	p->refill_ms = now;
+	double burst = rate < 1 ? 1 : rate;
+	if (p->tokens > burst)
+		p->tokens = burst;
+	size_t n = p->tokens >= 1 ? (size_t)p->tokens : 0;
+	if (n > want)
+		n = want;
+	p->tokens -= (double)n;
+	if (n < want)
+		*wake = now + (int64_t)((1.0 - p->tokens) * 1000.0 / rate) + 1;
+	return n;
+}
+
+int64_t dispatch_fill(struct daemon *d)
+{
+	struct dispatch *p = d->dispatch;
+	int64_t wake = 0;
+	if (d->stopping)
+		return 0;
+	if (dispatch_relay_down(p))
+		return p->relay_down_until;
+	for (;;) {
+		size_t room = senders_room(d->senders);
+		if (room > CLAIM_MAX)
+			room = CLAIM_MAX;
+		room = rate_allow(d, room, &wake);
+		if (room == 0)
+			break;
+		struct ledger_job *jobs = NULL;
+		size_t n = 0;
+		struct err e;
+		err_clear(&e);
+		if (ledger_claim(d->store, store_now(), room, &jobs, &n, &e) < 0) {
+			log_warnx("claim deliveries: %s", e.msg);
+			break;
+		}
+		if (n == 0) {
+			/* give back the tokens we did not use */
+			if (d->conf.smtp.rate > 0)
+				p->tokens += (double)room;
+			free(jobs);
+			break;
+		}
+		if (d->conf.smtp.rate > 0)
+			p->tokens += (double)(room - n);
+		p->idle = false;
+		for (size_t i = 0; i < n; i++) {
+			struct sjob *job = build(d, &jobs[i], &e);
+			if (job == NULL) {
+				/* A template or data problem, not the subscriber's: retry
+				 * later, after the admin fixed it. */
+				log_err("issue_id=%" PRId64 " part=%d delivery=%" PRId64
+					" cannot build the message: %s",
+					jobs[i].issue_id, jobs[i].part, jobs[i].id, e.msg);
+				struct send_result r = {.outcome = SEND_TEMP};
+				snprintf(r.reply, sizeof r.reply, "not sent: %s", e.msg);
+				ledger_record(d->store, &jobs[i], &r, false, store_now(),
+					      &(struct ledger_policy){d->conf.smtp.max_attempts,
+								      d->conf.smtp.retry_max_age,
+								      d->conf.bounce_threshold},
+					      &e);
+				continue;
+			}
+			struct ledger_job *copy = xmalloc(sizeof *copy);
+			*copy = jobs[i];
+			jobs[i].email = jobs[i].name = NULL;
+			job->ctx = copy;
+			senders_submit(d->senders, job);
+		}
+		ledger_jobs_free(jobs, n);
+	}
+	return wake;
+}
+
+/* Not about this message: the relay is down, refuses us, or TLS/AUTH fail. */
+static bool relay_level(const struct send_result *r)
+{
+	if (r->outcome != SEND_TEMP)
+		return false;
+	return r->code == 0 || r->code == 421 || r->code == 454 || r->code == 530 ||
+	       r->code == 534 || r->code == 535 || r->code == 538;
+}
+
+static void progress_result(struct daemon *d, int64_t issue_id, const char *old,
+			    const char *state)
+{
+	struct dispatch *p = d->dispatch;
+	if (issue_id == 0)
+		return;
+	if (p->prog_issue != issue_id) {
+		struct err e;
+		struct archive_issue *a = archive_get(d->store, 0, issue_id, &e);
+		free(p->prog_title);
+		p->prog_title = xstrdup(a ? a->title : "?");
+		archive_issues_free(a, a ? 1 : 0);
+		p->prog_issue = issue_id;
+		if (ledger_counts(d->store, issue_id, &p->prog, &e) < 0)
+			memset(&p->prog, 0, sizeof p->prog);
+		return; /* counts already include this result */
+	}
+	int64_t *from = strcmp(old, "deferred") == 0 ? &p->prog.deferred : &p->prog.sending;
+	if (*from > 0)
+		(*from)--;
+	if (strcmp(state, "sent") == 0)
+		p->prog.sent++;
+	else if (strcmp(state, "deferred") == 0)
+		p->prog.deferred++;
+	else if (strcmp(state, "failed") == 0)
+		p->prog.failed++;
+	else
+		p->prog.queued++;
+}
+
+void dispatch_collect(struct daemon *d)
+{
+	struct dispatch *p = d->dispatch;
+	size_t n = 0;
+	struct sjob **done = senders_collect(d->senders, &n);
+	if (n == 0) {
+		free(done);
+		return;
+	}
+	struct ledger_policy pol = {d->conf.smtp.max_attempts, d->conf.smtp.retry_max_age,
+				    d->conf.bounce_threshold};
+	struct err e;
+	err_clear(&e);
+	int64_t now = store_now();
+	bool relay_trouble = false, relay_ok = false;
+	const char *trouble = NULL;
+	/* One transaction for every result of this wake-up: the commit is the
+	 * expensive part; a crash before it leaves these rows in 'sending', to be
+	 * sent again (the duplicates the ledger accepts). */
+	bool tx = store_begin(d->store, &e) == 0;
+	if (!tx)
+		log_warnx("ledger: %s", e.msg);
+	for (size_t i = 0; i < n; i++) {
+		struct sjob *job = done[i];
+		struct ledger_job *j = job->ctx;
+		const char *state;
+		if (!job->attempted) {
+			if (ledger_unclaim(d->store, j->id, &e) < 0)
+				log_warnx("delivery=%" PRId64 " %s", j->id, e.msg);
+			state = "queued";
+		} else {
+			bool rl = relay_level(&job->res);
+			relay_trouble |= rl;
+			relay_ok |= job->res.outcome == SEND_OK;
+			if (rl)
+				trouble = job->res.reply;
+			if (ledger_record(d->store, j, &job->res, rl, now, &pol, &e) < 0)
+				log_warnx("delivery=%" PRId64 " cannot record: %s", j->id, e.msg);
+			state = job->res.outcome == SEND_OK     ? "sent"
+				: job->res.outcome == SEND_PERM ? "failed"
+				: j->attempts >= pol.max_attempts || now - j->created_at >= pol.retry_max_age
+				    ? "failed"
+				    : "deferred";
+			if (job->res.outcome == SEND_OK) {
+				log_debug("delivery=%" PRId64 " issue_id=%" PRId64 " part=%d "
+					  "subscriber=%" PRId64 " rcpt=%s sent: %s",
+					  j->id, j->issue_id, j->part, j->subscriber_id, j->email,
+					  job->res.reply);
+				p->rate_n++;
+			} else if (!rl) {
+				log_info("delivery=%" PRId64 " issue_id=%" PRId64 " part=%d "
+					 "subscriber=%" PRId64 " %s: %s",
+					 j->id, j->issue_id, j->part, j->subscriber_id, state,
+					 job->res.reply);
+			}
+		}
+		progress_result(d, j->issue_id, "sending", state);
+		ledger_jobs_free(j, 1);
+		sjob_free(job);
+	}
+	if (tx && store_commit(d->store, &e) < 0)
+		log_warnx("ledger commit: %s", e.msg);
+	free(done);
+	if (relay_ok) {
+		p->relay_backoff = 0;
+	} else if (relay_trouble) {
+		p->relay_backoff = p->relay_backoff ? p->relay_backoff * 2 : 5000;
+		if (p->relay_backoff > 300000)
+			p->relay_backoff = 300000;
+		p->relay_down_until = now_ms() + p->relay_backoff;
+		log_warnx("relay %s: %s; pausing %" PRId64 " s", d->conf.smtp.url,
+			  trouble ? trouble : "unavailable", p->relay_backoff / 1000);
+	}
+}
+
+static void thousands(int64_t v, char *out, size_t n)
+{
+	char raw[32];
+	snprintf(raw, sizeof raw, "%" PRId64, v);
+	size_t len = strlen(raw), o = 0;
+	for (size_t i = 0; i < len && o + 2 < n; i++) {
+		if (i > 0 && (len - i) % 3 == 0 && raw[0] != '-')
+			out[o++] = ',';
+		out[o++] = raw[i];
+	}
+	out[o] = '\0';
+}
+
+void dispatch_status(struct dispatch *p, char *out, size_t n)
+{
+	int64_t now = now_ms();
+	if (now - p->rate_t0 >= 2000) {
+		double inst = (double)p->rate_n * 1000.0 / (double)(now - p->rate_t0);
+		p->rate = p->rate > 0 ? 0.5 * p->rate + 0.5 * inst : inst;
+		p->rate_t0 = now;
+		p->rate_n = 0;
+	}
+	if (p->prog_issue == 0) {
+		snprintf(out, n, "idle");
+		return;
+	}
+	const struct ledger_counts *c = &p->prog;
+	int64_t total = c->queued + c->sending + c->sent + c->deferred + c->failed;
+	char sent[32], all[32];
+	thousands(c->sent, sent, sizeof sent);
+	thousands(total, all, sizeof all);
+	snprintf(out, n, "%s: %s/%s sent, %" PRId64 " deferred, %" PRId64 " failed, %.0f msg/s",
+		 p->prog_title, sent, all, c->deferred, c->failed, p->rate);
+}

@@ -1,0 +1,400 @@
+/*
+ * The issue directory. inotify tells us a file changed (IN_CLOSE_WRITE,
+ * IN_MOVED_TO for editors that save through a temp file and rename, deletes);
+ * a full rescan runs at start and when the kernel's event queue overflowed.
+ * A changed issue is processed only once it has been left alone for
+ * issue_settle_seconds — measured from the last event and from the file's
+ * mtime both — so a file copied in chunks is never published half-written.
+ *
+ * Processing: parse (a bad issue is logged and recorded with its FILE:LINE
+ * error, and retried when it changes), save in the store, render its pages,
+ * rewrite the index and the feeds, and create its deliveries once (a
+ * correction updates pages and feeds and sends nothing; a draft is rendered
+ * and never sent).
+ */
+#include <dirent.h>
+#include <errno.h>
+#include <inttypes.h>
+#include <limits.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/inotify.h>
+#include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "archive.h"
+#include "issue.h"
+#include "ledger.h"
+#include "log.h"
+#include "matrixd.h"
+#include "render.h"
+#include "xmalloc.h"
+
+struct entry {
+	char *name;   /* in issue_dir */
+	char *path;   /* the file to parse: NAME or NAME/issue.md */
+	int wd;       /* inotify watch of a folder issue, or -1 */
+	time_t mtime;
+	off_t size;
+	int64_t changed_ms; /* monotonic time of the last change we saw */
+	bool done;          /* processed in this (mtime, size) state */
+	bool seen;          /* still present in the last scan */
+};
+
+struct watch {
+	int fd;
+	int wd;
+	struct entry *e;
+	size_t n;
+};
+
+static bool ignored(const char *name)
+{
+	size_t n = strlen(name);
+	if (name[0] == '.' || n == 0 || name[n - 1] == '~')
+		return true;
+	return (n > 4 && strcmp(name + n - 4, ".tmp") == 0) ||
+	       (n > 4 && strcmp(name + n - 4, ".swp") == 0);
+}
+
+static bool issue_file(const char *name)
+{
+	size_t n = strlen(name);
+	return (n > 3 && strcmp(name + n - 3, ".md") == 0) ||
+	       (n > 4 && strcmp(name + n - 4, ".txt") == 0);
+}
+
+int watch_start(struct daemon *d, struct watch **out)
+{
+	struct watch *w = xcalloc(1, sizeof *w);
+	w->fd = -1;
+	w->wd = -1;
+	if (!d->once) {
+		w->fd = inotify_init1(IN_NONBLOCK | IN_CLOEXEC);
+		if (w->fd < 0) {
+			log_warn("inotify_init1");
+			free(w);
+			return -1;
+		}
+		w->wd = inotify_add_watch(w->fd, d->conf.issue_dir,
+					  IN_CLOSE_WRITE | IN_MOVED_TO | IN_MOVED_FROM | IN_DELETE |
+					      IN_CREATE | IN_ATTRIB | IN_ONLYDIR);
+		if (w->wd < 0) {
+			log_warn("issue_dir %s: cannot watch", d->conf.issue_dir);
+			close(w->fd);
+			free(w);
+			return -1;
+		}
+	}
+	*out = w;
+	return 0;
+}
+
+void watch_free(struct watch *w)
+{
+	if (w == NULL)
+		return;
+	for (size_t i = 0; i < w->n; i++) {
+		free(w->e[i].name);
+		free(w->e[i].path);
+	}
+	free(w->e);
+	if (w->fd >= 0)
+		close(w->fd);
+	free(w);
+}
+
+int watch_fd(struct watch *w)
+{
+	return w ? w->fd : -1;
+}
+
+static struct entry *find(struct watch *w, const char *name)
+{
+	for (size_t i = 0; i < w->n; i++)
+		if (strcmp(w->e[i].name, name) == 0)
+			return &w->e[i];
+	return NULL;
+}
+
+static void drop(struct watch *w, struct entry *e)
+{
+	log_info("issue file %s removed; what was published stays in the archive", e->path);
+	if (e->wd >= 0 && w->fd >= 0)
+		inotify_rm_watch(w->fd, e->wd);
+	free(e->name);
+	free(e->path);
+	*e = w->e[--w->n];
+}
+
+/* Looks at one name in issue_dir: new, changed, unchanged or gone. */
+static void look(struct daemon *d, const char *name)
+{
+	struct watch *w = d->watch;
+	struct entry *e = find(w, name);
+	if (ignored(name)) {
+		return;
+	}
+	char *top = xasprintf("%s/%s", d->conf.issue_dir, name);
+	struct stat st;
+	char *path = NULL;
+	bool folder = false;
+	if (stat(top, &st) == 0 && S_ISDIR(st.st_mode)) {
+		folder = true;
+		path = xasprintf("%s/issue.md", top);
+		if (stat(path, &st) != 0) {
+			/* a folder without issue.md (yet): watch it for one */
+			st.st_mtime = 0;
+			st.st_size = -1;
+		}
+	} else if (issue_file(name) && stat(top, &st) == 0 && S_ISREG(st.st_mode)) {
+		path = xstrdup(top);
+	}
+	if (path == NULL) {
+		if (e)
+			drop(w, e);
+		free(top);
+		return;
+	}
+	if (e == NULL) {
+		w->e = xreallocarray(w->e, w->n + 1, sizeof *w->e);
+		e = &w->e[w->n++];
+		*e = (struct entry){xstrdup(name), path, -1, 0, -2, 0, false, true};
+		path = NULL;
+		if (folder && w->fd >= 0)
+			e->wd = inotify_add_watch(w->fd, top, IN_CLOSE_WRITE | IN_MOVED_TO | IN_DELETE |
+							       IN_CREATE | IN_ONLYDIR);
+	}
+	e->seen = true;
+	if (e->mtime != st.st_mtime || e->size != st.st_size) {
+		e->mtime = st.st_mtime;
+		e->size = st.st_size;
+		e->changed_ms = now_ms();
+		e->done = st.st_size < 0; /* nothing to parse yet */
+	}
+	free(path);
+	free(top);
+}
+
+void watch_rescan(struct daemon *d)
+{
+	struct watch *w = d->watch;
+	DIR *dir = opendir(d->conf.issue_dir);
+	if (dir == NULL) {
+		log_warn("issue_dir %s", d->conf.issue_dir);
+		return;
+	}
+	for (size_t i = 0; i < w->n; i++)
+		w->e[i].seen = false;
+	struct dirent *de;
+	while ((de = readdir(dir)) != NULL)
+		if (strcmp(de->d_name, ".") != 0 && strcmp(de->d_name, "..") != 0)
+			look(d, de->d_name);
+	closedir(dir);
+	for (size_t i = 0; i < w->n;)
+		if (!w->e[i].seen)
+			drop(w, &w->e[i]);
+		else
+			i++;
+}
+
+void watch_on_event(struct daemon *d)
+{
+	struct watch *w = d->watch;
+	char buf[16384] __attribute__((aligned(__alignof__(struct inotify_event))));
+	for (;;) {
+		ssize_t n = read(w->fd, buf, sizeof buf);
+		if (n <= 0) {
+			if (n < 0 && errno != EAGAIN)
+				log_warn("inotify read");
+			return;
+		}
+		for (char *p = buf; p < buf + n;) {
+			struct inotify_event *ev = (struct inotify_event *)p;
+			p += sizeof *ev + ev->len;
+			if (ev->mask & IN_Q_OVERFLOW) {
+				log_notice("inotify queue overflowed; rescanning %s", d->conf.issue_dir);
+				watch_rescan(d);
+				continue;
+			}
+			if (ev->wd == w->wd && ev->len > 0) {
+				look(d, ev->name);
+				continue;
+			}
+			for (size_t i = 0; i < w->n; i++)
+				if (w->e[i].wd == ev->wd) {
+					char *name = xstrdup(w->e[i].name);
+					look(d, name);
+					free(name);
+					break;
+				}
+		}
+	}
+}
+
+static struct issue_opts opts_of(const struct conf *c)
+{
+	return (struct issue_opts){(size_t)c->max_issue_bytes, c->site.title, c->site.language,
+				   c->site.base_url};
+}
+
+static char *lists_of(const struct issue *is)
+{
+	struct buf b;
+	buf_init(&b, BUF_NOLIMIT);
+	for (size_t i = 0; i < is->nlists; i++)
+		buf_printf(&b, "%s%s", i ? "," : "", is->lists[i]);
+	return buf_detach(&b);
+}
+
+int publish_listing(struct daemon *d)
+{
+	struct err e;
+	err_clear(&e);
+	size_t n = 0;
+	struct archive_issue *all = archive_list(d->store, &n, &e);
+	if (all == NULL) {
+		log_warnx("publishing the archive: %s", e.msg);
+		return -1;
+	}
+	struct render_index_item *items = xcalloc(n ? n : 1, sizeof *items);
+	size_t k = 0;
+	struct issue **loaded = xcalloc(n ? n : 1, sizeof *loaded);
+	size_t nloaded = 0, want = (size_t)d->conf.site.feed_items, have = 0;
+	struct render_feed_item *feed = xcalloc(want, sizeof *feed);
+	for (size_t i = 0; i < n; i++) {
+		const struct archive_issue *a = &all[i];
+		if (a->is_draft)
+			continue; /* rendered for the editors, not listed */
+		items[k++] = (struct render_index_item){a->number, a->title, a->period, a->lead,
+							(time_t)a->date, (size_t)a->narticles};
+		if (have >= want)
+			continue;
+		struct issue *is = archive_load(d->store, a->id, &e);
+		if (is == NULL)
+			continue;
+		loaded[nloaded++] = is;
+		/* Table-of-contents order, one second apart so that readers sorting by
+		 * date keep it: article 1 carries the issue's date. */
+		for (size_t j = 0; j < is->narticles && have < want; j++)
+			feed[have++] = (struct render_feed_item){
+			    is, &is->articles[j], (time_t)(a->date - (int64_t)j),
+			    (time_t)(a->updated_at > a->date ? a->updated_at : a->date - (int64_t)j)};
+	}
+	int r = render_index(&d->conf, d->tmpl, items, k, d->conf.public_dir, &e);
+	if (r == 0)
+		r = render_feeds(&d->conf, feed, have, d->conf.public_dir, &e);
+	if (r < 0)
+		log_warnx("publishing the archive: %s", e.msg);
+	for (size_t i = 0; i < nloaded; i++)
+		issue_free(loaded[i]);
+	free(loaded);
+	free(feed);
+	free(items);
+	archive_issues_free(all, n);
+	return r;
+}
+
+static void process(struct daemon *d, const char *path)
+{
+	struct issue_opts o = opts_of(&d->conf);
+	struct issue *is = NULL;
+	struct err e;
+	err_clear(&e);
+	if (issue_load(path, &o, &is, &e) < 0) {
+		/* Logged, kept for `matrixctl status`, retried when the file changes;
+		 * nothing already published or queued is touched. */
+		log_err("%s", e.msg);
+		struct err e2;
+		if (archive_error_set(d->store, path, "", e.msg, &e2) < 0)
+			log_warnx("%s", e2.msg);
+		return;
+	}
+	int64_t id = 0;
+	enum archive_change change;
+	if (archive_save(d->store, is, path, is->date, &id, &change, &e) < 0) {
+		log_err("%s", e.msg);
+		archive_error_set(d->store, path, is->hash, e.msg, &e);
+		issue_free(is);
+		return;
+	}
+	archive_error_clear(d->store, path, &e);
+	struct archive_issue *a = archive_get(d->store, 0, id, &e);
+	if (a == NULL) {
+		log_warnx("issue %d: %s", is->number, e.msg);
+		issue_free(is);
+		return;
+	}
+	if (change != ARCHIVE_UNCHANGED) {
+		if (render_issue_pages(&d->conf, d->tmpl, is, (time_t)a->date, d->conf.public_dir,
+				       &e) < 0)
+			log_err("issue=%d pages: %s", is->number, e.msg);
+		publish_listing(d);
+		dispatch_invalidate(d->dispatch);
+		log_info("issue=%d %s: %s, %zu articles%s", is->number,
+			 change == ARCHIVE_NEW ? "published" : "corrected", is->title, is->narticles,
+			 is->is_draft ? " (draft: rendered, never sent)"
+			 : change == ARCHIVE_CORRECTED && a->queued_at
+			     ? " (pages and feeds updated; nothing is sent again)"
+			     : "");
+	}
+	if (!is->is_draft && a->queued_at == 0) {
+		int64_t added = 0;
+		char *lists = lists_of(is);
+		if (ledger_enqueue_issue(d->store, id, (int)is->narticles, lists, store_now(), &added,
+					 &e) == 0 &&
+		    archive_mark_queued(d->store, id, store_now(), &e) == 0)
+			log_info("issue=%d queued %" PRId64 " deliveries", is->number, added);
+		else
+			log_err("issue=%d cannot queue deliveries: %s", is->number, e.msg);
+		free(lists);
+	}
+	archive_issues_free(a, 1);
+	issue_free(is);
+}
+
+int64_t watch_settle(struct daemon *d)
+{
+	struct watch *w = d->watch;
+	int64_t settle_ms = (int64_t)d->conf.issue_settle_seconds * 1000, next = 0;
+	time_t wall = time(NULL);
+	for (size_t i = 0; i < w->n; i++) {
+		struct entry *e = &w->e[i];
+		if (e->done)
+			continue;
+		int64_t due = e->changed_ms + settle_ms;
+		/* Also wait for the file's own mtime to be settle seconds old: a
+		 * writer may have been busy before we looked. */
+		int64_t by_mtime = ((int64_t)e->mtime + d->conf.issue_settle_seconds - wall) * 1000;
+		if (by_mtime > 0 && now_ms() + by_mtime > due)
+			due = now_ms() + by_mtime;
+		if (due > now_ms()) {
+			if (d->once) {
+				log_notice("%s is still being written; it will be picked up later",
+					   e->path);
+				e->done = true;
+				continue;
+			}
+			if (next == 0 || due < next)
+				next = due;
+			continue;
+		}
+		/* A last look: a write since the last event restarts the clock. */
+		struct stat st;
+		if (stat(e->path, &st) == 0 && (st.st_mtime != e->mtime || st.st_size != e->size)) {
+			e->mtime = st.st_mtime;
+			e->size = st.st_size;
+			e->changed_ms = now_ms();
+			if (next == 0 || e->changed_ms + settle_ms < next)
+				next = e->changed_ms + settle_ms;
+			continue;
+		}
+		e->done = true;
+		char *path = xstrdup(e->path);
+		process(d, path); /* may log; entries stay valid (no rescan here) */
+		free(path);
+	}
+	return next;
+}

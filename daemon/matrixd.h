@@ -1,0 +1,117 @@
+/*
+ * matrixd's inside. One main thread runs one event loop (loop.c) over
+ * signalfd, inotify, a timerfd, the sender threads' completion eventfd and
+ * the HTTP endpoint; it alone touches SQLite, templates, cmark and libxml2.
+ * Sender threads (sender.c) only send: each owns one transport (one SMTP
+ * connection), takes prepared messages from a bounded queue and hands back
+ * results.
+ *
+ *   loop.c      the event loop, signals, timers, systemd notification
+ *   issues.c    the issue directory: scanning, settling, publishing
+ *   dispatch.c  ledger → messages → senders → ledger; rate limit; progress
+ *   sender.c    the sender threads and their queues
+ *   http.c      one-click unsubscribe, confirmation, the archive
+ */
+#ifndef MATRIXD_H
+#define MATRIXD_H
+
+#include <stdatomic.h>
+#include <stdbool.h>
+#include <stdint.h>
+#include <time.h>
+
+#include "conf.h"
+#include "store.h"
+#include "tmpl.h"
+#include "token.h"
+#include "transport.h"
+
+struct senders;
+struct dispatch;
+struct watch;
+struct http;
+
+struct daemon {
+	const char *conf_path;
+	struct conf conf;
+	struct store *store;
+	struct tmpl *tmpl;
+	struct token_key key;
+	char *password;
+	bool once;       /* --once: exit when nothing is left to do now */
+	bool progress;   /* a live progress line on a terminal */
+	bool stopping;   /* SIGTERM/SIGINT: no new work */
+	int64_t stop_deadline_ms;
+	int exit_code;
+	struct senders *senders;
+	struct dispatch *dispatch;
+	struct watch *watch;
+	struct http *http;
+	int epfd;
+};
+
+/* Monotonic milliseconds. */
+int64_t now_ms(void);
+
+/* loop.c: runs until stopped (or, with --once, until nothing is left to do
+ * now); returns the exit code. main.c: SIGHUP. */
+int loop_run(struct daemon *d);
+int daemon_reload(struct daemon *d);
+
+/* ---- issues.c ------------------------------------------------------------ */
+int watch_start(struct daemon *d, struct watch **out);
+void watch_free(struct watch *w);
+int watch_fd(struct watch *w);             /* inotify fd, -1 in --once mode */
+void watch_on_event(struct daemon *d);     /* inotify readable */
+void watch_rescan(struct daemon *d);       /* full scan (start, IN_Q_OVERFLOW) */
+/* Processes every issue whose settle time has passed; returns the earliest
+ * deadline of one still settling (ms, monotonic), or 0. */
+int64_t watch_settle(struct daemon *d);
+/* Rewrites index.html, feed.xml and atom.xml from the store. */
+int publish_listing(struct daemon *d);
+
+/* ---- sender.c ------------------------------------------------------------ */
+struct sjob {
+	int64_t delivery_id;
+	void *ctx; /* the dispatcher's */
+	char *from, *rcpt, *data;
+	size_t len;
+	bool attempted; /* false: returned unsent at shutdown */
+	struct send_result res;
+};
+int senders_start(struct senders **out, const struct conf *c, const char *password, int n,
+		  struct err *err);
+int senders_fd(struct senders *s);           /* eventfd: results are ready */
+size_t senders_room(struct senders *s);         /* free places in the queue */
+void senders_submit(struct senders *s, struct sjob *j);
+/* Takes the finished jobs; *n of them. */
+struct sjob **senders_collect(struct senders *s, size_t *n);
+size_t senders_inflight(struct senders *s);  /* queued + being sent */
+/* Stops: jobs not started come back unattempted; abort cuts transfers. */
+void senders_shutdown(struct senders *s, bool abort);
+void senders_free(struct senders *s);
+void sjob_free(struct sjob *j);
+
+/* ---- dispatch.c ---------------------------------------------------------- */
+int dispatch_new(struct daemon *d, struct dispatch **out);
+void dispatch_free(struct dispatch *p);
+/* Claims due deliveries and hands messages to the senders; returns the
+ * earliest time (ms) it wants to run again for a reason of its own (rate
+ * limit, relay backoff), or 0. */
+int64_t dispatch_fill(struct daemon *d);
+/* Records finished jobs in the ledger. */
+void dispatch_collect(struct daemon *d);
+/* Forgets rendered messages (after a reload or a correction). */
+void dispatch_invalidate(struct dispatch *p);
+/* "Matrix NO.60: 1,200/4,500 sent, 3 deferred, 120 msg/s", or "" when idle. */
+void dispatch_status(struct dispatch *p, char *out, size_t n);
+bool dispatch_relay_down(struct dispatch *p);
+
+/* ---- http.c -------------------------------------------------------------- */
+int http_start(struct daemon *d, struct http **out, struct err *err);
+void http_free(struct http *h);
+int http_fd(struct http *h);          /* epoll fd of libmicrohttpd, -1 when off */
+void http_run(struct daemon *d);      /* serve what is ready */
+int64_t http_timeout_ms(struct http *h); /* next MHD timer (ms, relative) or -1 */
+
+#endif

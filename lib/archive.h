@@ -1,0 +1,67 @@
+/*
+ * Published issues in the store: the issues and articles tables, from which
+ * the feeds and the web archive are rebuilt and the mail rendered; and the
+ * issue files that failed to parse (issue_errors), for `matrixctl status`.
+ *
+ * An issue is identified by its number. Saving the same number again from
+ * the same file (or a renamed one) with other content is a correction: the
+ * articles are replaced, the deliveries are not touched.
+ */
+#ifndef MATRIX_ARCHIVE_H
+#define MATRIX_ARCHIVE_H
+
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "err.h"
+#include "issue.h"
+#include "store.h"
+
+enum archive_change { ARCHIVE_NEW, ARCHIVE_UNCHANGED, ARCHIVE_CORRECTED };
+
+struct archive_issue {
+	int64_t id;
+	int number;
+	char *title, *period, *path, *hash, *lists;
+	bool is_draft;
+	int64_t date, queued_at, updated_at; /* queued_at 0: no deliveries yet */
+	int narticles;
+	char *lead; /* the first article's title */
+};
+
+/*
+ * Saves is (read from path). date is the front matter's publication date, or
+ * 0: a new issue then gets the current time, a correction keeps its date.
+ * Refuses (ERR_INPUT) an issue
+ * number that another existing file already holds. *id and *change say
+ * what happened.
+ */
+int archive_save(struct store *s, const struct issue *is, const char *path, int64_t date,
+		 int64_t *id, enum archive_change *change, struct err *err);
+
+/* Notes that the issue's deliveries were created. */
+int archive_mark_queued(struct store *s, int64_t id, int64_t now, struct err *err);
+
+/* One issue by number (id when number is 0) or NULL (err->kind
+ * ERR_NOTFOUND when absent). */
+struct archive_issue *archive_get(struct store *s, int number, int64_t id, struct err *err);
+/* Every issue, newest (highest number) first. */
+struct archive_issue *archive_list(struct store *s, size_t *n, struct err *err);
+void archive_issues_free(struct archive_issue *a, size_t n);
+
+/* The stored issue rebuilt for rendering (articles with their HTML, text,
+ * summary, slug); NULL with err when absent. */
+struct issue *archive_load(struct store *s, int64_t id, struct err *err);
+
+/* Issue files that failed to parse: recorded, cleared, listed. */
+int archive_error_set(struct store *s, const char *path, const char *hash, const char *msg,
+		      struct err *err);
+int archive_error_clear(struct store *s, const char *path, struct err *err);
+struct archive_error {
+	char *path, *msg;
+	int64_t at;
+};
+struct archive_error *archive_errors(struct store *s, size_t *n, struct err *err);
+void archive_errors_free(struct archive_error *e, size_t n);
+
+#endif

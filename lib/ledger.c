@@ -1,0 +1,395 @@
+/* The delivery ledger in SQLite (see ledger.h). */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/random.h>
+
+#include "ledger.h"
+#include "subs.h"
+#include "xmalloc.h"
+
+int ledger_enqueue_issue(struct store *s, int64_t issue_id, int nparts, const char *lists,
+			 int64_t now, int64_t *added, struct err *err)
+{
+	/* Rows are inserted article by article, so that the sender works through
+	 * one article at a time (one rendered message shared by many). The
+	 * WHERE 1 resolves the INSERT … SELECT … ON CONFLICT parsing ambiguity. */
+	static const char articles[] =
+	    "WITH RECURSIVE parts(p) AS (SELECT 1 UNION ALL SELECT p + 1 FROM parts WHERE p < ?2) "
+	    "INSERT INTO deliveries(issue_id, part, subscriber_id, list_id, state, next_attempt, "
+	    "                       created_at, updated_at) "
+	    "SELECT ?1, parts.p, m.subscriber_id, m.list_id, 'queued', ?3, ?3, ?3 "
+	    "FROM parts, memberships m JOIN lists l ON l.id = m.list_id "
+	    "WHERE m.status = 'confirmed' AND m.mode = 'article' "
+	    "  AND (?4 = '' OR instr(',' || ?4 || ',', ',' || l.name || ',') > 0) "
+	    "ORDER BY parts.p, m.subscriber_id, m.list_id "
+	    "ON CONFLICT(issue_id, part, subscriber_id) DO NOTHING";
+	static const char digests[] =
+	    "INSERT INTO deliveries(issue_id, part, subscriber_id, list_id, state, next_attempt, "
+	    "                       created_at, updated_at) "
+	    "SELECT ?1, 0, m.subscriber_id, m.list_id, 'queued', ?3, ?3, ?3 "
+	    "FROM memberships m JOIN lists l ON l.id = m.list_id "
+	    "WHERE m.status = 'confirmed' AND m.mode = 'digest' AND ?2 >= 0 "
+	    "  AND (?4 = '' OR instr(',' || ?4 || ',', ',' || l.name || ',') > 0) "
+	    "ORDER BY m.subscriber_id, m.list_id "
+	    "ON CONFLICT(issue_id, part, subscriber_id) DO NOTHING";
+	const char *sqls[] = {articles, digests};
+	*added = 0;
+	if (store_begin(s, err) < 0)
+		return -1;
+	for (int i = 0; i < 2; i++) {
+		sqlite3_stmt *st = store_stmt(s, sqls[i], err);
+		if (st == NULL)
+			goto fail;
+		sqlite3_bind_int64(st, 1, issue_id);
+		sqlite3_bind_int(st, 2, nparts);
+		sqlite3_bind_int64(st, 3, now);
+		sqlite3_bind_text(st, 4, lists ? lists : "", -1, SQLITE_STATIC);
+		if (store_step_done(s, st, err, "enqueue") < 0)
+			goto fail;
+		*added += sqlite3_changes(s->db);
+	}
+	return store_commit(s, err);
+fail:
+	store_rollback(s);
+	return -1;
+}
+
+int ledger_recover(struct store *s, int64_t *n, struct err *err)
+{
+	static const char sql[] =
+	    "UPDATE deliveries SET state = 'queued', updated_at = ?1 WHERE state = 'sending'";
+	sqlite3_stmt *st = store_stmt(s, sql, err);
+	if (st == NULL)
+		return -1;
+	sqlite3_bind_int64(st, 1, store_now());
+	if (store_step_done(s, st, err, "recover") < 0)
+		return -1;
+	*n = sqlite3_changes(s->db);
+	return 0;
+}
+
+void ledger_jobs_free(struct ledger_job *j, size_t n)
+{
+	for (size_t i = 0; j && i < n; i++) {
+		free(j[i].email);
+		free(j[i].name);
+	}
+	free(j);
+}
+
+static int set_state(struct store *s, int64_t id, const char *state, const char *reply,
+		     int64_t now, struct err *err)
+{
+	static const char sql[] = "UPDATE deliveries SET state = ?2, last_reply = coalesce(?3, "
+				  "last_reply), updated_at = ?4, "
+				  "attempts = attempts + (?2 = 'sending') WHERE id = ?1";
+	sqlite3_stmt *st = store_stmt(s, sql, err);
+	if (st == NULL)
+		return -1;
+	sqlite3_bind_int64(st, 1, id);
+	sqlite3_bind_text(st, 2, state, -1, SQLITE_STATIC);
+	if (reply)
+		sqlite3_bind_text(st, 3, reply, -1, SQLITE_STATIC);
+	sqlite3_bind_int64(st, 4, now);
+	return store_step_done(s, st, err, "claim");
+}
+
+int ledger_claim(struct store *s, int64_t now, size_t max, struct ledger_job **out, size_t *n,
+		 struct err *err)
+{
+	/* One state at a time, so that SQLite walks deliveries_due in index order
+	 * and stops at the limit instead of sorting every due row. */
+	static const char sql[] =
+	    "SELECT d.id, d.issue_id, d.part, d.subscriber_id, d.list_id, d.attempts, "
+	    "       d.created_at, s.email, s.name, m.status "
+	    "FROM deliveries d JOIN subscribers s ON s.id = d.subscriber_id "
+	    "LEFT JOIN memberships m ON m.subscriber_id = d.subscriber_id AND m.list_id = d.list_id "
+	    "WHERE d.state = ?1 AND d.next_attempt <= ?2 LIMIT ?3";
+	static const char *const states[] = {"queued", "deferred"};
+	struct ledger_job *j = NULL;
+	size_t k = 0;
+	int64_t *cancel = NULL;
+	const char **why = NULL;
+	size_t ncancel = 0;
+	*out = NULL;
+	*n = 0;
+	if (store_begin(s, err) < 0)
+		return -1;
+	for (int i = 0; i < 2 && k < max; i++) {
+		sqlite3_stmt *st = store_stmt(s, sql, err);
+		if (st == NULL)
+			goto fail;
+		sqlite3_bind_text(st, 1, states[i], -1, SQLITE_STATIC);
+		sqlite3_bind_int64(st, 2, now);
+		sqlite3_bind_int64(st, 3, (sqlite3_int64)(max - k));
+		int rc;
+		while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
+			int64_t issue = sqlite3_column_int64(st, 1);
+			const char *status = (const char *)sqlite3_column_text(st, 9);
+			const char *want = issue == 0 ? "pending" : "confirmed";
+			if (status == NULL || strcmp(status, want) != 0) {
+				cancel = xreallocarray(cancel, ncancel + 1, sizeof *cancel);
+				why = xreallocarray(why, ncancel + 1, sizeof *why);
+				cancel[ncancel] = sqlite3_column_int64(st, 0);
+				why[ncancel++] = status == NULL ? "cancelled: no longer on the list"
+					       : strcmp(status, "unsubscribed") == 0
+						   ? "cancelled: unsubscribed"
+					       : strcmp(status, "bounced") == 0 ? "cancelled: bounced"
+										  : "cancelled: not pending";
+				continue;
+			}
+			j = xreallocarray(j, k + 1, sizeof *j);
+			j[k] = (struct ledger_job){
+			    .id = sqlite3_column_int64(st, 0),
+			    .issue_id = issue,
+			    .part = sqlite3_column_int(st, 2),
+			    .subscriber_id = sqlite3_column_int64(st, 3),
+			    .list_id = sqlite3_column_int64(st, 4),
+			    .attempts = sqlite3_column_int(st, 5) + 1,
+			    .created_at = sqlite3_column_int64(st, 6),
+			    .email = xstrdup((const char *)sqlite3_column_text(st, 7)),
+			    .name = xstrdup((const char *)sqlite3_column_text(st, 8)),
+			};
+			k++;
+		}
+		sqlite3_reset(st);
+		if (rc != SQLITE_DONE) {
+			store_fail(s, err, "claim");
+			goto fail;
+		}
+	}
+	for (size_t i = 0; i < ncancel; i++)
+		if (set_state(s, cancel[i], "failed", why[i], now, err) < 0)
+			goto fail;
+	for (size_t i = 0; i < k; i++)
+		if (set_state(s, j[i].id, "sending", NULL, now, err) < 0)
+			goto fail;
+	if (store_commit(s, err) < 0)
+		goto fail_nocommit;
+	free(cancel);
+	free(why);
+	*out = j;
+	*n = k;
+	return 0;
+fail:
+	store_rollback(s);
+fail_nocommit:
+	free(cancel);
+	free(why);
+	ledger_jobs_free(j, k);
+	return -1;
+}
+
+int ledger_unclaim(struct store *s, int64_t id, struct err *err)
+{
+	static const char sql[] = "UPDATE deliveries SET state = 'queued', "
+				  "attempts = max(attempts - 1, 0), updated_at = ?2 "
+				  "WHERE id = ?1 AND state = 'sending'";
+	sqlite3_stmt *st = store_stmt(s, sql, err);
+	if (st == NULL)
+		return -1;
+	sqlite3_bind_int64(st, 1, id);
+	sqlite3_bind_int64(st, 2, store_now());
+	return store_step_done(s, st, err, "unclaim");
+}
+
+int64_t ledger_backoff(int attempts)
+{
+	/* 1 min, 2, 4 … capped at 4 h; ±20 % jitter spreads a burst of retries. */
+	int64_t base = 60;
+	for (int i = 1; i < attempts && base < 4 * 3600; i++)
+		base *= 2;
+	if (base > 4 * 3600)
+		base = 4 * 3600;
+	unsigned r = 0;
+	if (getrandom(&r, sizeof r, GRND_NONBLOCK) != sizeof r)
+		r = (unsigned)base;
+	int64_t jitter = base / 5;
+	return base - jitter + (int64_t)(r % (unsigned)(2 * jitter + 1));
+}
+
+int ledger_hard_bounce(struct store *s, int64_t subscriber_id, int threshold, const char *detail,
+		       bool *bounced, struct err *err)
+{
+	static const char bump[] =
+	    "UPDATE subscribers SET bounce_score = bounce_score + 1, updated_at = ?2 "
+	    "WHERE id = ?1 RETURNING bounce_score";
+	static const char lists[] = "SELECT list_id FROM memberships WHERE subscriber_id = ?1 "
+				    "AND status IN ('pending', 'confirmed')";
+	*bounced = false;
+	if (store_begin(s, err) < 0)
+		return -1;
+	sqlite3_stmt *st = store_stmt(s, bump, err);
+	if (st == NULL)
+		goto fail;
+	sqlite3_bind_int64(st, 1, subscriber_id);
+	sqlite3_bind_int64(st, 2, store_now());
+	int score = 0, rc = sqlite3_step(st);
+	if (rc == SQLITE_ROW)
+		score = sqlite3_column_int(st, 0);
+	sqlite3_reset(st);
+	if (rc != SQLITE_ROW && rc != SQLITE_DONE) {
+		store_fail(s, err, "bounce score");
+		goto fail;
+	}
+	if (subs_event_add(s, subscriber_id, 0, "bounce", "bounce", "", detail, err) < 0)
+		goto fail;
+	if (score >= threshold && rc == SQLITE_ROW) {
+		int64_t ids[64];
+		size_t n = 0;
+		st = store_stmt(s, lists, err);
+		if (st == NULL)
+			goto fail;
+		sqlite3_bind_int64(st, 1, subscriber_id);
+		while (n < 64 && sqlite3_step(st) == SQLITE_ROW)
+			ids[n++] = sqlite3_column_int64(st, 0);
+		sqlite3_reset(st);
+		for (size_t i = 0; i < n; i++) {
+			bool changed = false;
+			char why[96];
+			snprintf(why, sizeof why, "%d hard bounces (threshold %d)", score, threshold);
+			if (subs_bounce_id(s, subscriber_id, ids[i], why, &changed, err) < 0)
+				goto fail;
+			*bounced |= changed;
+		}
+	}
+	return store_commit(s, err);
+fail:
+	store_rollback(s);
+	return -1;
+}
+
+int ledger_record(struct store *s, const struct ledger_job *j, const struct send_result *r,
+		  bool relay_level, int64_t now, const struct ledger_policy *p, struct err *err)
+{
+	static const char sql[] =
+	    "UPDATE deliveries SET state = ?2, attempts = ?3, next_attempt = ?4, last_code = ?5, "
+	    "  last_status = nullif(?6, ''), last_reply = ?7, queue_id = nullif(?8, ''), "
+	    "  updated_at = ?9, sent_at = CASE WHEN ?2 = 'sent' THEN ?9 ELSE sent_at END "
+	    "WHERE id = ?1";
+	const char *state;
+	int attempts = j->attempts;
+	int64_t next = now;
+	if (r->outcome == SEND_OK) {
+		state = "sent";
+	} else if (r->outcome == SEND_PERM) {
+		state = "failed";
+	} else {
+		if (relay_level && attempts > 0)
+			attempts--; /* the relay's trouble, not this message's */
+		if (attempts >= p->max_attempts || now - j->created_at >= p->retry_max_age) {
+			state = "failed";
+		} else {
+			state = "deferred";
+			next = now + ledger_backoff(attempts > 0 ? attempts : 1);
+		}
+	}
+	if (store_begin(s, err) < 0)
+		return -1;
+	sqlite3_stmt *st = store_stmt(s, sql, err);
+	if (st == NULL)
+		goto fail;
+	sqlite3_bind_int64(st, 1, j->id);
+	sqlite3_bind_text(st, 2, state, -1, SQLITE_STATIC);
+	sqlite3_bind_int(st, 3, attempts);
+	sqlite3_bind_int64(st, 4, next);
+	if (r->code)
+		sqlite3_bind_int(st, 5, r->code);
+	sqlite3_bind_text(st, 6, r->status, -1, SQLITE_STATIC);
+	sqlite3_bind_text(st, 7, r->reply, -1, SQLITE_STATIC);
+	sqlite3_bind_text(st, 8, r->queue_id, -1, SQLITE_STATIC);
+	sqlite3_bind_int64(st, 9, now);
+	if (store_step_done(s, st, err, "record") < 0)
+		goto fail;
+	if (r->outcome == SEND_PERM && j->issue_id != 0) {
+		bool bounced;
+		if (ledger_hard_bounce(s, j->subscriber_id, p->bounce_threshold, r->reply, &bounced,
+				       err) < 0)
+			goto fail;
+	}
+	return store_commit(s, err);
+fail:
+	store_rollback(s);
+	return -1;
+}
+
+static int counts_where(struct store *s, const char *sql, int64_t issue_id, bool bind,
+			struct ledger_counts *c, struct err *err)
+{
+	memset(c, 0, sizeof *c);
+	sqlite3_stmt *st = store_stmt(s, sql, err);
+	if (st == NULL)
+		return -1;
+	if (bind)
+		sqlite3_bind_int64(st, 1, issue_id);
+	int rc;
+	while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
+		const char *state = (const char *)sqlite3_column_text(st, 0);
+		int64_t n = sqlite3_column_int64(st, 1);
+		if (strcmp(state, "queued") == 0)
+			c->queued = n;
+		else if (strcmp(state, "sending") == 0)
+			c->sending = n;
+		else if (strcmp(state, "sent") == 0)
+			c->sent = n;
+		else if (strcmp(state, "deferred") == 0)
+			c->deferred = n;
+		else if (strcmp(state, "failed") == 0)
+			c->failed = n;
+	}
+	sqlite3_reset(st);
+	return rc == SQLITE_DONE ? 0 : store_fail(s, err, "counts");
+}
+
+int ledger_counts(struct store *s, int64_t issue_id, struct ledger_counts *c, struct err *err)
+{
+	static const char sql[] =
+	    "SELECT state, count(*) FROM deliveries WHERE issue_id = ?1 GROUP BY state";
+	return counts_where(s, sql, issue_id, true, c, err);
+}
+
+int ledger_totals(struct store *s, struct ledger_counts *c, struct err *err)
+{
+	static const char sql[] = "SELECT state, count(*) FROM deliveries GROUP BY state";
+	return counts_where(s, sql, 0, false, c, err);
+}
+
+int ledger_next_due(struct store *s, int64_t *when, struct err *err)
+{
+	static const char sql[] =
+	    "SELECT min(next_attempt) FROM deliveries WHERE state IN ('queued', 'deferred')";
+	sqlite3_stmt *st = store_stmt(s, sql, err);
+	if (st == NULL)
+		return -1;
+	*when = 0;
+	int rc = sqlite3_step(st);
+	if (rc == SQLITE_ROW && sqlite3_column_type(st, 0) != SQLITE_NULL)
+		*when = sqlite3_column_int64(st, 0);
+	sqlite3_reset(st);
+	return rc == SQLITE_ROW || rc == SQLITE_DONE ? 0 : store_fail(s, err, "next due");
+}
+
+int ledger_retry(struct store *s, int issue_number, int64_t now, int64_t *n, struct err *err)
+{
+	static const char sql[] =
+	    "UPDATE deliveries SET state = 'queued', attempts = 0, next_attempt = ?2, "
+	    "  created_at = ?2, updated_at = ?2 "
+	    "WHERE state = 'failed' AND (?1 = 0 OR issue_id = "
+	    "  (SELECT id FROM issues WHERE number = ?1))";
+	if (store_begin(s, err) < 0)
+		return -1;
+	sqlite3_stmt *st = store_stmt(s, sql, err);
+	if (st == NULL) {
+		store_rollback(s);
+		return -1;
+	}
+	sqlite3_bind_int(st, 1, issue_number);
+	sqlite3_bind_int64(st, 2, now);
+	if (store_step_done(s, st, err, "retry") < 0) {
+		store_rollback(s);
+		return -1;
+	}
+	*n = sqlite3_changes(s->db);
+	return store_commit(s, err);
+}

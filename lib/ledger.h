@@ -1,0 +1,101 @@
+/*
+ * The delivery ledger (SPEC.md "Delivery guarantees"): one row in
+ * deliveries per (issue, article or digest, subscriber), created when an
+ * issue is published, before anything is sent. States:
+ *
+ *   queued ──claim──> sending ──result──> sent | deferred | failed
+ *   deferred ──due──> sending               (exponential backoff, jitter)
+ *   sending ──restart──> queued             (ledger_recover after a crash)
+ *
+ * A claim commits 'sending' before the message is handed to a sender, and
+ * each result is committed after the server's reply, so a crash loses no
+ * delivery: whatever is left in 'sending' is sent again on restart. The
+ * duplicates that can cause are bounded by the messages in flight (see
+ * docs/design.md).
+ *
+ * issue_id 0 rows are confirmation mails (part = the list id).
+ */
+#ifndef MATRIX_LEDGER_H
+#define MATRIX_LEDGER_H
+
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "err.h"
+#include "store.h"
+#include "transport.h"
+
+struct ledger_job {
+	int64_t id, issue_id, subscriber_id, list_id;
+	int part, attempts;
+	int64_t created_at;
+	char *email, *name;
+};
+
+struct ledger_policy {
+	int max_attempts;     /* smtp.max_attempts */
+	int retry_max_age;    /* smtp.retry_max_age, seconds */
+	int bounce_threshold; /* hard bounces before a subscriber is bounced */
+};
+
+/*
+ * Creates the deliveries of an issue: articles 1..nparts for confirmed
+ * members in article mode, part 0 (the digest) for those in digest mode,
+ * of the lists named in lists (comma-separated; "" = every list). Existing
+ * rows are left alone (idempotent). *added counts new rows.
+ */
+int ledger_enqueue_issue(struct store *s, int64_t issue_id, int nparts, const char *lists,
+			 int64_t now, int64_t *added, struct err *err);
+
+/* Puts rows left in 'sending' by a crash back to 'queued'. */
+int ledger_recover(struct store *s, int64_t *n, struct err *err);
+
+/*
+ * Claims up to max due rows (queued, or deferred and due by now): marks
+ * them 'sending', counts the attempt, and returns them (ledger_jobs_free).
+ * A row whose subscriber is no longer confirmed on the list (pending, for
+ * a confirmation mail) is cancelled: failed, "cancelled: …", not returned.
+ */
+int ledger_claim(struct store *s, int64_t now, size_t max, struct ledger_job **out, size_t *n,
+		 struct err *err);
+void ledger_jobs_free(struct ledger_job *j, size_t n);
+
+/* Puts a claimed row back, unattempted (shutdown before it was sent). */
+int ledger_unclaim(struct store *s, int64_t id, struct err *err);
+
+/*
+ * Records the outcome of one attempt (inside the caller's transaction, or
+ * its own): sent; deferred with backoff; failed when the server refused for
+ * good, when max_attempts or retry_max_age is reached. A permanent refusal
+ * adds to the subscriber's bounce score. A failure of the relay itself
+ * (relay_level: no reply, 421, TLS, AUTH) does not use up an attempt.
+ */
+int ledger_record(struct store *s, const struct ledger_job *j, const struct send_result *r,
+		  bool relay_level, int64_t now, const struct ledger_policy *p, struct err *err);
+
+/*
+ * A hard bounce for a subscriber (from a 5xx or a DSN): bounce_score + 1,
+ * and every pending or confirmed membership becomes 'bounced' when the
+ * score reaches threshold. *bounced says whether that happened now.
+ */
+int ledger_hard_bounce(struct store *s, int64_t subscriber_id, int threshold, const char *detail,
+		       bool *bounced, struct err *err);
+
+struct ledger_counts {
+	int64_t queued, sending, sent, deferred, failed;
+};
+/* Counts of an issue's deliveries by state (issue_id 0: confirmations). */
+int ledger_counts(struct store *s, int64_t issue_id, struct ledger_counts *c, struct err *err);
+/* Counts over everything. */
+int ledger_totals(struct store *s, struct ledger_counts *c, struct err *err);
+
+/* The earliest next_attempt of a queued or deferred row; 0 when none. */
+int ledger_next_due(struct store *s, int64_t *when, struct err *err);
+
+/* Requeues failed deliveries (of one issue number; 0 = all). */
+int ledger_retry(struct store *s, int issue_number, int64_t now, int64_t *n, struct err *err);
+
+/* Seconds to wait before attempt number `attempts` + 1 (with ±20 % jitter). */
+int64_t ledger_backoff(int attempts);
+
+#endif

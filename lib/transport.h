@@ -1,0 +1,76 @@
+/*
+ * Transports: how one prepared message reaches one recipient. Backends
+ * behind a small table of functions, as OpenSMTPD does for its queues:
+ *
+ *   transport_smtp.c     smtp:// and smtps:// with one libcurl easy handle,
+ *                        i.e. one reused connection, per transport
+ *   transport_maildir.c  maildir:/path, each message a file (tmp → new)
+ *
+ * A transport belongs to one thread (the daemon's sender threads each own
+ * one). transport_send() blocks for at most the connect timeout plus the
+ * transfer timeout, or until *abort becomes true.
+ */
+#ifndef MATRIX_TRANSPORT_H
+#define MATRIX_TRANSPORT_H
+
+#include <stdatomic.h>
+#include <stdbool.h>
+#include <stddef.h>
+
+#include "conf.h"
+#include "err.h"
+
+#define TRANSPORT_CONNECT_TIMEOUT 30 /* seconds */
+#define TRANSPORT_TIMEOUT 60         /* seconds for one message, connection included */
+
+enum send_outcome {
+	SEND_OK,   /* 2xx: the relay took it */
+	SEND_TEMP, /* 4xx, timeout, dropped connection, TLS or AUTH trouble: try later */
+	SEND_PERM, /* 5xx for this recipient or message: fails for good */
+};
+
+struct send_result {
+	enum send_outcome outcome;
+	int code;           /* SMTP reply code, 0 when none */
+	char status[16];    /* enhanced status "5.1.1", "" when none */
+	char reply[512];    /* the last reply line, or curl's error */
+	char queue_id[64];  /* from "250 … queued as X", "" when none */
+};
+
+struct transport;
+
+struct transport_ops {
+	int (*send)(struct transport *t, const char *from, const char *rcpt, const char *data,
+		    size_t len, struct send_result *res);
+	void (*free)(struct transport *t);
+};
+
+struct transport {
+	const struct transport_ops *ops;
+	atomic_bool *abort; /* set to stop an ongoing transfer (SIGTERM) */
+};
+
+/*
+ * Makes the transport of c->smtp.url. password is the AUTH password (may be
+ * NULL), copied. abort (may be NULL) is polled during transfers.
+ */
+struct transport *transport_new(const struct conf *c, const char *password, atomic_bool *abort,
+				struct err *err);
+
+/* Sends data (a complete message, CRLF line ends) from the envelope
+ * sender to one recipient; always fills res. Returns 0 when res says
+ * SEND_OK, -1 otherwise. */
+int transport_send(struct transport *t, const char *from, const char *rcpt, const char *data,
+		   size_t len, struct send_result *res);
+void transport_free(struct transport *t);
+
+/* Backends, for transport_new(). */
+struct transport *transport_smtp_new(const struct conf *c, const char *password,
+				     struct err *err);
+struct transport *transport_maildir_new(const char *dir, struct err *err);
+
+/* The reply parts of an SMTP reply line: "250 2.0.0 Ok: queued as 4AB".
+ * Fills code, status and queue_id of res (reply is copied too). */
+void transport_parse_reply(const char *line, struct send_result *res);
+
+#endif
