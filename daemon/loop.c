@@ -60,6 +60,13 @@ static void status(struct daemon *d, bool busy, int64_t *next_status)
 	dispatch_status(d->dispatch, line, sizeof line);
 	if (!busy && strcmp(line, "idle") != 0 && strcmp(last, line) == 0)
 		return;
+	static int64_t kv_at;
+	if (strcmp(line, last) != 0 && (now_ms() - kv_at >= 5000 || !busy)) {
+		struct err e;
+		if (store_kv_set(d->store, "daemon.status", line, &e) < 0)
+			log_debug("%s", e.msg);
+		kv_at = now_ms();
+	}
 	if (strcmp(line, last) != 0) {
 		sd_notifyf(0, "STATUS=%s", line);
 		if (d->progress) {

@@ -9,6 +9,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 #include <unistd.h>
 
 #include <systemd/sd-daemon.h>
@@ -184,6 +185,14 @@ int main(int argc, char **argv)
 		log_notice("%" PRId64 " deliveries were in flight when matrixd last stopped; "
 			   "sending them again",
 			   n);
+	/* for `matrixctl status` */
+	char pid[32], started[32];
+	snprintf(pid, sizeof pid, "%ld", (long)getpid());
+	snprintf(started, sizeof started, "%lld", (long long)time(NULL));
+	if (store_kv_set(d.store, "daemon.pid", d.once ? "" : pid, &e) < 0 ||
+	    store_kv_set(d.store, "daemon.started", started, &e) < 0 ||
+	    store_kv_set(d.store, "daemon.config", d.conf.path, &e) < 0)
+		log_warnx("%s", e.msg);
 	if (senders_start(&d.senders, &d.conf, d.password, d.conf.smtp.connections, &e) < 0 ||
 	    dispatch_new(&d, &d.dispatch) < 0) {
 		log_err("%s", e.msg);
@@ -201,6 +210,8 @@ out:
 		sd_notifyf(0, "ERRNO=%d", rc);
 	http_free(d.http);
 	senders_free(d.senders);
+	if (d.store && !d.once)
+		store_kv_set(d.store, "daemon.pid", "", &e);
 	dispatch_free(d.dispatch);
 	watch_free(d.watch);
 	store_close(d.store);

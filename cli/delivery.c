@@ -1,0 +1,322 @@
+/*
+ * Delivery commands: status (the daemon, each issue's progress, the last
+ * errors), retry (requeue failed deliveries), send-test (each article of an
+ * issue to one address, now, through the configured relay).
+ */
+#include <errno.h>
+#include <getopt.h>
+#include <inttypes.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <curl/curl.h>
+
+#include "addr.h"
+#include "archive.h"
+#include "cli.h"
+#include "issue.h"
+#include "ledger.h"
+#include "md.h"
+#include "msg.h"
+#include "render.h"
+#include "store.h"
+#include "tmpl.h"
+#include "token.h"
+#include "transport.h"
+#include "xmalloc.h"
+
+static void when(int64_t t, char *out, size_t n)
+{
+	if (t <= 0) {
+		snprintf(out, n, "-");
+		return;
+	}
+	time_t tt = (time_t)t;
+	struct tm tm;
+	gmtime_r(&tt, &tm);
+	strftime(out, n, "%Y-%m-%d %H:%M UTC", &tm);
+}
+
+/* Messages per second over the span of an issue's sent deliveries. */
+static double issue_rate(struct store *s, int64_t issue_id)
+{
+	static const char sql[] = "SELECT count(*), min(sent_at), max(sent_at) FROM deliveries "
+				  "WHERE issue_id = ?1 AND state = 'sent'";
+	struct err e;
+	sqlite3_stmt *st = store_stmt(s, sql, &e);
+	double r = 0;
+	if (st == NULL)
+		return 0;
+	sqlite3_bind_int64(st, 1, issue_id);
+	if (sqlite3_step(st) == SQLITE_ROW) {
+		int64_t n = sqlite3_column_int64(st, 0);
+		int64_t span = sqlite3_column_int64(st, 2) - sqlite3_column_int64(st, 1);
+		r = n > 1 ? (double)n / (double)(span > 0 ? span : 1) : 0;
+	}
+	sqlite3_reset(st);
+	return r;
+}
+
+static struct json_object *counts_json(const struct ledger_counts *k)
+{
+	struct json_object *o = json_object_new_object();
+	json_object_object_add(o, "queued", json_object_new_int64(k->queued));
+	json_object_object_add(o, "sending", json_object_new_int64(k->sending));
+	json_object_object_add(o, "sent", json_object_new_int64(k->sent));
+	json_object_object_add(o, "deferred", json_object_new_int64(k->deferred));
+	json_object_object_add(o, "failed", json_object_new_int64(k->failed));
+	return o;
+}
+
+int cmd_status(struct cli *c, int argc, char **argv)
+{
+	static const struct option opts[] = {{NULL, 0, NULL, 0}};
+	if (getopt_long(argc, argv, "", opts, NULL) != -1 || optind != argc)
+		return cli_usage("status");
+	if (cli_need_store(c) < 0)
+		return EXIT_ERR;
+	struct err e;
+	err_clear(&e);
+	struct store *s = c->store;
+
+	char *pid_s = store_kv_get(s, "daemon.pid", &e);
+	char *started = store_kv_get(s, "daemon.started", &e);
+	char *conf = store_kv_get(s, "daemon.config", &e);
+	char *dstatus = store_kv_get(s, "daemon.status", &e);
+	long pid = pid_s && *pid_s ? strtol(pid_s, NULL, 10) : 0;
+	bool running = pid > 0 && (kill((pid_t)pid, 0) == 0 || errno == EPERM);
+	int64_t since = started ? strtoll(started, NULL, 10) : 0;
+
+	size_t n = 0, nerr = 0;
+	struct archive_issue *is = archive_list(s, &n, &e);
+	struct archive_error *errs = archive_errors(s, &nerr, &e);
+	struct ledger_counts conf_counts = {0};
+	if (is == NULL || errs == NULL || ledger_counts(s, 0, &conf_counts, &e) < 0) {
+		archive_issues_free(is, n);
+		archive_errors_free(errs, nerr);
+		free(pid_s), free(started), free(conf), free(dstatus);
+		return cli_fail(&e);
+	}
+	char ts[64];
+	if (c->json) {
+		struct json_object *o = json_object_new_object(), *dj = json_object_new_object();
+		json_object_object_add(dj, "running", json_object_new_boolean(running));
+		json_object_object_add(dj, "pid", running ? json_object_new_int64(pid) : NULL);
+		json_object_object_add(dj, "since", json_object_new_int64(since));
+		json_object_object_add(dj, "config", json_object_new_string(conf ? conf : ""));
+		json_object_object_add(dj, "status",
+				       json_object_new_string(running && dstatus ? dstatus : ""));
+		json_object_object_add(o, "daemon", dj);
+		struct json_object *arr = json_object_new_array();
+		for (size_t i = 0; i < n; i++) {
+			struct ledger_counts k;
+			ledger_counts(s, is[i].id, &k, &e);
+			struct json_object *j = counts_json(&k);
+			json_object_object_add(j, "number", json_object_new_int(is[i].number));
+			json_object_object_add(j, "title", json_object_new_string(is[i].title));
+			json_object_object_add(j, "status", json_object_new_string(
+								is[i].is_draft ? "draft" : "publish"));
+			json_object_object_add(j, "path", json_object_new_string(is[i].path));
+			json_object_object_add(j, "rate",
+					       json_object_new_double(issue_rate(s, is[i].id)));
+			json_object_array_add(arr, j);
+		}
+		json_object_object_add(o, "issues", arr);
+		json_object_object_add(o, "confirmations", counts_json(&conf_counts));
+		struct json_object *ea = json_object_new_array();
+		for (size_t i = 0; i < nerr; i++) {
+			struct json_object *j = json_object_new_object();
+			json_object_object_add(j, "path", json_object_new_string(errs[i].path));
+			json_object_object_add(j, "error", json_object_new_string(errs[i].msg));
+			json_object_object_add(j, "at", json_object_new_int64(errs[i].at));
+			json_object_array_add(ea, j);
+		}
+		json_object_object_add(o, "errors", ea);
+		cli_json_print(o);
+	} else {
+		when(since, ts, sizeof ts);
+		if (running)
+			printf("matrixd: running (pid %ld) since %s, config %s\n", pid, ts,
+			       conf ? conf : "?");
+		else
+			printf("matrixd: not running%s%s\n", conf && *conf ? " (last config " : "",
+			       conf && *conf ? conf : "");
+		if (running && dstatus && *dstatus)
+			printf("         %s\n", dstatus);
+		printf("\n");
+		struct table *t = table_new(9, "ISSUE", "TITLE", "STATUS", "QUEUED", "SENDING",
+					    "SENT", "DEFERRED", "FAILED", "MSG/S");
+		for (size_t i = 0; i < n; i++) {
+			struct ledger_counts k;
+			ledger_counts(s, is[i].id, &k, &e);
+			char num[16], q[24], sg[24], st[24], df[24], fl[24], rt[24];
+			snprintf(num, sizeof num, "%d", is[i].number);
+			snprintf(q, sizeof q, "%" PRId64, k.queued);
+			snprintf(sg, sizeof sg, "%" PRId64, k.sending);
+			snprintf(st, sizeof st, "%" PRId64, k.sent);
+			snprintf(df, sizeof df, "%" PRId64, k.deferred);
+			snprintf(fl, sizeof fl, "%" PRId64, k.failed);
+			snprintf(rt, sizeof rt, "%.0f", issue_rate(s, is[i].id));
+			table_row(t, num, is[i].title, is[i].is_draft ? "draft" : "publish", q, sg, st,
+				  df, fl, rt);
+		}
+		if (conf_counts.queued + conf_counts.sending + conf_counts.sent +
+			conf_counts.deferred + conf_counts.failed >
+		    0) {
+			char q[24], sg[24], st[24], df[24], fl[24];
+			snprintf(q, sizeof q, "%" PRId64, conf_counts.queued);
+			snprintf(sg, sizeof sg, "%" PRId64, conf_counts.sending);
+			snprintf(st, sizeof st, "%" PRId64, conf_counts.sent);
+			snprintf(df, sizeof df, "%" PRId64, conf_counts.deferred);
+			snprintf(fl, sizeof fl, "%" PRId64, conf_counts.failed);
+			table_row(t, "-", "(confirmation mails)", "", q, sg, st, df, fl, "");
+		}
+		table_print(t, stdout);
+		if (n == 0)
+			printf("no issues yet\n");
+		if (nerr > 0) {
+			printf("\nerrors:\n");
+			for (size_t i = 0; i < nerr; i++) {
+				when(errs[i].at, ts, sizeof ts);
+				printf("  %s  %s\n", ts, errs[i].msg);
+			}
+		}
+	}
+	archive_issues_free(is, n);
+	archive_errors_free(errs, nerr);
+	free(pid_s);
+	free(started);
+	free(conf);
+	free(dstatus);
+	return EXIT_OK;
+}
+
+int cmd_retry(struct cli *c, int argc, char **argv)
+{
+	static const char usage[] = "retry [--issue N]";
+	static const struct option opts[] = {{"issue", required_argument, NULL, 'i'},
+					     {NULL, 0, NULL, 0}};
+	int ch, number = 0;
+	while ((ch = getopt_long(argc, argv, "i:", opts, NULL)) != -1) {
+		if (ch != 'i')
+			return cli_usage(usage);
+		char *end;
+		long v = strtol(optarg, &end, 10);
+		if (*end || v <= 0 || v > 1000000)
+			return cli_usage(usage);
+		number = (int)v;
+	}
+	if (optind != argc)
+		return cli_usage(usage);
+	if (cli_need_store(c) < 0)
+		return EXIT_ERR;
+	struct err e;
+	err_clear(&e);
+	if (number) {
+		struct archive_issue *a = archive_get(c->store, number, 0, &e);
+		if (a == NULL)
+			return cli_fail(&e);
+		archive_issues_free(a, 1);
+	}
+	int64_t n = 0;
+	if (ledger_retry(c->store, number, store_now(), &n, &e) < 0)
+		return cli_fail(&e);
+	if (c->json) {
+		struct json_object *o = json_object_new_object();
+		json_object_object_add(o, "requeued", json_object_new_int64(n));
+		cli_json_print(o);
+	} else {
+		printf("requeued %" PRId64 " failed deliver%s%s\n", n, n == 1 ? "y" : "ies",
+		       n ? "; matrixd sends them on its next round (or run matrixd --once)" : "");
+	}
+	return EXIT_OK;
+}
+
+int cmd_send_test(struct cli *c, int argc, char **argv)
+{
+	static const char usage[] = "send-test ISSUE --to EMAIL";
+	static const struct option opts[] = {{"to", required_argument, NULL, 't'},
+					     {NULL, 0, NULL, 0}};
+	const char *to = NULL;
+	int ch;
+	while ((ch = getopt_long(argc, argv, "t:", opts, NULL)) != -1) {
+		if (ch != 't')
+			return cli_usage(usage);
+		to = optarg;
+	}
+	if (to == NULL || optind + 1 != argc)
+		return cli_usage(usage);
+	if (cli_need_conf(c) < 0)
+		return EXIT_ERR;
+	struct err e;
+	err_clear(&e);
+	if (addr_check(to, strlen(to), NULL, &e) < 0)
+		return cli_fail(&e);
+	struct issue_opts o = {(size_t)c->conf.max_issue_bytes, c->conf.site.title,
+			       c->conf.site.language, c->conf.site.base_url};
+	struct issue *is = NULL;
+	struct tmpl *t = NULL;
+	struct transport *tr = NULL;
+	char *pw = NULL;
+	int rc = EXIT_ERR, failed = 0;
+	curl_global_init(CURL_GLOBAL_DEFAULT);
+	md_init();
+	msg_init();
+	if (tmpl_load(&t, c->conf.template_dir, &e) < 0 || issue_load(argv[optind], &o, &is, &e) < 0 ||
+	    conf_password(&c->conf, &pw, &e) < 0 || (tr = transport_new(&c->conf, pw, NULL, &e)) == NULL) {
+		rc = cli_fail(&e);
+		goto out;
+	}
+	struct token_key key;
+	token_key_random(&key); /* test mail: links that work nowhere */
+	char tok[TOKEN_MAX];
+	token_make(&key, TOKEN_UNSUBSCRIBE, 0, 0, tok);
+	char *unsub = xasprintf("%su/%s", c->conf.site.base_url, tok);
+	struct render_list list = {"matrix", c->conf.site.title};
+	time_t date = is->date ? is->date : time(NULL);
+	for (size_t i = 1; i <= is->narticles; i++) {
+		struct msg_prep prep;
+		struct buf m;
+		buf_init(&m, BUF_NOLIMIT);
+		char *id = xasprintf("matrix.test.%d.%zu.%ld", is->number, i, (long)time(NULL));
+		struct msg_rcpt r = {to, "", id, unsub, NULL, NULL, time(NULL)};
+		struct send_result res = {0};
+		const char *from = c->conf.smtp.return_path;
+		char *env = NULL;
+		const char *tk = strstr(from, "{token}");
+		if (tk)
+			from = env = xasprintf("%.*stest%s", (int)(tk - from), from, tk + 7);
+		if (render_mail(&c->conf, t, is, date, (int)i, &list, &prep, &e) < 0 ||
+		    msg_build(&prep, &r, &m, &e) < 0) {
+			printf("%2zu  error  %s\n", i, e.msg);
+			failed++;
+		} else {
+			transport_send(tr, from, to, m.data, m.len, &res);
+			printf("%2zu  %-5s  %s  %s\n", i, res.outcome == SEND_OK ? "sent" : "FAIL",
+			       is->articles[i - 1].title, res.reply);
+			failed += res.outcome != SEND_OK;
+			msg_prep_free(&prep);
+		}
+		free(env);
+		free(id);
+		buf_free(&m);
+	}
+	free(unsub);
+	printf("%zu of %zu articles sent to %s\n", is->narticles - (size_t)failed, is->narticles,
+	       to);
+	rc = failed ? EXIT_ERR : EXIT_OK;
+out:
+	transport_free(tr);
+	if (pw) {
+		explicit_bzero(pw, strlen(pw));
+		free(pw);
+	}
+	issue_free(is);
+	tmpl_free(t);
+	curl_global_cleanup();
+	return rc;
+}
