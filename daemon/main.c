@@ -4,6 +4,7 @@
  */
 #include <curl/curl.h>
 #include <getopt.h>
+#include <signal.h>
 #include <inttypes.h>
 #include <libxml/parser.h>
 #include <stdio.h>
@@ -163,6 +164,15 @@ int main(int argc, char **argv)
 		return 0;
 	}
 	d.progress = isatty(STDERR_FILENO) && getenv("JOURNAL_STREAM") == NULL && !d.once;
+	/* Blocked before any thread exists, so that every thread inherits the
+	 * mask and the signals reach only the loop's signalfd. */
+	sigset_t mask;
+	sigemptyset(&mask);
+	sigaddset(&mask, SIGTERM);
+	sigaddset(&mask, SIGINT);
+	sigaddset(&mask, SIGHUP);
+	sigprocmask(SIG_BLOCK, &mask, NULL);
+	signal(SIGPIPE, SIG_IGN);
 	curl_global_init(CURL_GLOBAL_DEFAULT);
 	xmlInitParser();
 	md_init();

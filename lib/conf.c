@@ -145,12 +145,42 @@ static const char *want_name(enum ktype t)
 	return "?";
 }
 
+/* Removes "." and "dir/.." components of an absolute path, in place. */
+static void tidy(char *p)
+{
+	char *out = p;
+	for (const char *s = p; *s;) {
+		while (*s == '/')
+			s++;
+		const char *e = strchr(s, '/');
+		size_t n = e ? (size_t)(e - s) : strlen(s);
+		if (n == 0)
+			break;
+		if (n == 1 && s[0] == '.') {
+			/* skip */
+		} else if (n == 2 && s[0] == '.' && s[1] == '.') {
+			while (out > p && *--out != '/')
+				;
+		} else {
+			*out++ = '/';
+			memmove(out, s, n);
+			out += n;
+		}
+		s += n;
+	}
+	if (out == p)
+		*out++ = '/';
+	*out = '\0';
+}
+
 /* An absolute path, or one relative to the directory of the config file. */
 static char *resolve(const char *dir, const char *v)
 {
 	if (v[0] == '\0' || v[0] == '/' || dir == NULL)
 		return xstrdup(v);
-	return xasprintf("%s/%s", dir, v);
+	char *p = xasprintf("%s/%s", dir, v);
+	tidy(p);
+	return p;
 }
 
 struct ctx {

@@ -18,6 +18,7 @@ import socket
 import ssl
 import subprocess
 import threading
+import time
 
 from aiosmtpd.controller import Controller
 from aiosmtpd.smtp import SMTP, AuthResult, LoginPassword
@@ -67,6 +68,7 @@ class Received:
     data: bytes
     tls: bool
     auth: bool
+    at: float = dataclasses.field(default_factory=time.time)
 
     def message(self):
         return email.message_from_bytes(self.data, policy=email.policy.strict)
