@@ -82,7 +82,7 @@ struct sjob {
 int senders_start(struct senders **out, const struct conf *c, const char *password, int n,
 		  struct err *err);
 int senders_fd(struct senders *s);           /* eventfd: results are ready */
-size_t senders_room(struct senders *s);         /* free places in the queue */
+size_t senders_room(struct senders *s);         /* jobs it can take now */
 void senders_submit(struct senders *s, struct sjob *j);
 /* Takes the finished jobs; *n of them. */
 struct sjob **senders_collect(struct senders *s, size_t *n);

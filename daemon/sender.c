@@ -98,7 +98,10 @@ int senders_start(struct senders **out, const struct conf *c, const char *passwo
 	*out = NULL;
 	s->efd = -1;
 	s->n = n;
-	s->cap = (size_t)n * 4; /* enough that no thread waits for the main thread */
+	/* At most 5 jobs per connection exist at once (queued, being sent, or
+	 * finished and not yet recorded): enough that no thread waits for the
+	 * main thread, and the bound on duplicates after a crash (design.md). */
+	s->cap = (size_t)n * 5;
 	s->queue = xcalloc(s->cap, sizeof *s->queue);
 	s->tr = xcalloc((size_t)n, sizeof *s->tr);
 	s->threads = xcalloc((size_t)n, sizeof *s->threads);
@@ -144,7 +147,8 @@ int senders_fd(struct senders *s)
 size_t senders_room(struct senders *s)
 {
 	pthread_mutex_lock(&s->mu);
-	size_t room = s->stop ? 0 : s->cap - s->count;
+	size_t used = s->count + s->busy + s->ndone;
+	size_t room = s->stop || used >= s->cap ? 0 : s->cap - used;
 	pthread_mutex_unlock(&s->mu);
 	return room;
 }
