@@ -30,7 +30,8 @@ static const struct command commands[] = {
 	{"list-create", cmd_list_create, "list-create NAME [--title T] [--description D]"},
 	{"list-delete", cmd_list_delete, "list-delete NAME [--force]"},
 	{"subscribe", cmd_subscribe,
-	 "subscribe EMAIL [--list NAME] [--name N] [--mode article|digest] [--confirm]"},
+	 "subscribe EMAIL [--list NAME] [--name N] [--mode article|digest] [--confirm] "
+	 "[--resubscribe]"},
 	{"unsubscribe", cmd_unsubscribe, "unsubscribe EMAIL [--list NAME]"},
 	{"subscribers", cmd_subscribers, "subscribers [--list NAME] [--status STATUS]"},
 	{"import", cmd_import,

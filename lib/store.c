@@ -55,10 +55,14 @@ static const char schema_v1[] =
     "CREATE INDEX memberships_subscriber ON memberships(subscriber_id);"
     "CREATE INDEX memberships_status ON memberships(list_id, status);"
     /* History of everything that happened to a subscriber: consent records,
-     * unsubscribes, bounces, complaints. Erased with the subscriber. */
+     * unsubscribes, bounces, complaints. Erased with the subscriber.
+     * subscriber_id NULL: an event of a list or of a whole import run (one
+     * row per run, not per address: each membership row already holds its
+     * consent, and a row per address would add a tenth to a bulk import's
+     * time and a million rows to the table per million subscribers). */
     "CREATE TABLE events ("
     "  id INTEGER PRIMARY KEY,"
-    "  subscriber_id INTEGER NOT NULL REFERENCES subscribers(id) ON DELETE CASCADE,"
+    "  subscriber_id INTEGER REFERENCES subscribers(id) ON DELETE CASCADE,"
     "  list_id INTEGER REFERENCES lists(id) ON DELETE SET NULL,"
     "  at INTEGER NOT NULL,"
     "  kind TEXT NOT NULL,"      /* subscribe confirm unsubscribe bounce complaint … */
@@ -315,7 +319,7 @@ int store_open(struct store **out, const char *state_dir, struct err *err)
 		store_fail(s, err, "open");
 		goto fail;
 	}
-	sqlite3_busy_timeout(s->db, 10000);
+	sqlite3_busy_timeout(s->db, STORE_BUSY_MS);
 	sqlite3_stmt *q = NULL;
 	if (sqlite3_prepare_v2(s->db, "PRAGMA journal_mode=WAL", -1, &q, NULL) != SQLITE_OK ||
 	    sqlite3_step(q) != SQLITE_ROW ||

@@ -1,0 +1,301 @@
+/*
+ * Lists, subscribers and memberships: the rules of who gets mail, on top of
+ * the store (store.h). A subscriber is one address (keyed by addr_check's
+ * key) with a name and free-form attributes (a JSON object of strings); a
+ * membership ties it to a list with a status, a delivery mode and a consent
+ * record (when, how, by whom). Everything that changes a status also writes
+ * an events row: the history `matrixctl show` prints.
+ *
+ * Status rules (listmonk's and Mailman's behaviour):
+ *   - unsubscribed and bounced are suppression records: nothing (subscribe,
+ *     import) makes such a membership receive mail again unless the caller
+ *     says resubscribe, which admins should do only with renewed consent;
+ *   - subscribing an address that is already pending or confirmed changes
+ *     nothing, except an explicit name or mode that differs;
+ *   - subscribe by an admin without confirm vouches for the address
+ *     (confirmed, also for a pending one); with confirm it stays or becomes
+ *     pending and a confirmation mail is queued for the daemon (a deliveries
+ *     row with issue_id 0, part = list id).
+ *
+ * This module never prints. Every write runs inside store_begin() (BEGIN
+ * IMMEDIATE); the functions nest inside a caller's transaction.
+ */
+#ifndef MATRIX_SUBS_H
+#define MATRIX_SUBS_H
+
+#include <stdbool.h>
+#include <stdint.h>
+#include <stdio.h>
+
+#include "err.h"
+#include "store.h"
+
+#define SUBS_DEFAULT_LIST  "matrix"
+#define SUBS_NAME_MAX      256 /* code points in a subscriber's name */
+#define SUBS_LIST_NAME_MAX 63
+
+enum subs_status { SUBS_PENDING, SUBS_CONFIRMED, SUBS_UNSUBSCRIBED, SUBS_BOUNCED };
+#define SUBS_NSTATUS 4
+enum subs_mode { SUBS_ARTICLE, SUBS_DIGEST };
+
+/* The names stored in the database and printed ("pending", "article" …). */
+const char *subs_status_name(enum subs_status st);
+const char *subs_mode_name(enum subs_mode m);
+/* Parse a name (ASCII case-insensitive); -1 for anything else. */
+int subs_status_parse(const char *s, enum subs_status *out);
+int subs_mode_parse(const char *s, enum subs_mode *out);
+/* True for unsubscribed and bounced. */
+bool subs_is_suppressed(enum subs_status st);
+
+/* ---- lists ---------------------------------------------------------------- */
+
+struct subs_list {
+	int64_t id;
+	char *name, *title, *description;
+	int64_t created_at;
+	int64_t count[SUBS_NSTATUS]; /* memberships by status */
+};
+
+/*
+ * A list name is a DNS label (it becomes part of the List-Id header,
+ * RFC 2919): 1 to 63 of a-z 0-9 '-', not starting or ending with '-'.
+ */
+bool subs_list_name_valid(const char *name);
+
+/* Creates a list. ERR_INPUT for a bad name or title and for an existing
+ * name; title NULL or "" = the name. actor is recorded in the events table. */
+int subs_list_create(struct store *s, const char *name, const char *title, const char *description,
+                     const char *actor, struct err *err);
+
+/*
+ * Deletes a list. Refuses (ERR_INPUT) the default list, and a list that
+ * still has memberships unless force; with force the memberships go too,
+ * and so do its queued or deferred deliveries. Subscribers stay (forget
+ * erases them). *removed (if not NULL) is the number of memberships removed.
+ */
+int subs_list_delete(struct store *s, const char *name, bool force, const char *actor,
+                     int64_t *removed, struct err *err);
+
+/* The list's id, or -1 with ERR_NOTFOUND ("no list 'x'; see matrixctl lists"). */
+int64_t subs_list_id(struct store *s, const char *name, struct err *err);
+
+/* All lists by name with their counts: allocated array of *n; free with
+ * subs_lists_free(). NULL with err on error (an empty result is non-NULL). */
+struct subs_list *subs_lists(struct store *s, size_t *n, struct err *err);
+void subs_lists_free(struct subs_list *l, size_t n);
+
+/* ---- subscribe / unsubscribe -------------------------------------------- */
+
+enum subs_outcome {
+	SUBS_ADDED,      /* a new membership */
+	SUBS_UPDATED,    /* an existing one changed (status, name, mode, attrs) */
+	SUBS_UNCHANGED,  /* nothing to do */
+	SUBS_SUPPRESSED, /* unsubscribed or bounced, and no resubscribe */
+};
+const char *subs_outcome_name(enum subs_outcome o); /* "added" … "suppressed" */
+
+struct subs_request {
+	const char *email; /* as typed; validated here */
+	const char *list;  /* NULL = SUBS_DEFAULT_LIST */
+	const char *name;  /* NULL = keep (or "" for a new subscriber) */
+	int mode;          /* enum subs_mode, or -1 = keep (article when new) */
+	bool confirm;      /* double opt-in: pending + confirmation mail */
+	bool resubscribe;  /* lift an unsubscribed/bounced suppression */
+	const char *via;   /* consent_via: "cli", "import", "confirm-link" … */
+	const char *actor; /* consent_by: "cli:alice" */
+};
+
+struct subs_result {
+	enum subs_outcome outcome;
+	int64_t subscriber_id, list_id;
+	enum subs_status status;      /* after the call */
+	enum subs_status prev_status; /* before; valid when had_membership */
+	bool had_membership;
+	enum subs_mode mode;
+	bool mail_queued;  /* a confirmation delivery was (re)queued */
+	int64_t status_at; /* when the current status began */
+};
+
+/*
+ * Subscribes rq->email to a list (see the status rules above). An invalid
+ * address or name is ERR_INPUT; an unknown list ERR_NOTFOUND. A suppressed
+ * membership without rq->resubscribe is not an error: res->outcome is
+ * SUBS_SUPPRESSED and nothing is written.
+ */
+int subs_subscribe(struct store *s, const struct subs_request *rq, struct subs_result *res,
+                   struct err *err);
+
+/*
+ * Unsubscribes email from list (NULL = default). Pending, confirmed and
+ * bounced memberships become unsubscribed (SUBS_UPDATED); an unsubscribed
+ * one is SUBS_UNCHANGED. An address not on the list is ERR_NOTFOUND.
+ */
+int subs_unsubscribe(struct store *s, const char *email, const char *list, const char *via,
+                     const char *actor, struct subs_result *res, struct err *err);
+
+/*
+ * The same two transitions by id, for the daemon (one-click unsubscribe,
+ * the confirmation link, a bounce report). *changed (if not NULL) tells
+ * whether the status changed. subs_confirm_id turns only a pending
+ * membership into confirmed (a link in an old mail must not lift a later
+ * unsubscribe); subs_unsubscribe_id sets any membership to unsubscribed,
+ * subs_bounce_id a pending or confirmed one to bounced. ERR_NOTFOUND when
+ * there is no such membership.
+ */
+int subs_confirm_id(struct store *s, int64_t subscriber_id, int64_t list_id, const char *via,
+                    const char *actor, bool *changed, struct err *err);
+int subs_unsubscribe_id(struct store *s, int64_t subscriber_id, int64_t list_id, const char *via,
+                        const char *actor, bool *changed, struct err *err);
+int subs_bounce_id(struct store *s, int64_t subscriber_id, int64_t list_id, const char *detail,
+                   bool *changed, struct err *err);
+
+/* ---- building blocks (the daemon's confirm/unsubscribe/bounce code too) --- */
+
+/* NULL when the n bytes at s are valid UTF-8 without NUL or control
+ * characters and at most max_cp code points (0 = no limit); otherwise what
+ * is wrong ("contains a control character …"), to follow "the name ". */
+const char *subs_text_check(const char *s, size_t n, size_t max_cp);
+
+/* Appends to the history. subscriber_id / list_id <= 0 store NULL (an event
+ * of a list or of an import run). via, actor, detail NULL = "". */
+int subs_event_add(struct store *s, int64_t subscriber_id, int64_t list_id, const char *kind,
+                   const char *via, const char *actor, const char *detail, struct err *err);
+
+/* The event kind of a status change: "confirm", "unsubscribe", "bounce",
+ * "resubscribe" or "status". */
+const char *subs_transition_kind(enum subs_status from, enum subs_status to);
+
+/*
+ * Queues the confirmation mail of a pending membership: a deliveries row
+ * (issue_id 0, part = list_id, state queued, next_attempt now). An existing
+ * row is queued again (attempts 0) unless it is being sent right now.
+ * *queued (if not NULL) says whether a row was written.
+ */
+int subs_queue_confirmation(struct store *s, int64_t subscriber_id, int64_t list_id, bool *queued,
+                            struct err *err);
+
+int subs_membership_set_mode(struct store *s, int64_t subscriber_id, int64_t list_id,
+                             enum subs_mode mode, struct err *err);
+
+/* ---- listing ------------------------------------------------------------- */
+
+/* One membership as the listing walks it; strings die after the callback. */
+struct subs_row {
+	int64_t subscriber_id, list_id;
+	const char *email, *name, *list, *attrs; /* attrs: a JSON object */
+	enum subs_status status;
+	enum subs_mode mode;
+	int64_t status_at, created_at;
+};
+
+/*
+ * Calls fn for every membership of list (NULL = every list) with status
+ * (-1 = any), ordered by list name then subscriber id (the order of import).
+ * The callback must not write to the store (a read statement is open); a
+ * non-zero return stops the walk and is returned. -1 with err on error.
+ */
+int subs_each(struct store *s, const char *list, int status,
+              int (*fn)(const struct subs_row *row, void *arg), void *arg, struct err *err);
+
+/* ---- what we hold about one address -------------------------------------- */
+
+struct subs_membership {
+	char *list;
+	enum subs_status status;
+	enum subs_mode mode;
+	int64_t consent_at;             /* 0 = none recorded */
+	char *consent_via, *consent_by; /* "" when none */
+	int64_t status_at, created_at;
+};
+
+struct subs_event {
+	int64_t at;
+	char *kind, *via, *actor, *detail;
+	char *list; /* "" when none or deleted */
+};
+
+struct subs_info {
+	int64_t id;
+	char *email, *name, *attrs; /* attrs: the JSON object as stored */
+	int64_t bounce_score, created_at, updated_at;
+	struct subs_membership *memberships;
+	size_t nmemberships;
+	struct subs_event *events; /* oldest first */
+	size_t nevents;
+	/* deliveries by state: queued, sending, sent, deferred, failed */
+	int64_t deliveries[5];
+};
+extern const char *const subs_delivery_states[5];
+
+/* Allocated info about email, or NULL: ERR_NOTFOUND when nothing is held,
+ * ERR_INPUT for an invalid address. Free with subs_info_free(). */
+struct subs_info *subs_show(struct store *s, const char *email, struct err *err);
+void subs_info_free(struct subs_info *i);
+
+struct subs_forgotten {
+	int64_t memberships, events, deliveries;
+	bool wal_truncated; /* false when a reader kept the WAL alive */
+};
+
+/*
+ * Erases the subscriber and, through ON DELETE CASCADE, its memberships,
+ * events and deliveries, then checkpoints and truncates the WAL so that the
+ * address survives neither in the -wal file nor (SQLite's SECURE_DELETE,
+ * on in Debian's build) in freed pages. ERR_NOTFOUND when nothing is held.
+ * A "forget" event without the address records who erased a record, when.
+ */
+int subs_forget(struct store *s, const char *email, const char *actor, struct subs_forgotten *out,
+                struct err *err);
+
+/* ---- CSV import and export (subs_csv.c) ---------------------------------- */
+
+struct subs_import_opts {
+	const char *list;  /* NULL = SUBS_DEFAULT_LIST */
+	bool atomic;       /* one transaction; any bad row imports nothing */
+	bool dry_run;      /* everything an import does, then rolled back */
+	bool resubscribe;  /* lift suppressions for rows in the file */
+	const char *actor; /* "cli:alice", recorded in the import event */
+	size_t chunk;      /* rows per transaction; 0 = SUBS_IMPORT_CHUNK */
+	/* Called for every rejected row with "FILE:LINE: what is wrong". */
+	void (*reject)(void *arg, int line, const char *msg);
+	void *arg;
+};
+#define SUBS_IMPORT_CHUNK   50000
+#define SUBS_CSV_FIELD_MAX  (1 << 20) /* bytes in one field (an unclosed quote…) */
+#define SUBS_CSV_FIELDS_MAX 256
+
+struct subs_import_stats {
+	int64_t rows; /* data records read (not the header, not blank lines) */
+	int64_t added, updated, unchanged;
+	int64_t skipped; /* suppressed: unsubscribed or bounced, no resubscribe */
+	int64_t rejected;
+};
+
+/*
+ * Imports the CSV file at path (RFC 4180 through libcsv; UTF-8, optional
+ * BOM, CRLF or LF). The first record is the header: columns email
+ * (required), name, mode, status in any order and any letter case; every
+ * other column is an attribute, stored under its header text in the
+ * subscriber's attrs (an empty cell leaves an attribute alone). A row
+ * without a status is confirmed (the admin vouches for the file).
+ *
+ * A bad row is reported through opts->reject and counted; the others are
+ * imported, in transactions of opts->chunk rows so that the daemon is never
+ * blocked for long. A later row for the same address updates the earlier
+ * one. Returns -1 with err when the file cannot be read, the header is bad,
+ * a field is over SUBS_CSV_FIELD_MAX, the store fails, or (atomic and
+ * dry_run) any row was rejected; stats are filled in every case.
+ */
+int subs_import(struct store *s, const char *path, const struct subs_import_opts *opts,
+                struct subs_import_stats *stats, struct err *err);
+
+/*
+ * Writes list (NULL = default) as CSV to f: a header "email","name","mode",
+ * "status" then the attribute names in byte order, one row per membership
+ * in subscriber order, every field quoted, CRLF line ends (RFC 4180 §2).
+ * subs_import reads it back to the same content. *rows (if not NULL) = the
+ * rows written.
+ */
+int subs_export(struct store *s, const char *list, FILE *f, int64_t *rows, struct err *err);
+
+#endif

@@ -1,0 +1,259 @@
+/*
+ * Tests for lib/addr.c: every class of address the subscriber commands must
+ * refuse (with the reason in the message), the valid shapes of RFC 5321 and
+ * RFC 6531 they must accept, the length limits at their exact edges, the
+ * key (domain lowercased, local part kept), and "Name <address>" parsing.
+ */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <cmocka.h>
+
+#include "addr.h"
+#include "xmalloc.h"
+
+static void ok(const char *s, const char *key)
+{
+	char out[ADDR_MAX + 1];
+	struct err e;
+	err_clear(&e);
+	if (addr_check(s, strlen(s), out, &e) != 0)
+		fail_msg("'%s' refused: %s", s, e.msg);
+	assert_string_equal(out, key);
+}
+
+/* Refused, with why in the message. */
+static void bad_n(const char *s, size_t n, const char *why)
+{
+	struct err e;
+	err_clear(&e);
+	if (addr_check(s, n, NULL, &e) == 0)
+		fail_msg("'%.*s' accepted", (int)n, s);
+	assert_int_equal(e.kind, ERR_INPUT);
+	if (strstr(e.msg, why) == NULL)
+		fail_msg("'%.*s': message '%s' lacks '%s'", (int)n, s, e.msg, why);
+	assert_non_null(strstr(e.msg, "invalid address"));
+}
+
+static void bad(const char *s, const char *why)
+{
+	bad_n(s, strlen(s), why);
+}
+
+static void test_valid(void **state)
+{
+	(void)state;
+	ok("user@example.org", "user@example.org");
+	ok("first.last+tag@mail.example.org", "first.last+tag@mail.example.org");
+	ok("o'brien@example.ie", "o'brien@example.ie");
+	ok("!#$%&'*+-/=?^_`{|}~@example.org", "!#$%&'*+-/=?^_`{|}~@example.org");
+	ok("a@b-c.example", "a@b-c.example");
+	ok("x@123.example.org", "x@123.example.org");
+	ok("x@xn--fiqs8s.example", "x@xn--fiqs8s.example");
+	/* RFC 6531: UTF-8 local parts and domain labels */
+	ok("用户@例子.中国", "用户@例子.中国");
+	ok("\"quoted.local\"@example.org", "\"quoted.local\"@example.org");
+	ok("\"a\\\"b\"@example.org", "\"a\\\"b\"@example.org");
+	ok("\"a..b\"@example.org", "\"a..b\"@example.org");
+	ok("user@[192.0.2.1]", "user@[192.0.2.1]");
+	ok("user@[IPv6:2001:db8::1]", "user@[ipv6:2001:db8::1]");
+}
+
+static void test_key_case(void **state)
+{
+	(void)state;
+	/* RFC 5321 §2.4: the domain folds, the local part does not */
+	ok("Alice.Smith@Example.ORG", "Alice.Smith@example.org");
+	ok("BOB@MAIL.EXAMPLE.COM", "BOB@mail.example.com");
+	char *k = addr_key("Zoe@EXAMPLE.org", NULL);
+	assert_string_equal(k, "Zoe@example.org");
+	free(k);
+	assert_null(addr_key("no at sign", NULL));
+}
+
+static void test_forbidden_characters(void **state)
+{
+	(void)state;
+	bad("user@example.org\r\nBcc: x@evil.example", "line break");
+	bad("user\n@example.org", "line break");
+	bad("user@exam\rple.org", "line break");
+	bad_n("user\0x@example.org", 18, "NUL");
+	bad("us\ter@example.org", "control character");
+	bad("user\x7f@example.org", "control character");
+	bad("us er@example.org", "space");
+	bad(" user@example.org", "space");
+	bad("user@example.org ", "space");
+	bad("\"john doe\"@example.org", "space");
+	bad("<user@example.org>", "'<' or '>'");
+	bad("User <user@example.org>", "'<' or '>'"); /* space first, but both are wrong */
+	bad("user>@example.org", "'<' or '>'");
+	bad("\"a<b\"@example.org", "'<' or '>'");
+	bad("us\xc3@example.org", "UTF-8");
+	bad("\xed\xa0\x80@example.org", "UTF-8"); /* a surrogate */
+}
+
+static void test_shape(void **state)
+{
+	(void)state;
+	bad("", "empty");
+	bad("user", "no '@domain'");
+	bad("user.example.org", "no '@domain'");
+	bad("@example.org", "nothing before the '@'");
+	bad("user@", "no domain");
+	bad("a@b@example.org", "more than one '@'");
+	bad(".user@example.org", "starts or ends with a dot");
+	bad("user.@example.org", "starts or ends with a dot");
+	bad("us..er@example.org", "two dots in a row");
+	bad("us(er@example.org", "only allowed when quoted");
+	bad("us,er@example.org", "only allowed when quoted");
+	bad("us\\er@example.org", "only allowed when quoted");
+	bad("us\"er@example.org", "quote");
+	bad("\"unclosed@example.org", "not closed");
+	bad("\"\"@example.org", "empty");
+	bad("\"a\"b@example.org", "no '@' right after");
+}
+
+static void test_domain(void **state)
+{
+	(void)state;
+	bad("user@localhost", "not fully qualified");
+	bad("user@.example.org", "starts or ends with a dot");
+	bad("user@example.org.", "starts or ends with a dot");
+	bad("user@example..org", "two dots in a row");
+	bad("user@-example.org", "starts or ends with '-'");
+	bad("user@example-.org", "starts or ends with '-'");
+	bad("user@exa_mple.org", "other than letters");
+	bad("user@exam!ple.org", "other than letters");
+	bad("user@192.0.2.1", "numeric");
+	bad("user@[192.0.2.300]", "address literal");
+	bad("user@[IPv6:2001:db8::g]", "IPv6");
+	bad("user@[192.0.2.1", "not closed");
+}
+
+static void test_lengths(void **state)
+{
+	(void)state;
+	char s[600], key[600];
+	/* local part: 64 octets pass, 65 fail */
+	memset(s, 'a', 64);
+	memcpy(s + 64, "@example.org", sizeof "@example.org");
+	ok(s, s);
+	memset(s, 'a', 65);
+	memcpy(s + 65, "@example.org", sizeof "@example.org");
+	bad(s, "local part is longer than 64");
+
+	/* a label: 63 pass, 64 fail */
+	memcpy(s, "u@", 2);
+	memset(s + 2, 'b', 63);
+	memcpy(s + 65, ".org", sizeof ".org");
+	ok(s, s);
+	memset(s + 2, 'b', 64);
+	memcpy(s + 66, ".org", sizeof ".org");
+	bad(s, "label is longer than 63");
+
+	/* whole address: 254 pass, 255 fail (labels of 63 and dots) */
+	size_t n = 0;
+	memset(s, 'l', 60);
+	n = 60;
+	s[n++] = '@';
+	while (n < 254 - 4) {
+		size_t lab = 254 - 4 - n < 63 ? 254 - 4 - n : 63;
+		memset(s + n, 'd', lab);
+		n += lab;
+		if (n < 254 - 4)
+			s[n++] = '.';
+	}
+	memcpy(s + n, ".org", 5);
+	n += 4;
+	assert_int_equal(n, 254);
+	memcpy(key, s, n + 1);
+	ok(s, key);
+	memmove(s + 1, s, n + 1); /* one more octet in the local part */
+	bad(s, "longer than 254");
+
+	/* domain over 255 octets */
+	s[0] = 'u';
+	s[1] = '@';
+	n = 2;
+	while (n < 2 + 256) {
+		memset(s + n, 'd', 50);
+		n += 50;
+		s[n++] = '.';
+	}
+	memcpy(s + n, "org", 4);
+	bad(s, "domain is longer than 255");
+}
+
+static void test_message_escapes(void **state)
+{
+	(void)state;
+	struct err e;
+	err_clear(&e);
+	assert_int_equal(addr_check("a\r\nb@example.org", 16, NULL, &e), -1);
+	/* the message stays one printable line */
+	assert_null(strchr(e.msg, '\r'));
+	assert_null(strchr(e.msg, '\n'));
+	assert_non_null(strstr(e.msg, "a\\x0d\\x0ab@example.org"));
+}
+
+static void named(const char *s, const char *name, const char *addr)
+{
+	char *n = NULL, *a = NULL;
+	struct err e;
+	err_clear(&e);
+	if (addr_parse_named(s, &n, &a, &e) != 0)
+		fail_msg("'%s' refused: %s", s, e.msg);
+	assert_string_equal(n, name);
+	assert_string_equal(a, addr);
+	free(n);
+	free(a);
+}
+
+static void named_bad(const char *s)
+{
+	char *n = (char *)"x", *a = (char *)"y";
+	struct err e;
+	err_clear(&e);
+	if (addr_parse_named(s, &n, &a, &e) == 0)
+		fail_msg("'%s' accepted", s);
+	assert_null(n);
+	assert_null(a);
+	assert_true(e.msg[0] != '\0');
+}
+
+static void test_named(void **state)
+{
+	(void)state;
+	named("Matrix 矩阵 <matrix@example.org>", "Matrix 矩阵", "matrix@example.org");
+	named("  Matrix <Matrix@Example.org>  ", "Matrix", "Matrix@Example.org");
+	named("\"Matrix, the magazine\" <m@example.org>", "Matrix, the magazine", "m@example.org");
+	named("\"say \\\"hi\\\"\" <m@example.org>", "say \"hi\"", "m@example.org");
+	named("<m@example.org>", "", "m@example.org");
+	named("m@example.org", "", "m@example.org");
+	named_bad("Matrix <m@example.org");
+	named_bad("Matrix m@example.org>");
+	named_bad("Matrix <not-an-address>");
+	named_bad("Matrix\r\nBcc: x@example.org <m@example.org>");
+	named_bad("\"unbalanced <m@example.org>");
+	named_bad("");
+}
+
+int main(void)
+{
+	const struct CMUnitTest tests[] = {
+	    cmocka_unit_test(test_valid),
+	    cmocka_unit_test(test_key_case),
+	    cmocka_unit_test(test_forbidden_characters),
+	    cmocka_unit_test(test_shape),
+	    cmocka_unit_test(test_domain),
+	    cmocka_unit_test(test_lengths),
+	    cmocka_unit_test(test_message_escapes),
+	    cmocka_unit_test(test_named),
+	};
+	return cmocka_run_group_tests(tests, NULL, NULL);
+}
