@@ -1,0 +1,149 @@
+"""matrixctl bounce: messages that come back, as the MTA pipes them in.
+Realistic samples (tests/data/bounces, written after Postfix, Exim, Gmail,
+qmail and ARF reports) are classified; bounces made for real deliveries
+find them through the VERP address and change the store."""
+import email
+import email.policy
+import json
+import re
+import shutil
+
+import pytest
+
+from conftest import DATA, SEED
+
+SAMPLES = DATA / "bounces"
+SAMPLE_VERP = "bounces+1234-0123456789abcdef@example.org"
+
+
+@pytest.mark.parametrize("name,kind,status", [
+    ("postfix-dsn-hard.eml", "hard", "5.1.1"),
+    ("gmail-dsn-hard.eml", "hard", "5.1.1"),
+    ("exim-text-hard.eml", "hard", "5.0.0"),
+    ("qmail-text-hard.eml", "hard", None),
+    ("postfix-delay-soft.eml", "soft", "4.4.1"),
+    ("exim-delay-soft.eml", "soft", None),
+    ("arf-abuse.eml", "complaint", None),
+    ("unsubscribe-mailto.eml", "unsubscribe", None),
+    ("vacation-autoreply.eml", "not-a-bounce", None),
+    ("plain-mail.eml", "not-a-bounce", None),
+])
+def test_samples_classified(env, name, kind, status):
+    p = env.ctl("--json", "bounce", "--dry-run", input=(SAMPLES / name).read_text())
+    assert p.returncode == 0, p.stderr
+    d = json.loads(p.stdout)
+    assert d["kind"] == kind
+    assert set(d) == {"kind", "recipients", "delivery"}
+    if status:
+        assert d["recipients"][0]["status"].startswith(status[:1])
+        assert d["recipients"][0]["status"] == status or status.endswith(".0.0")
+    if kind in ("hard", "soft"):
+        r = d["recipients"][0]
+        assert r["address"] and r["action"] and r["diagnostic"]
+    assert d["delivery"] is None  # the sample's token is signed by no key of ours
+
+
+def delivered(env):
+    out = []
+    for f in sorted((env.tmp / "maildir" / "new").iterdir()):
+        m = email.message_from_bytes(f.read_bytes(), policy=email.policy.default)
+        out.append(m)
+    return out
+
+
+def publish(env, src=SEED):
+    shutil.copy(src, env.tmp / "issues" / src.name)
+    p = env.matrixd("--once")
+    assert p.returncode == 0, p.stderr
+
+
+def verp_of(m):
+    return m["Return-Path"].strip("<>")
+
+
+def dsn_for(m, rcpt, sample="postfix-dsn-hard.eml"):
+    text = (SAMPLES / sample).read_text()
+    text = re.sub(r"bounces\+\d+-[0-9a-f]{16}@example\.org", verp_of(m), text)
+    text = re.sub(r"wang\.fang@example\.net", rcpt, text)
+    return text
+
+
+def test_three_hard_bounces_make_a_subscriber_bounced(env):
+    env.ctl("subscribe", "ann@example.org", check=0)
+    env.ctl("subscribe", "gone@example.org", check=0)
+    publish(env)
+    mails = [m for m in delivered(env) if m["To"] == "gone@example.org"]
+    assert len(mails) == 15
+    # dry run: the delivery is found, nothing changes
+    p = env.ctl("--json", "bounce", "--dry-run", input=dsn_for(mails[0], "gone@example.org"))
+    d = json.loads(p.stdout)
+    assert d["kind"] == "hard"
+    assert d["delivery"]["issue"] == 60 and d["delivery"]["subscriber"] == "gone@example.org"
+    assert 1 <= d["delivery"]["article"] <= 15
+    assert env.ctl_json("show", "gone@example.org")["bounce_score"] == 0
+    for i in range(3):
+        sample = ("postfix-dsn-hard.eml", "gmail-dsn-hard.eml", "exim-text-hard.eml")[i]
+        p = env.ctl("bounce", input=dsn_for(mails[i], "gone@example.org", sample))
+        assert p.returncode == 0, p.stderr
+        assert "hard" in p.stdout
+    show = env.ctl_json("show", "gone@example.org")
+    assert show["bounce_score"] == 3
+    assert [m["status"] for m in show["memberships"]] == ["bounced"]
+    # the next issue does not reach them
+    before = len(delivered(env))
+    publish(env, DATA / "issues" / "toc-zh.txt")
+    new = delivered(env)[before:]
+    assert len(new) == 4 and all(m["To"] == "ann@example.org" for m in new)
+
+
+def test_soft_bounce_is_only_logged(env):
+    env.ctl("subscribe", "slow@example.org", check=0)
+    publish(env)
+    m = delivered(env)[0]
+    text = (SAMPLES / "postfix-delay-soft.eml").read_text().replace(SAMPLE_VERP, verp_of(m))
+    p = env.ctl("bounce", input=text)
+    assert p.returncode == 0 and "soft" in p.stdout
+    show = env.ctl_json("show", "slow@example.org")
+    assert show["bounce_score"] == 0
+    assert show["memberships"][0]["status"] == "confirmed"
+
+
+def test_complaint_unsubscribes(env):
+    env.ctl("subscribe", "angry@example.org", check=0)
+    publish(env)
+    m = delivered(env)[0]
+    text = (SAMPLES / "arf-abuse.eml").read_text()
+    # the returned original carries our Message-ID
+    text = re.sub(r"Message-ID: <[^>]+>", f"Message-ID: {m['Message-ID']}", text, count=2,
+                  flags=re.I)
+    p = env.ctl("bounce", input=text)
+    assert p.returncode == 0, p.stderr
+    assert "complain" in p.stdout
+    show = env.ctl_json("show", "angry@example.org")
+    assert show["memberships"][0]["status"] == "unsubscribed"
+
+
+def test_unsubscribe_by_mail(env):
+    env.ctl("subscribe", "leaver@example.org", check=0)
+    publish(env)
+    m = delivered(env)[0]
+    mailto = re.search(r"<mailto:([^>]+)>", m["List-Unsubscribe"]).group(1)
+    msg = (f"From: leaver@example.org\nTo: {mailto}\nSubject: unsubscribe\n"
+           f"Message-ID: <x1@example.org>\n\nunsubscribe\n")
+    p = env.ctl("bounce", input=msg)
+    assert p.returncode == 0, p.stderr
+    assert env.ctl_json("show", "leaver@example.org")["memberships"][0]["status"] == \
+        "unsubscribed"
+    # a forged token changes nothing
+    env.ctl("subscribe", "stays@example.org", check=0)
+    forged = msg.replace(mailto, re.sub(r"-[0-9a-f]{32}@", "-" + "0" * 32 + "@", mailto))
+    forged = forged.replace("leaver@", "stays@")
+    p = env.ctl("bounce", input=forged)
+    assert p.returncode == 0
+    assert env.ctl_json("show", "stays@example.org")["memberships"][0]["status"] == "confirmed"
+
+
+def test_garbage_and_huge_input_exit_zero(env):
+    assert env.ctl("bounce", input="\x00\x01 not a message").returncode == 0
+    p = env.ctl("bounce", input="x" * (1024 * 1024 + 10))
+    assert p.returncode == 0 and "dropped" in p.stderr
