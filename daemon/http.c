@@ -1,31 +1,873 @@
-/* The HTTP endpoint (issue 7): not built yet; matrixd runs without it. */
+/*
+ * The HTTP endpoint (issue 7, SPEC.md "Outputs"): RFC 8058 one-click
+ * unsubscribe at /u/TOKEN, the double opt-in link at /c/TOKEN, and the
+ * files of public_dir, every path relative to site.base_url and served at
+ * the root of http.listen. libmicrohttpd runs in external-epoll mode inside
+ * the main thread's event loop, never in threads of its own: the handlers
+ * touch SQLite and the templates, which only the main thread may. GET and
+ * HEAD never change anything, since mail scanners follow every link; only a
+ * POST unsubscribes or confirms. docs/nginx.md describes the reverse proxy
+ * that puts this behind TLS in production.
+ */
+#include <arpa/inet.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <inttypes.h>
+#include <netdb.h>
+#include <netinet/in.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/epoll.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/timerfd.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <json-c/json.h>
+#include <microhttpd.h>
+
+#include "buf.h"
+#include "log.h"
 #include "matrixd.h"
+#include "render.h"
+#include "subs.h"
+#include "xmalloc.h"
+
+#define HTTP_POST_MAX    4096  /* bytes of a request body; a one-click body is 26 */
+#define HTTP_DISCARD_MAX 65536 /* bytes of an oversized chunked body read before closing */
+#define HTTP_URL_MAX     1024  /* bytes of a request path; a token path is under 100 */
+#define HTTP_MEMORY      16384 /* per connection: request line and headers (MHD answers 431) */
+#define HTTP_CONN_MAX    256
+#define HTTP_CONN_PER_IP 32 /* behind a proxy every connection is the proxy's */
+#define HTTP_TIMEOUT_S   15 /* idle seconds before a connection is closed */
+
+/* Token bucket per client for /u/ and /c/: a burst of RATE_BURST requests,
+ * then one every 1/RATE_PER_S seconds. IPv6 clients are keyed by their /64,
+ * which one subscriber's line usually owns whole. */
+#define RATE_SLOTS 1024
+#define RATE_PROBE 8
+#define RATE_BURST 20.0
+#define RATE_PER_S 0.5
+#define RATE_RETRY "2"
+
+/* Static pages, no script; inline styles (page-layout) and remote images
+ * (articles) allowed; forms may only post back here. */
+#define CSP                                                                                        \
+	"default-src 'none'; style-src 'unsafe-inline'; img-src 'self' https: data:; "             \
+	"form-action 'self'; base-uri 'none'; frame-ancestors 'none'"
+
+struct bucket {
+	unsigned char key[16];
+	bool used;
+	double tokens;
+	int64_t at; /* ms, monotonic */
+};
+
+struct http {
+	struct daemon *d;
+	struct MHD_Daemon *mhd;
+	int ep;  /* what the loop polls: MHD's epoll fd and tfd */
+	int tfd; /* armed for MHD's next timeout */
+	char *listen;
+	bool starting;
+	char startmsg[256]; /* MHD's last complaint while starting */
+	struct bucket buckets[RATE_SLOTS];
+};
+
+enum method { M_GET, M_HEAD, M_POST, M_OTHER };
+
+struct req {
+	enum method method;
+	struct buf body;
+	bool too_big;
+	size_t dropped;
+};
+
+enum page_kind { PAGE_UNSUBSCRIBE, PAGE_CONFIRM };
+
+/* ---- responses ----------------------------------------------------------- */
+
+static void add_security_headers(struct MHD_Response *r)
+{
+	MHD_add_response_header(r, "X-Content-Type-Options", "nosniff");
+	MHD_add_response_header(r, "Referrer-Policy", "no-referrer");
+	MHD_add_response_header(r, MHD_HTTP_HEADER_CONTENT_SECURITY_POLICY, CSP);
+	MHD_add_response_header(r, MHD_HTTP_HEADER_X_FRAME_OPTIONS, "DENY");
+}
+
+static enum MHD_Result queue(struct MHD_Connection *c, unsigned status, struct MHD_Response *r)
+{
+	enum MHD_Result ret = MHD_queue_response(c, status, r);
+	MHD_destroy_response(r);
+	return ret;
+}
+
+/* A short plain-text answer (errors outside the token pages). allow: the
+ * Allow header of a 405, or NULL. */
+static enum MHD_Result reply_text(struct MHD_Connection *c, unsigned status, const char *text,
+                                  const char *allow)
+{
+	char *body = xasprintf("%u %s\n", status, text);
+	struct MHD_Response *r =
+	    MHD_create_response_from_buffer(strlen(body), body, MHD_RESPMEM_MUST_FREE);
+	MHD_add_response_header(r, MHD_HTTP_HEADER_CONTENT_TYPE, "text/plain; charset=utf-8");
+	MHD_add_response_header(r, MHD_HTTP_HEADER_CACHE_CONTROL, "no-store");
+	if (allow)
+		MHD_add_response_header(r, MHD_HTTP_HEADER_ALLOW, allow);
+	if (status == MHD_HTTP_TOO_MANY_REQUESTS)
+		MHD_add_response_header(r, MHD_HTTP_HEADER_RETRY_AFTER, RATE_RETRY);
+	add_security_headers(r);
+	return queue(c, status, r);
+}
+
+/* IMF-fixdate (RFC 9110 §5.6.7), independent of the locale. */
+static void http_date(time_t t, char out[40])
+{
+	static const char *const days[] = {"Sun", "Mon", "Tue", "Wed", "Thu", "Fri", "Sat"};
+	static const char *const months[] = {"Jan", "Feb", "Mar", "Apr", "May", "Jun",
+	                                     "Jul", "Aug", "Sep", "Oct", "Nov", "Dec"};
+	struct tm tm;
+	gmtime_r(&t, &tm);
+	snprintf(out, 40, "%s, %02d %s %04d %02d:%02d:%02d GMT", days[tm.tm_wday], tm.tm_mday,
+	         months[tm.tm_mon], tm.tm_year + 1900, tm.tm_hour, tm.tm_min, tm.tm_sec);
+}
+
+/* -1 when s is not an IMF-fixdate; the obsolete forms RFC 9110 also lets
+ * recipients accept are ignored, which only costs a full answer. */
+static time_t parse_http_date(const char *s)
+{
+	static const char months[] = "JanFebMarAprMayJunJulAugSepOctNovDec";
+	char mon[4];
+	int day, year, hh, mm, ss, n = 0;
+	if (strlen(s) != 29 || s[3] != ',' || s[4] != ' ' || strcmp(s + 25, " GMT") != 0)
+		return -1;
+	const char *p = s + 5;
+	char *end;
+	day = (int)strtol(p, &end, 10);
+	if (end != p + 2 || *end != ' ')
+		return -1;
+	memcpy(mon, p + 3, 3);
+	mon[3] = '\0';
+	const char *m = strstr(months, mon);
+	if (m == NULL || (m - months) % 3 != 0 || p[6] != ' ')
+		return -1;
+	year = (int)strtol(p + 7, &end, 10);
+	if (end != p + 11 || *end != ' ')
+		return -1;
+	int *fields[] = {&hh, &mm, &ss};
+	for (const char *q = p + 12; n < 3; n++, q += 3) {
+		*fields[n] = (int)strtol(q, &end, 10);
+		if (end != q + 2 || (n < 2 && *end != ':'))
+			return -1;
+	}
+	struct tm tm = {.tm_year = year - 1900,
+	                .tm_mon = (int)((m - months) / 3),
+	                .tm_mday = day,
+	                .tm_hour = hh,
+	                .tm_min = mm,
+	                .tm_sec = ss};
+	return timegm(&tm);
+}
+
+/* ---- rate limit ---------------------------------------------------------- */
+
+/* The client behind the request: the peer, or the address a reverse proxy
+ * on loopback names in X-Real-IP (docs/nginx.md); a remote peer cannot
+ * choose its key that way. */
+static void client_key(struct MHD_Connection *c, unsigned char key[16], char *text, size_t n)
+{
+	static const unsigned char mapped[12] = {0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff};
+	const union MHD_ConnectionInfo *ci =
+	    MHD_get_connection_info(c, MHD_CONNECTION_INFO_CLIENT_ADDRESS);
+	const struct sockaddr *sa = ci ? ci->client_addr : NULL;
+	struct in_addr v4;
+	struct in6_addr v6;
+	memset(key, 0, 16);
+	if (sa && sa->sa_family == AF_INET) {
+		memcpy(key, mapped, 12);
+		memcpy(key + 12, &((const struct sockaddr_in *)sa)->sin_addr, 4);
+	} else if (sa && sa->sa_family == AF_INET6) {
+		memcpy(key, &((const struct sockaddr_in6 *)sa)->sin6_addr, 16);
+	}
+	bool is4 = memcmp(key, mapped, 12) == 0;
+	bool loopback = is4 ? key[12] == 127 : memcmp(key, &in6addr_loopback, 16) == 0;
+	const char *real =
+	    loopback ? MHD_lookup_connection_value(c, MHD_HEADER_KIND, "X-Real-IP") : NULL;
+	if (real && inet_pton(AF_INET, real, &v4) == 1) {
+		memcpy(key, mapped, 12);
+		memcpy(key + 12, &v4, 4);
+	} else if (real && inet_pton(AF_INET6, real, &v6) == 1) {
+		memcpy(key, &v6, 16);
+	}
+	is4 = memcmp(key, mapped, 12) == 0;
+	if (text &&
+	    inet_ntop(is4 ? AF_INET : AF_INET6, is4 ? key + 12 : key, text, (socklen_t)n) == NULL)
+		snprintf(text, n, "?");
+	if (!is4)
+		memset(key + 8, 0, 8); /* IPv6: the /64 */
+}
+
+static bool rate_take(struct http *h, const unsigned char key[16])
+{
+	uint32_t hash = 2166136261u; /* FNV-1a */
+	for (int i = 0; i < 16; i++)
+		hash = (hash ^ key[i]) * 16777619u;
+	int64_t now = now_ms();
+	struct bucket *victim = NULL, *b = NULL;
+	for (int i = 0; i < RATE_PROBE && b == NULL; i++) {
+		struct bucket *x = &h->buckets[(hash + (uint32_t)i) % RATE_SLOTS];
+		if (x->used && memcmp(x->key, key, 16) == 0)
+			b = x;
+		else if (victim == NULL || !x->used || (victim->used && x->at < victim->at))
+			victim = x;
+	}
+	if (b == NULL) {
+		/* a full neighbourhood forgets its stalest client, who starts afresh */
+		b = victim;
+		memcpy(b->key, key, 16);
+		b->used = true;
+		b->tokens = RATE_BURST;
+		b->at = now;
+	}
+	b->tokens += (double)(now - b->at) / 1000.0 * RATE_PER_S;
+	if (b->tokens > RATE_BURST)
+		b->tokens = RATE_BURST;
+	b->at = now;
+	if (b->tokens < 1.0)
+		return false;
+	b->tokens -= 1.0;
+	return true;
+}
+
+/* ---- token pages --------------------------------------------------------- */
+
+struct member {
+	char *title; /* the list's title (site.title when it has none) */
+	bool exists; /* a membership of this subscriber on this list */
+	enum subs_status st;
+};
+
+static int member_get(struct daemon *d, int64_t sid, int64_t lid, struct member *m, struct err *err)
+{
+	static const char sql[] = "SELECT l.title, m.status FROM lists l LEFT JOIN memberships m"
+	                          " ON m.list_id = l.id AND m.subscriber_id = ?2 WHERE l.id = ?1";
+	memset(m, 0, sizeof *m);
+	sqlite3_stmt *st = store_stmt(d->store, sql, err);
+	if (st == NULL)
+		return -1;
+	sqlite3_bind_int64(st, 1, lid);
+	sqlite3_bind_int64(st, 2, sid);
+	int rc = sqlite3_step(st);
+	if (rc == SQLITE_ROW) {
+		const char *t = (const char *)sqlite3_column_text(st, 0);
+		if (t && *t)
+			m->title = xstrdup(t);
+		const char *s = (const char *)sqlite3_column_text(st, 1);
+		m->exists = s && subs_status_parse(s, &m->st) == 0;
+	}
+	sqlite3_reset(st);
+	if (rc != SQLITE_ROW && rc != SQLITE_DONE)
+		return store_fail(d->store, err, "looking up a membership");
+	if (m->title == NULL)
+		m->title = xstrdup(d->conf.site.title);
+	return 0;
+}
+
+/* Renders page template name with {list: {title}, STATE: true}. */
+static enum MHD_Result reply_page(struct daemon *d, struct MHD_Connection *c, unsigned status,
+                                  const char *name, const char *title, const char *state)
+{
+	struct json_object *ctx = json_object_new_object(), *list = json_object_new_object();
+	json_object_object_add(list, "title", json_object_new_string(title));
+	json_object_object_add(ctx, "list", list);
+	json_object_object_add(ctx, state, json_object_new_boolean(1));
+	struct buf out;
+	struct err e;
+	buf_init(&out, BUF_NOLIMIT);
+	int r = render_page(&d->conf, d->tmpl, name, ctx, &out, &e);
+	json_object_put(ctx);
+	if (r < 0) {
+		log_err("http: %s", e.msg);
+		buf_free(&out);
+		return reply_text(c, MHD_HTTP_INTERNAL_SERVER_ERROR, "Internal Server Error", NULL);
+	}
+	size_t len = out.len;
+	char *body = buf_detach(&out);
+	struct MHD_Response *resp =
+	    MHD_create_response_from_buffer(len, body, MHD_RESPMEM_MUST_FREE);
+	MHD_add_response_header(resp, MHD_HTTP_HEADER_CONTENT_TYPE, "text/html; charset=utf-8");
+	MHD_add_response_header(resp, MHD_HTTP_HEADER_CACHE_CONTROL, "no-store");
+	add_security_headers(resp);
+	return queue(c, status, resp);
+}
+
+/* What a token page shows for a membership in state st, before a POST. */
+static const char *ask_state(enum page_kind kind, const struct member *m)
+{
+	if (!m->exists)
+		return "unknown";
+	if (kind == PAGE_UNSUBSCRIBE)
+		return m->st == SUBS_UNSUBSCRIBED ? "already" : "ask";
+	switch (m->st) {
+	case SUBS_PENDING:
+		return "ask";
+	case SUBS_CONFIRMED:
+		return "already";
+	default:
+		return "closed"; /* an old confirm link must not lift an unsubscribe */
+	}
+}
+
+static bool is_one_click(const struct buf *b)
+{
+	/* RFC 8058 §3.1: the body is exactly this key=value, urlencoded or as
+	 * multipart/form-data; a substring test accepts both. */
+	return b->len > 0 && memmem(b->data, b->len, "List-Unsubscribe=One-Click", 26) != NULL;
+}
+
+static enum MHD_Result token_page(struct http *h, struct MHD_Connection *c, struct req *rq,
+                                  enum page_kind kind, const char *tok, size_t len)
+{
+	struct daemon *d = h->d;
+	const char *tmpl = kind == PAGE_UNSUBSCRIBE ? "page-unsubscribe.html" : "page-confirm.html";
+	const char *what = kind == PAGE_UNSUBSCRIBE ? "unsubscribe" : "confirm";
+	unsigned char key[16];
+	char peer[INET6_ADDRSTRLEN];
+	client_key(c, key, peer, sizeof peer);
+	if (!rate_take(h, key)) {
+		log_debug("http: rate limited %s link from %s", what, peer);
+		return reply_text(c, MHD_HTTP_TOO_MANY_REQUESTS, "Too Many Requests", NULL);
+	}
+	int64_t sid = 0, lid = 0;
+	if (!token_check(&d->key, kind == PAGE_UNSUBSCRIBE ? TOKEN_UNSUBSCRIBE : TOKEN_CONFIRM, tok,
+	                 len, &sid, &lid)) {
+		log_info("http: invalid %s token (%zu bytes)", what, len);
+		log_debug("http: invalid %s token from %s", what, peer);
+		return reply_page(d, c, MHD_HTTP_BAD_REQUEST, "page-invalid.html",
+		                  d->conf.site.title, what);
+	}
+	struct member m;
+	struct err e;
+	err_clear(&e);
+	enum MHD_Result ret;
+	if (member_get(d, sid, lid, &m, &e) < 0)
+		goto fail;
+	const char *state;
+	if (rq->method != M_POST) {
+		state = ask_state(kind, &m);
+	} else {
+		bool changed = false;
+		int r;
+		const char *via;
+		if (kind == PAGE_UNSUBSCRIBE) {
+			via = is_one_click(&rq->body) ? "one-click" : "unsubscribe-page";
+			r = subs_unsubscribe_id(d->store, sid, lid, via, "http", &changed, &e);
+		} else {
+			via = "confirm-link";
+			r = subs_confirm_id(d->store, sid, lid, via, "http", &changed, &e);
+		}
+		if (r < 0 && e.kind != ERR_NOTFOUND)
+			goto fail;
+		if (r < 0) {
+			state = "unknown"; /* forgotten, or the list was deleted */
+		} else if (changed) {
+			state = "done";
+			log_info("http: %s subscriber=%" PRId64 " list=%" PRId64 " via=%s",
+			         kind == PAGE_UNSUBSCRIBE ? "unsubscribed" : "confirmed", sid, lid,
+			         via);
+		} else {
+			/* nothing to do; matrixctl may have changed it since member_get */
+			free(m.title);
+			if (member_get(d, sid, lid, &m, &e) < 0)
+				goto fail;
+			state = ask_state(kind, &m);
+			if (strcmp(state, "ask") == 0)
+				state = "already";
+		}
+	}
+	ret = reply_page(d, c, MHD_HTTP_OK, tmpl, m.title, state);
+	free(m.title);
+	return ret;
+fail:
+	free(m.title);
+	log_err("http: %s subscriber=%" PRId64 " list=%" PRId64 ": %s", what, sid, lid, e.msg);
+	return reply_text(c, MHD_HTTP_SERVICE_UNAVAILABLE, "Service Unavailable; try again later",
+	                  NULL);
+}
+
+/* ---- static files -------------------------------------------------------- */
+
+static const char *content_type(const char *name)
+{
+	static const struct {
+		const char *ext, *type;
+	} types[] = {
+	    {".html", "text/html; charset=utf-8"},
+	    {".htm", "text/html; charset=utf-8"},
+	    {".css", "text/css; charset=utf-8"},
+	    {".txt", "text/plain; charset=utf-8"},
+	    {".xml", "application/xml; charset=utf-8"},
+	    {".json", "application/json"},
+	    {".png", "image/png"},
+	    {".jpg", "image/jpeg"},
+	    {".jpeg", "image/jpeg"},
+	    {".gif", "image/gif"},
+	    {".webp", "image/webp"},
+	    {".avif", "image/avif"},
+	    {".svg", "image/svg+xml"},
+	    {".ico", "image/vnd.microsoft.icon"},
+	    {".pdf", "application/pdf"},
+	};
+	if (strcmp(name, "feed.xml") == 0)
+		return "application/rss+xml; charset=utf-8";
+	if (strcmp(name, "atom.xml") == 0)
+		return "application/atom+xml; charset=utf-8";
+	const char *dot = strrchr(name, '.');
+	if (dot)
+		for (size_t i = 0; i < sizeof types / sizeof *types; i++)
+			if (strcasecmp(dot, types[i].ext) == 0)
+				return types[i].type;
+	return "application/octet-stream";
+}
+
+/* RFC 9110 §13.1.2: weak comparison, a list of tags or "*". */
+static bool etag_matches(const char *header, const char *etag)
+{
+	const char *p = header;
+	while (*p) {
+		while (*p == ' ' || *p == '\t' || *p == ',')
+			p++;
+		if (*p == '*')
+			return true;
+		if (strncmp(p, "W/", 2) == 0)
+			p += 2;
+		const char *start = p;
+		if (*p == '"') {
+			p = strchr(p + 1, '"');
+			if (p == NULL)
+				return false;
+			p++;
+		} else {
+			while (*p && *p != ',')
+				p++;
+		}
+		if ((size_t)(p - start) == strlen(etag) && memcmp(start, etag, strlen(etag)) == 0)
+			return true;
+	}
+	return false;
+}
+
+static bool not_modified(struct MHD_Connection *c, const char *etag, time_t mtime)
+{
+	const char *inm =
+	    MHD_lookup_connection_value(c, MHD_HEADER_KIND, MHD_HTTP_HEADER_IF_NONE_MATCH);
+	if (inm)
+		return etag_matches(inm, etag); /* §13.1.3: If-Modified-Since is ignored then */
+	const char *ims =
+	    MHD_lookup_connection_value(c, MHD_HEADER_KIND, MHD_HTTP_HEADER_IF_MODIFIED_SINCE);
+	time_t t = ims ? parse_http_date(ims) : -1;
+	return t >= 0 && mtime <= t;
+}
+
+static void file_headers(struct MHD_Response *r, const char *etag, const char *lastmod,
+                         const char *type)
+{
+	if (type)
+		MHD_add_response_header(r, MHD_HTTP_HEADER_CONTENT_TYPE, type);
+	MHD_add_response_header(r, MHD_HTTP_HEADER_ETAG, etag);
+	MHD_add_response_header(r, MHD_HTTP_HEADER_LAST_MODIFIED, lastmod);
+	/* short: index.html and the feeds change with every issue; the ETag
+	 * makes the revalidation cheap */
+	MHD_add_response_header(r, MHD_HTTP_HEADER_CACHE_CONTROL, "public, max-age=300");
+	add_security_headers(r);
+}
+
+/*
+ * Opens path (decoded, checked by decode_path) under public_dir one
+ * component at a time with O_NOFOLLOW, so that no symbolic link, wherever
+ * it points, is followed; names starting with '.' (the temp files of an
+ * atomic replacement among them) are not served. A directory serves its
+ * index.html. Returns the fd (*st filled, *name its last component), -1
+ * with *isdir set when path names a directory without the final '/', -1
+ * otherwise.
+ */
+static int open_public(const char *root, char *path, struct stat *st, const char **name,
+                       bool *isdir)
+{
+	int dfd = open(root, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+	int fd = -1;
+	*isdir = false;
+	char *p = path + 1;
+	for (;;) {
+		if (dfd < 0)
+			return -1;
+		char *slash = strchr(p, '/');
+		if (slash == NULL)
+			break;
+		*slash = '\0';
+		int next = -1;
+		if (*p != '\0' && *p != '.')
+			next = openat(dfd, p, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+		*slash = '/';
+		close(dfd);
+		dfd = next;
+		p = slash + 1;
+	}
+	*name = *p ? p : "index.html";
+	if (**name != '.')
+		fd = openat(dfd, *name, O_RDONLY | O_NOFOLLOW | O_NONBLOCK | O_CLOEXEC);
+	close(dfd);
+	if (fd < 0)
+		return -1;
+	bool ok = fstat(fd, st) == 0;
+	if (ok && S_ISREG(st->st_mode))
+		return fd;
+	*isdir = ok && S_ISDIR(st->st_mode) && *p != '\0';
+	close(fd);
+	return -1;
+}
+
+static enum MHD_Result serve_file(struct http *h, struct MHD_Connection *c, const char *raw,
+                                  char *path)
+{
+	struct daemon *d = h->d;
+	struct stat st;
+	const char *name = NULL;
+	bool isdir;
+	int fd = open_public(d->conf.public_dir, path, &st, &name, &isdir);
+	if (fd < 0 && isdir) {
+		/* "issues/60" → "issues/60/", under the public base URL */
+		char *loc = xasprintf("%s%s/", d->conf.site.base_url, raw + 1);
+		struct MHD_Response *r =
+		    MHD_create_response_from_buffer(0, "", MHD_RESPMEM_PERSISTENT);
+		MHD_add_response_header(r, MHD_HTTP_HEADER_LOCATION, loc);
+		add_security_headers(r);
+		free(loc);
+		return queue(c, MHD_HTTP_MOVED_PERMANENTLY, r);
+	}
+	if (fd < 0)
+		return reply_text(c, MHD_HTTP_NOT_FOUND, "Not Found", NULL);
+	char etag[80], lastmod[40];
+	snprintf(etag, sizeof etag, "\"%" PRIx64 "-%" PRIx64 "-%" PRIx64 "\"", (uint64_t)st.st_ino,
+	         (uint64_t)st.st_size,
+	         (uint64_t)st.st_mtim.tv_sec * 1000000000u + (uint64_t)st.st_mtim.tv_nsec);
+	http_date(st.st_mtim.tv_sec, lastmod);
+	struct MHD_Response *r;
+	if (not_modified(c, etag, st.st_mtim.tv_sec)) {
+		close(fd);
+		r = MHD_create_response_from_buffer(0, "", MHD_RESPMEM_PERSISTENT);
+		file_headers(r, etag, lastmod, NULL);
+		return queue(c, MHD_HTTP_NOT_MODIFIED, r);
+	}
+	/* MHD owns fd from here and sends it with sendfile(2) */
+	r = MHD_create_response_from_fd64((uint64_t)st.st_size, fd);
+	if (r == NULL) {
+		close(fd);
+		return reply_text(c, MHD_HTTP_INTERNAL_SERVER_ERROR, "Internal Server Error", NULL);
+	}
+	file_headers(r, etag, lastmod, content_type(name));
+	return queue(c, MHD_HTTP_OK, r);
+}
+
+/* ---- requests ------------------------------------------------------------ */
+
+static int hexval(char ch)
+{
+	if (ch >= '0' && ch <= '9')
+		return ch - '0';
+	if (ch >= 'a' && ch <= 'f')
+		return ch - 'a' + 10;
+	if (ch >= 'A' && ch <= 'F')
+		return ch - 'A' + 10;
+	return -1;
+}
+
+/*
+ * Percent-decodes the raw request path (MHD hands it over undecoded, see
+ * keep_escaped) into out (room for strlen(raw) + 1). Refuses a path not
+ * starting with '/', a bad escape, NUL, a backslash or a control
+ * character, and any "." or ".." segment, decoded or not: nothing can climb
+ * out of public_dir, and nothing is normalised into something else.
+ */
+static int decode_path(const char *raw, char *out, size_t *n)
+{
+	size_t o = 0;
+	if (raw[0] != '/')
+		return -1;
+	for (const char *p = raw; *p; p++) {
+		int ch = (unsigned char)*p;
+		if (ch == '%') {
+			int hi = hexval(p[1]), lo = hi < 0 ? -1 : hexval(p[2]);
+			if (lo < 0)
+				return -1;
+			ch = hi * 16 + lo;
+			p += 2;
+		}
+		if (ch < 0x20 || ch == 0x7f || ch == '\\')
+			return -1;
+		out[o++] = (char)ch;
+	}
+	out[o] = '\0';
+	*n = o;
+	for (const char *s = out; s; s = strchr(s + 1, '/')) {
+		const char *seg = s + 1;
+		size_t len = strcspn(seg, "/");
+		if ((len == 1 && seg[0] == '.') || (len == 2 && seg[0] == '.' && seg[1] == '.'))
+			return -1;
+	}
+	return 0;
+}
+
+static enum MHD_Result route(struct http *h, struct MHD_Connection *c, struct req *rq,
+                             const char *raw)
+{
+	size_t n, len = strlen(raw);
+	if (len > HTTP_URL_MAX)
+		return reply_text(c, MHD_HTTP_URI_TOO_LONG, "URI Too Long", NULL);
+	char *path = xmalloc(len + 1);
+	enum MHD_Result ret;
+	if (decode_path(raw, path, &n) < 0)
+		ret = reply_text(c, MHD_HTTP_BAD_REQUEST, "Bad Request", NULL);
+	else if (strncmp(path, "/u/", 3) == 0)
+		ret = token_page(h, c, rq, PAGE_UNSUBSCRIBE, path + 3, n - 3);
+	else if (strncmp(path, "/c/", 3) == 0)
+		ret = token_page(h, c, rq, PAGE_CONFIRM, path + 3, n - 3);
+	else if (rq->method == M_POST)
+		ret = reply_text(c, MHD_HTTP_METHOD_NOT_ALLOWED, "Method Not Allowed", "GET, HEAD");
+	else
+		ret = serve_file(h, c, raw, path);
+	free(path);
+	return ret;
+}
+
+/*
+ * MHD calls this once when the headers are in, once per piece of body, and
+ * once at the end, where every request is answered: an answer queued
+ * earlier makes libmicrohttpd 0.9.75 discard the rest of the request and
+ * close the connection, which is right only for a refusal (405, 413).
+ */
+static enum MHD_Result on_request(void *cls, struct MHD_Connection *c, const char *url,
+                                  const char *method, const char *version, const char *upload,
+                                  size_t *upload_size, void **req_cls)
+{
+	struct http *h = cls;
+	struct req *rq = *req_cls;
+	(void)version;
+	if (rq == NULL) {
+		rq = xcalloc(1, sizeof *rq);
+		buf_init(&rq->body, HTTP_POST_MAX);
+		*req_cls = rq;
+		if (strcmp(method, MHD_HTTP_METHOD_GET) == 0)
+			rq->method = M_GET;
+		else if (strcmp(method, MHD_HTTP_METHOD_HEAD) == 0)
+			rq->method = M_HEAD;
+		else if (strcmp(method, MHD_HTTP_METHOD_POST) == 0)
+			rq->method = M_POST;
+		else
+			rq->method = M_OTHER;
+		/* the token is as good as the address: left out */
+		bool secret = strncmp(url, "/u/", 3) == 0 || strncmp(url, "/c/", 3) == 0;
+		log_debug("http: %s %.*s", method, secret ? 3 : 200, url);
+		if (rq->method == M_OTHER)
+			return reply_text(c, MHD_HTTP_METHOD_NOT_ALLOWED, "Method Not Allowed",
+			                  "GET, HEAD, POST");
+		const char *cl =
+		    MHD_lookup_connection_value(c, MHD_HEADER_KIND, MHD_HTTP_HEADER_CONTENT_LENGTH);
+		if (cl) {
+			char *end;
+			errno = 0;
+			unsigned long long v = strtoull(cl, &end, 10);
+			if (errno || end == cl || *end || v > HTTP_POST_MAX)
+				return reply_text(c, MHD_HTTP_CONTENT_TOO_LARGE,
+				                  "Content Too Large", NULL);
+		}
+		return MHD_YES;
+	}
+	if (*upload_size > 0) {
+		/* MHD cannot queue an answer while a body streams in: a chunked
+		 * body over the cap (a Content-Length over it got 413 at once)
+		 * is read and dropped up to HTTP_DISCARD_MAX, then cut. */
+		if (!rq->too_big && buf_add(&rq->body, upload, *upload_size) < 0)
+			rq->too_big = true;
+		if (rq->too_big && (rq->dropped += *upload_size) > HTTP_DISCARD_MAX) {
+			log_debug("http: request body over %d bytes; connection closed",
+			          HTTP_DISCARD_MAX);
+			return MHD_NO;
+		}
+		*upload_size = 0;
+		return MHD_YES;
+	}
+	if (rq->too_big)
+		return reply_text(c, MHD_HTTP_CONTENT_TOO_LARGE, "Content Too Large", NULL);
+	return route(h, c, rq, url);
+}
+
+static void on_completed(void *cls, struct MHD_Connection *c, void **req_cls,
+                         enum MHD_RequestTerminationCode toe)
+{
+	struct req *rq = *req_cls;
+	(void)cls, (void)c, (void)toe;
+	if (rq) {
+		buf_free(&rq->body);
+		free(rq);
+		*req_cls = NULL;
+	}
+}
+
+/* Leaves the path as it came: decode_path decodes it with checks MHD's own
+ * unescaping (which turns %00 into an early end) does not make. */
+static size_t keep_escaped(void *cls, struct MHD_Connection *c, char *s)
+{
+	(void)cls, (void)c;
+	return strlen(s);
+}
+
+static void mhd_log(void *cls, const char *fmt, va_list ap)
+{
+	struct http *h = cls;
+	char msg[256];
+	vsnprintf(msg, sizeof msg, fmt, ap);
+	msg[strcspn(msg, "\r\n")] = '\0';
+	if (h->starting)
+		snprintf(h->startmsg, sizeof h->startmsg, "%s", msg);
+	else
+		log_debug("http: libmicrohttpd: %s", msg);
+}
+
+/* ---- the loop's side ----------------------------------------------------- */
+
+/*
+ * MHD must run again within MHD_get_timeout() even when no socket is ready
+ * (connection timeouts, data it has buffered). The loop only calls
+ * http_run when http_fd() is readable, so that fd is an epoll of our own
+ * over MHD's epoll fd and a timerfd armed here for that timeout.
+ */
+static void arm(struct http *h)
+{
+	struct itimerspec its = {0};
+	MHD_UNSIGNED_LONG_LONG t;
+	if (MHD_get_timeout(h->mhd, &t) == MHD_YES) {
+		if (t == 0)
+			its.it_value.tv_nsec = 1; /* now: zero would disarm */
+		else {
+			its.it_value.tv_sec = (time_t)(t / 1000);
+			its.it_value.tv_nsec = (long)(t % 1000) * 1000000;
+		}
+	}
+	if (timerfd_settime(h->tfd, 0, &its, NULL) < 0)
+		log_warn("http: timerfd_settime");
+}
 
 int http_start(struct daemon *d, struct http **out, struct err *err)
 {
-	(void)d, (void)err;
 	*out = NULL;
+	const char *listen_on = d->conf.http.listen;
+	if (listen_on[0] == '\0') {
+		log_info("http: disabled (http.listen is empty)");
+		return 0;
+	}
+	/* "HOST:PORT" or "[V6]:PORT" (conf.c checked the shape) */
+	const char *colon = strrchr(listen_on, ':');
+	char *host = xstrndup(listen_on, (size_t)(colon - listen_on));
+	if (host[0] == '[' && host[strlen(host) - 1] == ']') {
+		memmove(host, host + 1, strlen(host));
+		host[strlen(host) - 1] = '\0';
+	}
+	struct addrinfo hints = {.ai_family = AF_UNSPEC,
+	                         .ai_socktype = SOCK_STREAM,
+	                         .ai_flags = AI_NUMERICSERV | AI_PASSIVE};
+	struct addrinfo *ai = NULL;
+	struct http *h = NULL;
+	int rc = getaddrinfo(host, colon + 1, &hints, &ai);
+	if (rc != 0) {
+		err_set(err, ERR_CONFIG, "http.listen %s: %s; fix it in %s", listen_on,
+		        gai_strerror(rc), d->conf.path ? d->conf.path : "the configuration");
+		goto fail;
+	}
+	h = xcalloc(1, sizeof *h);
+	h->d = d;
+	h->ep = h->tfd = -1;
+	h->listen = xstrdup(listen_on);
+	h->starting = true;
+	unsigned flags = MHD_USE_EPOLL | MHD_USE_ERROR_LOG;
+	if (ai->ai_family == AF_INET6)
+		flags |= MHD_USE_IPv6;
+	h->mhd = MHD_start_daemon(
+	    flags, 0, NULL, NULL, on_request, h, MHD_OPTION_EXTERNAL_LOGGER, mhd_log, h,
+	    MHD_OPTION_SOCK_ADDR, ai->ai_addr, MHD_OPTION_CONNECTION_LIMIT, (unsigned)HTTP_CONN_MAX,
+	    MHD_OPTION_PER_IP_CONNECTION_LIMIT, (unsigned)HTTP_CONN_PER_IP,
+	    MHD_OPTION_CONNECTION_TIMEOUT, (unsigned)HTTP_TIMEOUT_S,
+	    MHD_OPTION_CONNECTION_MEMORY_LIMIT, (size_t)HTTP_MEMORY, MHD_OPTION_NOTIFY_COMPLETED,
+	    on_completed, h, MHD_OPTION_UNESCAPE_CALLBACK, keep_escaped, NULL, MHD_OPTION_END);
+	h->starting = false;
+	if (h->mhd == NULL) {
+		err_set(err, ERR_IO, "http.listen %s: %s; free the port or change http.listen",
+		        listen_on, h->startmsg[0] ? h->startmsg : "libmicrohttpd refused to start");
+		goto fail;
+	}
+	const union MHD_DaemonInfo *di = MHD_get_daemon_info(h->mhd, MHD_DAEMON_INFO_EPOLL_FD);
+	struct epoll_event ev = {.events = EPOLLIN};
+	h->ep = epoll_create1(EPOLL_CLOEXEC);
+	h->tfd = timerfd_create(CLOCK_MONOTONIC, TFD_NONBLOCK | TFD_CLOEXEC);
+	if (di == NULL || h->ep < 0 || h->tfd < 0 ||
+	    epoll_ctl(h->ep, EPOLL_CTL_ADD, di->epoll_fd, &ev) < 0 ||
+	    epoll_ctl(h->ep, EPOLL_CTL_ADD, h->tfd, &ev) < 0) {
+		err_sys(err, "http: setting up the event loop");
+		goto fail;
+	}
+	arm(h);
+	log_info("http: listening on %s", listen_on);
+	freeaddrinfo(ai);
+	free(host);
+	*out = h;
 	return 0;
+fail:
+	if (ai)
+		freeaddrinfo(ai);
+	free(host);
+	http_free(h);
+	return -1;
 }
 
 void http_free(struct http *h)
 {
-	(void)h;
+	if (h == NULL)
+		return;
+	if (h->mhd)
+		MHD_stop_daemon(h->mhd);
+	if (h->ep >= 0)
+		close(h->ep);
+	if (h->tfd >= 0)
+		close(h->tfd);
+	free(h->listen);
+	free(h);
 }
 
 int http_fd(struct http *h)
 {
-	(void)h;
-	return -1;
+	return h ? h->ep : -1;
 }
 
 void http_run(struct daemon *d)
 {
-	(void)d;
+	struct http *h = d->http;
+	if (h == NULL)
+		return;
+	uint64_t x;
+	if (read(h->tfd, &x, sizeof x) < 0 && errno != EAGAIN)
+		log_warn("http: timerfd");
+	if (MHD_run(h->mhd) != MHD_YES)
+		log_warnx("http: libmicrohttpd could not run");
+	arm(h);
 }
 
 int64_t http_timeout_ms(struct http *h)
 {
-	(void)h;
-	return -1;
+	MHD_UNSIGNED_LONG_LONG t;
+	if (h == NULL || MHD_get_timeout(h->mhd, &t) != MHD_YES)
+		return -1;
+	return t > INT64_MAX ? INT64_MAX : (int64_t)t;
 }

@@ -77,6 +77,9 @@ int daemon_reload(struct daemon *d)
 	if (strcmp(c.state_dir, d->conf.state_dir) != 0)
 		log_warnx("state_dir changed in %s: restart matrixd for it to take effect",
 			  d->conf_path);
+	if (strcmp(c.http.listen, d->conf.http.listen) != 0)
+		log_warnx("http.listen changed in %s: restart matrixd for it to take effect",
+			  d->conf_path);
 	if (!smtp_same(&c, &d->conf))
 		log_warnx("smtp settings changed in %s: restart matrixd for them to take effect",
 			  d->conf_path);

@@ -46,7 +46,7 @@ static const char pre_code[] = "font-family:Menlo,Consolas,'Courier New',monospa
 static const char *attr(const char *p, const char *end, const char *name, size_t *len)
 {
 	size_t n = strlen(name);
-	for (const char *q = p; q + n + 2 < end; q++) {
+	for (const char *q = p + 1; q + n + 2 < end; q++) {
 		if (q[-1] == ' ' && strncmp(q, name, n) == 0 && q[n] == '=' && q[n + 1] == '"') {
 			const char *v = q + n + 2;
 			const char *e = memchr(v, '"', (size_t)(end - v));
