@@ -256,8 +256,7 @@ int cmd_send_test(struct cli *c, int argc, char **argv)
 	err_clear(&e);
 	if (addr_check(to, strlen(to), NULL, &e) < 0)
 		return cli_fail(&e);
-	struct issue_opts o = {(size_t)c->conf.max_issue_bytes, c->conf.site.title,
-			       c->conf.site.language, c->conf.site.base_url};
+	struct issue_opts o = issue_opts_of(&c->conf);
 	struct issue *is = NULL;
 	struct tmpl *t = NULL;
 	struct transport *tr = NULL;

@@ -20,14 +20,6 @@
 #include "utf8.h"
 #include "xmalloc.h"
 
-static void opts_from_conf(const struct conf *c, struct issue_opts *o)
-{
-	o->max_bytes = (size_t)c->max_issue_bytes;
-	o->site_title = c->site.title;
-	o->language = c->site.language;
-	o->base_url = c->site.base_url;
-}
-
 static const char *mode_name(enum issue_mode m)
 {
 	switch (m) {
@@ -78,8 +70,7 @@ int cmd_inspect(struct cli *c, int argc, char **argv)
 		return cli_usage(usage);
 	if (cli_want_conf(c) < 0)
 		return EXIT_ERR;
-	struct issue_opts o = {0};
-	opts_from_conf(&c->conf, &o);
+	struct issue_opts o = issue_opts_of(&c->conf);
 	struct issue *is = NULL;
 	struct err e;
 	err_clear(&e);
@@ -124,8 +115,7 @@ int cmd_render(struct cli *c, int argc, char **argv)
 	if (addr_check(to, strlen(to), NULL, &e) < 0)
 		return cli_fail(&e);
 
-	struct issue_opts o = {0};
-	opts_from_conf(&c->conf, &o);
+	struct issue_opts o = issue_opts_of(&c->conf);
 	struct issue *is = NULL;
 	struct tmpl *t = NULL;
 	int rc = EXIT_ERR;

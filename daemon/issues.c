@@ -234,21 +234,6 @@ void watch_on_event(struct daemon *d)
 	}
 }
 
-static struct issue_opts opts_of(const struct conf *c)
-{
-	return (struct issue_opts){(size_t)c->max_issue_bytes, c->site.title, c->site.language,
-				   c->site.base_url};
-}
-
-static char *lists_of(const struct issue *is)
-{
-	struct buf b;
-	buf_init(&b, BUF_NOLIMIT);
-	for (size_t i = 0; i < is->nlists; i++)
-		buf_printf(&b, "%s%s", i ? "," : "", is->lists[i]);
-	return buf_detach(&b);
-}
-
 int publish_listing(struct daemon *d)
 {
 	struct err e;
@@ -299,7 +284,7 @@ int publish_listing(struct daemon *d)
 
 static void process(struct daemon *d, const char *path)
 {
-	struct issue_opts o = opts_of(&d->conf);
+	struct issue_opts o = issue_opts_of(&d->conf);
 	struct issue *is = NULL;
 	struct err e;
 	err_clear(&e);
@@ -342,7 +327,7 @@ static void process(struct daemon *d, const char *path)
 	}
 	if (!is->is_draft && a->queued_at == 0) {
 		int64_t added = 0;
-		char *lists = lists_of(is);
+		char *lists = issue_lists_csv(is);
 		if (ledger_enqueue_issue(d->store, id, (int)is->narticles, lists, store_now(), &added,
 					 &e) == 0 &&
 		    archive_mark_queued(d->store, id, store_now(), &e) == 0)

@@ -13,15 +13,6 @@ static char *col_dup(sqlite3_stmt *st, int i)
 	return xstrdup(t ? (const char *)t : "");
 }
 
-static char *lists_csv(const struct issue *is)
-{
-	struct buf b;
-	buf_init(&b, BUF_NOLIMIT);
-	for (size_t i = 0; i < is->nlists; i++)
-		buf_printf(&b, "%s%s", i ? "," : "", is->lists[i]);
-	return buf_detach(&b);
-}
-
 static int save_articles(struct store *s, int64_t id, const struct issue *is, struct err *err)
 {
 	static const char del[] = "DELETE FROM articles WHERE issue_id = ?1";
@@ -67,7 +58,7 @@ int archive_save(struct store *s, const struct issue *is, const char *path, int6
 	    "path = ?7, hash = ?8, date = CASE WHEN ?12 > 0 THEN ?12 ELSE date END, "
 	    "colophon = ?10, updated_at = ?11 WHERE number = ?1 RETURNING id";
 	int64_t now = store_now();
-	char *old_path = NULL, *old_hash = NULL, *lists = lists_csv(is);
+	char *old_path = NULL, *old_hash = NULL, *lists = issue_lists_csv(is);
 	int rc = -1;
 	if (store_begin(s, err) < 0)
 		goto out;

@@ -114,27 +114,6 @@ static size_t cps(const char *s, size_t n)
 	return c;
 }
 
-static uint32_t last_cp(const char *s, size_t n)
-{
-	if (n == 0)
-		return 0;
-	size_t i = n - 1;
-	while (i > 0 && ((unsigned char)s[i] & 0xc0) == 0x80)
-		i--;
-	const char *p = s + i;
-	int32_t c = utf8_next(&p, s + n);
-	return c < 0 ? 0 : (uint32_t)c;
-}
-
-static uint32_t first_cp(const char *s, size_t n)
-{
-	if (n == 0)
-		return 0;
-	const char *p = s;
-	int32_t c = utf8_next(&p, s + n);
-	return c < 0 ? 0 : (uint32_t)c;
-}
-
 /* Ends like a sentence or a label rather than a title. */
 static bool ends_sentence(uint32_t c)
 {
@@ -792,7 +771,7 @@ static bool section_line(const struct line *l, const char **ss, size_t *sn)
 	size_t n = l->n, tn, fn;
 	const char *ts;
 	trim(&s, &n);
-	if (n == 0 || entry_line(l, &ts, &tn, &fn) || cps(s, n) > 24 || ends_sentence(last_cp(s, n)))
+	if (n == 0 || entry_line(l, &ts, &tn, &fn) || cps(s, n) > 24 || ends_sentence(utf8_last(s, n)))
 		return false;
 	size_t k = 0;
 	while (k < n && k < 2 && isdigit((unsigned char)s[k]))
@@ -949,7 +928,7 @@ static const char *fullwidth(char c)
 static void add_title_text(struct buf *out, const char *s, size_t n)
 {
 	const char *p = s, *end = s + n;
-	uint32_t prev = out->len ? last_cp(out->data, out->len) : 0;
+	uint32_t prev = out->len ? utf8_last(out->data, out->len) : 0;
 	bool pending = false;
 	while (p < end) {
 		size_t k;
@@ -1022,8 +1001,8 @@ static char *restore_punct(const char *title, const char *toc)
 			const char *e = eg[k].s;
 			size_t en = eg[k].n;
 			trim(&e, &en);
-			uint32_t before = out.len ? last_cp(out.data, out.len) : 0;
-			uint32_t after = k < nt ? first_cp(g->s + g->n, 4) : 0;
+			uint32_t before = out.len ? utf8_last(out.data, out.len) : 0;
+			uint32_t after = k < nt ? utf8_first(g->s + g->n, 4) : 0;
 			bool cjk = utf8_is_cjk(before) || utf8_is_cjk(after);
 			char last = 0;
 			for (size_t i = 0; i < en; i++) {
@@ -1125,7 +1104,7 @@ static bool about_line(const struct line *l)
 	const char *s = l->s;
 	size_t n = l->n;
 	trim(&s, &n);
-	if (n == 0 || cps(s, n) > 30 || ends_sentence(last_cp(s, n)))
+	if (n == 0 || cps(s, n) > 30 || ends_sentence(utf8_last(s, n)))
 		return false;
 	return starts_with_ci(s, n, "关于") || starts_with_ci(s, n, "about ");
 }
@@ -1135,7 +1114,7 @@ static bool short_label(const struct line *l, size_t max)
 	const char *s = l->s;
 	size_t n = l->n;
 	trim(&s, &n);
-	return n > 0 && cps(s, n) <= max && !ends_sentence(last_cp(s, n));
+	return n > 0 && cps(s, n) <= max && !ends_sentence(utf8_last(s, n));
 }
 
 static bool quote_open(const struct line *l)
@@ -1143,7 +1122,7 @@ static bool quote_open(const struct line *l)
 	const char *s = l->s;
 	size_t n = l->n;
 	trim(&s, &n);
-	uint32_t c = first_cp(s, n);
+	uint32_t c = utf8_first(s, n);
 	return c == 0x201c || c == 0x300c || c == '"';
 }
 
@@ -1152,7 +1131,7 @@ static bool quote_close(const struct line *l)
 	const char *s = l->s;
 	size_t n = l->n;
 	trim(&s, &n);
-	uint32_t c = last_cp(s, n);
+	uint32_t c = utf8_last(s, n);
 	return c == 0x201d || c == 0x300d || c == '"';
 }
 
@@ -1456,6 +1435,12 @@ out:
 	return r;
 }
 
+struct issue_opts issue_opts_of(const struct conf *c)
+{
+	return (struct issue_opts){(size_t)c->max_issue_bytes, c->site.title, c->site.language,
+				   c->site.base_url};
+}
+
 int issue_parse(const char *path, const char *data, size_t len, const struct issue_opts *o,
 		struct issue **out, struct err *err)
 {
@@ -1598,6 +1583,15 @@ void issue_free(struct issue *is)
 		free(is->assets[i]);
 	free(is->assets);
 	free(is);
+}
+
+char *issue_lists_csv(const struct issue *is)
+{
+	struct buf b;
+	buf_init(&b, BUF_NOLIMIT);
+	for (size_t i = 0; i < is->nlists; i++)
+		buf_printf(&b, "%s%s", i ? "," : "", is->lists[i]);
+	return buf_detach(&b);
 }
 
 struct json_object *issue_to_json(const struct issue *is)

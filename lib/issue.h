@@ -16,6 +16,7 @@
 #include <time.h>
 
 #include "buf.h"
+#include "conf.h"
 #include "err.h"
 
 enum issue_mode { ISSUE_HEADINGS, ISSUE_TOC, ISSUE_SINGLE };
@@ -62,6 +63,9 @@ struct issue_opts {
 	const char *base_url;    /* site.base_url: images become base_url/issues/N/PATH */
 };
 
+/* The options a configuration gives (max_issue_bytes, site.*). */
+struct issue_opts issue_opts_of(const struct conf *c);
+
 /*
  * Parses len bytes of an issue named path (used in messages only). Returns
  * an allocated issue (issue_free) or -1 with err "PATH:LINE: what is wrong".
@@ -74,6 +78,9 @@ int issue_load(const char *path, const struct issue_opts *o, struct issue **out,
 	       struct err *err);
 
 void issue_free(struct issue *is);
+
+/* The front matter's lists as "a,b" ("" = every list); allocated. */
+char *issue_lists_csv(const struct issue *is);
 
 /* SPEC.md's `matrixctl --json inspect` object. Caller owns the reference. */
 struct json_object *issue_to_json(const struct issue *is);

@@ -201,6 +201,7 @@ struct rline {
 	size_t n;
 };
 
+/* The first or last code point of a line, blanks around it ignored. */
 static uint32_t edge_cp(const char *s, size_t n, bool last)
 {
 	while (n > 0 && (s[n - 1] == ' ' || s[n - 1] == '\t'))
@@ -209,17 +210,7 @@ static uint32_t edge_cp(const char *s, size_t n, bool last)
 		s++;
 		n--;
 	}
-	if (n == 0)
-		return 0;
-	const char *p = s;
-	if (last) {
-		size_t i = n - 1;
-		while (i > 0 && ((unsigned char)s[i] & 0xc0) == 0x80)
-			i--;
-		p = s + i;
-	}
-	int32_t c = utf8_next(&p, s + n);
-	return c < 0 ? 0 : (uint32_t)c;
+	return last ? utf8_last(s, n) : utf8_first(s, n);
 }
 
 static bool structural(const char *s, size_t n)
@@ -573,19 +564,13 @@ static bool is_related_text(const char *s)
 	return false;
 }
 
+/* The last code point of s, trailing spaces and newlines ignored. */
 static uint32_t last_cp_of(const char *s)
 {
 	size_t n = strlen(s);
 	while (n > 0 && (s[n - 1] == ' ' || s[n - 1] == '\n'))
 		n--;
-	if (n == 0)
-		return 0;
-	size_t i = n - 1;
-	while (i > 0 && ((unsigned char)s[i] & 0xc0) == 0x80)
-		i--;
-	const char *p = s + i;
-	int32_t c = utf8_next(&p, s + n);
-	return c < 0 ? 0 : (uint32_t)c;
+	return utf8_last(s, n);
 }
 
 static bool title_like(cmark_node *para)

@@ -45,6 +45,25 @@ bad:
 	return -1;
 }
 
+uint32_t utf8_first(const char *s, size_t n)
+{
+	if (n == 0)
+		return 0;
+	const char *p = s;
+	int32_t c = utf8_next(&p, s + n);
+	return c < 0 ? 0 : (uint32_t)c;
+}
+
+uint32_t utf8_last(const char *s, size_t n)
+{
+	if (n == 0)
+		return 0;
+	size_t i = n - 1;
+	while (i > 0 && ((unsigned char)s[i] & 0xc0) == 0x80)
+		i--;
+	return utf8_first(s + i, n - i);
+}
+
 bool utf8_valid(const char *s, size_t n, size_t *bad)
 {
 	const char *p = s, *end = s + n;

@@ -18,6 +18,11 @@
  */
 bool utf8_valid(const char *s, size_t n, size_t *bad);
 
+/* The first and the last code point of n bytes at s; 0 when empty or
+ * invalid there. */
+uint32_t utf8_first(const char *s, size_t n);
+uint32_t utf8_last(const char *s, size_t n);
+
 /* Decodes one code point at *p (p < end) and advances *p; an invalid sequence
  * yields -1 and advances one byte. */
 int32_t utf8_next(const char **p, const char *end);
