@@ -36,6 +36,10 @@ static size_t on_header(char *p, size_t size, size_t n, void *arg)
 {
 	struct smtp *s = arg;
 	size_t len = size * n, k = len;
+	/* After a failed transaction libcurl says QUIT; its 221 is no answer
+	 * about the message. */
+	if (len >= 4 && memcmp(p, "221", 3) == 0 && (p[3] == ' ' || p[3] == '-'))
+		return len;
 	while (k > 0 && (p[k - 1] == '\n' || p[k - 1] == '\r'))
 		k--;
 	if (k >= sizeof s->last)

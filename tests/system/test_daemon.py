@@ -118,15 +118,22 @@ def test_notify_ready_status_and_delivery(tmp_path, server):
     env = smtp_env(tmp_path, server)
     subscribe(env, "ann@example.org")
     n = Notify(tmp_path)
-    d = Daemon(env, n)
+    d = Daemon(env, n, {"WATCHDOG_USEC": "1000000"})  # as systemd sets it (WatchdogSec=1)
     try:
         assert n.wait(lambda m: m == "READY=1"), n.messages
+        assert n.wait(lambda m: m == "WATCHDOG=1", 5), n.messages
         # an issue moved into the directory (rename, as editors' tools do)
         staging = env.tmp / "staging.txt"
         shutil.copy(SEED, staging)
         os.rename(staging, env.tmp / "issues" / "matrix-060.txt")
         assert wait_for(lambda: server.count() == 15), server.count()
         assert n.wait(lambda m: m.startswith("STATUS=Matrix NO.60") and "sent" in m)
+        ready = n.messages.count("READY=1")
+        d.p.send_signal(signal.SIGHUP)
+        assert n.wait(lambda m: m == "RELOADING=1")
+        assert wait_for(lambda: n.messages.count("READY=1") == ready + 1)
+        watchdogs = n.messages.count("WATCHDOG=1")
+        assert wait_for(lambda: n.messages.count("WATCHDOG=1") > watchdogs + 1, 5)
         rc, took = d.term()
         assert rc == 0, d.stderr()
         assert "STOPPING=1" in n.messages
@@ -254,7 +261,8 @@ def cpu_ticks(pid):
 
 
 def test_idle_daemon_sleeps(tmp_path, server):
-    env = smtp_env(tmp_path, server)
+    from smtpd import free_port
+    env = smtp_env(tmp_path, server, http_listen=f'"127.0.0.1:{free_port()}"')
     d = Daemon(env)
     try:
         assert d.wait_log("ready:")

@@ -9,7 +9,7 @@ import time
 
 import pytest
 
-from conftest import MATRIXD, SEED, Env
+from conftest import DATA, MATRIXD, SEED, Env
 from smtpd import PASSWORD, USER, Greeting421, Rule, Server, free_port
 
 LATER = 24 * 3600  # far enough for every backoff
@@ -121,6 +121,14 @@ def test_550_fails_for_good(tmp_path, server):
     assert len(server.to("ann@example.org")) == 15
     issue = env.ctl_json("status")["issues"][0]
     assert issue["failed"] == 15 and issue["sent"] == 15
+    # the ledger keeps the server's reply line, not the QUIT that followed
+    import sqlite3
+    db = sqlite3.connect(env.db)
+    replies = {r for (r,) in db.execute(
+        "SELECT last_reply FROM deliveries d JOIN subscribers s ON s.id = d.subscriber_id "
+        "WHERE s.email = 'gone@example.org' AND last_code = 550")}
+    db.close()
+    assert replies and all(r.startswith("550 5.1.1 <gone@example.org>") for r in replies)
     text = env.ctl("status", check=0).stdout
     assert "15" in text and "FAILED" in text
     # three hard bounces (bounce_threshold) made the address bounced
@@ -266,3 +274,56 @@ def test_crash_mid_send_loses_nothing(tmp_path, server):
     assert duplicates <= 5 * 4
     st = env.ctl_json("status")["issues"][0]
     assert st["sent"] == 4500 and st["sending"] == 0
+
+
+def test_rate_limit_spreads_the_sending(tmp_path, server):
+    """smtp.rate is a token bucket over all connections: 20 messages at 10
+    per second cannot take less than ~1.9 s (a lower bound: never flaky)."""
+    env = smtp_env(tmp_path, server, smtp_rate="10.0", smtp_connections=4)
+    subscribe(env, *[f"r{i}@example.org" for i in range(5)])
+    shutil.copy(DATA / "issues" / "toc-zh.txt", env.tmp / "issues" / "toc-zh.txt")
+    t = time.time()
+    p = once(env)
+    took = time.time() - t
+    assert p.returncode == 0, p.stderr
+    assert server.count() == 20
+    spread = max(r.at for r in server.received) - min(r.at for r in server.received)
+    print(f"20 messages at smtp.rate = 10: {took:.2f} s (first to last {spread:.2f} s)")
+    assert spread >= 1.5
+
+
+def test_retry_requeues_failed(tmp_path, server):
+    env = smtp_env(tmp_path, server)
+    subscribe(env, "ann@example.org", "moved@example.org")
+    # refused twice (below bounce_threshold = 3), then the mailbox works again
+    server.rules.append(Rule("moved@example.org", "550 5.2.1 mailbox disabled", times=2))
+    shutil.copy(DATA / "issues" / "toc-zh.txt", env.tmp / "issues" / "toc-zh.txt")
+    assert once(env).returncode == 0
+    st = env.ctl_json("status")["issues"][0]
+    assert (st["failed"], st["sent"]) == (2, 6)
+    r = env.ctl_json("retry", "--issue", "61")
+    assert r["requeued"] == 2
+    assert env.ctl_json("status")["issues"][0]["queued"] == 2
+    assert once(env).returncode == 0
+    st = env.ctl_json("status")["issues"][0]
+    assert (st["failed"], st["sent"]) == (0, 8)
+    assert len(server.to("moved@example.org")) == 4
+    assert env.ctl("retry", "--issue", "99").returncode == 1
+    assert env.ctl("retry", "--issue", "x").returncode == 2
+
+
+def test_send_test(tmp_path, server):
+    env = smtp_env(tmp_path, server)
+    p = env.ctl("send-test", DATA / "issues" / "toc-zh.txt", "--to", "editor@example.org")
+    assert p.returncode == 0, p.stderr
+    assert "4 of 4 articles sent to editor@example.org" in p.stdout
+    got = server.to("editor@example.org")
+    assert len(got) == 4 and all(r.tls and r.auth for r in got)
+    assert {r.message()["Subject"] for r in got} == {
+        "量子计算：从实验室走向产业", "\"图学习\"的十年（上）", "小样本学习，真的有用吗？",
+        "科学匠人 | 王小明：做有意义的研究"}
+    # nothing was recorded: no issue, no subscriber
+    assert env.ctl_json("status")["issues"] == []
+    server.rules.append(Rule("bad@example.org", "550 5.1.1 no such user"))
+    p = env.ctl("send-test", DATA / "issues" / "toc-zh.txt", "--to", "bad@example.org")
+    assert p.returncode == 1 and "550 5.1.1" in p.stdout
