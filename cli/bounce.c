@@ -58,7 +58,7 @@ static int read_stdin(struct buf *b, bool *too_big)
 
 /* The delivery a VERP token names (verified). */
 static bool delivery_of(struct store *s, const struct token_key *k, const char *tok,
-			struct found *f, struct err *err)
+                        struct found *f, struct err *err)
 {
 	int64_t id;
 	if (tok == NULL || !token_check(k, TOKEN_VERP, tok, strlen(tok), &id, NULL))
@@ -95,7 +95,7 @@ static char *token_of_msgid(const char *mid)
 }
 
 static int fail_delivery(struct store *s, const struct found *f, const struct bounce_rcpt *r,
-			 struct err *err)
+                         struct err *err)
 {
 	static const char sql[] =
 	    "UPDATE deliveries SET state = 'failed', last_code = NULL, last_status = ?2, "
@@ -114,14 +114,14 @@ static int fail_delivery(struct store *s, const struct found *f, const struct bo
 
 /* A complaint without our tokens: the complaining address, when we know it. */
 static bool subscriber_of_address(struct store *s, const char *addr, struct found *f,
-				  struct err *err)
+                                  struct err *err)
 {
 	char *key = addr ? addr_key(addr, err) : NULL;
 	if (key == NULL)
 		return false;
 	static const char sql[] = "SELECT s.id, m.list_id, s.email FROM subscribers s JOIN "
-				  "memberships m ON m.subscriber_id = s.id WHERE s.email_key = ?1 "
-				  "ORDER BY m.list_id LIMIT 1";
+	                          "memberships m ON m.subscriber_id = s.id WHERE s.email_key = ?1 "
+	                          "ORDER BY m.list_id LIMIT 1";
 	sqlite3_stmt *st = store_stmt(s, sql, err);
 	bool ok = false;
 	if (st) {
@@ -142,7 +142,7 @@ int cmd_bounce(struct cli *c, int argc, char **argv)
 {
 	static const char usage[] = "bounce [--dry-run] < MESSAGE";
 	static const struct option opts[] = {{"dry-run", no_argument, NULL, 'n'},
-					     {NULL, 0, NULL, 0}};
+	                                     {NULL, 0, NULL, 0}};
 	bool dry = false;
 	int ch;
 	while ((ch = getopt_long(argc, argv, "n", opts, NULL)) != -1) {
@@ -163,7 +163,7 @@ int cmd_bounce(struct cli *c, int argc, char **argv)
 	}
 	if (too_big) {
 		fprintf(stderr, "matrixctl: bounce: message over %d bytes; dropped\n",
-			BOUNCE_MAX_BYTES);
+		        BOUNCE_MAX_BYTES);
 		buf_free(&in);
 		return EXIT_OK;
 	}
@@ -204,8 +204,8 @@ int cmd_bounce(struct cli *c, int argc, char **argv)
 	}
 	int64_t sub = 0, list = 0;
 	bool unsub_token = b->kind == BOUNCE_UNSUBSCRIBE && b->unsubscribe_token &&
-			   token_check(&key, TOKEN_UNSUBSCRIBE, b->unsubscribe_token,
-				       strlen(b->unsubscribe_token), &sub, &list);
+	                   token_check(&key, TOKEN_UNSUBSCRIBE, b->unsubscribe_token,
+	                               strlen(b->unsubscribe_token), &sub, &list);
 	if (b->kind == BOUNCE_COMPLAINT && !found && b->nrcpts > 0 &&
 	    subscriber_of_address(s, b->rcpts[0].address, &f, &e))
 		found = true;
@@ -225,22 +225,24 @@ int cmd_bounce(struct cli *c, int argc, char **argv)
 		switch (b->kind) {
 		case BOUNCE_UNSUBSCRIBE:
 			if (!unsub_token) {
-				snprintf(what, sizeof what, "unsubscribe request with no valid token; "
-							    "dropped");
+				snprintf(what, sizeof what,
+				         "unsubscribe request with no valid token; "
+				         "dropped");
 				break;
 			}
 			w = subs_unsubscribe_id(s, sub, list, "mail", "mail", &changed, &e);
-			snprintf(what, sizeof what, "subscriber=%" PRId64 " list=%" PRId64 " %s", sub,
-				 list, changed ? "unsubscribed" : "was already unsubscribed");
+			snprintf(what, sizeof what, "subscriber=%" PRId64 " list=%" PRId64 " %s",
+			         sub, list, changed ? "unsubscribed" : "was already unsubscribed");
 			if (w < 0 && e.kind == ERR_NOTFOUND) {
 				w = 0;
-				snprintf(what, sizeof what, "subscriber=%" PRId64 " is not subscribed",
-					 sub);
+				snprintf(what, sizeof what,
+				         "subscriber=%" PRId64 " is not subscribed", sub);
 			}
 			break;
 		case BOUNCE_HARD:
 			if (!found) {
-				snprintf(what, sizeof what, "hard bounce for no delivery of ours; dropped");
+				snprintf(what, sizeof what,
+				         "hard bounce for no delivery of ours; dropped");
 				break;
 			}
 			w = store_begin(s, &e);
@@ -248,39 +250,42 @@ int cmd_bounce(struct cli *c, int argc, char **argv)
 				w = fail_delivery(s, &f, r0, &e);
 			if (w == 0)
 				w = ledger_hard_bounce(s, f.subscriber_id, c->conf.bounce_threshold,
-						       r0 ? r0->diagnostic : "", &bounced, &e);
+				                       r0 ? r0->diagnostic : "", &bounced, &e);
 			if (w == 0)
 				w = store_commit(s, &e);
 			else
 				store_rollback(s);
 			snprintf(what, sizeof what,
-				 "delivery=%" PRId64 " subscriber=%" PRId64 " hard bounce %s%s",
-				 f.delivery_id, f.subscriber_id, r0 ? r0->status : "",
-				 bounced ? "; now bounced, no more mail" : "");
+			         "delivery=%" PRId64 " subscriber=%" PRId64 " hard bounce %s%s",
+			         f.delivery_id, f.subscriber_id, r0 ? r0->status : "",
+			         bounced ? "; now bounced, no more mail" : "");
 			break;
 		case BOUNCE_SOFT:
 			if (found)
-				w = subs_event_add(s, f.subscriber_id, f.list_id, "soft-bounce", "bounce",
-						   "mail", r0 ? r0->diagnostic : "", &e);
+				w = subs_event_add(s, f.subscriber_id, f.list_id, "soft-bounce",
+				                   "bounce", "mail", r0 ? r0->diagnostic : "", &e);
 			snprintf(what, sizeof what, "soft bounce %s%s", r0 ? r0->status : "",
-				 found ? " recorded" : " for no delivery of ours; dropped");
+			         found ? " recorded" : " for no delivery of ours; dropped");
 			break;
 		case BOUNCE_COMPLAINT:
 			if (!found) {
-				snprintf(what, sizeof what, "complaint about no subscriber of ours; "
-							    "dropped");
+				snprintf(what, sizeof what,
+				         "complaint about no subscriber of ours; "
+				         "dropped");
 				break;
 			}
 			w = subs_unsubscribe_id(s, f.subscriber_id, f.list_id, "complaint", "mail",
-						&changed, &e);
+			                        &changed, &e);
 			if (w == 0)
-				w = subs_event_add(s, f.subscriber_id, f.list_id, "complaint", "mail",
-						   "mail", "abuse report (ARF)", &e);
-			snprintf(what, sizeof what, "subscriber=%" PRId64 " complained: unsubscribed",
-				 f.subscriber_id);
+				w = subs_event_add(s, f.subscriber_id, f.list_id, "complaint",
+				                   "mail", "mail", "abuse report (ARF)", &e);
+			snprintf(what, sizeof what,
+			         "subscriber=%" PRId64 " complained: unsubscribed",
+			         f.subscriber_id);
 			break;
 		case BOUNCE_NOT:
-			snprintf(what, sizeof what, "not a bounce (%s); dropped", b->how ? b->how : "");
+			snprintf(what, sizeof what, "not a bounce (%s); dropped",
+			         b->how ? b->how : "");
 			break;
 		}
 		if (w < 0) {

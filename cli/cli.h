@@ -47,9 +47,9 @@ const char *cli_actor(void);
 
 /* Display-width aware text tables (CJK columns line up). */
 struct table;
-struct table *table_new(int ncols, ...);          /* header names */
-void table_row(struct table *t, ...);             /* ncols strings (NULL = "") */
-void table_print(struct table *t, FILE *f);       /* prints and frees */
+struct table *table_new(int ncols, ...);    /* header names */
+void table_row(struct table *t, ...);       /* ncols strings (NULL = "") */
+void table_print(struct table *t, FILE *f); /* prints and frees */
 
 /* Commands; unresolved ones report "not available in this build". */
 #define CMD(name) int name(struct cli *c, int argc, char **argv) __attribute__((weak))

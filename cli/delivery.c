@@ -45,7 +45,7 @@ static void when(int64_t t, char *out, size_t n)
 static double issue_rate(struct store *s, int64_t issue_id)
 {
 	static const char sql[] = "SELECT count(*), min(sent_at), max(sent_at) FROM deliveries "
-				  "WHERE issue_id = ?1 AND state = 'sent'";
+	                          "WHERE issue_id = ?1 AND state = 'sent'";
 	struct err e;
 	sqlite3_stmt *st = store_stmt(s, sql, &e);
 	double r = 0;
@@ -109,7 +109,7 @@ int cmd_status(struct cli *c, int argc, char **argv)
 		json_object_object_add(dj, "since", json_object_new_int64(since));
 		json_object_object_add(dj, "config", json_object_new_string(conf ? conf : ""));
 		json_object_object_add(dj, "status",
-				       json_object_new_string(running && dstatus ? dstatus : ""));
+		                       json_object_new_string(running && dstatus ? dstatus : ""));
 		json_object_object_add(o, "daemon", dj);
 		struct json_object *arr = json_object_new_array();
 		for (size_t i = 0; i < n; i++) {
@@ -118,11 +118,12 @@ int cmd_status(struct cli *c, int argc, char **argv)
 			struct json_object *j = counts_json(&k);
 			json_object_object_add(j, "number", json_object_new_int(is[i].number));
 			json_object_object_add(j, "title", json_object_new_string(is[i].title));
-			json_object_object_add(j, "status", json_object_new_string(
-								is[i].is_draft ? "draft" : "publish"));
+			json_object_object_add(
+			    j, "status",
+			    json_object_new_string(is[i].is_draft ? "draft" : "publish"));
 			json_object_object_add(j, "path", json_object_new_string(is[i].path));
 			json_object_object_add(j, "rate",
-					       json_object_new_double(issue_rate(s, is[i].id)));
+			                       json_object_new_double(issue_rate(s, is[i].id)));
 			json_object_array_add(arr, j);
 		}
 		json_object_object_add(o, "issues", arr);
@@ -149,7 +150,7 @@ int cmd_status(struct cli *c, int argc, char **argv)
 			printf("         %s\n", dstatus);
 		printf("\n");
 		struct table *t = table_new(9, "ISSUE", "TITLE", "STATUS", "QUEUED", "SENDING",
-					    "SENT", "DEFERRED", "FAILED", "MSG/S");
+		                            "SENT", "DEFERRED", "FAILED", "MSG/S");
 		for (size_t i = 0; i < n; i++) {
 			struct ledger_counts k;
 			ledger_counts(s, is[i].id, &k, &e);
@@ -161,11 +162,11 @@ int cmd_status(struct cli *c, int argc, char **argv)
 			snprintf(df, sizeof df, "%" PRId64, k.deferred);
 			snprintf(fl, sizeof fl, "%" PRId64, k.failed);
 			snprintf(rt, sizeof rt, "%.0f", issue_rate(s, is[i].id));
-			table_row(t, num, is[i].title, is[i].is_draft ? "draft" : "publish", q, sg, st,
-				  df, fl, rt);
+			table_row(t, num, is[i].title, is[i].is_draft ? "draft" : "publish", q, sg,
+			          st, df, fl, rt);
 		}
 		if (conf_counts.queued + conf_counts.sending + conf_counts.sent +
-			conf_counts.deferred + conf_counts.failed >
+		        conf_counts.deferred + conf_counts.failed >
 		    0) {
 			char q[24], sg[24], st[24], df[24], fl[24];
 			snprintf(q, sizeof q, "%" PRId64, conf_counts.queued);
@@ -199,7 +200,7 @@ int cmd_retry(struct cli *c, int argc, char **argv)
 {
 	static const char usage[] = "retry [--issue N]";
 	static const struct option opts[] = {{"issue", required_argument, NULL, 'i'},
-					     {NULL, 0, NULL, 0}};
+	                                     {NULL, 0, NULL, 0}};
 	int ch, number = 0;
 	while ((ch = getopt_long(argc, argv, "i:", opts, NULL)) != -1) {
 		if (ch != 'i')
@@ -240,7 +241,7 @@ int cmd_send_test(struct cli *c, int argc, char **argv)
 {
 	static const char usage[] = "send-test ISSUE --to EMAIL";
 	static const struct option opts[] = {{"to", required_argument, NULL, 't'},
-					     {NULL, 0, NULL, 0}};
+	                                     {NULL, 0, NULL, 0}};
 	const char *to = NULL;
 	int ch;
 	while ((ch = getopt_long(argc, argv, "t:", opts, NULL)) != -1) {
@@ -265,8 +266,9 @@ int cmd_send_test(struct cli *c, int argc, char **argv)
 	curl_global_init(CURL_GLOBAL_DEFAULT);
 	md_init();
 	msg_init();
-	if (tmpl_load(&t, c->conf.template_dir, &e) < 0 || issue_load(argv[optind], &o, &is, &e) < 0 ||
-	    conf_password(&c->conf, &pw, &e) < 0 || (tr = transport_new(&c->conf, pw, NULL, &e)) == NULL) {
+	if (tmpl_load(&t, c->conf.template_dir, &e) < 0 ||
+	    issue_load(argv[optind], &o, &is, &e) < 0 || conf_password(&c->conf, &pw, &e) < 0 ||
+	    (tr = transport_new(&c->conf, pw, NULL, &e)) == NULL) {
 		rc = cli_fail(&e);
 		goto out;
 	}

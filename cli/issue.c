@@ -23,9 +23,12 @@
 static const char *mode_name(enum issue_mode m)
 {
 	switch (m) {
-	case ISSUE_HEADINGS: return "headings";
-	case ISSUE_TOC: return "table of contents";
-	case ISSUE_SINGLE: return "single article";
+	case ISSUE_HEADINGS:
+		return "headings";
+	case ISSUE_TOC:
+		return "table of contents";
+	case ISSUE_SINGLE:
+		return "single article";
 	}
 	return "?";
 }
@@ -121,7 +124,8 @@ int cmd_render(struct cli *c, int argc, char **argv)
 	int rc = EXIT_ERR;
 	md_init();
 	msg_init();
-	if (tmpl_load(&t, c->conf.template_dir, &e) < 0 || issue_load(argv[optind], &o, &is, &e) < 0) {
+	if (tmpl_load(&t, c->conf.template_dir, &e) < 0 ||
+	    issue_load(argv[optind], &o, &is, &e) < 0) {
 		rc = cli_fail(&e);
 		goto out;
 	}
@@ -152,11 +156,11 @@ int cmd_render(struct cli *c, int argc, char **argv)
 		char *id = xasprintf("matrix.preview.%d.%zu", is->number, i);
 		struct msg_rcpt r = {to, "", id, unsub, mailto, NULL, time(NULL)};
 		int ok = render_mail(&c->conf, t, is, date, (int)i, &list, &prep, &e) == 0 &&
-			 msg_build(&prep, &r, &m, &e) == 0;
+		         msg_build(&prep, &r, &m, &e) == 0;
 		if (ok) {
 			char *path = i == 0 ? xasprintf("%s/digest.eml", out)
-					    : xasprintf("%s/%02zu-%s.eml", maildir, i,
-							is->articles[i - 1].slug);
+			                    : xasprintf("%s/%02zu-%s.eml", maildir, i,
+			                                is->articles[i - 1].slug);
 			ok = fs_write_atomic(path, buf_str(&m), m.len, 0644, &e) == 0;
 			free(path);
 			msg_prep_free(&prep);
@@ -175,10 +179,11 @@ int cmd_render(struct cli *c, int argc, char **argv)
 
 	struct render_feed_item *fi = xcalloc(is->narticles, sizeof *fi);
 	for (size_t i = 0; i < is->narticles; i++)
-		fi[is->narticles - 1 - i] = (struct render_feed_item){is, &is->articles[i], date, date};
-	struct render_index_item item = {is->number, is->title, is->period,
-					 is->narticles ? is->articles[0].title : "", date,
-					 is->narticles};
+		fi[is->narticles - 1 - i] =
+		    (struct render_feed_item){is, &is->articles[i], date, date};
+	struct render_index_item item = {is->number, is->title,
+	                                 is->period, is->narticles ? is->articles[0].title : "",
+	                                 date,       is->narticles};
 	int r = render_issue_pages(&c->conf, t, is, date, pub, &e);
 	if (r == 0)
 		r = render_index(&c->conf, t, &item, 1, pub, &e);
@@ -194,8 +199,8 @@ int cmd_render(struct cli *c, int argc, char **argv)
 		json_object_object_add(j, "public", json_object_new_string(pub));
 		cli_json_print(j);
 	} else {
-		printf("%s: %zu messages to %s in %s/ (digest: %s/digest.eml)\n", is->title, written,
-		       to, maildir, out);
+		printf("%s: %zu messages to %s in %s/ (digest: %s/digest.eml)\n", is->title,
+		       written, to, maildir, out);
 		printf("archive and feeds in %s/ (index.html, issues/%d/, feed.xml, atom.xml)\n",
 		       pub, is->number);
 	}

@@ -26,25 +26,24 @@ struct command {
 };
 
 static const struct command commands[] = {
-	{"lists", cmd_lists, "lists"},
-	{"list-create", cmd_list_create, "list-create NAME [--title T] [--description D]"},
-	{"list-delete", cmd_list_delete, "list-delete NAME [--force]"},
-	{"subscribe", cmd_subscribe,
-	 "subscribe EMAIL [--list NAME] [--name N] [--mode article|digest] [--confirm] "
-	 "[--resubscribe]"},
-	{"unsubscribe", cmd_unsubscribe, "unsubscribe EMAIL [--list NAME]"},
-	{"subscribers", cmd_subscribers, "subscribers [--list NAME] [--status STATUS]"},
-	{"import", cmd_import,
-	 "import FILE.csv [--list NAME] [--atomic] [--dry-run] [--resubscribe]"},
-	{"export", cmd_export, "export [--list NAME]"},
-	{"show", cmd_show, "show EMAIL"},
-	{"forget", cmd_forget, "forget EMAIL"},
-	{"inspect", cmd_inspect, "inspect ISSUE"},
-	{"render", cmd_render, "render ISSUE --out DIR [--to EMAIL]"},
-	{"send-test", cmd_send_test, "send-test ISSUE --to EMAIL"},
-	{"status", cmd_status, "status"},
-	{"retry", cmd_retry, "retry [--issue N]"},
-	{"bounce", cmd_bounce, "bounce [--dry-run] < MESSAGE"},
+    {"lists", cmd_lists, "lists"},
+    {"list-create", cmd_list_create, "list-create NAME [--title T] [--description D]"},
+    {"list-delete", cmd_list_delete, "list-delete NAME [--force]"},
+    {"subscribe", cmd_subscribe,
+     "subscribe EMAIL [--list NAME] [--name N] [--mode article|digest] [--confirm] "
+     "[--resubscribe]"},
+    {"unsubscribe", cmd_unsubscribe, "unsubscribe EMAIL [--list NAME]"},
+    {"subscribers", cmd_subscribers, "subscribers [--list NAME] [--status STATUS]"},
+    {"import", cmd_import, "import FILE.csv [--list NAME] [--atomic] [--dry-run] [--resubscribe]"},
+    {"export", cmd_export, "export [--list NAME]"},
+    {"show", cmd_show, "show EMAIL"},
+    {"forget", cmd_forget, "forget EMAIL"},
+    {"inspect", cmd_inspect, "inspect ISSUE"},
+    {"render", cmd_render, "render ISSUE --out DIR [--to EMAIL]"},
+    {"send-test", cmd_send_test, "send-test ISSUE --to EMAIL"},
+    {"status", cmd_status, "status"},
+    {"retry", cmd_retry, "retry [--issue N]"},
+    {"bounce", cmd_bounce, "bounce [--dry-run] < MESSAGE"},
 };
 #define NCOMMANDS (sizeof commands / sizeof commands[0])
 
@@ -53,9 +52,10 @@ static void usage(FILE *f)
 	fprintf(f, "usage: matrixctl [-c FILE] [--json] COMMAND [ARGS]\n\ncommands:\n");
 	for (size_t i = 0; i < NCOMMANDS; i++)
 		fprintf(f, "  %s\n", commands[i].usage);
-	fprintf(f, "\n-c FILE defaults to $MATRIXD_CONF, then %s.\n"
-		   "See matrixctl(8).\n",
-		CONF_DEFAULT_PATH);
+	fprintf(f,
+	        "\n-c FILE defaults to $MATRIXD_CONF, then %s.\n"
+	        "See matrixctl(8).\n",
+	        CONF_DEFAULT_PATH);
 }
 
 int cli_fail(const struct err *e)
@@ -84,7 +84,7 @@ int cli_usage(const char *u)
 void cli_json_print(struct json_object *o)
 {
 	fputs(json_object_to_json_string_ext(o, JSON_C_TO_STRING_PRETTY | JSON_C_TO_STRING_SPACED |
-						    JSON_C_TO_STRING_NOSLASHESCAPE),
+	                                            JSON_C_TO_STRING_NOSLASHESCAPE),
 	      stdout);
 	fputc('\n', stdout);
 	json_object_put(o);
@@ -111,9 +111,10 @@ int cli_need_conf(struct cli *c)
 	err_clear(&e);
 	if (conf_load(&c->conf, c->conf_path, &e) < 0) {
 		if (!c->conf_explicit)
-			fprintf(stderr, "matrixctl: %s\nmatrixctl: pass -c FILE or set "
-					"MATRIXD_CONF (example: conf/matrixd.conf.example)\n",
-				e.msg);
+			fprintf(stderr,
+			        "matrixctl: %s\nmatrixctl: pass -c FILE or set "
+			        "MATRIXD_CONF (example: conf/matrixd.conf.example)\n",
+			        e.msg);
 		else
 			fprintf(stderr, "matrixctl: %s\n", e.msg);
 		return -1;

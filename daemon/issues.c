@@ -33,9 +33,9 @@
 #include "xmalloc.h"
 
 struct entry {
-	char *name;   /* in issue_dir */
-	char *path;   /* the file to parse: NAME or NAME/issue.md */
-	int wd;       /* inotify watch of a folder issue, or -1 */
+	char *name; /* in issue_dir */
+	char *path; /* the file to parse: NAME or NAME/issue.md */
+	int wd;     /* inotify watch of a folder issue, or -1 */
 	time_t mtime;
 	off_t size;
 	int64_t changed_ms; /* monotonic time of the last change we saw */
@@ -79,8 +79,8 @@ int watch_start(struct daemon *d, struct watch **out)
 			return -1;
 		}
 		w->wd = inotify_add_watch(w->fd, d->conf.issue_dir,
-					  IN_CLOSE_WRITE | IN_MOVED_TO | IN_MOVED_FROM | IN_DELETE |
-					      IN_CREATE | IN_ATTRIB | IN_ONLYDIR);
+		                          IN_CLOSE_WRITE | IN_MOVED_TO | IN_MOVED_FROM | IN_DELETE |
+		                              IN_CREATE | IN_ATTRIB | IN_ONLYDIR);
 		if (w->wd < 0) {
 			log_warn("issue_dir %s: cannot watch", d->conf.issue_dir);
 			close(w->fd);
@@ -164,8 +164,9 @@ static void look(struct daemon *d, const char *name)
 		*e = (struct entry){xstrdup(name), path, -1, 0, -2, 0, false, true};
 		path = NULL;
 		if (folder && w->fd >= 0)
-			e->wd = inotify_add_watch(w->fd, top, IN_CLOSE_WRITE | IN_MOVED_TO | IN_DELETE |
-							       IN_CREATE | IN_ONLYDIR);
+			e->wd = inotify_add_watch(w->fd, top,
+			                          IN_CLOSE_WRITE | IN_MOVED_TO | IN_DELETE |
+			                              IN_CREATE | IN_ONLYDIR);
 	}
 	e->seen = true;
 	if (e->mtime != st.st_mtime || e->size != st.st_size) {
@@ -215,7 +216,8 @@ void watch_on_event(struct daemon *d)
 			struct inotify_event *ev = (struct inotify_event *)p;
 			p += sizeof *ev + ev->len;
 			if (ev->mask & IN_Q_OVERFLOW) {
-				log_notice("inotify queue overflowed; rescanning %s", d->conf.issue_dir);
+				log_notice("inotify queue overflowed; rescanning %s",
+				           d->conf.issue_dir);
 				watch_rescan(d);
 				continue;
 			}
@@ -253,8 +255,8 @@ int publish_listing(struct daemon *d)
 		const struct archive_issue *a = &all[i];
 		if (a->is_draft)
 			continue; /* rendered for the editors, not listed */
-		items[k++] = (struct render_index_item){a->number, a->title, a->period, a->lead,
-							(time_t)a->date, (size_t)a->narticles};
+		items[k++] = (struct render_index_item){
+		    a->number, a->title, a->period, a->lead, (time_t)a->date, (size_t)a->narticles};
 		if (have >= want)
 			continue;
 		struct issue *is = archive_load(d->store, a->id, &e);
@@ -266,7 +268,8 @@ int publish_listing(struct daemon *d)
 		for (size_t j = 0; j < is->narticles && have < want; j++)
 			feed[have++] = (struct render_feed_item){
 			    is, &is->articles[j], (time_t)(a->date - (int64_t)j),
-			    (time_t)(a->updated_at > a->date ? a->updated_at : a->date - (int64_t)j)};
+			    (time_t)(a->updated_at > a->date ? a->updated_at
+			                                     : a->date - (int64_t)j)};
 	}
 	int r = render_index(&d->conf, d->tmpl, items, k, d->conf.public_dir, &e);
 	if (r == 0)
@@ -314,22 +317,23 @@ static void process(struct daemon *d, const char *path)
 	}
 	if (change != ARCHIVE_UNCHANGED) {
 		if (render_issue_pages(&d->conf, d->tmpl, is, (time_t)a->date, d->conf.public_dir,
-				       &e) < 0)
+		                       &e) < 0)
 			log_err("issue=%d pages: %s", is->number, e.msg);
 		publish_listing(d);
 		dispatch_invalidate(d->dispatch);
 		log_info("issue=%d %s: %s, %zu articles%s", is->number,
-			 change == ARCHIVE_NEW ? "published" : "corrected", is->title, is->narticles,
-			 is->is_draft ? " (draft: rendered, never sent)"
-			 : change == ARCHIVE_CORRECTED && a->queued_at
-			     ? " (pages and feeds updated; nothing is sent again)"
-			     : "");
+		         change == ARCHIVE_NEW ? "published" : "corrected", is->title,
+		         is->narticles,
+		         is->is_draft ? " (draft: rendered, never sent)"
+		         : change == ARCHIVE_CORRECTED && a->queued_at
+		             ? " (pages and feeds updated; nothing is sent again)"
+		             : "");
 	}
 	if (!is->is_draft && a->queued_at == 0) {
 		int64_t added = 0;
 		char *lists = issue_lists_csv(is);
-		if (ledger_enqueue_issue(d->store, id, (int)is->narticles, lists, store_now(), &added,
-					 &e) == 0 &&
+		if (ledger_enqueue_issue(d->store, id, (int)is->narticles, lists, store_now(),
+		                         &added, &e) == 0 &&
 		    archive_mark_queued(d->store, id, store_now(), &e) == 0)
 			log_info("issue=%d queued %" PRId64 " deliveries", is->number, added);
 		else
@@ -358,7 +362,7 @@ int64_t watch_settle(struct daemon *d)
 		if (due > now_ms()) {
 			if (d->once) {
 				log_notice("%s is still being written; it will be picked up later",
-					   e->path);
+				           e->path);
 				e->done = true;
 				continue;
 			}

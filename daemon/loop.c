@@ -88,7 +88,7 @@ static int exit_code(struct daemon *d)
 	}
 	if (c.queued + c.deferred + c.sending > 0) {
 		log_notice("%" PRId64 " deliveries deferred or waiting for the relay; exit 75",
-			   c.queued + c.deferred + c.sending);
+		           c.queued + c.deferred + c.sending);
 		return 75;
 	}
 	return d->exit_code;
@@ -122,8 +122,8 @@ int loop_run(struct daemon *d)
 	if (sd_watchdog_enabled(0, &wd_usec) > 0)
 		next_wd = now_ms();
 	sd_notify(0, "READY=1\nSTATUS=watching for issues");
-	log_info("ready: issue_dir=%s public_dir=%s smtp=%s", d->conf.issue_dir,
-		 d->conf.public_dir, d->conf.smtp.url);
+	log_info("ready: issue_dir=%s public_dir=%s smtp=%s", d->conf.issue_dir, d->conf.public_dir,
+	         d->conf.smtp.url);
 
 	for (;;) {
 		int64_t wake = 0;
@@ -137,7 +137,8 @@ int loop_run(struct daemon *d)
 		/* the next deferred delivery coming due */
 		int64_t due = 0;
 		struct err e;
-		if (!d->stopping && !relay_down && ledger_next_due(d->store, &due, &e) == 0 && due) {
+		if (!d->stopping && !relay_down && ledger_next_due(d->store, &due, &e) == 0 &&
+		    due) {
 			int64_t in = due - store_now();
 			if (in > 0)
 				min_deadline(&wake, now_ms() + in * 1000);
@@ -160,7 +161,8 @@ int loop_run(struct daemon *d)
 			}
 			if (d->stop_deadline_ms != INT64_MAX)
 				min_deadline(&wake, d->stop_deadline_ms);
-		} else if (d->once && inflight == 0 && (relay_down || due == 0 || due > store_now())) {
+		} else if (d->once && inflight == 0 &&
+		           (relay_down || due == 0 || due > store_now())) {
 			/* --once: nothing more can be done now */
 			d->exit_code = exit_code(d);
 			break;
@@ -196,9 +198,10 @@ int loop_run(struct daemon *d)
 					if (si.ssi_signo == SIGHUP) {
 						daemon_reload(d);
 					} else if (!d->stopping) {
-						log_info("%s: finishing the messages in flight, then "
-							 "exiting",
-							 si.ssi_signo == SIGTERM ? "SIGTERM" : "SIGINT");
+						log_info(
+						    "%s: finishing the messages in flight, then "
+						    "exiting",
+						    si.ssi_signo == SIGTERM ? "SIGTERM" : "SIGINT");
 						sd_notify(0, "STOPPING=1");
 						d->stopping = true;
 						d->stop_deadline_ms = now_ms() + STOP_GRACE_MS;

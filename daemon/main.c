@@ -29,14 +29,15 @@
 
 static void usage(FILE *f)
 {
-	fprintf(f, "usage: matrixd [-c FILE] [-n] [-v] [--once] [--foreground]\n"
-		   "  -c FILE       configuration (default $MATRIXD_CONF, then %s)\n"
-		   "  -n            check the configuration and templates, exit 0 (valid) or 1\n"
-		   "  -v            debug logging (subscriber addresses included)\n"
-		   "  --once        process pending issues and due deliveries, then exit\n"
-		   "                (0 nothing left queued, 75 some deferred, 1 error)\n"
-		   "  --foreground  accepted for compatibility; matrixd never forks\n",
-		CONF_DEFAULT_PATH);
+	fprintf(f,
+	        "usage: matrixd [-c FILE] [-n] [-v] [--once] [--foreground]\n"
+	        "  -c FILE       configuration (default $MATRIXD_CONF, then %s)\n"
+	        "  -n            check the configuration and templates, exit 0 (valid) or 1\n"
+	        "  -v            debug logging (subscriber addresses included)\n"
+	        "  --once        process pending issues and due deliveries, then exit\n"
+	        "                (0 nothing left queued, 75 some deferred, 1 error)\n"
+	        "  --foreground  accepted for compatibility; matrixd never forks\n",
+	        CONF_DEFAULT_PATH);
 }
 
 /* Checks a configuration and its templates; fills c and t on success. */
@@ -67,8 +68,7 @@ int daemon_reload(struct daemon *d)
 	struct tmpl *t = NULL;
 	struct err e;
 	err_clear(&e);
-	sd_notifyf(0, "RELOADING=1\nMONOTONIC_USEC=%" PRId64 "\nSTATUS=reloading",
-		   now_ms() * 1000);
+	sd_notifyf(0, "RELOADING=1\nMONOTONIC_USEC=%" PRId64 "\nSTATUS=reloading", now_ms() * 1000);
 	if (load_all(d->conf_path, &c, &t, &e) < 0) {
 		log_err("reload refused, keeping the running configuration: %s", e.msg);
 		sd_notify(0, "READY=1");
@@ -76,13 +76,13 @@ int daemon_reload(struct daemon *d)
 	}
 	if (strcmp(c.state_dir, d->conf.state_dir) != 0)
 		log_warnx("state_dir changed in %s: restart matrixd for it to take effect",
-			  d->conf_path);
+		          d->conf_path);
 	if (strcmp(c.http.listen, d->conf.http.listen) != 0)
 		log_warnx("http.listen changed in %s: restart matrixd for it to take effect",
-			  d->conf_path);
+		          d->conf_path);
 	if (!smtp_same(&c, &d->conf))
 		log_warnx("smtp settings changed in %s: restart matrixd for them to take effect",
-			  d->conf_path);
+		          d->conf_path);
 	/* what needs a restart keeps its running value */
 	free(c.state_dir);
 	c.state_dir = xstrdup(d->conf.state_dir);
@@ -105,14 +105,10 @@ int main(int argc, char **argv)
 	const char *path = NULL;
 	bool check = false;
 	static const struct option opts[] = {
-	    {"config", required_argument, NULL, 'c'},
-	    {"check", no_argument, NULL, 'n'},
-	    {"once", no_argument, NULL, 'o'},
-	    {"foreground", no_argument, NULL, 'f'},
-	    {"verbose", no_argument, NULL, 'v'},
-	    {"help", no_argument, NULL, 'h'},
-	    {"version", no_argument, NULL, 'V'},
-	    {NULL, 0, NULL, 0},
+	    {"config", required_argument, NULL, 'c'}, {"check", no_argument, NULL, 'n'},
+	    {"once", no_argument, NULL, 'o'},         {"foreground", no_argument, NULL, 'f'},
+	    {"verbose", no_argument, NULL, 'v'},      {"help", no_argument, NULL, 'h'},
+	    {"version", no_argument, NULL, 'V'},      {NULL, 0, NULL, 0},
 	};
 	struct daemon d = {0};
 	int ch;
@@ -183,7 +179,8 @@ int main(int argc, char **argv)
 
 	int rc = 1;
 	int64_t n = 0;
-	if (fs_mkdirs(d.conf.state_dir, 0750, &e) < 0 || fs_mkdirs(d.conf.public_dir, 0755, &e) < 0 ||
+	if (fs_mkdirs(d.conf.state_dir, 0750, &e) < 0 ||
+	    fs_mkdirs(d.conf.public_dir, 0755, &e) < 0 ||
 	    store_open(&d.store, d.conf.state_dir, &e) < 0 ||
 	    token_key_load(&d.key, d.conf.state_dir, &e) < 0 ||
 	    conf_password(&d.conf, &d.password, &e) < 0) {
@@ -196,8 +193,8 @@ int main(int argc, char **argv)
 	}
 	if (n > 0)
 		log_notice("%" PRId64 " deliveries were in flight when matrixd last stopped; "
-			   "sending them again",
-			   n);
+		           "sending them again",
+		           n);
 	/* for `matrixctl status` */
 	char pid[32], started[32];
 	snprintf(pid, sizeof pid, "%ld", (long)getpid());

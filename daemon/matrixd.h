@@ -38,9 +38,9 @@ struct daemon {
 	struct tmpl *tmpl;
 	struct token_key key;
 	char *password;
-	bool once;       /* --once: exit when nothing is left to do now */
-	bool progress;   /* a live progress line on a terminal */
-	bool stopping;   /* SIGTERM/SIGINT: no new work */
+	bool once;     /* --once: exit when nothing is left to do now */
+	bool progress; /* a live progress line on a terminal */
+	bool stopping; /* SIGTERM/SIGINT: no new work */
 	int64_t stop_deadline_ms;
 	int exit_code;
 	struct senders *senders;
@@ -61,9 +61,9 @@ int daemon_reload(struct daemon *d);
 /* ---- issues.c ------------------------------------------------------------ */
 int watch_start(struct daemon *d, struct watch **out);
 void watch_free(struct watch *w);
-int watch_fd(struct watch *w);             /* inotify fd, -1 in --once mode */
-void watch_on_event(struct daemon *d);     /* inotify readable */
-void watch_rescan(struct daemon *d);       /* full scan (start, IN_Q_OVERFLOW) */
+int watch_fd(struct watch *w);         /* inotify fd, -1 in --once mode */
+void watch_on_event(struct daemon *d); /* inotify readable */
+void watch_rescan(struct daemon *d);   /* full scan (start, IN_Q_OVERFLOW) */
 /* Processes every issue whose settle time has passed; returns the earliest
  * deadline of one still settling (ms, monotonic), or 0. */
 int64_t watch_settle(struct daemon *d);
@@ -80,13 +80,13 @@ struct sjob {
 	struct send_result res;
 };
 int senders_start(struct senders **out, const struct conf *c, const char *password, int n,
-		  struct err *err);
-int senders_fd(struct senders *s);           /* eventfd: results are ready */
-size_t senders_room(struct senders *s);         /* jobs it can take now */
+                  struct err *err);
+int senders_fd(struct senders *s);      /* eventfd: results are ready */
+size_t senders_room(struct senders *s); /* jobs it can take now */
 void senders_submit(struct senders *s, struct sjob *j);
 /* Takes the finished jobs; *n of them. */
 struct sjob **senders_collect(struct senders *s, size_t *n);
-size_t senders_inflight(struct senders *s);  /* queued + being sent */
+size_t senders_inflight(struct senders *s); /* queued + being sent */
 /* Stops: jobs not started come back unattempted; abort cuts transfers. */
 void senders_shutdown(struct senders *s, bool abort);
 void senders_free(struct senders *s);
@@ -110,8 +110,8 @@ bool dispatch_relay_down(struct dispatch *p);
 /* ---- http.c -------------------------------------------------------------- */
 int http_start(struct daemon *d, struct http **out, struct err *err);
 void http_free(struct http *h);
-int http_fd(struct http *h);          /* epoll fd of libmicrohttpd, -1 when off */
-void http_run(struct daemon *d);      /* serve what is ready */
+int http_fd(struct http *h);             /* epoll fd of libmicrohttpd, -1 when off */
+void http_run(struct daemon *d);         /* serve what is ready */
 int64_t http_timeout_ms(struct http *h); /* next MHD timer (ms, relative) or -1 */
 
 #endif

@@ -46,7 +46,7 @@ static int save_articles(struct store *s, int64_t id, const struct issue *is, st
 }
 
 int archive_save(struct store *s, const struct issue *is, const char *path, int64_t date,
-		 int64_t *id, enum archive_change *change, struct err *err)
+                 int64_t *id, enum archive_change *change, struct err *err)
 {
 	static const char find[] = "SELECT id, path, hash FROM issues WHERE number = ?1";
 	static const char ins[] =
@@ -131,10 +131,10 @@ int archive_mark_queued(struct store *s, int64_t id, int64_t now, struct err *er
 	return store_step_done(s, st, err, "mark queued");
 }
 
-#define ISSUE_COLS                                                                                \
-	"SELECT i.id, i.number, i.title, i.period, i.path, i.hash, i.lists, i.status, i.date, "   \
-	"coalesce(i.queued_at, 0), i.updated_at, "                                               \
-	"(SELECT count(*) FROM articles a WHERE a.issue_id = i.id), "                            \
+#define ISSUE_COLS                                                                                 \
+	"SELECT i.id, i.number, i.title, i.period, i.path, i.hash, i.lists, i.status, i.date, "    \
+	"coalesce(i.queued_at, 0), i.updated_at, "                                                 \
+	"(SELECT count(*) FROM articles a WHERE a.issue_id = i.id), "                              \
 	"(SELECT title FROM articles a WHERE a.issue_id = i.id AND a.idx = 1) FROM issues i "
 
 static void issue_row(sqlite3_stmt *st, struct archive_issue *a)
@@ -216,10 +216,12 @@ struct archive_issue *archive_list(struct store *s, size_t *n, struct err *err)
 
 struct issue *archive_load(struct store *s, int64_t id, struct err *err)
 {
-	static const char head[] = "SELECT number, title, period, language, status, date, colophon, "
-				   "path, hash FROM issues WHERE id = ?1";
-	static const char arts[] = "SELECT idx, slug, section, title, summary, markdown, html, text "
-				   "FROM articles WHERE issue_id = ?1 ORDER BY idx";
+	static const char head[] =
+	    "SELECT number, title, period, language, status, date, colophon, "
+	    "path, hash FROM issues WHERE id = ?1";
+	static const char arts[] =
+	    "SELECT idx, slug, section, title, summary, markdown, html, text "
+	    "FROM articles WHERE issue_id = ?1 ORDER BY idx";
 	sqlite3_stmt *st = store_stmt(s, head, err);
 	if (st == NULL)
 		return NULL;
@@ -272,7 +274,7 @@ struct issue *archive_load(struct store *s, int64_t id, struct err *err)
 }
 
 int archive_error_set(struct store *s, const char *path, const char *hash, const char *msg,
-		      struct err *err)
+                      struct err *err)
 {
 	static const char sql[] =
 	    "INSERT INTO issue_errors(path, hash, error, at) VALUES (?1, ?2, ?3, ?4) "

@@ -37,7 +37,7 @@ struct archive_issue {
  * what happened.
  */
 int archive_save(struct store *s, const struct issue *is, const char *path, int64_t date,
-		 int64_t *id, enum archive_change *change, struct err *err);
+                 int64_t *id, enum archive_change *change, struct err *err);
 
 /* Notes that the issue's deliveries were created. */
 int archive_mark_queued(struct store *s, int64_t id, int64_t now, struct err *err);
@@ -55,7 +55,7 @@ struct issue *archive_load(struct store *s, int64_t id, struct err *err);
 
 /* Issue files that failed to parse: recorded, cleared, listed. */
 int archive_error_set(struct store *s, const char *path, const char *hash, const char *msg,
-		      struct err *err);
+                      struct err *err);
 int archive_error_clear(struct store *s, const char *path, struct err *err);
 struct archive_error {
 	char *path, *msg;

@@ -16,10 +16,10 @@
 #include <stddef.h>
 
 struct buf {
-	char *data;  /* NULL until the first append */
-	size_t len;  /* bytes used, excluding the NUL */
-	size_t cap;  /* bytes allocated */
-	size_t max;  /* hard cap on len */
+	char *data; /* NULL until the first append */
+	size_t len; /* bytes used, excluding the NUL */
+	size_t cap; /* bytes allocated */
+	size_t max; /* hard cap on len */
 };
 
 #define BUF_NOLIMIT ((size_t)-1 / 2)

@@ -36,29 +36,29 @@ struct key {
 
 #define OFF(f) offsetof(struct conf, f)
 static const struct key keys[] = {
-	{NULL, "issue_dir", K_PATH, OFF(issue_dir), 0, 0},
-	{NULL, "state_dir", K_PATH, OFF(state_dir), 0, 0},
-	{NULL, "public_dir", K_PATH, OFF(public_dir), 0, 0},
-	{NULL, "template_dir", K_PATH, OFF(template_dir), 0, 0},
-	{NULL, "issue_settle_seconds", K_INT, OFF(issue_settle_seconds), 0, 3600},
-	{NULL, "max_issue_bytes", K_INT64, OFF(max_issue_bytes), 1024, 1LL << 30},
-	{NULL, "bounce_threshold", K_INT, OFF(bounce_threshold), 1, 1000},
-	{"site", "title", K_STR, OFF(site.title), 0, 0},
-	{"site", "base_url", K_STR, OFF(site.base_url), 0, 0},
-	{"site", "language", K_STR, OFF(site.language), 0, 0},
-	{"site", "from", K_STR, OFF(site.from), 0, 0},
-	{"site", "feed_items", K_INT, OFF(site.feed_items), 1, 10000},
-	{"smtp", "url", K_STR, OFF(smtp.url), 0, 0},
-	{"smtp", "tls", K_STR, 0, 0, 0}, /* enum, handled apart */
-	{"smtp", "ca_file", K_PATH, OFF(smtp.ca_file), 0, 0},
-	{"smtp", "username", K_STR, OFF(smtp.username), 0, 0},
-	{"smtp", "password_file", K_PATH, OFF(smtp.password_file), 0, 0},
-	{"smtp", "connections", K_INT, OFF(smtp.connections), 1, 256},
-	{"smtp", "rate", K_FLOAT, OFF(smtp.rate), 0, 1000000},
-	{"smtp", "max_attempts", K_INT, OFF(smtp.max_attempts), 1, 1000},
-	{"smtp", "retry_max_age", K_INT, OFF(smtp.retry_max_age), 60, 60 * 86400},
-	{"smtp", "return_path", K_STR, OFF(smtp.return_path), 0, 0},
-	{"http", "listen", K_STR, OFF(http.listen), 0, 0},
+    {NULL, "issue_dir", K_PATH, OFF(issue_dir), 0, 0},
+    {NULL, "state_dir", K_PATH, OFF(state_dir), 0, 0},
+    {NULL, "public_dir", K_PATH, OFF(public_dir), 0, 0},
+    {NULL, "template_dir", K_PATH, OFF(template_dir), 0, 0},
+    {NULL, "issue_settle_seconds", K_INT, OFF(issue_settle_seconds), 0, 3600},
+    {NULL, "max_issue_bytes", K_INT64, OFF(max_issue_bytes), 1024, 1LL << 30},
+    {NULL, "bounce_threshold", K_INT, OFF(bounce_threshold), 1, 1000},
+    {"site", "title", K_STR, OFF(site.title), 0, 0},
+    {"site", "base_url", K_STR, OFF(site.base_url), 0, 0},
+    {"site", "language", K_STR, OFF(site.language), 0, 0},
+    {"site", "from", K_STR, OFF(site.from), 0, 0},
+    {"site", "feed_items", K_INT, OFF(site.feed_items), 1, 10000},
+    {"smtp", "url", K_STR, OFF(smtp.url), 0, 0},
+    {"smtp", "tls", K_STR, 0, 0, 0}, /* enum, handled apart */
+    {"smtp", "ca_file", K_PATH, OFF(smtp.ca_file), 0, 0},
+    {"smtp", "username", K_STR, OFF(smtp.username), 0, 0},
+    {"smtp", "password_file", K_PATH, OFF(smtp.password_file), 0, 0},
+    {"smtp", "connections", K_INT, OFF(smtp.connections), 1, 256},
+    {"smtp", "rate", K_FLOAT, OFF(smtp.rate), 0, 1000000},
+    {"smtp", "max_attempts", K_INT, OFF(smtp.max_attempts), 1, 1000},
+    {"smtp", "retry_max_age", K_INT, OFF(smtp.retry_max_age), 60, 60 * 86400},
+    {"smtp", "return_path", K_STR, OFF(smtp.return_path), 0, 0},
+    {"http", "listen", K_STR, OFF(http.listen), 0, 0},
 };
 static const char *groups[] = {"site", "smtp", "http"};
 
@@ -121,15 +121,24 @@ void conf_free(struct conf *c)
 static const char *type_name(int t)
 {
 	switch (t) {
-	case CONFIG_TYPE_GROUP: return "a group { … }";
-	case CONFIG_TYPE_INT: return "an integer";
-	case CONFIG_TYPE_INT64: return "a 64-bit integer";
-	case CONFIG_TYPE_FLOAT: return "a number";
-	case CONFIG_TYPE_STRING: return "a string";
-	case CONFIG_TYPE_BOOL: return "a boolean";
-	case CONFIG_TYPE_ARRAY: return "an array";
-	case CONFIG_TYPE_LIST: return "a list";
-	default: return "something else";
+	case CONFIG_TYPE_GROUP:
+		return "a group { … }";
+	case CONFIG_TYPE_INT:
+		return "an integer";
+	case CONFIG_TYPE_INT64:
+		return "a 64-bit integer";
+	case CONFIG_TYPE_FLOAT:
+		return "a number";
+	case CONFIG_TYPE_STRING:
+		return "a string";
+	case CONFIG_TYPE_BOOL:
+		return "a boolean";
+	case CONFIG_TYPE_ARRAY:
+		return "an array";
+	case CONFIG_TYPE_LIST:
+		return "a list";
+	default:
+		return "something else";
 	}
 }
 
@@ -137,10 +146,13 @@ static const char *want_name(enum ktype t)
 {
 	switch (t) {
 	case K_STR:
-	case K_PATH: return "a string in double quotes";
+	case K_PATH:
+		return "a string in double quotes";
 	case K_INT:
-	case K_INT64: return "an integer";
-	case K_FLOAT: return "a number";
+	case K_INT64:
+		return "an integer";
+	case K_FLOAT:
+		return "a number";
 	}
 	return "?";
 }
@@ -191,7 +203,7 @@ struct ctx {
 };
 
 static int bad(struct ctx *x, const config_setting_t *s, const char *fmt, const char *a,
-	       const char *b)
+               const char *b)
 {
 	char msg[600];
 	snprintf(msg, sizeof msg, fmt, a, b);
@@ -219,7 +231,7 @@ static int take(struct ctx *x, const struct key *k, const config_setting_t *s)
 	int t = config_setting_type(s);
 	char full[128];
 	snprintf(full, sizeof full, "%s%s%s", k->group ? k->group : "", k->group ? "." : "",
-		 k->name);
+	         k->name);
 
 	if (k->group && strcmp(k->group, "smtp") == 0 && strcmp(k->name, "tls") == 0) {
 		const char *v = t == CONFIG_TYPE_STRING ? config_setting_get_string(s) : NULL;
@@ -230,7 +242,8 @@ static int take(struct ctx *x, const struct key *k, const config_setting_t *s)
 		else if (v && strcmp(v, "off") == 0)
 			x->c->smtp.tls = TLS_OFF;
 		else
-			return bad(x, s, "%s must be \"auto\", \"required\" or \"off\"%s", full, "");
+			return bad(x, s, "%s must be \"auto\", \"required\" or \"off\"%s", full,
+			           "");
 		return 0;
 	}
 
@@ -245,8 +258,7 @@ static int take(struct ctx *x, const struct key *k, const config_setting_t *s)
 		if (!utf8_valid(sv, strlen(sv), NULL))
 			return bad(x, s, "%s is not valid UTF-8%s", full, "");
 		free(*(char **)field);
-		*(char **)field =
-		    k->type == K_PATH ? resolve(x->dir, sv) : xstrdup(sv);
+		*(char **)field = k->type == K_PATH ? resolve(x->dir, sv) : xstrdup(sv);
 		return 0;
 	case K_INT:
 	case K_INT64:
@@ -347,16 +359,16 @@ static int semantic(struct ctx *x, const config_t *cf)
 
 	if (c->site.base_url[0] == '\0')
 		return err_at(x->err, ERR_CONFIG, x->file, LINE("site"),
-			      "site.base_url is required, e.g. base_url = "
-			      "\"https://news.example.org/matrix/\";");
+		              "site.base_url is required, e.g. base_url = "
+		              "\"https://news.example.org/matrix/\";");
 	if (strncmp(c->site.base_url, "https://", 8) != 0 &&
 	    strncmp(c->site.base_url, "http://", 7) != 0)
 		return err_at(x->err, ERR_CONFIG, x->file, LINE("site.base_url"),
-			      "site.base_url must start with https:// or http://");
+		              "site.base_url must start with https:// or http://");
 	for (const char *p = c->site.base_url; *p; p++)
 		if ((unsigned char)*p <= ' ' || *p == '"' || *p == '<' || *p == '>' || *p == '\\')
 			return err_at(x->err, ERR_CONFIG, x->file, LINE("site.base_url"),
-				      "site.base_url must not contain spaces, quotes or <>");
+			              "site.base_url must not contain spaces, quotes or <>");
 	size_t bl = strlen(c->site.base_url);
 	if (c->site.base_url[bl - 1] != '/') {
 		char *u = xasprintf("%s/", c->site.base_url);
@@ -364,25 +376,27 @@ static int semantic(struct ctx *x, const config_t *cf)
 		c->site.base_url = u;
 	}
 	if (c->site.from[0] == '\0')
-		return err_at(x->err, ERR_CONFIG, x->file, LINE("site"),
-			      "site.from is required, e.g. from = \"Matrix <matrix@example.org>\";");
+		return err_at(
+		    x->err, ERR_CONFIG, x->file, LINE("site"),
+		    "site.from is required, e.g. from = \"Matrix <matrix@example.org>\";");
 	if (strchr(c->site.from, '@') == NULL || strpbrk(c->site.from, "\r\n"))
 		return err_at(x->err, ERR_CONFIG, x->file, LINE("site.from"),
-			      "site.from must be an address like \"Matrix <matrix@example.org>\"");
+		              "site.from must be an address like \"Matrix <matrix@example.org>\"");
 	for (const char *p = c->site.language; *p; p++)
 		if (!((*p >= 'a' && *p <= 'z') || (*p >= 'A' && *p <= 'Z') ||
 		      (*p >= '0' && *p <= '9') || *p == '-'))
 			return err_at(x->err, ERR_CONFIG, x->file, LINE("site.language"),
-				      "site.language must be a language tag such as zh-CN");
+			              "site.language must be a language tag such as zh-CN");
 	if (strncmp(c->smtp.url, "smtp://", 7) != 0 && strncmp(c->smtp.url, "smtps://", 8) != 0 &&
 	    strncmp(c->smtp.url, "maildir:", 8) != 0)
 		return err_at(x->err, ERR_CONFIG, x->file, LINE("smtp.url"),
-			      "smtp.url must start with smtp://, smtps:// or maildir:");
+		              "smtp.url must start with smtp://, smtps:// or maildir:");
 	if (strncmp(c->smtp.url, "maildir:", 8) == 0) {
 		const char *p = c->smtp.url + 8;
 		if (*p == '\0')
-			return err_at(x->err, ERR_CONFIG, x->file, LINE("smtp.url"),
-				      "smtp.url maildir: needs a directory, e.g. \"maildir:/var/mail/out\"");
+			return err_at(
+			    x->err, ERR_CONFIG, x->file, LINE("smtp.url"),
+			    "smtp.url maildir: needs a directory, e.g. \"maildir:/var/mail/out\"");
 		char *abs = resolve(x->dir, p);
 		free(c->smtp.url);
 		c->smtp.url = xasprintf("maildir:%s", abs);
@@ -390,18 +404,19 @@ static int semantic(struct ctx *x, const config_t *cf)
 	}
 	if (strncmp(c->smtp.url, "smtps://", 8) == 0 && c->smtp.tls == TLS_OFF)
 		return err_at(x->err, ERR_CONFIG, x->file, LINE("smtp.tls"),
-			      "smtp.tls = \"off\" contradicts an smtps:// url");
+		              "smtp.tls = \"off\" contradicts an smtps:// url");
 	if (c->smtp.password_file[0] && c->smtp.username[0] == '\0')
 		return err_at(x->err, ERR_CONFIG, x->file, LINE("smtp.password_file"),
-			      "smtp.password_file is set but smtp.username is empty");
+		              "smtp.password_file is set but smtp.username is empty");
 	if (strchr(c->smtp.return_path, '@') == NULL || strpbrk(c->smtp.return_path, " <>\r\n"))
 		return err_at(x->err, ERR_CONFIG, x->file, LINE("smtp.return_path"),
-			      "smtp.return_path must be an address such as "
-			      "\"bounces+{token}@example.org\"");
+		              "smtp.return_path must be an address such as "
+		              "\"bounces+{token}@example.org\"");
 	if (c->http.listen[0] && !valid_hostport(c->http.listen))
-		return err_at(x->err, ERR_CONFIG, x->file, LINE("http.listen"),
-			      "http.listen must be HOST:PORT such as \"127.0.0.1:8025\", or \"\" to "
-			      "disable");
+		return err_at(
+		    x->err, ERR_CONFIG, x->file, LINE("http.listen"),
+		    "http.listen must be HOST:PORT such as \"127.0.0.1:8025\", or \"\" to "
+		    "disable");
 #undef LINE
 	return 0;
 }
@@ -470,9 +485,9 @@ int conf_password(const struct conf *c, char **out, struct err *err)
 	if (st.st_mode & (S_IRWXG | S_IRWXO)) {
 		close(fd);
 		return err_set(err, ERR_CONFIG,
-			       "smtp.password_file %s is readable by others (mode %03o); "
-			       "run: chmod 600 %s",
-			       p, (unsigned)(st.st_mode & 0777), p);
+		               "smtp.password_file %s is readable by others (mode %03o); "
+		               "run: chmod 600 %s",
+		               p, (unsigned)(st.st_mode & 0777), p);
 	}
 	char pw[1024];
 	ssize_t n = read(fd, pw, sizeof pw - 1);

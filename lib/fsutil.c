@@ -27,7 +27,7 @@ int fs_read(const char *path, size_t max, struct buf *out, struct err *err)
 	if ((unsigned long long)st.st_size > max) {
 		close(fd);
 		return err_set(err, ERR_INPUT, "%s: file is %lld bytes, more than the limit of %zu",
-			       path, (long long)st.st_size, max);
+		               path, (long long)st.st_size, max);
 	}
 	char chunk[65536];
 	size_t total = 0;
@@ -44,8 +44,8 @@ int fs_read(const char *path, size_t max, struct buf *out, struct err *err)
 		total += (size_t)n;
 		if (total > max || buf_add(out, chunk, (size_t)n) < 0) {
 			close(fd);
-			return err_set(err, ERR_INPUT, "%s: file is more than the limit of %zu bytes",
-				       path, max);
+			return err_set(err, ERR_INPUT,
+			               "%s: file is more than the limit of %zu bytes", path, max);
 		}
 	}
 	close(fd);

@@ -19,8 +19,7 @@
 int fs_read(const char *path, size_t max, struct buf *out, struct err *err);
 
 /* Replaces path atomically with len bytes of data, file mode `mode`. */
-int fs_write_atomic(const char *path, const void *data, size_t len, mode_t mode,
-		    struct err *err);
+int fs_write_atomic(const char *path, const void *data, size_t len, mode_t mode, struct err *err);
 
 /* Creates dir and its missing parents with mode (like mkdir -p). */
 int fs_mkdirs(const char *dir, mode_t mode, struct err *err);

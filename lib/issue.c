@@ -50,7 +50,7 @@ struct doc {
 		size_t title_first, title_last; /* line indexes of the title */
 		size_t body_first, body_end;    /* body lines [first, end) */
 		char *title, *section;
-	} *spans;
+	} * spans;
 	size_t nspans;
 	size_t preface_first, preface_end;
 	size_t colophon_first; /* == nlines when there is none */
@@ -88,7 +88,7 @@ static void trim(const char **s, size_t *n)
 		if (*n >= 1 && ((*s)[*n - 1] == ' ' || (*s)[*n - 1] == '\t'))
 			*n -= 1;
 		else if (*n >= 2 && (unsigned char)(*s)[*n - 2] == 0xc2 &&
-			 (unsigned char)(*s)[*n - 1] == 0xa0)
+		         (unsigned char)(*s)[*n - 1] == 0xa0)
 			*n -= 2;
 		else if (*n >= 3 && memcmp(*s + *n - 3, "\xe3\x80\x80", 3) == 0)
 			*n -= 3;
@@ -117,8 +117,8 @@ static size_t cps(const char *s, size_t n)
 /* Ends like a sentence or a label rather than a title. */
 static bool ends_sentence(uint32_t c)
 {
-	static const uint32_t punct[] = {'.', '!', '?', ';', ':', ',', 0x3002, 0xff01, 0xff1f,
-					 0xff1b, 0xff1a, 0xff0c, 0x3001, 0x2026};
+	static const uint32_t punct[] = {'.',    '!',    '?',    ';',    ':',    ',',    0x3002,
+	                                 0xff01, 0xff1f, 0xff1b, 0xff1a, 0xff0c, 0x3001, 0x2026};
 	for (size_t i = 0; i < sizeof punct / sizeof punct[0]; i++)
 		if (c == punct[i])
 			return true;
@@ -241,32 +241,34 @@ static int line_of(const char *data, size_t off)
 }
 
 static int check_bytes(const char *path, const char *data, size_t len, const struct issue_opts *o,
-		       struct err *err)
+                       struct err *err)
 {
 	if (o->max_bytes && len > o->max_bytes)
-		return err_at(err, ERR_INPUT, path, 1,
-			      "the file is %zu bytes, over max_issue_bytes (%zu); split the issue or "
-			      "raise max_issue_bytes",
-			      len, o->max_bytes);
+		return err_at(
+		    err, ERR_INPUT, path, 1,
+		    "the file is %zu bytes, over max_issue_bytes (%zu); split the issue or "
+		    "raise max_issue_bytes",
+		    len, o->max_bytes);
 	const char *nul = memchr(data, '\0', len);
 	if (nul)
 		return err_at(err, ERR_INPUT, path, line_of(data, (size_t)(nul - data)),
-			      "NUL byte in the file; save it as UTF-8 text (was it UTF-16?)");
+		              "NUL byte in the file; save it as UTF-8 text (was it UTF-16?)");
 	size_t bad;
 	if (!utf8_valid(data, len, &bad)) {
 		size_t ls = bad;
 		while (ls > 0 && data[ls - 1] != '\n')
 			ls--;
-		return err_at(err, ERR_INPUT, path, line_of(data, bad),
-			      "invalid UTF-8 at byte %zu of the line (0x%02x); save the file as UTF-8",
-			      bad - ls + 1, (unsigned char)data[bad]);
+		return err_at(
+		    err, ERR_INPUT, path, line_of(data, bad),
+		    "invalid UTF-8 at byte %zu of the line (0x%02x); save the file as UTF-8",
+		    bad - ls + 1, (unsigned char)data[bad]);
 	}
 	bool empty = true;
 	for (size_t i = 0; i < len && empty; i++)
 		empty = isspace((unsigned char)data[i]) != 0;
 	if (empty || (len == 3 && memcmp(data, "\xef\xbb\xbf", 3) == 0))
 		return err_at(err, ERR_INPUT, path, 1,
-			      "the file is empty; an issue needs at least a title line");
+		              "the file is empty; an issue needs at least a title line");
 	return 0;
 }
 
@@ -416,9 +418,10 @@ static int front_matter(struct doc *d)
 			break;
 		}
 	if (end == 0)
-		return err_at(d->err, ERR_INPUT, d->path, 1,
-			      "the front matter opened here is never closed; add a line '---' after "
-			      "its last key");
+		return err_at(
+		    d->err, ERR_INPUT, d->path, 1,
+		    "the front matter opened here is never closed; add a line '---' after "
+		    "its last key");
 	for (size_t i = 1; i < end; i++) {
 		const struct line *l = &d->lines[i];
 		const char *s = l->s;
@@ -429,7 +432,7 @@ static int front_matter(struct doc *d)
 		const char *colon = memchr(s, ':', n);
 		if (colon == NULL || colon == s)
 			return err_at(d->err, ERR_INPUT, d->path, l->no,
-				      "expected 'key: value' in the front matter");
+			              "expected 'key: value' in the front matter");
 		size_t kn = (size_t)(colon - s);
 		while (kn > 0 && s[kn - 1] == ' ')
 			kn--;
@@ -446,7 +449,7 @@ static int front_matter(struct doc *d)
 		} else if (strcmp(key, "number") == 0) {
 			if (!parse_number(val, &is->number))
 				r = err_at(d->err, ERR_INPUT, d->path, l->no,
-					   "number must be a positive integer, not '%s'", val);
+				           "number must be a positive integer, not '%s'", val);
 			d->fm_number = true;
 		} else if (strcmp(key, "period") == 0) {
 			free(is->period);
@@ -456,14 +459,14 @@ static int front_matter(struct doc *d)
 		} else if (strcmp(key, "date") == 0) {
 			if (!parse_date(val, &is->date))
 				r = err_at(d->err, ERR_INPUT, d->path, l->no,
-					   "date must be YYYY-MM-DD, not '%s'", val);
+				           "date must be YYYY-MM-DD, not '%s'", val);
 		} else if (strcmp(key, "language") == 0) {
 			bool ok = val[0] != '\0' && strlen(val) < 36;
 			for (const char *p = val; *p; p++)
 				ok &= isalnum((unsigned char)*p) || *p == '-';
 			if (!ok)
 				r = err_at(d->err, ERR_INPUT, d->path, l->no,
-					   "language must be a tag such as zh-CN, not '%s'", val);
+				           "language must be a tag such as zh-CN, not '%s'", val);
 			free(is->language);
 			is->language = val;
 			val = NULL;
@@ -482,14 +485,16 @@ static int front_matter(struct doc *d)
 				trim(&t, &tn);
 				char *name = unquote(t, tn);
 				if (!valid_list_name(name)) {
-					r = err_at(d->err, ERR_INPUT, d->path, l->no,
-						   "'%s' is not a list name (lowercase letters, digits, "
-						   "- _ .)",
-						   name);
+					r = err_at(
+					    d->err, ERR_INPUT, d->path, l->no,
+					    "'%s' is not a list name (lowercase letters, digits, "
+					    "- _ .)",
+					    name);
 					free(name);
 					break;
 				}
-				is->lists = xreallocarray(is->lists, is->nlists + 1, sizeof *is->lists);
+				is->lists =
+				    xreallocarray(is->lists, is->nlists + 1, sizeof *is->lists);
 				is->lists[is->nlists++] = name;
 			}
 		} else if (strcmp(key, "status") == 0) {
@@ -499,12 +504,13 @@ static int front_matter(struct doc *d)
 				is->is_draft = true;
 			else
 				r = err_at(d->err, ERR_INPUT, d->path, l->no,
-					   "status must be 'publish' or 'draft', not '%s'", val);
+				           "status must be 'publish' or 'draft', not '%s'", val);
 		} else {
-			r = err_at(d->err, ERR_INPUT, d->path, l->no,
-				   "unknown front matter key '%s' (known: title, number, period, date, "
-				   "language, lists, status)",
-				   key);
+			r = err_at(
+			    d->err, ERR_INPUT, d->path, l->no,
+			    "unknown front matter key '%s' (known: title, number, period, date, "
+			    "language, lists, status)",
+			    key);
 		}
 		free(key);
 		free(val);
@@ -657,7 +663,8 @@ static size_t find_headings(struct doc *d, struct heading **out)
 		size_t cn = strlen(clean);
 		trim(&cs, &cn);
 		*out = xreallocarray(*out, n + 1, sizeof **out);
-		(*out)[n++] = (struct heading){li, cmark_node_get_heading_level(c), xstrndup(cs, cn)};
+		(*out)[n++] =
+		    (struct heading){li, cmark_node_get_heading_level(c), xstrndup(cs, cn)};
 		free(clean);
 	}
 	cmark_node_free(doc);
@@ -668,8 +675,8 @@ static size_t find_headings(struct doc *d, struct heading **out)
 static void add_span(struct doc *d, size_t first, size_t last, char *title, const char *section)
 {
 	d->spans = xreallocarray(d->spans, d->nspans + 1, sizeof *d->spans);
-	d->spans[d->nspans++] = (struct span){first, last, last + 1, d->nlines, title,
-					      xstrdup(section ? section : "")};
+	d->spans[d->nspans++] =
+	    (struct span){first, last, last + 1, d->nlines, title, xstrdup(section ? section : "")};
 	if (d->nspans > 1)
 		d->spans[d->nspans - 2].body_end = first;
 }
@@ -694,7 +701,7 @@ static int split_headings(struct doc *d, struct heading *h, size_t nh)
 			continue;
 		if (h[i].text[0] == '\0')
 			return err_at(d->err, ERR_INPUT, d->path, d->lines[h[i].line].no,
-				      "empty heading; give the article a title");
+			              "empty heading; give the article a title");
 		if (first_article == d->nlines) {
 			first_article = h[i].line;
 			if (d->preface_end == d->nlines || d->preface_end > h[i].line)
@@ -704,7 +711,7 @@ static int split_headings(struct doc *d, struct heading *h, size_t nh)
 	}
 	if (d->nspans == 0)
 		return err_at(d->err, ERR_INPUT, d->path, d->lines[h[0].line].no,
-			      "only section headings (#) and no article headings (##)");
+		              "only section headings (#) and no article headings (##)");
 	d->preface_first = d->body;
 	return 0;
 }
@@ -713,8 +720,8 @@ static int split_headings(struct doc *d, struct heading *h, size_t nh)
 
 struct entry {
 	size_t line;
-	char *title;   /* page number removed */
-	char *full;    /* as written, when it ends in a number that may be no page */
+	char *title; /* page number removed */
+	char *full;  /* as written, when it ends in a number that may be no page */
 	char *section;
 };
 
@@ -771,7 +778,8 @@ static bool section_line(const struct line *l, const char **ss, size_t *sn)
 	size_t n = l->n, tn, fn;
 	const char *ts;
 	trim(&s, &n);
-	if (n == 0 || entry_line(l, &ts, &tn, &fn) || cps(s, n) > 24 || ends_sentence(utf8_last(s, n)))
+	if (n == 0 || entry_line(l, &ts, &tn, &fn) || cps(s, n) > 24 ||
+	    ends_sentence(utf8_last(s, n)))
 		return false;
 	size_t k = 0;
 	while (k < n && k < 2 && isdigit((unsigned char)s[k]))
@@ -826,7 +834,7 @@ static size_t find_toc(struct doc *d, struct entry **out, size_t *toc_first, siz
 		bool entry = entry_line(l, &ts, &tn, &fn);
 		size_t nx = next_nonblank(d, i + 1, d->nlines);
 		bool sect = !entry && nx < d->nlines && section_line(l, &ss, &sn) &&
-			    entry_line(&d->lines[nx], &ts, &tn, &fn);
+		            entry_line(&d->lines[nx], &ts, &tn, &fn);
 		if (entry || sect) {
 			start = i;
 			break;
@@ -843,8 +851,8 @@ static size_t find_toc(struct doc *d, struct entry **out, size_t *toc_first, siz
 		if (entry_line(l, &ts, &tn, &fn)) {
 			e = xreallocarray(e, n + 1, sizeof *e);
 			e[n] = (struct entry){i, utf8_clean_dup_n(ts, tn, 0),
-					      tn != fn ? utf8_clean_dup_n(ts, fn, 0) : NULL,
-					      xstrdup(section)};
+			                      tn != fn ? utf8_clean_dup_n(ts, fn, 0) : NULL,
+			                      xstrdup(section)};
 			pages += tn != fn;
 			n++;
 			continue;
@@ -909,14 +917,22 @@ static bool match_at(struct doc *d, size_t i, const char *key, size_t keylen, si
 static const char *fullwidth(char c)
 {
 	switch (c) {
-	case ',': return "\xef\xbc\x8c";
-	case ':': return "\xef\xbc\x9a";
-	case '?': return "\xef\xbc\x9f";
-	case '!': return "\xef\xbc\x81";
-	case ';': return "\xef\xbc\x9b";
-	case '(': return "\xef\xbc\x88";
-	case ')': return "\xef\xbc\x89";
-	default: return NULL;
+	case ',':
+		return "\xef\xbc\x8c";
+	case ':':
+		return "\xef\xbc\x9a";
+	case '?':
+		return "\xef\xbc\x9f";
+	case '!':
+		return "\xef\xbc\x81";
+	case ';':
+		return "\xef\xbc\x9b";
+	case '(':
+		return "\xef\xbc\x88";
+	case ')':
+		return "\xef\xbc\x89";
+	default:
+		return NULL;
 	}
 }
 
@@ -1085,9 +1101,10 @@ static bool contact_line(const struct line *l)
 	const char *s = l->s;
 	size_t n = l->n;
 	trim(&s, &n);
-	static const char *const labels[] = {
-	    "电话", "传真", "网址", "网站", "微博", "微信", "邮箱", "地址", "邮编", "tel", "phone",
-	    "fax", "web", "website", "email", "e-mail", "address", "wechat", "weibo"};
+	static const char *const labels[] = {"电话",   "传真",    "网址",   "网站",    "微博",
+	                                     "微信",   "邮箱",    "地址",   "邮编",    "tel",
+	                                     "phone",  "fax",     "web",    "website", "email",
+	                                     "e-mail", "address", "wechat", "weibo"};
 	for (size_t i = 0; i < sizeof labels / sizeof labels[0]; i++) {
 		size_t k = strlen(labels[i]);
 		if (starts_with_ci(s, n, labels[i]) && n > k &&
@@ -1239,7 +1256,7 @@ static int split_toc(struct doc *d, struct entry *e, size_t ne, size_t toc_first
 			if (key.len == 0) {
 				buf_free(&key);
 				return err_at(d->err, ERR_INPUT, d->path, d->lines[e[k].line].no,
-					      "table of contents entry without a title");
+				              "table of contents entry without a title");
 			}
 			for (size_t i = cur; i < d->nlines && i < best; i++) {
 				size_t last;
@@ -1254,17 +1271,18 @@ static int split_toc(struct doc *d, struct entry *e, size_t ne, size_t toc_first
 		buf_free(&key);
 		if (best == SIZE_MAX) {
 			int after = cur < d->nlines ? d->lines[cur].no : d->lines[d->nlines - 1].no;
-			return err_at(d->err, ERR_INPUT, d->path, d->lines[e[k].line].no,
-				      "the table of contents lists \"%s\" but no line after line %d "
-				      "matches it; fix the title here or in the body",
-				      e[k].title, after);
+			return err_at(
+			    d->err, ERR_INPUT, d->path, d->lines[e[k].line].no,
+			    "the table of contents lists \"%s\" but no line after line %d "
+			    "matches it; fix the title here or in the body",
+			    e[k].title, after);
 		}
 		if (k == 0) {
 			d->preface_first = toc_end;
 			d->preface_end = best;
 		}
 		add_span(d, best, best_last, body_title(d, best, best_last, cand[which]),
-			 e[k].section);
+		         e[k].section);
 		cur = best_last + 1;
 	}
 	/* A section banner ("科研第一线") just before the next section's first
@@ -1273,8 +1291,7 @@ static int split_toc(struct doc *d, struct entry *e, size_t ne, size_t toc_first
 		struct span *s = &d->spans[k];
 		const char *next_section = k + 1 < d->nspans ? d->spans[k + 1].section : NULL;
 		size_t end = s->body_end;
-		if (next_section == NULL || strcmp(next_section, s->section) == 0 ||
-		    !*next_section)
+		if (next_section == NULL || strcmp(next_section, s->section) == 0 || !*next_section)
 			continue;
 		while (end > s->body_first && blank(&d->lines[end - 1]))
 			end--;
@@ -1285,7 +1302,8 @@ static int split_toc(struct doc *d, struct entry *e, size_t ne, size_t toc_first
 		size_t end = d->preface_end;
 		while (end > d->preface_first && blank(&d->lines[end - 1]))
 			end--;
-		if (end > d->preface_first && key_equal_line(&d->lines[end - 1], d->spans[0].section))
+		if (end > d->preface_first &&
+		    key_equal_line(&d->lines[end - 1], d->spans[0].section))
 			d->preface_end = end - 1;
 	}
 	struct span *last = &d->spans[d->nspans - 1];
@@ -1300,8 +1318,9 @@ static int split_single(struct doc *d)
 {
 	size_t i = next_nonblank(d, d->body, d->nlines);
 	if (i == d->nlines)
-		return err_at(d->err, ERR_INPUT, d->path, d->nlines ? d->lines[d->nlines - 1].no : 1,
-			      "no article text after the front matter");
+		return err_at(d->err, ERR_INPUT, d->path,
+		              d->nlines ? d->lines[d->nlines - 1].no : 1,
+		              "no article text after the front matter");
 	d->preface_first = d->preface_end = d->body;
 	if (d->fm_title) {
 		d->spans = xcalloc(1, sizeof *d->spans);
@@ -1438,11 +1457,11 @@ out:
 struct issue_opts issue_opts_of(const struct conf *c)
 {
 	return (struct issue_opts){(size_t)c->max_issue_bytes, c->site.title, c->site.language,
-				   c->site.base_url};
+	                           c->site.base_url};
 }
 
 int issue_parse(const char *path, const char *data, size_t len, const struct issue_opts *o,
-		struct issue **out, struct err *err)
+                struct issue **out, struct err *err)
 {
 	struct doc d = {.path = path, .err = err, .base_url = o->base_url};
 	struct issue *is = xcalloc(1, sizeof *is);
@@ -1466,7 +1485,8 @@ int issue_parse(const char *path, const char *data, size_t len, const struct iss
 	d.text = normalise(data, len);
 	split_lines(&d);
 	if (next_nonblank(&d, 0, d.nlines) == d.nlines) {
-		err_at(err, ERR_INPUT, path, 1, "the file is empty; an issue needs at least a title line");
+		err_at(err, ERR_INPUT, path, 1,
+		       "the file is empty; an issue needs at least a title line");
 		goto out;
 	}
 	d.colophon_first = d.nlines;
@@ -1503,9 +1523,9 @@ int issue_parse(const char *path, const char *data, size_t len, const struct iss
 		}
 	}
 	if (is->title == NULL)
-		is->title = xasprintf("%s NO.%d", o->site_title && *o->site_title ? o->site_title
-										: "Matrix",
-				      is->number);
+		is->title = xasprintf("%s NO.%d",
+		                      o->site_title && *o->site_title ? o->site_title : "Matrix",
+		                      is->number);
 	if (build_articles(&d) < 0)
 		goto out;
 	r = 0;
@@ -1602,7 +1622,7 @@ struct json_object *issue_to_json(const struct issue *is)
 	json_object_object_add(o, "period", json_object_new_string(is->period));
 	json_object_object_add(o, "language", json_object_new_string(is->language));
 	json_object_object_add(o, "status",
-			       json_object_new_string(is->is_draft ? "draft" : "publish"));
+	                       json_object_new_string(is->is_draft ? "draft" : "publish"));
 	struct json_object *arr = json_object_new_array();
 	for (size_t i = 0; i < is->narticles; i++) {
 		const struct article *a = &is->articles[i];

@@ -22,45 +22,45 @@
 enum issue_mode { ISSUE_HEADINGS, ISSUE_TOC, ISSUE_SINGLE };
 
 struct article {
-	int index;       /* 1-based */
-	char *section;   /* "" when none */
-	char *title;     /* one line, no control characters */
-	char *slug;      /* URL-safe ASCII, unique in the issue */
-	char *markdown;  /* the body as written (after normalisation) */
-	char *html;      /* rendered body (fragment) */
-	char *text;      /* plain-text body */
-	char *summary;   /* first paragraph, at most 200 characters */
-	int line;        /* line of the title in the file (0: front matter) */
-	int body_line;   /* first line of the body */
+	int index;      /* 1-based */
+	char *section;  /* "" when none */
+	char *title;    /* one line, no control characters */
+	char *slug;     /* URL-safe ASCII, unique in the issue */
+	char *markdown; /* the body as written (after normalisation) */
+	char *html;     /* rendered body (fragment) */
+	char *text;     /* plain-text body */
+	char *summary;  /* first paragraph, at most 200 characters */
+	int line;       /* line of the title in the file (0: front matter) */
+	int body_line;  /* first line of the body */
 };
 
 struct issue {
 	char *path;
-	char *title;     /* "Matrix NO.60" */
+	char *title; /* "Matrix NO.60" */
 	int number;
-	char *period;    /* "2022年1 - 3月", may be "" */
-	char *language;  /* "zh-CN" */
+	char *period;   /* "2022年1 - 3月", may be "" */
+	char *language; /* "zh-CN" */
 	bool is_draft;
-	char **lists;    /* list names from the front matter; nlists = 0: every list */
+	char **lists; /* list names from the front matter; nlists = 0: every list */
 	size_t nlists;
-	time_t date;     /* front matter date (UTC midnight); 0 when not given */
+	time_t date; /* front matter date (UTC midnight); 0 when not given */
 	enum issue_mode mode;
 	struct article *articles;
 	size_t narticles;
-	char *preface;   /* text before the first article (markdown), may be "" */
-	char *colophon;  /* back matter after the last article (markdown), may be "" */
+	char *preface;  /* text before the first article (markdown), may be "" */
+	char *colophon; /* back matter after the last article (markdown), may be "" */
 	char *colophon_html;
-	char hash[65];   /* SHA-256 of the file's bytes, hex */
-	char *folder;    /* the issue's folder when it is one (images live there), else NULL */
-	char **assets;   /* relative image paths the articles reference, nassets */
+	char hash[65]; /* SHA-256 of the file's bytes, hex */
+	char *folder;  /* the issue's folder when it is one (images live there), else NULL */
+	char **assets; /* relative image paths the articles reference, nassets */
 	size_t nassets;
 };
 
 struct issue_opts {
-	size_t max_bytes;        /* max_issue_bytes */
-	const char *site_title;  /* names the issue when nothing else does: "Matrix NO.61" */
-	const char *language;    /* default language */
-	const char *base_url;    /* site.base_url: images become base_url/issues/N/PATH */
+	size_t max_bytes;       /* max_issue_bytes */
+	const char *site_title; /* names the issue when nothing else does: "Matrix NO.61" */
+	const char *language;   /* default language */
+	const char *base_url;   /* site.base_url: images become base_url/issues/N/PATH */
 };
 
 /* The options a configuration gives (max_issue_bytes, site.*). */
@@ -71,11 +71,10 @@ struct issue_opts issue_opts_of(const struct conf *c);
  * an allocated issue (issue_free) or -1 with err "PATH:LINE: what is wrong".
  */
 int issue_parse(const char *path, const char *data, size_t len, const struct issue_opts *o,
-		struct issue **out, struct err *err);
+                struct issue **out, struct err *err);
 
 /* Reads and parses path: a file, or a directory holding issue.md. */
-int issue_load(const char *path, const struct issue_opts *o, struct issue **out,
-	       struct err *err);
+int issue_load(const char *path, const struct issue_opts *o, struct issue **out, struct err *err);
 
 void issue_free(struct issue *is);
 

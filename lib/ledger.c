@@ -9,7 +9,7 @@
 #include "xmalloc.h"
 
 int ledger_enqueue_issue(struct store *s, int64_t issue_id, int nparts, const char *lists,
-			 int64_t now, int64_t *added, struct err *err)
+                         int64_t now, int64_t *added, struct err *err)
 {
 	/* Rows are inserted article by article, so that the sender works through
 	 * one article at a time (one rendered message shared by many). The
@@ -78,12 +78,12 @@ void ledger_jobs_free(struct ledger_job *j, size_t n)
 	free(j);
 }
 
-static int set_state(struct store *s, int64_t id, const char *state, const char *reply,
-		     int64_t now, struct err *err)
+static int set_state(struct store *s, int64_t id, const char *state, const char *reply, int64_t now,
+                     struct err *err)
 {
 	static const char sql[] = "UPDATE deliveries SET state = ?2, last_reply = coalesce(?3, "
-				  "last_reply), updated_at = ?4, "
-				  "attempts = attempts + (?2 = 'sending') WHERE id = ?1";
+	                          "last_reply), updated_at = ?4, "
+	                          "attempts = attempts + (?2 = 'sending') WHERE id = ?1";
 	sqlite3_stmt *st = store_stmt(s, sql, err);
 	if (st == NULL)
 		return -1;
@@ -96,7 +96,7 @@ static int set_state(struct store *s, int64_t id, const char *state, const char 
 }
 
 int ledger_claim(struct store *s, int64_t now, size_t max, struct ledger_job **out, size_t *n,
-		 struct err *err)
+                 struct err *err)
 {
 	/* One state at a time, so that SQLite walks deliveries_due in index order
 	 * and stops at the limit instead of sorting every due row. */
@@ -104,7 +104,8 @@ int ledger_claim(struct store *s, int64_t now, size_t max, struct ledger_job **o
 	    "SELECT d.id, d.issue_id, d.part, d.subscriber_id, d.list_id, d.attempts, "
 	    "       d.created_at, s.email, s.name, m.status "
 	    "FROM deliveries d JOIN subscribers s ON s.id = d.subscriber_id "
-	    "LEFT JOIN memberships m ON m.subscriber_id = d.subscriber_id AND m.list_id = d.list_id "
+	    "LEFT JOIN memberships m ON m.subscriber_id = d.subscriber_id AND m.list_id = "
+	    "d.list_id "
 	    "WHERE d.state = ?1 AND d.next_attempt <= ?2 LIMIT ?3";
 	static const char *const states[] = {"queued", "deferred"};
 	struct ledger_job *j = NULL;
@@ -133,10 +134,11 @@ int ledger_claim(struct store *s, int64_t now, size_t max, struct ledger_job **o
 				why = xreallocarray(why, ncancel + 1, sizeof *why);
 				cancel[ncancel] = sqlite3_column_int64(st, 0);
 				why[ncancel++] = status == NULL ? "cancelled: no longer on the list"
-					       : strcmp(status, "unsubscribed") == 0
-						   ? "cancelled: unsubscribed"
-					       : strcmp(status, "bounced") == 0 ? "cancelled: bounced"
-										  : "cancelled: not pending";
+				                 : strcmp(status, "unsubscribed") == 0
+				                     ? "cancelled: unsubscribed"
+				                 : strcmp(status, "bounced") == 0
+				                     ? "cancelled: bounced"
+				                     : "cancelled: not pending";
 				continue;
 			}
 			j = xreallocarray(j, k + 1, sizeof *j);
@@ -184,8 +186,8 @@ fail_nocommit:
 int ledger_unclaim(struct store *s, int64_t id, struct err *err)
 {
 	static const char sql[] = "UPDATE deliveries SET state = 'queued', "
-				  "attempts = max(attempts - 1, 0), updated_at = ?2 "
-				  "WHERE id = ?1 AND state = 'sending'";
+	                          "attempts = max(attempts - 1, 0), updated_at = ?2 "
+	                          "WHERE id = ?1 AND state = 'sending'";
 	sqlite3_stmt *st = store_stmt(s, sql, err);
 	if (st == NULL)
 		return -1;
@@ -210,13 +212,13 @@ int64_t ledger_backoff(int attempts)
 }
 
 int ledger_hard_bounce(struct store *s, int64_t subscriber_id, int threshold, const char *detail,
-		       bool *bounced, struct err *err)
+                       bool *bounced, struct err *err)
 {
 	static const char bump[] =
 	    "UPDATE subscribers SET bounce_score = bounce_score + 1, updated_at = ?2 "
 	    "WHERE id = ?1 RETURNING bounce_score";
 	static const char lists[] = "SELECT list_id FROM memberships WHERE subscriber_id = ?1 "
-				    "AND status IN ('pending', 'confirmed')";
+	                            "AND status IN ('pending', 'confirmed')";
 	*bounced = false;
 	if (store_begin(s, err) < 0)
 		return -1;
@@ -248,7 +250,8 @@ int ledger_hard_bounce(struct store *s, int64_t subscriber_id, int threshold, co
 		for (size_t i = 0; i < n; i++) {
 			bool changed = false;
 			char why[96];
-			snprintf(why, sizeof why, "%d hard bounces (threshold %d)", score, threshold);
+			snprintf(why, sizeof why, "%d hard bounces (threshold %d)", score,
+			         threshold);
 			if (subs_bounce_id(s, subscriber_id, ids[i], why, &changed, err) < 0)
 				goto fail;
 			*bounced |= changed;
@@ -261,7 +264,7 @@ fail:
 }
 
 int ledger_record(struct store *s, const struct ledger_job *j, const struct send_result *r,
-		  bool relay_level, int64_t now, const struct ledger_policy *p, struct err *err)
+                  bool relay_level, int64_t now, const struct ledger_policy *p, struct err *err)
 {
 	static const char sql[] =
 	    "UPDATE deliveries SET state = ?2, attempts = ?3, next_attempt = ?4, last_code = ?5, "
@@ -305,7 +308,7 @@ int ledger_record(struct store *s, const struct ledger_job *j, const struct send
 	if (r->outcome == SEND_PERM && j->issue_id != 0) {
 		bool bounced;
 		if (ledger_hard_bounce(s, j->subscriber_id, p->bounce_threshold, r->reply, &bounced,
-				       err) < 0)
+		                       err) < 0)
 			goto fail;
 	}
 	return store_commit(s, err);
@@ -315,7 +318,7 @@ fail:
 }
 
 static int counts_where(struct store *s, const char *sql, int64_t issue_id, bool bind,
-			struct ledger_counts *c, struct err *err)
+                        struct ledger_counts *c, struct err *err)
 {
 	memset(c, 0, sizeof *c);
 	sqlite3_stmt *st = store_stmt(s, sql, err);

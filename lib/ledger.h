@@ -45,7 +45,7 @@ struct ledger_policy {
  * rows are left alone (idempotent). *added counts new rows.
  */
 int ledger_enqueue_issue(struct store *s, int64_t issue_id, int nparts, const char *lists,
-			 int64_t now, int64_t *added, struct err *err);
+                         int64_t now, int64_t *added, struct err *err);
 
 /* Puts rows left in 'sending' by a crash back to 'queued'. */
 int ledger_recover(struct store *s, int64_t *n, struct err *err);
@@ -57,7 +57,7 @@ int ledger_recover(struct store *s, int64_t *n, struct err *err);
  * a confirmation mail) is cancelled: failed, "cancelled: …", not returned.
  */
 int ledger_claim(struct store *s, int64_t now, size_t max, struct ledger_job **out, size_t *n,
-		 struct err *err);
+                 struct err *err);
 void ledger_jobs_free(struct ledger_job *j, size_t n);
 
 /* Puts a claimed row back, unattempted (shutdown before it was sent). */
@@ -71,7 +71,7 @@ int ledger_unclaim(struct store *s, int64_t id, struct err *err);
  * (relay_level: no reply, 421, TLS, AUTH) does not use up an attempt.
  */
 int ledger_record(struct store *s, const struct ledger_job *j, const struct send_result *r,
-		  bool relay_level, int64_t now, const struct ledger_policy *p, struct err *err);
+                  bool relay_level, int64_t now, const struct ledger_policy *p, struct err *err);
 
 /*
  * A hard bounce for a subscriber (from a 5xx or a DSN): bounce_score + 1,
@@ -79,7 +79,7 @@ int ledger_record(struct store *s, const struct ledger_job *j, const struct send
  * score reaches threshold. *bounced says whether that happened now.
  */
 int ledger_hard_bounce(struct store *s, int64_t subscriber_id, int threshold, const char *detail,
-		       bool *bounced, struct err *err);
+                       bool *bounced, struct err *err);
 
 struct ledger_counts {
 	int64_t queued, sending, sent, deferred, failed;

@@ -13,7 +13,13 @@
 
 #include <stdbool.h>
 
-enum log_level { LOG_L_ERR = 3, LOG_L_WARNING = 4, LOG_L_NOTICE = 5, LOG_L_INFO = 6, LOG_L_DEBUG = 7 };
+enum log_level {
+	LOG_L_ERR = 3,
+	LOG_L_WARNING = 4,
+	LOG_L_NOTICE = 5,
+	LOG_L_INFO = 6,
+	LOG_L_DEBUG = 7
+};
 
 #define LOG_F_PRIORITY 0x1 /* force "<N>" prefixes */
 

@@ -12,11 +12,15 @@ struct rule {
 };
 
 static const struct rule rules[] = {
-    {"p", "mx-caption", "margin:-6px 0 18px;font-size:13px;line-height:1.6;color:#6b7280;text-align:center;", NULL},
+    {"p", "mx-caption",
+     "margin:-6px 0 18px;font-size:13px;line-height:1.6;color:#6b7280;text-align:center;", NULL},
     {"p", "mx-byline", "margin:0 0 16px;font-size:14px;color:#6b7280;", NULL},
     {"p", "mx-related-title", "margin:0 0 8px;font-size:15px;font-weight:700;", NULL},
     {"p", NULL, "margin:0 0 16px;", NULL},
-    {"div", "mx-related", "background:#f3f4f6;border-radius:8px;padding:16px 20px;margin:28px 0 0;font-size:15px;line-height:1.7;", NULL},
+    {"div", "mx-related",
+     "background:#f3f4f6;border-radius:8px;padding:16px 20px;margin:28px 0 "
+     "0;font-size:15px;line-height:1.7;",
+     NULL},
     {"div", "mx-table", "overflow-x:auto;margin:4px 0 8px;", NULL},
     {"h1", NULL, "margin:32px 0 12px;font-size:22px;line-height:1.4;font-weight:700;", NULL},
     {"h2", NULL, "margin:32px 0 12px;font-size:21px;line-height:1.45;font-weight:700;", NULL},
@@ -28,11 +32,22 @@ static const struct rule rules[] = {
     {"ul", NULL, "margin:0 0 16px;padding-left:24px;", NULL},
     {"ol", NULL, "margin:0 0 16px;padding-left:24px;", NULL},
     {"li", NULL, "margin:0 0 6px;", NULL},
-    {"blockquote", NULL, "margin:0 0 16px;padding:4px 16px;border-left:4px solid #e5e7eb;color:#4b5563;", NULL},
-    {"pre", NULL, "margin:0 0 16px;background:#f3f4f6;padding:12px 14px;border-radius:6px;overflow-x:auto;font-size:13px;line-height:1.5;white-space:pre;", "mx-code"},
-    {"table", NULL, "border-collapse:collapse;width:100%;font-size:12px;line-height:1.45;margin:0;", NULL},
-    {"th", NULL, "border:1px solid #e5e7eb;padding:5px 7px;background:#f9fafb;font-weight:600;word-break:keep-all;overflow-wrap:normal;", "mx-th"},
-    {"td", NULL, "border:1px solid #e5e7eb;padding:5px 7px;vertical-align:top;word-break:keep-all;overflow-wrap:normal;", "mx-td"},
+    {"blockquote", NULL,
+     "margin:0 0 16px;padding:4px 16px;border-left:4px solid #e5e7eb;color:#4b5563;", NULL},
+    {"pre", NULL,
+     "margin:0 0 16px;background:#f3f4f6;padding:12px "
+     "14px;border-radius:6px;overflow-x:auto;font-size:13px;line-height:1.5;white-space:pre;",
+     "mx-code"},
+    {"table", NULL, "border-collapse:collapse;width:100%;font-size:12px;line-height:1.45;margin:0;",
+     NULL},
+    {"th", NULL,
+     "border:1px solid #e5e7eb;padding:5px "
+     "7px;background:#f9fafb;font-weight:600;word-break:keep-all;overflow-wrap:normal;",
+     "mx-th"},
+    {"td", NULL,
+     "border:1px solid #e5e7eb;padding:5px "
+     "7px;vertical-align:top;word-break:keep-all;overflow-wrap:normal;",
+     "mx-td"},
     {"img", NULL, "max-width:100%;height:auto;border:0;display:block;margin:0 auto 8px;", NULL},
     {"hr", NULL, "border:0;border-top:1px solid #e5e7eb;margin:28px 0;", "mx-rule"},
 };
@@ -98,13 +113,15 @@ int mailhtml_inline(const char *html, struct buf *out)
 			if (strcmp(tag, "code") == 0) {
 				style = in_pre ? pre_code : inline_code;
 			} else {
-				for (size_t i = 0; i < sizeof rules / sizeof rules[0] && !style; i++) {
+				for (size_t i = 0; i < sizeof rules / sizeof rules[0] && !style;
+				     i++) {
 					const struct rule *r = &rules[i];
 					if (strcmp(r->tag, tag) != 0)
 						continue;
-					if (r->class == NULL ? (cls == NULL || strncmp(cls, "mx-", 3) != 0)
-							     : (cls && cl == strlen(r->class) &&
-								strncmp(cls, r->class, cl) == 0)) {
+					if (r->class == NULL
+					        ? (cls == NULL || strncmp(cls, "mx-", 3) != 0)
+					        : (cls && cl == strlen(r->class) &&
+					           strncmp(cls, r->class, cl) == 0)) {
 						style = r->style;
 						add_class = cls ? NULL : r->add_class;
 					}

@@ -59,13 +59,20 @@ static const char *sup(char c)
 	if (c >= '0' && c <= '9')
 		return d[c - '0'];
 	switch (c) {
-	case '+': return "⁺";
-	case '-': return "⁻";
-	case '=': return "⁼";
-	case '(': return "⁽";
-	case ')': return "⁾";
-	case 'n': return "ⁿ";
-	case 'i': return "ⁱ";
+	case '+':
+		return "⁺";
+	case '-':
+		return "⁻";
+	case '=':
+		return "⁼";
+	case '(':
+		return "⁽";
+	case ')':
+		return "⁾";
+	case 'n':
+		return "ⁿ";
+	case 'i':
+		return "ⁱ";
 	}
 	return NULL;
 }
@@ -76,11 +83,16 @@ static const char *sub(char c)
 	if (c >= '0' && c <= '9')
 		return d[c - '0'];
 	switch (c) {
-	case '+': return "₊";
-	case '-': return "₋";
-	case '=': return "₌";
-	case '(': return "₍";
-	case ')': return "₎";
+	case '+':
+		return "₊";
+	case '-':
+		return "₋";
+	case '=':
+		return "₌";
+	case '(':
+		return "₍";
+	case ')':
+		return "₎";
 	}
 	return NULL;
 }
@@ -116,12 +128,12 @@ static void math(struct buf *out, const char *p, const char *end)
 {
 	static const struct {
 		const char *tex, *text;
-	} cmds[] = {{"times", "×"}, {"cdot", "·"},   {"pm", "±"},     {"leq", "≤"},
-		    {"le", "≤"},    {"geq", "≥"},    {"ge", "≥"},     {"neq", "≠"},
-		    {"approx", "≈"}, {"infty", "∞"}, {"alpha", "α"},  {"beta", "β"},
-		    {"gamma", "γ"}, {"delta", "δ"},  {"epsilon", "ε"}, {"theta", "θ"},
-		    {"lambda", "λ"}, {"mu", "μ"},    {"pi", "π"},     {"sigma", "σ"},
-		    {"omega", "ω"}, {"sum", "∑"},    {"sqrt", "√"},   {"to", "→"}};
+	} cmds[] = {{"times", "×"},  {"cdot", "·"},  {"pm", "±"},      {"leq", "≤"},
+	            {"le", "≤"},     {"geq", "≥"},   {"ge", "≥"},      {"neq", "≠"},
+	            {"approx", "≈"}, {"infty", "∞"}, {"alpha", "α"},   {"beta", "β"},
+	            {"gamma", "γ"},  {"delta", "δ"}, {"epsilon", "ε"}, {"theta", "θ"},
+	            {"lambda", "λ"}, {"mu", "μ"},    {"pi", "π"},      {"sigma", "σ"},
+	            {"omega", "ω"},  {"sum", "∑"},   {"sqrt", "√"},    {"to", "→"}};
 	while (p < end) {
 		if (*p == '^' || *p == '_') {
 			const char *q = script(out, p + 1, end, *p == '^');
@@ -140,7 +152,8 @@ static void math(struct buf *out, const char *p, const char *end)
 			size_t n = (size_t)(q - p - 1);
 			bool done = false;
 			for (size_t i = 0; i < sizeof cmds / sizeof cmds[0] && !done; i++)
-				if (strlen(cmds[i].tex) == n && memcmp(p + 1, cmds[i].tex, n) == 0) {
+				if (strlen(cmds[i].tex) == n &&
+				    memcmp(p + 1, cmds[i].tex, n) == 0) {
 					buf_adds(out, cmds[i].text);
 					done = true;
 				}
@@ -175,10 +188,12 @@ static char *rewrite_math(const char *src, size_t len)
 		buf_add(&out, p, (size_t)(d - p));
 		const char *s = d + 1;
 		const char *close = NULL;
-		if (s < end && *s != ' ' && *s != '$' && *s != '\n' && (d == src || d[-1] != '\\')) {
+		if (s < end && *s != ' ' && *s != '$' && *s != '\n' &&
+		    (d == src || d[-1] != '\\')) {
 			for (const char *q = s; q < end && *q != '\n'; q++)
 				if (*q == '$') {
-					if (q[-1] != ' ' && (q + 1 >= end || !isdigit((unsigned char)q[1])))
+					if (q[-1] != ' ' &&
+					    (q + 1 >= end || !isdigit((unsigned char)q[1])))
 						close = q;
 					break;
 				}
@@ -259,13 +274,15 @@ static char *join_page_breaks(const char *src, size_t len)
 		size_t j = i + 1;
 		while (j < n && edge_cp(l[j].s, l[j].n, false) == 0)
 			j++;
-		if (j > i + 1 && j < n && cps_of(l[i].s, l[i].n) > 30 && !structural(l[i].s, l[i].n) &&
-		    !structural(l[j].s, l[j].n)) {
-			uint32_t a = edge_cp(l[i].s, l[i].n, true), b = edge_cp(l[j].s, l[j].n, false);
+		if (j > i + 1 && j < n && cps_of(l[i].s, l[i].n) > 30 &&
+		    !structural(l[i].s, l[i].n) && !structural(l[j].s, l[j].n)) {
+			uint32_t a = edge_cp(l[i].s, l[i].n, true),
+			         b = edge_cp(l[j].s, l[j].n, false);
 			uint32_t z = edge_cp(l[j].s, l[j].n, true);
 			bool mid = utf8_is_han(a) || (a < 0x80 && isalnum((int)a));
 			if (mid && utf8_is_han(b) && sentence_end(z)) {
-				i = j - 1; /* skip the blank lines: the next line continues this one */
+				i = j -
+				    1; /* skip the blank lines: the next line continues this one */
 				continue;
 			}
 		}
@@ -421,8 +438,7 @@ static void add_asset(struct ctx *x, const char *path)
 	for (size_t i = 0; i < x->doc->nassets; i++)
 		if (strcmp(x->doc->assets[i], path) == 0)
 			return;
-	x->doc->assets =
-	    xreallocarray(x->doc->assets, x->doc->nassets + 1, sizeof *x->doc->assets);
+	x->doc->assets = xreallocarray(x->doc->assets, x->doc->nassets + 1, sizeof *x->doc->assets);
 	x->doc->assets[x->doc->nassets++] = xstrdup(path);
 }
 
@@ -536,8 +552,8 @@ static bool is_caption_text(const char *s)
 
 static bool is_byline_text(const char *s)
 {
-	static const char *const pre[] = {"来源", "作者", "撰文", "编辑", "文 / ", "文/",
-					  "Source", "By "};
+	static const char *const pre[] = {"来源",  "作者", "撰文",   "编辑",
+	                                  "文 / ", "文/",  "Source", "By "};
 	s = skip_ws(s);
 	for (size_t i = 0; i < sizeof pre / sizeof pre[0]; i++)
 		if (starts(s, pre[i])) {
@@ -552,12 +568,13 @@ static bool is_related_text(const char *s)
 {
 	s = skip_ws(s);
 	static const char *const words[] = {"相关阅读", "延伸阅读", "推荐阅读", "Related reading",
-					    "Further reading"};
+	                                    "Further reading"};
 	for (size_t i = 0; i < sizeof words / sizeof words[0]; i++) {
 		size_t n = strlen(words[i]);
 		if (strncasecmp(s, words[i], n) == 0) {
 			const char *p = skip_ws(s + n);
-			if (*p == '\0' || ((*p == ':' || starts(p, "：")) && *skip_ws(p + (*p == ':' ? 1 : 3)) == '\0'))
+			if (*p == '\0' || ((*p == ':' || starts(p, "：")) &&
+			                   *skip_ws(p + (*p == ':' ? 1 : 3)) == '\0'))
 				return true;
 		}
 	}
@@ -581,8 +598,9 @@ static bool title_like(cmark_node *para)
 	const char *s = skip_ws(t);
 	size_t n = utf8_len(s);
 	uint32_t last = last_cp_of(s);
-	static const uint32_t stop[] = {'.', '!', '?', ';', ':', ',', 0x3002, 0xff01, 0xff1f,
-					0xff1b, 0xff1a, 0xff0c, 0x3001, 0x2026, ')', 0xff09};
+	static const uint32_t stop[] = {'.',    '!',    '?',    ';',    ':',    ',',
+	                                0x3002, 0xff01, 0xff1f, 0xff1b, 0xff1a, 0xff0c,
+	                                0x3001, 0x2026, ')',    0xff09};
 	bool ok = n > 0 && n <= 50 && s[0] != '(' && !starts(s, "（") && !starts(s, "*");
 	for (size_t i = 0; ok && i < sizeof stop / sizeof stop[0]; i++)
 		ok = last != stop[i];
@@ -603,11 +621,20 @@ static void escape_html(struct buf *out, const char *s)
 {
 	for (; *s; s++) {
 		switch (*s) {
-		case '&': buf_adds(out, "&amp;"); break;
-		case '<': buf_adds(out, "&lt;"); break;
-		case '>': buf_adds(out, "&gt;"); break;
-		case '"': buf_adds(out, "&quot;"); break;
-		default: buf_addc(out, *s);
+		case '&':
+			buf_adds(out, "&amp;");
+			break;
+		case '<':
+			buf_adds(out, "&lt;");
+			break;
+		case '>':
+			buf_adds(out, "&gt;");
+			break;
+		case '"':
+			buf_adds(out, "&quot;");
+			break;
+		default:
+			buf_addc(out, *s);
 		}
 	}
 }
@@ -747,8 +774,8 @@ static void link_text(cmark_node *c, struct buf *out)
 	inline_text(c, &label);
 	const char *l = buf_str(&label);
 	bool same = strcmp(l, url) == 0 ||
-		    (strncmp(url, "mailto:", 7) == 0 && strcmp(l, url + 7) == 0) ||
-		    (strncmp(url, "http://", 7) == 0 && strcmp(l, url + 7) == 0);
+	            (strncmp(url, "mailto:", 7) == 0 && strcmp(l, url + 7) == 0) ||
+	            (strncmp(url, "http://", 7) == 0 && strcmp(l, url + 7) == 0);
 	if (cmark_node_get_type(c) == CMARK_NODE_IMAGE) {
 		buf_printf(out, "[%s] <%s>", label.len ? l : "image", url);
 	} else if (same || label.len == 0) {
@@ -786,10 +813,9 @@ static void inline_text(cmark_node *n, struct buf *out)
  * character before them. */
 static bool no_break_before(uint32_t c)
 {
-	static const uint32_t p[] = {0xff0c, 0x3002, 0x3001, 0xff01, 0xff1f, 0xff1a, 0xff1b,
-				     0xff09, 0x300d, 0x300f, 0x201d, 0x2019, 0x300b, 0x3009,
-				     ',',    '.',    '!',    '?',    ':',    ';',    ')',
-				     0x2026, 0x3011};
+	static const uint32_t p[] = {0xff0c, 0x3002, 0x3001, 0xff01, 0xff1f, 0xff1a, 0xff1b, 0xff09,
+	                             0x300d, 0x300f, 0x201d, 0x2019, 0x300b, 0x3009, ',',    '.',
+	                             '!',    '?',    ':',    ';',    ')',    0x2026, 0x3011};
 	for (size_t i = 0; i < sizeof p / sizeof p[0]; i++)
 		if (c == p[i])
 			return true;
@@ -824,8 +850,8 @@ void md_wrap(struct buf *out, const char *text, size_t width, const char *indent
 			 * that may not start a line. */
 			const char *u = p;
 			int32_t c = utf8_next(&p, end);
-			bool wide = c >= 0 && utf8_cp_width((uint32_t)c) == 2 && c != 0x201c &&
-				    c != 0x201d;
+			bool wide =
+			    c >= 0 && utf8_cp_width((uint32_t)c) == 2 && c != 0x201c && c != 0x201d;
 			if (!wide) {
 				while (p < end && *p != ' ') {
 					const char *q = p;
@@ -924,7 +950,9 @@ static void table_text(cmark_node *t, struct buf *out, const char *indent)
 		for (size_t c = 0; c < ncols; c++) {
 			const char *s = cell[r * ncols + c] ? cell[r * ncols + c] : "";
 			size_t pad = w[c] - utf8_width(s);
-			size_t left = align && align[c] == 'r' ? pad : align && align[c] == 'c' ? pad / 2 : 0;
+			size_t left = align && align[c] == 'r'   ? pad
+			              : align && align[c] == 'c' ? pad / 2
+			                                         : 0;
 			if (c > 0)
 				buf_adds(out, " | ");
 			for (size_t k = 0; k < left; k++)
@@ -965,8 +993,8 @@ static void block_text(cmark_node *n, struct buf *out, const char *indent)
 	cmark_node_type t = cmark_node_get_type(n);
 	struct buf b;
 	buf_init(&b, BUF_NOLIMIT);
-	if (out->len > 0 && !(out->len >= 2 && out->data[out->len - 1] == '\n' &&
-			      out->data[out->len - 2] == '\n'))
+	if (out->len > 0 &&
+	    !(out->len >= 2 && out->data[out->len - 1] == '\n' && out->data[out->len - 2] == '\n'))
 		buf_addc(out, '\n'); /* a blank line between blocks */
 	if (t == CMARK_NODE_PARAGRAPH) {
 		inline_text(n, &b);
@@ -974,7 +1002,8 @@ static void block_text(cmark_node *n, struct buf *out, const char *indent)
 	} else if (t == CMARK_NODE_HEADING) {
 		inline_text(n, &b);
 		md_wrap(out, buf_str(&b), TEXT_WIDTH, indent);
-		underline(out, buf_str(&b), indent, cmark_node_get_heading_level(n) <= 2 ? '=' : '-');
+		underline(out, buf_str(&b), indent,
+		          cmark_node_get_heading_level(n) <= 2 ? '=' : '-');
 	} else if (t == CMARK_NODE_CUSTOM_BLOCK && strcmp(kind(n), "related") == 0) {
 		const char *title = cmark_node_get_user_data(n);
 		buf_adds(&b, title ? title : "");
@@ -1079,7 +1108,7 @@ static char *summary(cmark_node *doc)
 /* ---- entry point --------------------------------------------------------- */
 
 int md_render(const char *src, size_t len, const struct md_opts *o, struct md_doc *out,
-	      struct err *err)
+              struct err *err)
 {
 	unsigned flags = o ? o->flags : 0;
 	struct ctx x = {o, out};
@@ -1100,8 +1129,8 @@ int md_render(const char *src, size_t len, const struct md_opts *o, struct md_do
 			cmark_parser_free(p);
 			free(text);
 			return err_set(err, ERR_INTERNAL,
-				       "cmark-gfm extension '%s' missing (md_init not called?)",
-				       exts[i]);
+			               "cmark-gfm extension '%s' missing (md_init not called?)",
+			               exts[i]);
 		}
 		cmark_parser_attach_syntax_extension(p, e);
 	}

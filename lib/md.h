@@ -39,7 +39,7 @@ void md_shutdown(void);
 
 /* Renders len bytes of src. Fills every field of out (md_doc_free). */
 int md_render(const char *src, size_t len, const struct md_opts *o, struct md_doc *out,
-	      struct err *err);
+              struct err *err);
 void md_doc_free(struct md_doc *d);
 
 /* Plain text wrapped to width display columns (CJK-aware); appends to out. */

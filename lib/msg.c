@@ -62,7 +62,7 @@ static int prepare_body(struct msg_body *b, const char *s, bool is_html, struct 
 	size_t cut = ph ? (size_t)(ph - s) : n;
 	b->is_html = is_html;
 	b->mechanism = is_html || !mostly_ascii(s) ? MAILMIME_MECHANISM_BASE64
-						   : MAILMIME_MECHANISM_QUOTED_PRINTABLE;
+	                                           : MAILMIME_MECHANISM_QUOTED_PRINTABLE;
 	if (b->mechanism == MAILMIME_MECHANISM_BASE64) {
 		if (ph)
 			cut -= cut % B64_LINE;
@@ -99,7 +99,7 @@ static char *encoded(const char *s)
 }
 
 int msg_prepare(struct msg_prep *p, const struct msg_head *h, const char *html, const char *text,
-		struct err *err)
+                struct err *err)
 {
 	char *name = NULL, *addr = NULL;
 	memset(p, 0, sizeof *p);
@@ -180,10 +180,18 @@ static void fill(const struct msg_body *b, const struct msg_rcpt *r, struct buf 
 		buf_add(out, p, (size_t)(ph - p));
 		const char *v = "";
 		switch (ph[1]) {
-		case 'U': v = r->unsub_url ? r->unsub_url : ""; break;
-		case 'E': v = r->email; break;
-		case 'N': v = r->name ? r->name : ""; break;
-		case 'C': v = r->confirm_url ? r->confirm_url : ""; break;
+		case 'U':
+			v = r->unsub_url ? r->unsub_url : "";
+			break;
+		case 'E':
+			v = r->email;
+			break;
+		case 'N':
+			v = r->name ? r->name : "";
+			break;
+		case 'C':
+			v = r->confirm_url ? r->confirm_url : "";
+			break;
 		}
 		char *clean = utf8_clean_dup(v, 0);
 		add_escaped(out, clean, b->is_html);
@@ -213,8 +221,8 @@ static struct mailmime *part(const struct msg_body *b, const char *type, struct 
 	}
 	/* Already transfer-encoded (dt_encoded = 1): libetpan writes it as is.
 	 * mailmime_free() does not free the bytes (LIBNOTES.md §1.1). */
-	m->mm_data.mm_single = mailmime_data_new(MAILMIME_DATA_TEXT, b->mechanism, 1,
-						 data->data, data->len, NULL);
+	m->mm_data.mm_single =
+	    mailmime_data_new(MAILMIME_DATA_TEXT, b->mechanism, 1, data->data, data->len, NULL);
 	if (m->mm_data.mm_single == NULL) {
 		mailmime_free(m);
 		return NULL;
@@ -242,8 +250,7 @@ static bool header_safe(const char *s)
 	return true;
 }
 
-int msg_build(const struct msg_prep *p, const struct msg_rcpt *r, struct buf *out,
-	      struct err *err)
+int msg_build(const struct msg_prep *p, const struct msg_rcpt *r, struct buf *out, struct err *err)
 {
 	struct mailmime *msg = NULL, *alt = NULL, *tp = NULL, *hp = NULL;
 	struct mailimf_fields *fields = NULL;
@@ -278,7 +285,7 @@ int msg_build(const struct msg_prep *p, const struct msg_rcpt *r, struct buf *ou
 	char *to_name = r->name && *r->name ? encoded(r->name) : NULL;
 	if (from == NULL || to == NULL ||
 	    mailimf_mailbox_list_add(from, mailimf_mailbox_new(*p->from ? xstrdup(p->from) : NULL,
-							       xstrdup(p->from_addr))) != 0 ||
+	                                                       xstrdup(p->from_addr))) != 0 ||
 	    mailimf_address_list_add_mb(to, to_name, xstrdup(r->email)) != 0) {
 		if (from)
 			mailimf_mailbox_list_free(from);
@@ -294,8 +301,9 @@ int msg_build(const struct msg_prep *p, const struct msg_rcpt *r, struct buf *ou
 	if (*p->list_id && add_field(fields, "List-Id", p->list_id) < 0)
 		goto nomem;
 	if (p->bulk && r->unsub_url) {
-		char *v = r->unsub_mailto ? xasprintf("<%s>, <mailto:%s>", r->unsub_url, r->unsub_mailto)
-					  : xasprintf("<%s>", r->unsub_url);
+		char *v = r->unsub_mailto
+		              ? xasprintf("<%s>, <mailto:%s>", r->unsub_url, r->unsub_mailto)
+		              : xasprintf("<%s>", r->unsub_url);
 		int a = add_field(fields, "List-Unsubscribe", v);
 		free(v);
 		/* RFC 8058: one-click needs both headers and a DKIM signature covering them */

@@ -27,10 +27,22 @@
 /* Placeholders the templates receive for per-subscriber values. The issue
  * parser removes control characters from content, so they cannot occur in
  * an article. (Split literals: "\x01E" would be the single byte 0x1e.) */
-#define MSG_PH_UNSUBSCRIBE "\x01" "U" "\x01"
-#define MSG_PH_EMAIL "\x01" "E" "\x01"
-#define MSG_PH_NAME "\x01" "N" "\x01"
-#define MSG_PH_CONFIRM "\x01" "C" "\x01"
+#define MSG_PH_UNSUBSCRIBE                                                                         \
+	"\x01"                                                                                     \
+	"U"                                                                                        \
+	"\x01"
+#define MSG_PH_EMAIL                                                                               \
+	"\x01"                                                                                     \
+	"E"                                                                                        \
+	"\x01"
+#define MSG_PH_NAME                                                                                \
+	"\x01"                                                                                     \
+	"N"                                                                                        \
+	"\x01"
+#define MSG_PH_CONFIRM                                                                             \
+	"\x01"                                                                                     \
+	"C"                                                                                        \
+	"\x01"
 
 struct msg_body {
 	int mechanism; /* MAILMIME_MECHANISM_BASE64 or _QUOTED_PRINTABLE */
@@ -42,24 +54,24 @@ struct msg_body {
 };
 
 struct msg_prep {
-	char *subject;      /* RFC 2047-encoded */
-	char *from;         /* encoded display name, may be "" */
+	char *subject; /* RFC 2047-encoded */
+	char *from;    /* encoded display name, may be "" */
 	char *from_addr;
 	char *list_id;      /* List-Id value, "" for none */
 	char *list_archive; /* URL, "" for none */
 	char *language;     /* Content-Language */
 	char *msgid_domain;
-	bool bulk;          /* List-Unsubscribe headers (not on confirmation mail) */
+	bool bulk; /* List-Unsubscribe headers (not on confirmation mail) */
 	struct msg_body text, html;
 };
 
 struct msg_head {
-	const char *subject;       /* UTF-8 */
-	const char *from;          /* "Name <addr>" (site.from) */
-	const char *list_name;     /* "matrix" */
-	const char *list_title;    /* "Matrix" */
-	const char *list_archive;  /* site.base_url */
-	const char *language;      /* "zh-CN" */
+	const char *subject;      /* UTF-8 */
+	const char *from;         /* "Name <addr>" (site.from) */
+	const char *list_name;    /* "matrix" */
+	const char *list_title;   /* "Matrix" */
+	const char *list_archive; /* site.base_url */
+	const char *language;     /* "zh-CN" */
 	bool bulk;
 };
 
@@ -69,7 +81,7 @@ void msg_init(void);
 /* Prepares the shared part of a message. html and text are the rendered
  * bodies with placeholders. */
 int msg_prepare(struct msg_prep *p, const struct msg_head *h, const char *html, const char *text,
-		struct err *err);
+                struct err *err);
 void msg_prep_free(struct msg_prep *p);
 
 struct msg_rcpt {
@@ -83,7 +95,6 @@ struct msg_rcpt {
 };
 
 /* Appends one complete message (CRLF line ends) for r to out. */
-int msg_build(const struct msg_prep *p, const struct msg_rcpt *r, struct buf *out,
-	      struct err *err);
+int msg_build(const struct msg_prep *p, const struct msg_rcpt *r, struct buf *out, struct err *err);
 
 #endif

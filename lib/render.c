@@ -75,7 +75,7 @@ static char *rule_for(const char *title)
 
 /* One article; html_mail selects the inline-styled HTML for mail. */
 static struct json_object *article_json(const struct conf *c, const struct issue *is, size_t i,
-					bool html_mail, bool neighbours)
+                                        bool html_mail, bool neighbours)
 {
 	const struct article *a = &is->articles[i];
 	struct json_object *o = json_object_new_object();
@@ -111,16 +111,17 @@ static struct json_object *article_json(const struct conf *c, const struct issue
 
 /* issue, articles[] and sections[{name, articles[]}] */
 static void issue_into(struct json_object *ctx, const struct conf *c, const struct issue *is,
-		       time_t date, bool html_mail)
+                       time_t date, bool html_mail)
 {
 	struct json_object *io = json_object_new_object();
 	add_str(io, "title", is->title);
 	/* "NO.60" when the title repeats the site's name ("Matrix NO.60") */
 	size_t tl = strlen(c->site.title);
 	add_str(io, "short_title",
-		strncmp(is->title, c->site.title, tl) == 0 && is->title[tl] == ' ' && is->title[tl + 1]
-		    ? is->title + tl + 1
-		    : is->title);
+	        strncmp(is->title, c->site.title, tl) == 0 && is->title[tl] == ' ' &&
+	                is->title[tl + 1]
+	            ? is->title + tl + 1
+	            : is->title);
 	json_object_object_add(io, "number", json_object_new_int(is->number));
 	add_str(io, "period", is->period);
 	add_owned(io, "url", render_issue_url(c, is->number));
@@ -170,7 +171,7 @@ static struct json_object *base_ctx(const struct conf *c, const struct render_li
 }
 
 static int render_both(const struct tmpl *t, const char *stem, struct json_object *ctx,
-		       struct buf *html, struct buf *text, struct err *err)
+                       struct buf *html, struct buf *text, struct err *err)
 {
 	char name[64];
 	snprintf(name, sizeof name, "%s.html", stem);
@@ -181,7 +182,7 @@ static int render_both(const struct tmpl *t, const char *stem, struct json_objec
 }
 
 int render_mail(const struct conf *c, const struct tmpl *t, const struct issue *is, time_t date,
-		int idx, const struct render_list *list, struct msg_prep *out, struct err *err)
+                int idx, const struct render_list *list, struct msg_prep *out, struct err *err)
 {
 	struct json_object *ctx = base_ctx(c, list);
 	struct buf html, text;
@@ -193,16 +194,21 @@ int render_mail(const struct conf *c, const struct tmpl *t, const struct issue *
 		goto out;
 	}
 	issue_into(ctx, c, is, date, true);
-	struct msg_head h = {NULL, c->site.from, list ? list->name : NULL,
-			     list ? list->title : NULL, c->site.base_url, is->language, true};
+	struct msg_head h = {NULL,
+	                     c->site.from,
+	                     list ? list->name : NULL,
+	                     list ? list->title : NULL,
+	                     c->site.base_url,
+	                     is->language,
+	                     true};
 	char *subject;
 	if (idx == 0) {
 		subject = is->period[0] ? xasprintf("%s · %s", is->title, is->period)
-					: xstrdup(is->title);
+		                        : xstrdup(is->title);
 		r = render_both(t, "mail-digest", ctx, &html, &text, err);
 	} else {
 		json_object_object_add(ctx, "article",
-				       article_json(c, is, (size_t)idx - 1, true, false));
+		                       article_json(c, is, (size_t)idx - 1, true, false));
 		subject = xstrdup(is->articles[idx - 1].title);
 		r = render_both(t, "mail-article", ctx, &html, &text, err);
 	}
@@ -218,17 +224,17 @@ out:
 }
 
 int render_confirm(const struct conf *c, const struct tmpl *t, const struct render_list *list,
-		   struct msg_prep *out, struct err *err)
+                   struct msg_prep *out, struct err *err)
 {
 	struct json_object *ctx = base_ctx(c, list);
 	add_str(ctx, "confirm_url", MSG_PH_CONFIRM);
 	struct buf html, text;
 	buf_init(&html, BUF_NOLIMIT);
 	buf_init(&text, BUF_NOLIMIT);
-	char *subject = xasprintf("请确认订阅《%s》", list->title && *list->title ? list->title
-									 : list->name);
-	struct msg_head h = {subject, c->site.from, list->name, list->title, NULL,
-			     c->site.language, false};
+	char *subject =
+	    xasprintf("请确认订阅《%s》", list->title && *list->title ? list->title : list->name);
+	struct msg_head h = {subject, c->site.from,     list->name, list->title,
+	                     NULL,    c->site.language, false};
 	int r = render_both(t, "mail-confirm", ctx, &html, &text, err);
 	if (r == 0)
 		r = msg_prepare(out, &h, buf_str(&html), buf_str(&text), err);
@@ -240,14 +246,14 @@ int render_confirm(const struct conf *c, const struct tmpl *t, const struct rend
 }
 
 int render_page(const struct conf *c, const struct tmpl *t, const char *name,
-		struct json_object *ctx, struct buf *out, struct err *err)
+                struct json_object *ctx, struct buf *out, struct err *err)
 {
 	json_object_object_add(ctx, "site", site_json(c));
 	return tmpl_render(t, name, ctx, out, err);
 }
 
 static int write_page(const struct tmpl *t, const char *name, struct json_object *ctx,
-		      const char *path, struct err *err)
+                      const char *path, struct err *err)
 {
 	struct buf b;
 	buf_init(&b, BUF_NOLIMIT);
@@ -278,7 +284,7 @@ static int copy_asset(const char *folder, const char *rel, const char *dest, str
 }
 
 int render_issue_pages(const struct conf *c, const struct tmpl *t, const struct issue *is,
-		       time_t date, const char *dir, struct err *err)
+                       time_t date, const char *dir, struct err *err)
 {
 	int r = 0;
 	for (size_t i = 0; i < is->narticles && r == 0; i++) {
@@ -286,8 +292,8 @@ int render_issue_pages(const struct conf *c, const struct tmpl *t, const struct 
 		json_object_object_add(ctx, "site", site_json(c));
 		issue_into(ctx, c, is, date, false);
 		json_object_object_add(ctx, "article", article_json(c, is, i, false, true));
-		char *path = xasprintf("%s/issues/%d/%s.html", dir, is->number,
-				       is->articles[i].slug);
+		char *path =
+		    xasprintf("%s/issues/%d/%s.html", dir, is->number, is->articles[i].slug);
 		r = write_page(t, "page-article.html", ctx, path, err);
 		free(path);
 		json_object_put(ctx);
@@ -310,7 +316,7 @@ int render_issue_pages(const struct conf *c, const struct tmpl *t, const struct 
 }
 
 int render_index(const struct conf *c, const struct tmpl *t, const struct render_index_item *items,
-		 size_t n, const char *dir, struct err *err)
+                 size_t n, const char *dir, struct err *err)
 {
 	struct json_object *ctx = json_object_new_object();
 	json_object_object_add(ctx, "site", site_json(c));
@@ -336,7 +342,7 @@ int render_index(const struct conf *c, const struct tmpl *t, const struct render
 }
 
 int render_feeds(const struct conf *c, const struct render_feed_item *items, size_t n,
-		 const char *dir, struct err *err)
+                 const char *dir, struct err *err)
 {
 	if (n > (size_t)c->site.feed_items)
 		n = (size_t)c->site.feed_items;
@@ -348,13 +354,15 @@ int render_feeds(const struct conf *c, const struct render_feed_item *items, siz
 	for (size_t i = 0; i < n; i++) {
 		const struct article *a = items[i].a;
 		urls[i] = render_article_url(c, items[i].is->number, a->slug);
-		e[i] = (struct feed_entry){urls[i], a->title, urls[i], a->section, a->summary,
-					   a->html, "", items[i].published, items[i].updated};
+		e[i] = (struct feed_entry){urls[i],    a->title,           urls[i],
+		                           a->section, a->summary,         a->html,
+		                           "",         items[i].published, items[i].updated};
 		if (items[i].updated > newest)
 			newest = items[i].updated;
 	}
-	struct feed_meta m = {c->site.title, "", c->site.base_url, rss_url, atom_url,
-			      c->site.language, c->site.title, "", newest};
+	struct feed_meta m = {c->site.title, "",       c->site.base_url,
+	                      rss_url,       atom_url, c->site.language,
+	                      c->site.title, "",       newest};
 	struct buf b;
 	buf_init(&b, BUF_NOLIMIT);
 	char *path = NULL;

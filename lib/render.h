@@ -30,16 +30,16 @@ struct render_list {
 /* The shared part of the mail for article idx (1-based), or of the digest
  * (idx 0), of an issue published on date, for members of list. */
 int render_mail(const struct conf *c, const struct tmpl *t, const struct issue *is, time_t date,
-		int idx, const struct render_list *list, struct msg_prep *out, struct err *err);
+                int idx, const struct render_list *list, struct msg_prep *out, struct err *err);
 
 /* The double opt-in mail of a list. */
 int render_confirm(const struct conf *c, const struct tmpl *t, const struct render_list *list,
-		   struct msg_prep *out, struct err *err);
+                   struct msg_prep *out, struct err *err);
 
 /* issues/N/index.html, issues/N/SLUG.html, and the issue folder's images,
  * under dir (public_dir). */
 int render_issue_pages(const struct conf *c, const struct tmpl *t, const struct issue *is,
-		       time_t date, const char *dir, struct err *err);
+                       time_t date, const char *dir, struct err *err);
 
 struct render_index_item {
 	int number;
@@ -49,7 +49,7 @@ struct render_index_item {
 };
 /* index.html under dir, items newest first. */
 int render_index(const struct conf *c, const struct tmpl *t, const struct render_index_item *items,
-		 size_t n, const char *dir, struct err *err);
+                 size_t n, const char *dir, struct err *err);
 
 struct render_feed_item {
 	const struct issue *is;
@@ -58,7 +58,7 @@ struct render_feed_item {
 };
 /* feed.xml and atom.xml under dir, items newest first (at most feed_items used). */
 int render_feeds(const struct conf *c, const struct render_feed_item *items, size_t n,
-		 const char *dir, struct err *err);
+                 const char *dir, struct err *err);
 
 /* Absolute URLs; allocated. */
 char *render_issue_url(const struct conf *c, int number);
@@ -67,6 +67,6 @@ char *render_article_url(const struct conf *c, int number, const char *slug);
 /* Renders an arbitrary page template with a context that gets "site" added
  * (used by the HTTP endpoint's unsubscribe and confirm pages). */
 int render_page(const struct conf *c, const struct tmpl *t, const char *name,
-		struct json_object *ctx, struct buf *out, struct err *err);
+                struct json_object *ctx, struct buf *out, struct err *err);
 
 #endif

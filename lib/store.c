@@ -46,9 +46,9 @@ static const char schema_v1[] =
     "  status TEXT NOT NULL CHECK (status IN"
     "    ('pending','confirmed','unsubscribed','bounced')),"
     "  mode TEXT NOT NULL DEFAULT 'article' CHECK (mode IN ('article','digest')),"
-    "  consent_at INTEGER,"      /* when the subscriber (or an admin) opted in */
-    "  consent_via TEXT,"        /* cli | import | confirm-link */
-    "  consent_by TEXT,"         /* cli:USER, import:FILE, http */
+    "  consent_at INTEGER," /* when the subscriber (or an admin) opted in */
+    "  consent_via TEXT,"   /* cli | import | confirm-link */
+    "  consent_by TEXT,"    /* cli:USER, import:FILE, http */
     "  status_at INTEGER NOT NULL,"
     "  created_at INTEGER NOT NULL,"
     "  PRIMARY KEY (list_id, subscriber_id)) WITHOUT ROWID;"
@@ -65,8 +65,8 @@ static const char schema_v1[] =
     "  subscriber_id INTEGER REFERENCES subscribers(id) ON DELETE CASCADE,"
     "  list_id INTEGER REFERENCES lists(id) ON DELETE SET NULL,"
     "  at INTEGER NOT NULL,"
-    "  kind TEXT NOT NULL,"      /* subscribe confirm unsubscribe bounce complaint … */
-    "  via TEXT NOT NULL,"       /* cli import confirm-link one-click mail bounce */
+    "  kind TEXT NOT NULL," /* subscribe confirm unsubscribe bounce complaint … */
+    "  via TEXT NOT NULL,"  /* cli import confirm-link one-click mail bounce */
     "  actor TEXT NOT NULL DEFAULT '',"
     "  detail TEXT NOT NULL DEFAULT '');"
     "CREATE INDEX events_subscriber ON events(subscriber_id);"
@@ -77,12 +77,12 @@ static const char schema_v1[] =
     "  period TEXT NOT NULL DEFAULT '',"
     "  language TEXT NOT NULL DEFAULT '',"
     "  status TEXT NOT NULL CHECK (status IN ('publish','draft')),"
-    "  lists TEXT NOT NULL DEFAULT '',"  /* comma-separated names; '' = every list */
+    "  lists TEXT NOT NULL DEFAULT ''," /* comma-separated names; '' = every list */
     "  path TEXT NOT NULL,"
     "  hash TEXT NOT NULL,"
-    "  date INTEGER NOT NULL,"           /* publication date */
+    "  date INTEGER NOT NULL," /* publication date */
     "  colophon TEXT NOT NULL DEFAULT '',"
-    "  queued_at INTEGER,"               /* deliveries created; NULL for drafts */
+    "  queued_at INTEGER," /* deliveries created; NULL for drafts */
     "  created_at INTEGER NOT NULL,"
     "  updated_at INTEGER NOT NULL);"
     "CREATE TABLE articles ("
@@ -118,10 +118,10 @@ static const char schema_v1[] =
     "    ('queued','sending','sent','deferred','failed')),"
     "  attempts INTEGER NOT NULL DEFAULT 0,"
     "  next_attempt INTEGER NOT NULL DEFAULT 0,"
-    "  last_code INTEGER,"       /* SMTP reply code */
-    "  last_status TEXT,"        /* enhanced status, 4.2.0 */
-    "  last_reply TEXT,"         /* the server's last reply line */
-    "  queue_id TEXT,"           /* the relay's queue id, from 250 … queued as X */
+    "  last_code INTEGER," /* SMTP reply code */
+    "  last_status TEXT,"  /* enhanced status, 4.2.0 */
+    "  last_reply TEXT,"   /* the server's last reply line */
+    "  queue_id TEXT,"     /* the relay's queue id, from 250 … queued as X */
     "  created_at INTEGER NOT NULL,"
     "  updated_at INTEGER NOT NULL,"
     "  sent_at INTEGER,"
@@ -145,9 +145,8 @@ int64_t store_now(void)
 int store_fail(struct store *s, struct err *err, const char *what)
 {
 	int code = sqlite3_extended_errcode(s->db);
-	enum err_kind kind = (code & 0xff) == SQLITE_BUSY || (code & 0xff) == SQLITE_LOCKED
-				 ? ERR_TEMP
-				 : ERR_DB;
+	enum err_kind kind =
+	    (code & 0xff) == SQLITE_BUSY || (code & 0xff) == SQLITE_LOCKED ? ERR_TEMP : ERR_DB;
 	return err_set(err, kind, "%s: %s: %s", s->path, what, sqlite3_errmsg(s->db));
 }
 
@@ -199,8 +198,7 @@ sqlite3_stmt *store_stmt(struct store *s, const char *sql, struct err *err)
 			return c->st;
 		}
 	sqlite3_stmt *st = NULL;
-	if (sqlite3_prepare_v3(s->db, sql, -1, SQLITE_PREPARE_PERSISTENT, &st, NULL) !=
-	    SQLITE_OK) {
+	if (sqlite3_prepare_v3(s->db, sql, -1, SQLITE_PREPARE_PERSISTENT, &st, NULL) != SQLITE_OK) {
 		store_fail(s, err, "prepare");
 		return NULL;
 	}
@@ -229,7 +227,7 @@ int store_step_done(struct store *s, sqlite3_stmt *st, struct err *err, const ch
 int store_kv_set(struct store *s, const char *key, const char *value, struct err *err)
 {
 	static const char sql[] = "INSERT INTO kv(key, value) VALUES (?1, ?2) "
-				  "ON CONFLICT(key) DO UPDATE SET value = excluded.value";
+	                          "ON CONFLICT(key) DO UPDATE SET value = excluded.value";
 	sqlite3_stmt *st = store_stmt(s, sql, err);
 	if (st == NULL)
 		return -1;
@@ -274,9 +272,9 @@ static int migrate(struct store *s, struct err *err)
 	if (version > NMIGRATIONS) {
 		store_rollback(s);
 		return err_set(err, ERR_DB,
-			       "%s: schema version %d is newer than this program knows (%d); "
-			       "upgrade matrixd",
-			       s->path, version, NMIGRATIONS);
+		               "%s: schema version %d is newer than this program knows (%d); "
+		               "upgrade matrixd",
+		               s->path, version, NMIGRATIONS);
 	}
 	for (int v = version; v < NMIGRATIONS; v++) {
 		if (sqlite3_exec(s->db, migrations[v], NULL, NULL, NULL) != SQLITE_OK)
@@ -314,7 +312,7 @@ int store_open(struct store **out, const char *state_dir, struct err *err)
 	close(fd);
 
 	int flags = SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE | SQLITE_OPEN_NOFOLLOW |
-		    SQLITE_OPEN_EXRESCODE;
+	            SQLITE_OPEN_EXRESCODE;
 	if (sqlite3_open_v2(s->path, &s->db, flags, NULL) != SQLITE_OK) {
 		store_fail(s, err, "open");
 		goto fail;

@@ -23,9 +23,9 @@
 
 #include "err.h"
 
-#define STORE_FILE "matrixd.db"
+#define STORE_FILE           "matrixd.db"
 #define STORE_SCHEMA_VERSION 1
-#define STORE_BUSY_MS 10000 /* how long a statement waits for another writer */
+#define STORE_BUSY_MS        10000 /* how long a statement waits for another writer */
 
 struct store {
 	sqlite3 *db;

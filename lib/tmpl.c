@@ -10,7 +10,7 @@
 #include "tmpl.h"
 #include "xmalloc.h"
 
-#define SUFFIX ".mustache"
+#define SUFFIX       ".mustache"
 #define MAX_TEMPLATE (1 << 20)
 
 struct file {
@@ -71,7 +71,8 @@ int tmpl_load(struct tmpl **out, const char *dir, struct err *err)
 		struct dirent *de;
 		while ((de = readdir(d)) != NULL) {
 			size_t n = strlen(de->d_name), k = strlen(SUFFIX);
-			if (de->d_name[0] == '.' || n <= k || strcmp(de->d_name + n - k, SUFFIX) != 0)
+			if (de->d_name[0] == '.' || n <= k ||
+			    strcmp(de->d_name + n - k, SUFFIX) != 0)
 				continue;
 			char *path = xasprintf("%s/%s", dir, de->d_name);
 			struct buf b;
@@ -121,7 +122,7 @@ static const char *partial(void *ctx, const char *name)
 }
 
 int tmpl_render(const struct tmpl *t, const char *name, struct json_object *ctx, struct buf *out,
-		struct err *err)
+                struct err *err)
 {
 	struct file *f = find(t, name);
 	if (f == NULL)

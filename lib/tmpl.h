@@ -34,6 +34,6 @@ const char *tmpl_get(const struct tmpl *t, const char *name);
 
 /* Renders template name against ctx, appending to out. */
 int tmpl_render(const struct tmpl *t, const char *name, struct json_object *ctx, struct buf *out,
-		struct err *err);
+                struct err *err);
 
 #endif

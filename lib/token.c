@@ -16,9 +16,12 @@
 static const char *purpose_word(enum token_purpose p)
 {
 	switch (p) {
-	case TOKEN_UNSUBSCRIBE: return "unsubscribe";
-	case TOKEN_CONFIRM: return "confirm";
-	case TOKEN_VERP: return "verp";
+	case TOKEN_UNSUBSCRIBE:
+		return "unsubscribe";
+	case TOKEN_CONFIRM:
+		return "confirm";
+	case TOKEN_VERP:
+		return "verp";
 	}
 	return "?";
 }
@@ -70,15 +73,17 @@ int token_key_load(struct token_key *k, const char *state_dir, struct err *err)
 	struct stat st;
 	if (fstat(fd, &st) < 0 || (st.st_mode & 077)) {
 		close(fd);
-		return err_set(err, ERR_CONFIG, "%s must be readable by its owner only; run: chmod 600 %s",
-			       path, path);
+		return err_set(err, ERR_CONFIG,
+		               "%s must be readable by its owner only; run: chmod 600 %s", path,
+		               path);
 	}
 	ssize_t n = read(fd, hex, 64);
 	close(fd);
 	if (n != 64)
-		return err_set(err, ERR_CONFIG, "%s: expected 64 hex digits; delete it to make a new one "
-					      "(outstanding links stop working)",
-			       path);
+		return err_set(err, ERR_CONFIG,
+		               "%s: expected 64 hex digits; delete it to make a new one "
+		               "(outstanding links stop working)",
+		               path);
 	for (int i = 0; i < 32; i++) {
 		int hi = hexval(hex[2 * i]), lo = hexval(hex[2 * i + 1]);
 		if (hi < 0 || lo < 0)
@@ -95,7 +100,7 @@ void token_key_random(struct token_key *k)
 }
 
 static void mac_hex(const struct token_key *k, enum token_purpose p, const char *ids, size_t nhex,
-		    char *out)
+                    char *out)
 {
 	char msg[128];
 	unsigned char mac[32];
@@ -135,7 +140,7 @@ static bool parse_id(const char **p, const char *end, int64_t *v)
 }
 
 bool token_check(const struct token_key *k, enum token_purpose p, const char *tok, size_t len,
-		 int64_t *a, int64_t *b)
+                 int64_t *a, int64_t *b)
 {
 	const char *s = tok, *end = tok + len;
 	int64_t x = 0, y = 0;

@@ -20,7 +20,7 @@
 #include "err.h"
 
 #define TOKEN_SECRET_FILE "secret"
-#define TOKEN_MAX 96 /* room for any token plus NUL */
+#define TOKEN_MAX         96 /* room for any token plus NUL */
 
 enum token_purpose { TOKEN_UNSUBSCRIBE, TOKEN_CONFIRM, TOKEN_VERP };
 
@@ -39,12 +39,11 @@ void token_key_random(struct token_key *k);
 
 /* Writes the token for (a, b) into out (TOKEN_MAX bytes). For TOKEN_VERP
  * only a (the delivery id) is used. */
-void token_make(const struct token_key *k, enum token_purpose p, int64_t a, int64_t b,
-		char *out);
+void token_make(const struct token_key *k, enum token_purpose p, int64_t a, int64_t b, char *out);
 
 /* Checks tok (len bytes, need not be NUL-terminated) and returns the ids it
  * names. False for anything malformed, truncated or signed by another key. */
 bool token_check(const struct token_key *k, enum token_purpose p, const char *tok, size_t len,
-		 int64_t *a, int64_t *b);
+                 int64_t *a, int64_t *b);
 
 #endif

@@ -7,7 +7,7 @@
 #include "utf8.h"
 
 struct transport *transport_new(const struct conf *c, const char *password, atomic_bool *abort,
-				struct err *err)
+                                struct err *err)
 {
 	struct transport *t;
 	if (strncmp(c->smtp.url, "maildir:", 8) == 0)
@@ -20,7 +20,7 @@ struct transport *transport_new(const struct conf *c, const char *password, atom
 }
 
 int transport_send(struct transport *t, const char *from, const char *rcpt, const char *data,
-		   size_t len, struct send_result *res)
+                   size_t len, struct send_result *res)
 {
 	memset(res, 0, sizeof *res);
 	return t->ops->send(t, from, rcpt, data, len, res);
@@ -52,7 +52,8 @@ void transport_parse_reply(const char *line, struct send_result *res)
 		const char *s = p;
 		if ((*s == '2' || *s == '4' || *s == '5') && s[1] == '.') {
 			size_t n = 0;
-			while (n < sizeof res->status - 1 && (isdigit((unsigned char)s[n]) || s[n] == '.'))
+			while (n < sizeof res->status - 1 &&
+			       (isdigit((unsigned char)s[n]) || s[n] == '.'))
 				n++;
 			memcpy(res->status, s, n);
 			res->status[n] = '\0';

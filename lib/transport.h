@@ -21,7 +21,7 @@
 #include "err.h"
 
 #define TRANSPORT_CONNECT_TIMEOUT 30 /* seconds */
-#define TRANSPORT_TIMEOUT 60         /* seconds for one message, connection included */
+#define TRANSPORT_TIMEOUT         60 /* seconds for one message, connection included */
 
 enum send_outcome {
 	SEND_OK,   /* 2xx: the relay took it */
@@ -31,17 +31,17 @@ enum send_outcome {
 
 struct send_result {
 	enum send_outcome outcome;
-	int code;           /* SMTP reply code, 0 when none */
-	char status[16];    /* enhanced status "5.1.1", "" when none */
-	char reply[512];    /* the last reply line, or curl's error */
-	char queue_id[64];  /* from "250 … queued as X", "" when none */
+	int code;          /* SMTP reply code, 0 when none */
+	char status[16];   /* enhanced status "5.1.1", "" when none */
+	char reply[512];   /* the last reply line, or curl's error */
+	char queue_id[64]; /* from "250 … queued as X", "" when none */
 };
 
 struct transport;
 
 struct transport_ops {
 	int (*send)(struct transport *t, const char *from, const char *rcpt, const char *data,
-		    size_t len, struct send_result *res);
+	            size_t len, struct send_result *res);
 	void (*free)(struct transport *t);
 };
 
@@ -55,18 +55,17 @@ struct transport {
  * NULL), copied. abort (may be NULL) is polled during transfers.
  */
 struct transport *transport_new(const struct conf *c, const char *password, atomic_bool *abort,
-				struct err *err);
+                                struct err *err);
 
 /* Sends data (a complete message, CRLF line ends) from the envelope
  * sender to one recipient; always fills res. Returns 0 when res says
  * SEND_OK, -1 otherwise. */
 int transport_send(struct transport *t, const char *from, const char *rcpt, const char *data,
-		   size_t len, struct send_result *res);
+                   size_t len, struct send_result *res);
 void transport_free(struct transport *t);
 
 /* Backends, for transport_new(). */
-struct transport *transport_smtp_new(const struct conf *c, const char *password,
-				     struct err *err);
+struct transport *transport_smtp_new(const struct conf *c, const char *password, struct err *err);
 struct transport *transport_maildir_new(const char *dir, struct err *err);
 
 /* The reply parts of an SMTP reply line: "250 2.0.0 Ok: queued as 4AB".

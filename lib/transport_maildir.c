@@ -28,14 +28,14 @@ struct maildir {
 static atomic_ulong seq;
 
 static int md_send(struct transport *t, const char *from, const char *rcpt, const char *data,
-		   size_t len, struct send_result *res)
+                   size_t len, struct send_result *res)
 {
 	struct maildir *m = (struct maildir *)t;
 	struct timespec ts;
 	clock_gettime(CLOCK_REALTIME, &ts);
 	char name[160];
 	snprintf(name, sizeof name, "%lld.M%ldP%dQ%lu.%s", (long long)ts.tv_sec, ts.tv_nsec / 1000,
-		 (int)getpid(), (unsigned long)atomic_fetch_add(&seq, 1), m->host);
+	         (int)getpid(), (unsigned long)atomic_fetch_add(&seq, 1), m->host);
 	char *tmp = xasprintf("%s/tmp/%s", m->dir, name);
 	char *dst = xasprintf("%s/new/%s", m->dir, name);
 	int fd = open(tmp, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0640);

@@ -73,7 +73,7 @@ static enum send_outcome classify(CURLcode rc, int code)
 	switch (rc) {
 	case CURLE_OK:
 		return code >= 200 && code < 300 ? SEND_OK : SEND_TEMP;
-	case CURLE_SEND_ERROR:   /* MAIL, RCPT or DATA refused */
+	case CURLE_SEND_ERROR:         /* MAIL, RCPT or DATA refused */
 	case CURLE_WEIRD_SERVER_REPLY: /* the final dot refused */
 	case CURLE_RECV_ERROR:
 		return code >= 500 && code < 600 ? SEND_PERM : SEND_TEMP;
@@ -86,7 +86,7 @@ static enum send_outcome classify(CURLcode rc, int code)
 }
 
 static int smtp_send(struct transport *t, const char *from, const char *rcpt, const char *data,
-		     size_t len, struct send_result *res)
+                     size_t len, struct send_result *res)
 {
 	struct smtp *s = (struct smtp *)t;
 	char *env_from = xasprintf("<%s>", from);
@@ -117,11 +117,12 @@ static int smtp_send(struct transport *t, const char *from, const char *rcpt, co
 	res->outcome = classify(rc, res->code);
 	if (rc != CURLE_OK) {
 		char why[sizeof res->reply];
-		snprintf(why, sizeof why, "%s%s%s", curl_easy_strerror(rc), s->errbuf[0] ? ": " : "",
-			 s->errbuf);
+		snprintf(why, sizeof why, "%s%s%s", curl_easy_strerror(rc),
+		         s->errbuf[0] ? ": " : "", s->errbuf);
 		if (res->reply[0] && res->code >= 400)
 			snprintf(res->reply + strlen(res->reply),
-				 sizeof res->reply - strlen(res->reply), " (%s)", curl_easy_strerror(rc));
+			         sizeof res->reply - strlen(res->reply), " (%s)",
+			         curl_easy_strerror(rc));
 		else
 			snprintf(res->reply, sizeof res->reply, "%s", why);
 	}

@@ -112,8 +112,8 @@ bool utf8_is_han(uint32_t cp)
 
 bool utf8_is_cjk(uint32_t cp)
 {
-	return utf8_is_han(cp) || (cp >= 0x3000 && cp <= 0x30ff) || (cp >= 0xff00 && cp <= 0xffef) ||
-	       (cp >= 0xac00 && cp <= 0xd7a3);
+	return utf8_is_han(cp) || (cp >= 0x3000 && cp <= 0x30ff) ||
+	       (cp >= 0xff00 && cp <= 0xffef) || (cp >= 0xac00 && cp <= 0xd7a3);
 }
 
 int utf8_cp_width(uint32_t cp)

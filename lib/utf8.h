@@ -45,8 +45,8 @@ bool utf8_is_han(uint32_t cp);
 size_t utf8_prefix(const char *s, size_t max);
 
 enum {
-	UTF8_KEEP_NL = 0x1,  /* keep LF and TAB (bodies); otherwise they become spaces */
-	UTF8_XML = 0x2,      /* also drop U+FFFE, U+FFFF (XML 1.0 Char) */
+	UTF8_KEEP_NL = 0x1, /* keep LF and TAB (bodies); otherwise they become spaces */
+	UTF8_XML = 0x2,     /* also drop U+FFFE, U+FFFF (XML 1.0 Char) */
 };
 /*
  * Appends s to out with every control character removed (C0 but see
