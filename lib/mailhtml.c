@@ -38,16 +38,14 @@ static const struct rule rules[] = {
      "margin:0 0 16px;background:#f3f4f6;padding:12px "
      "14px;border-radius:6px;overflow-x:auto;font-size:13px;line-height:1.5;white-space:pre;",
      "mx-code"},
-    {"table", NULL, "border-collapse:collapse;width:100%;font-size:12px;line-height:1.45;margin:0;",
+    /* word-break and overflow-wrap are inherited: set once on the table, not
+     * on every cell (a results table has hundreds; Gmail clips long mail). */
+    {"table", NULL,
+     "border-collapse:collapse;width:100%;font-size:12px;line-height:1.45;margin:0;"
+     "word-break:keep-all;overflow-wrap:normal;",
      NULL},
-    {"th", NULL,
-     "border:1px solid #e5e7eb;padding:5px "
-     "7px;background:#f9fafb;font-weight:600;word-break:keep-all;overflow-wrap:normal;",
-     "mx-th"},
-    {"td", NULL,
-     "border:1px solid #e5e7eb;padding:5px "
-     "7px;vertical-align:top;word-break:keep-all;overflow-wrap:normal;",
-     "mx-td"},
+    {"th", NULL, "border:1px solid #e5e7eb;padding:5px 7px;background:#f9fafb;", "mx-th"},
+    {"td", NULL, "border:1px solid #e5e7eb;padding:5px 7px;vertical-align:top;", "mx-td"},
     {"img", NULL, "max-width:100%;height:auto;border:0;display:block;margin:0 auto 8px;", NULL},
     {"hr", NULL, "border:0;border-top:1px solid #e5e7eb;margin:28px 0;", "mx-rule"},
 };
