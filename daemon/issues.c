@@ -119,9 +119,14 @@ static struct entry *find(struct watch *w, const char *name)
 	return NULL;
 }
 
-static void drop(struct watch *w, struct entry *e)
+static void drop(struct daemon *d, struct entry *e)
 {
-	log_info("issue file %s removed; what was published stays in the archive", e->path);
+	struct watch *w = d->watch;
+	struct err err;
+	log_info("issue file %s removed (anything published from it stays in the archive)",
+	         e->path);
+	if (archive_error_clear(d->store, e->path, &err) < 0)
+		log_warnx("%s", err.msg);
 	if (e->wd >= 0 && w->fd >= 0)
 		inotify_rm_watch(w->fd, e->wd);
 	free(e->name);
@@ -154,7 +159,7 @@ static void look(struct daemon *d, const char *name)
 	}
 	if (path == NULL) {
 		if (e)
-			drop(w, e);
+			drop(d, e);
 		free(top);
 		return;
 	}
@@ -172,7 +177,10 @@ static void look(struct daemon *d, const char *name)
 	if (e->mtime != st.st_mtime || e->size != st.st_size) {
 		e->mtime = st.st_mtime;
 		e->size = st.st_size;
-		e->changed_ms = now_ms();
+		/* The quiet time counts from the last write: a file found old at a
+		 * scan (start, --once) is ready at once, one just written waits. */
+		int64_t age = (int64_t)time(NULL) - (int64_t)st.st_mtime;
+		e->changed_ms = now_ms() - (age > 0 ? age * 1000 : 0);
 		e->done = st.st_size < 0; /* nothing to parse yet */
 	}
 	free(path);
@@ -196,7 +204,7 @@ void watch_rescan(struct daemon *d)
 	closedir(dir);
 	for (size_t i = 0; i < w->n;)
 		if (!w->e[i].seen)
-			drop(w, &w->e[i]);
+			drop(d, &w->e[i]);
 		else
 			i++;
 }

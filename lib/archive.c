@@ -51,12 +51,12 @@ int archive_save(struct store *s, const struct issue *is, const char *path, int6
 	static const char find[] = "SELECT id, path, hash FROM issues WHERE number = ?1";
 	static const char ins[] =
 	    "INSERT INTO issues(number, title, period, language, status, lists, path, hash, date, "
-	    "colophon, created_at, updated_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, "
-	    "?11, ?11) RETURNING id";
+	    "colophon, preface, created_at, updated_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, "
+	    "?10, ?13, ?11, ?11) RETURNING id";
 	static const char upd[] =
 	    "UPDATE issues SET title = ?2, period = ?3, language = ?4, status = ?5, lists = ?6, "
 	    "path = ?7, hash = ?8, date = CASE WHEN ?12 > 0 THEN ?12 ELSE date END, "
-	    "colophon = ?10, updated_at = ?11 WHERE number = ?1 RETURNING id";
+	    "colophon = ?10, preface = ?13, updated_at = ?11 WHERE number = ?1 RETURNING id";
 	int64_t now = store_now();
 	char *old_path = NULL, *old_hash = NULL, *lists = issue_lists_csv(is);
 	int rc = -1;
@@ -100,6 +100,7 @@ int archive_save(struct store *s, const struct issue *is, const char *path, int6
 	sqlite3_bind_text(st, 10, is->colophon_html, -1, SQLITE_STATIC);
 	sqlite3_bind_int64(st, 11, now);
 	sqlite3_bind_int64(st, 12, date);
+	sqlite3_bind_text(st, 13, is->preface_html ? is->preface_html : "", -1, SQLITE_STATIC);
 	if (sqlite3_step(st) != SQLITE_ROW) {
 		store_fail(s, err, "save issue");
 		sqlite3_reset(st);
@@ -218,7 +219,7 @@ struct issue *archive_load(struct store *s, int64_t id, struct err *err)
 {
 	static const char head[] =
 	    "SELECT number, title, period, language, status, date, colophon, "
-	    "path, hash FROM issues WHERE id = ?1";
+	    "path, hash, preface FROM issues WHERE id = ?1";
 	static const char arts[] =
 	    "SELECT idx, slug, section, title, summary, markdown, html, text "
 	    "FROM articles WHERE issue_id = ?1 ORDER BY idx";
@@ -241,6 +242,7 @@ struct issue *archive_load(struct store *s, int64_t id, struct err *err)
 	is->colophon_html = col_dup(st, 6);
 	is->colophon = xstrdup("");
 	is->preface = xstrdup("");
+	is->preface_html = col_dup(st, 9);
 	is->path = col_dup(st, 7);
 	snprintf(is->hash, sizeof is->hash, "%s", (const char *)sqlite3_column_text(st, 8));
 	sqlite3_reset(st);

@@ -49,6 +49,7 @@ struct doc {
 	struct span {
 		size_t title_first, title_last; /* line indexes of the title */
 		size_t body_first, body_end;    /* body lines [first, end) */
+		size_t intro_first, intro_end;  /* a section's introduction, put first */
 		char *title, *section;
 	} * spans;
 	size_t nspans;
@@ -675,9 +676,11 @@ static size_t find_headings(struct doc *d, struct heading **out)
 static void add_span(struct doc *d, size_t first, size_t last, char *title, const char *section)
 {
 	d->spans = xreallocarray(d->spans, d->nspans + 1, sizeof *d->spans);
-	d->spans[d->nspans++] =
-	    (struct span){first, last, last + 1, d->nlines, title, xstrdup(section ? section : "")};
-	if (d->nspans > 1)
+	d->spans[d->nspans++] = (struct span){first, last,  last + 1, d->nlines, 0, 0,
+					      title, xstrdup(section ? section : "")};
+	/* The previous article ends here, or earlier where a section heading
+	 * already ended it. */
+	if (d->nspans > 1 && d->spans[d->nspans - 2].body_end > first)
 		d->spans[d->nspans - 2].body_end = first;
 }
 
@@ -687,7 +690,7 @@ static int split_headings(struct doc *d, struct heading *h, size_t nh)
 	for (size_t i = 0; i < nh; i++)
 		two |= h[i].level == 2;
 	const char *section = "";
-	size_t first_article = d->nlines;
+	size_t first_article = d->nlines, intro = 0;
 	for (size_t i = 0; i < nh; i++) {
 		if (two && h[i].level == 1) {
 			section = h[i].text;
@@ -695,6 +698,9 @@ static int split_headings(struct doc *d, struct heading *h, size_t nh)
 				d->spans[d->nspans - 1].body_end = h[i].line;
 			else if (first_article == d->nlines)
 				d->preface_end = h[i].line;
+			/* Text under a section heading, before its first article, leads
+			 * that first article. */
+			intro = h[i].line + 1;
 			continue;
 		}
 		if (h[i].level > (two ? 2 : 1))
@@ -708,6 +714,11 @@ static int split_headings(struct doc *d, struct heading *h, size_t nh)
 				d->preface_end = h[i].line;
 		}
 		add_span(d, h[i].line, h[i].line, xstrdup(h[i].text), section);
+		if (intro) {
+			d->spans[d->nspans - 1].intro_first = intro;
+			d->spans[d->nspans - 1].intro_end = h[i].line;
+			intro = 0;
+		}
 	}
 	if (d->nspans == 0)
 		return err_at(d->err, ERR_INPUT, d->path, d->lines[h[0].line].no,
@@ -1325,7 +1336,7 @@ static int split_single(struct doc *d)
 	if (d->fm_title) {
 		d->spans = xcalloc(1, sizeof *d->spans);
 		d->nspans = 1;
-		d->spans[0] = (struct span){i, i, i, d->nlines, xstrdup(d->is->title), xstrdup("")};
+		d->spans[0] = (struct span){i, i, i, d->nlines, 0, 0, xstrdup(d->is->title), xstrdup("")};
 		return 0;
 	}
 	char *t = line_dup(&d->lines[i]);
@@ -1383,6 +1394,24 @@ static void take_assets(struct issue *is, struct md_doc *md)
 	}
 }
 
+/* The preface or the colophon as HTML ("" when empty). */
+static int render_extra(struct issue *is, const char *src, const struct md_opts *mo, char **html,
+			struct err *err)
+{
+	if (src[0] == '\0') {
+		*html = xstrdup("");
+		return 0;
+	}
+	struct md_doc md;
+	if (md_render(src, strlen(src), mo, &md, err) < 0)
+		return -1;
+	*html = md.html;
+	md.html = NULL;
+	take_assets(is, &md);
+	md_doc_free(&md);
+	return 0;
+}
+
 static int build_articles(struct doc *d)
 {
 	struct issue *is = d->is;
@@ -1409,6 +1438,15 @@ static int build_articles(struct doc *d)
 		a->line = d->lines[s->title_first].no;
 		a->body_line = s->body_first < d->nlines ? d->lines[s->body_first].no : a->line;
 		a->markdown = join_lines(d, s->body_first, s->body_end);
+		if (s->intro_end > s->intro_first) {
+			char *intro = join_lines(d, s->intro_first, s->intro_end);
+			if (intro[0]) {
+				char *both = xasprintf("%s\n%s", intro, a->markdown);
+				free(a->markdown);
+				a->markdown = both;
+			}
+			free(intro);
+		}
 		struct md_doc md;
 		if (md_render(a->markdown, strlen(a->markdown), &mo, &md, d->err) < 0) {
 			err_prefix(d->err, "%s:%d", d->path, a->line);
@@ -1437,17 +1475,9 @@ static int build_articles(struct doc *d)
 	}
 	is->preface = join_lines(d, d->preface_first, d->preface_end);
 	is->colophon = join_lines(d, d->colophon_first, d->nlines);
-	if (is->colophon[0]) {
-		struct md_doc md;
-		if (md_render(is->colophon, strlen(is->colophon), &mo, &md, d->err) < 0)
-			goto out;
-		is->colophon_html = md.html;
-		md.html = NULL;
-		take_assets(is, &md);
-		md_doc_free(&md);
-	} else {
-		is->colophon_html = xstrdup("");
-	}
+	if (render_extra(is, is->preface, &mo, &is->preface_html, d->err) < 0 ||
+	    render_extra(is, is->colophon, &mo, &is->colophon_html, d->err) < 0)
+		goto out;
 	r = 0;
 out:
 	free(base);
@@ -1596,6 +1626,7 @@ void issue_free(struct issue *is)
 	free(is->period);
 	free(is->language);
 	free(is->preface);
+	free(is->preface_html);
 	free(is->colophon);
 	free(is->colophon_html);
 	free(is->folder);
@@ -1639,5 +1670,8 @@ struct json_object *issue_to_json(const struct issue *is)
 	}
 	json_object_object_add(o, "articles", arr);
 	json_object_object_add(o, "colophon", json_object_new_string(is->colophon));
+	/* Not in SPEC.md's shape: only when there is one, so nothing is hidden. */
+	if (is->preface && is->preface[0])
+		json_object_object_add(o, "preface", json_object_new_string(is->preface));
 	return o;
 }

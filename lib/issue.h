@@ -48,6 +48,7 @@ struct issue {
 	struct article *articles;
 	size_t narticles;
 	char *preface;  /* text before the first article (markdown), may be "" */
+	char *preface_html;
 	char *colophon; /* back matter after the last article (markdown), may be "" */
 	char *colophon_html;
 	char hash[65]; /* SHA-256 of the file's bytes, hex */

@@ -128,6 +128,7 @@ static void issue_into(struct json_object *ctx, const struct conf *c, const stru
 	add_owned(io, "date_text", date_text(is->language, date));
 	json_object_object_add(io, "count", json_object_new_int((int)is->narticles));
 	add_str(io, "colophon_html", is->colophon_html);
+	add_str(io, "preface_html", is->preface_html);
 	add_str(io, "language", is->language);
 	json_object_object_add(ctx, "issue", io);
 

@@ -81,7 +81,8 @@ static const char schema_v1[] =
     "  path TEXT NOT NULL,"
     "  hash TEXT NOT NULL,"
     "  date INTEGER NOT NULL," /* publication date */
-    "  colophon TEXT NOT NULL DEFAULT '',"
+    "  preface TEXT NOT NULL DEFAULT '',"   /* HTML */
+    "  colophon TEXT NOT NULL DEFAULT '',"  /* HTML */
     "  queued_at INTEGER," /* deliveries created; NULL for drafts */
     "  created_at INTEGER NOT NULL,"
     "  updated_at INTEGER NOT NULL);"

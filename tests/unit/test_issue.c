@@ -307,11 +307,21 @@ static void test_headings_sections(void **state)
 	assert_body(&is->articles[0], "First sentence of the first article.",
 		    "Last sentence of the first article.");
 	assert_contains(is->articles[0].markdown, "### A subheading stays in the article");
-	assert_body(&is->articles[2], "| Model | Score |", "Last sentence of the frontier article.");
+	/* a section heading never ends up in the article above it; its
+	 * introduction leads the section's first article */
+	assert_null(strstr(is->articles[1].markdown, "前沿求索"));
+	assert_body(&is->articles[1], "Only one paragraph here.", "Only one paragraph here.");
+	assert_body(&is->articles[2], "This section introduces the frontier.",
+		    "Last sentence of the frontier article.");
+	assert_contains(is->articles[2].markdown, "| Model | Score |");
 	assert_contains(is->articles[2].html, "<table>");
 	assert_contains(is->articles[2].text, "https://arxiv.org/abs/2111.09883");
 	assert_contains(is->articles[2].text, "<https://github.com/microsoft/Swin-Transformer>");
 	assert_contains(is->preface, "Welcome to issue 62.");
+	assert_contains(is->preface_html, "<p>Welcome to issue 62.");
+	struct json_object *j = issue_to_json(is), *v;
+	assert_true(json_object_object_get_ex(j, "preface", &v));
+	json_object_put(j);
 	issue_free(is);
 }
 
@@ -489,6 +499,8 @@ static void test_json(void **state)
 	struct json_object *a0 = json_object_array_get_idx(arts, 0);
 	for (size_t i = 0; i < sizeof keys / sizeof keys[0]; i++)
 		assert_true(json_object_object_get_ex(a0, keys[i], &v));
+	/* no preface in the seed: exactly SPEC.md's keys */
+	assert_false(json_object_object_get_ex(o, "preface", &v));
 	json_object_put(o);
 	issue_free(is);
 }
