@@ -97,9 +97,11 @@ static char *token_of_msgid(const char *mid)
 static int fail_delivery(struct store *s, const struct found *f, const struct bounce_rcpt *r,
                          struct err *err)
 {
+	/* Once per delivery: the same DSN piped in twice (an MTA retrying it, or
+	 * someone replaying it) must not count twice. */
 	static const char sql[] =
 	    "UPDATE deliveries SET state = 'failed', last_code = NULL, last_status = ?2, "
-	    "last_reply = ?3, updated_at = ?4 WHERE id = ?1";
+	    "last_reply = ?3, updated_at = ?4 WHERE id = ?1 AND coalesce(last_reply, '') NOT LIKE 'bounced: %'";
 	sqlite3_stmt *st = store_stmt(s, sql, err);
 	if (st == NULL)
 		return -1;
@@ -109,33 +111,9 @@ static int fail_delivery(struct store *s, const struct found *f, const struct bo
 	sqlite3_bind_text(st, 3, reply, -1, SQLITE_TRANSIENT);
 	sqlite3_bind_int64(st, 4, store_now());
 	free(reply);
-	return store_step_done(s, st, err, "bounce");
-}
-
-/* A complaint without our tokens: the complaining address, when we know it. */
-static bool subscriber_of_address(struct store *s, const char *addr, struct found *f,
-                                  struct err *err)
-{
-	char *key = addr ? addr_key(addr, err) : NULL;
-	if (key == NULL)
-		return false;
-	static const char sql[] = "SELECT s.id, m.list_id, s.email FROM subscribers s JOIN "
-	                          "memberships m ON m.subscriber_id = s.id WHERE s.email_key = ?1 "
-	                          "ORDER BY m.list_id LIMIT 1";
-	sqlite3_stmt *st = store_stmt(s, sql, err);
-	bool ok = false;
-	if (st) {
-		sqlite3_bind_text(st, 1, key, -1, SQLITE_STATIC);
-		if (sqlite3_step(st) == SQLITE_ROW) {
-			f->subscriber_id = sqlite3_column_int64(st, 0);
-			f->list_id = sqlite3_column_int64(st, 1);
-			f->email = xstrdup((const char *)sqlite3_column_text(st, 2));
-			ok = true;
-		}
-		sqlite3_reset(st);
-	}
-	free(key);
-	return ok;
+	if (store_step_done(s, st, err, "bounce") < 0)
+		return -1;
+	return sqlite3_changes(s->db) == 1 ? 1 : 0;
 }
 
 int cmd_bounce(struct cli *c, int argc, char **argv)
@@ -206,9 +184,6 @@ int cmd_bounce(struct cli *c, int argc, char **argv)
 	bool unsub_token = b->kind == BOUNCE_UNSUBSCRIBE && b->unsubscribe_token &&
 	                   token_check(&key, TOKEN_UNSUBSCRIBE, b->unsubscribe_token,
 	                               strlen(b->unsubscribe_token), &sub, &list);
-	if (b->kind == BOUNCE_COMPLAINT && !found && b->nrcpts > 0 &&
-	    subscriber_of_address(s, b->rcpts[0].address, &f, &e))
-		found = true;
 
 	struct json_object *dj = NULL;
 	if (found && f.delivery_id) {
@@ -246,9 +221,9 @@ int cmd_bounce(struct cli *c, int argc, char **argv)
 				break;
 			}
 			w = store_begin(s, &e);
-			if (w == 0)
-				w = fail_delivery(s, &f, r0, &e);
-			if (w == 0)
+			int fresh = w == 0 ? fail_delivery(s, &f, r0, &e) : -1;
+			w = fresh < 0 ? -1 : 0;
+			if (fresh == 1)
 				w = ledger_hard_bounce(s, f.subscriber_id, c->conf.bounce_threshold,
 				                       r0 ? r0->diagnostic : "", &bounced, &e);
 			if (w == 0)
@@ -258,7 +233,9 @@ int cmd_bounce(struct cli *c, int argc, char **argv)
 			snprintf(what, sizeof what,
 			         "delivery=%" PRId64 " subscriber=%" PRId64 " hard bounce %s%s",
 			         f.delivery_id, f.subscriber_id, r0 ? r0->status : "",
-			         bounced ? "; now bounced, no more mail" : "");
+			         fresh == 0 ? " (already recorded for this delivery)"
+			         : bounced  ? "; now bounced, no more mail"
+			                    : "");
 			break;
 		case BOUNCE_SOFT:
 			if (found)
@@ -269,9 +246,10 @@ int cmd_bounce(struct cli *c, int argc, char **argv)
 			break;
 		case BOUNCE_COMPLAINT:
 			if (!found) {
+				/* Only what we signed names a subscriber: a complaint
+				 * naming an address could be forged by anyone. */
 				snprintf(what, sizeof what,
-				         "complaint about no subscriber of ours; "
-				         "dropped");
+				         "complaint without a token or Message-ID of ours; dropped");
 				break;
 			}
 			w = subs_unsubscribe_id(s, f.subscriber_id, f.list_id, "complaint", "mail",

@@ -54,9 +54,13 @@ struct dispatch {
 	/* relay trouble */
 	int64_t relay_down_until, relay_backoff;
 	/* progress of the issue being sent */
-	int64_t prog_issue;
+	int64_t prog_issue, prog_synced;
 	char *prog_title;
 	struct ledger_counts prog;
+	bool prog_done_logged;
+	/* finished jobs whose result could not be recorded yet (store busy) */
+	struct sjob **unrecorded;
+	size_t nunrecorded;
 	int64_t rate_t0, rate_n;
 	double rate;
 	bool idle;
@@ -97,6 +101,11 @@ void dispatch_free(struct dispatch *p)
 {
 	if (p == NULL)
 		return;
+	for (size_t i = 0; i < p->nunrecorded; i++) {
+		ledger_jobs_free(p->unrecorded[i]->ctx, 1);
+		sjob_free(p->unrecorded[i]);
+	}
+	free(p->unrecorded);
 	dispatch_invalidate(p);
 	free(p->prog_title);
 	free(p);
@@ -244,6 +253,108 @@ static size_t rate_allow(struct daemon *d, size_t want, int64_t *wake)
 	return n;
 }
 
+static const struct ledger_policy *policy(struct daemon *d)
+{
+	static struct ledger_policy pol;
+	pol = (struct ledger_policy){d->conf.smtp.max_attempts, d->conf.smtp.retry_max_age,
+	                             d->conf.bounce_threshold};
+	return &pol;
+}
+
+/* ---- progress: counts of the issue being sent, kept up to date by the
+ * claims and results, resynchronised from the store now and then ---- */
+
+static void progress_sync(struct daemon *d, int64_t issue_id)
+{
+	struct dispatch *p = d->dispatch;
+	struct err e;
+	if (p->prog_issue != issue_id) {
+		struct archive_issue *a = archive_get(d->store, 0, issue_id, &e);
+		free(p->prog_title);
+		p->prog_title = xstrdup(a ? a->title : "?");
+		archive_issues_free(a, a ? 1 : 0);
+		p->prog_issue = issue_id;
+		p->prog_done_logged = false;
+	}
+	if (ledger_counts(d->store, issue_id, &p->prog, &e) < 0)
+		memset(&p->prog, 0, sizeof p->prog);
+	p->prog_synced = now_ms();
+}
+
+static int64_t *state_count(struct ledger_counts *c, const char *state)
+{
+	if (strcmp(state, "sent") == 0)
+		return &c->sent;
+	if (strcmp(state, "deferred") == 0)
+		return &c->deferred;
+	if (strcmp(state, "failed") == 0)
+		return &c->failed;
+	if (strcmp(state, "sending") == 0)
+		return &c->sending;
+	return &c->queued;
+}
+
+/* A claim moved rows from queued/deferred to sending. */
+static void progress_claims(struct daemon *d, const struct ledger_job *jobs, size_t n)
+{
+	struct dispatch *p = d->dispatch;
+	int64_t last = 0;
+	for (size_t i = 0; i < n; i++)
+		if (jobs[i].issue_id)
+			last = jobs[i].issue_id;
+	if (last == 0)
+		return;
+	if (last != p->prog_issue || now_ms() - p->prog_synced > 60000) {
+		progress_sync(d, last); /* the store already counts these claims */
+		return;
+	}
+	for (size_t i = 0; i < n; i++) {
+		if (jobs[i].issue_id != p->prog_issue)
+			continue;
+		int64_t *from = jobs[i].was_deferred ? &p->prog.deferred : &p->prog.queued;
+		if (*from > 0)
+			(*from)--;
+		p->prog.sending++;
+	}
+}
+
+static void progress_result(struct daemon *d, const struct ledger_job *j, const char *state)
+{
+	struct dispatch *p = d->dispatch;
+	if (j->issue_id == 0 || p->prog_issue != j->issue_id)
+		return;
+	if (p->prog.sending > 0)
+		p->prog.sending--;
+	(*state_count(&p->prog, state))++;
+	const struct ledger_counts *c = &p->prog;
+	if (c->queued + c->sending == 0 && !p->prog_done_logged) {
+		log_info("%s: done: %" PRId64 " sent, %" PRId64 " deferred, %" PRId64 " failed",
+		         p->prog_title, c->sent, c->deferred, c->failed);
+		p->prog_done_logged = true;
+	}
+}
+
+/* A message that cannot be built (its article was removed by a correction,
+ * a template fails) is not the subscriber's problem: recorded as a
+ * temporary failure, or cancelled when its article is gone. */
+static void build_failed(struct daemon *d, struct ledger_job *j, const struct err *e)
+{
+	struct send_result r = {.outcome = SEND_TEMP};
+	if (e->kind == ERR_NOTFOUND) {
+		r.outcome = SEND_PERM;
+		snprintf(r.reply, sizeof r.reply, "cancelled: %s", e->msg);
+	} else {
+		log_err("issue_id=%" PRId64 " part=%d delivery=%" PRId64 " cannot build the message: %s",
+		        j->issue_id, j->part, j->id, e->msg);
+		snprintf(r.reply, sizeof r.reply, "not sent: %s", e->msg);
+	}
+	const char *state = "deferred";
+	struct err e2;
+	if (ledger_record(d->store, j, &r, store_now(), policy(d), &state, &e2) < 0)
+		log_warnx("delivery=%" PRId64 " cannot record: %s", j->id, e2.msg);
+	progress_result(d, j, state);
+}
+
 int64_t dispatch_fill(struct daemon *d)
 {
 	struct dispatch *p = d->dispatch;
@@ -252,6 +363,9 @@ int64_t dispatch_fill(struct daemon *d)
 		return 0;
 	if (dispatch_relay_down(p))
 		return p->relay_down_until;
+	if (p->nunrecorded > 0)
+		return now_ms() + 1000; /* the store is busy: record first */
+	int failures = 0;
 	for (;;) {
 		size_t room = senders_room(d->senders);
 		if (room > CLAIM_MAX)
@@ -260,38 +374,29 @@ int64_t dispatch_fill(struct daemon *d)
 		if (room == 0)
 			break;
 		struct ledger_job *jobs = NULL;
-		size_t n = 0;
+		size_t n = 0, cancelled = 0;
 		struct err e;
 		err_clear(&e);
-		if (ledger_claim(d->store, store_now(), room, &jobs, &n, &e) < 0) {
+		if (ledger_claim(d->store, store_now(), room, &jobs, &n, &cancelled, &e) < 0) {
 			log_warnx("claim deliveries: %s", e.msg);
-			break;
-		}
-		if (n == 0) {
-			/* give back the tokens we did not use */
-			if (d->conf.smtp.rate > 0)
-				p->tokens += (double)room;
-			free(jobs);
+			wake = now_ms() + 1000;
 			break;
 		}
 		if (d->conf.smtp.rate > 0)
 			p->tokens += (double)(room - n);
+		if (n == 0) {
+			free(jobs);
+			if (cancelled > 0)
+				continue; /* only cancelled rows this time: there may be more */
+			break;
+		}
 		p->idle = false;
+		progress_claims(d, jobs, n);
 		for (size_t i = 0; i < n; i++) {
 			struct sjob *job = build(d, &jobs[i], &e);
 			if (job == NULL) {
-				/* A template or data problem, not the subscriber's: retry
-				 * later, after the admin fixed it. */
-				log_err("issue_id=%" PRId64 " part=%d delivery=%" PRId64
-					" cannot build the message: %s",
-					jobs[i].issue_id, jobs[i].part, jobs[i].id, e.msg);
-				struct send_result r = {.outcome = SEND_TEMP};
-				snprintf(r.reply, sizeof r.reply, "not sent: %s", e.msg);
-				ledger_record(d->store, &jobs[i], &r, false, store_now(),
-					      &(struct ledger_policy){d->conf.smtp.max_attempts,
-								      d->conf.smtp.retry_max_age,
-								      d->conf.bounce_threshold},
-					      &e);
+				build_failed(d, &jobs[i], &e);
+				failures++;
 				continue;
 			}
 			struct ledger_job *copy = xmalloc(sizeof *copy);
@@ -301,112 +406,108 @@ int64_t dispatch_fill(struct daemon *d)
 			senders_submit(d->senders, job);
 		}
 		ledger_jobs_free(jobs, n);
+		if (failures >= CLAIM_MAX) {
+			/* Many messages that cannot be built: give the loop (and the
+			 * admin) a breath instead of spinning through all of them. */
+			wake = now_ms() + 5000;
+			break;
+		}
 	}
 	return wake;
 }
 
-/* Not about this message: the relay is down, refuses us, or TLS/AUTH fail. */
-static bool relay_level(const struct send_result *r)
+/* Records one finished job (in the caller's transaction, if any). */
+static int record(struct daemon *d, struct sjob *job, int64_t now, const char **state,
+                  struct err *e)
 {
-	if (r->outcome != SEND_TEMP)
-		return false;
-	return r->code == 0 || r->code == 421 || r->code == 454 || r->code == 530 ||
-	       r->code == 534 || r->code == 535 || r->code == 538;
+	struct ledger_job *j = job->ctx;
+	if (!job->attempted) {
+		*state = "queued";
+		return ledger_unclaim(d->store, j->id, e);
+	}
+	return ledger_record(d->store, j, &job->res, now, policy(d), state, e);
 }
 
-static void progress_result(struct daemon *d, int64_t issue_id, const char *old,
-			    const char *state)
+/* What is logged and counted once a result is safely recorded. */
+static void recorded(struct daemon *d, struct sjob *job, const char *state, bool *relay_trouble,
+                     bool *relay_ok, const char **trouble)
 {
 	struct dispatch *p = d->dispatch;
-	if (issue_id == 0)
-		return;
-	if (p->prog_issue != issue_id) {
-		struct err e;
-		struct archive_issue *a = archive_get(d->store, 0, issue_id, &e);
-		free(p->prog_title);
-		p->prog_title = xstrdup(a ? a->title : "?");
-		archive_issues_free(a, a ? 1 : 0);
-		p->prog_issue = issue_id;
-		if (ledger_counts(d->store, issue_id, &p->prog, &e) < 0)
-			memset(&p->prog, 0, sizeof p->prog);
-		return; /* counts already include this result */
+	struct ledger_job *j = job->ctx;
+	if (job->attempted) {
+		const struct send_result *r = &job->res;
+		*relay_trouble |= r->relay_level;
+		*relay_ok |= r->outcome == SEND_OK;
+		if (r->relay_level)
+			*trouble = r->reply;
+		if (r->outcome == SEND_OK) {
+			log_debug("delivery=%" PRId64 " issue_id=%" PRId64 " part=%d subscriber=%" PRId64
+			          " rcpt=%s sent: %s",
+			          j->id, j->issue_id, j->part, j->subscriber_id, j->email, r->reply);
+			p->rate_n++;
+		} else if (!r->relay_level) {
+			log_info("delivery=%" PRId64 " issue_id=%" PRId64 " part=%d subscriber=%" PRId64
+			         " %s: %s",
+			         j->id, j->issue_id, j->part, j->subscriber_id, state, r->reply);
+		}
 	}
-	int64_t *from = strcmp(old, "deferred") == 0 ? &p->prog.deferred : &p->prog.sending;
-	if (*from > 0)
-		(*from)--;
-	if (strcmp(state, "sent") == 0)
-		p->prog.sent++;
-	else if (strcmp(state, "deferred") == 0)
-		p->prog.deferred++;
-	else if (strcmp(state, "failed") == 0)
-		p->prog.failed++;
-	else
-		p->prog.queued++;
+	progress_result(d, j, state);
 }
 
 void dispatch_collect(struct daemon *d)
 {
 	struct dispatch *p = d->dispatch;
 	size_t n = 0;
-	struct sjob **done = senders_collect(d->senders, &n);
-	if (n == 0) {
-		free(done);
+	struct sjob **fresh = senders_collect(d->senders, &n);
+	/* results that could not be recorded before come first */
+	struct sjob **jobs = xreallocarray(NULL, p->nunrecorded + n + 1, sizeof *jobs);
+	size_t total = 0;
+	for (size_t i = 0; i < p->nunrecorded; i++)
+		jobs[total++] = p->unrecorded[i];
+	for (size_t i = 0; i < n; i++)
+		jobs[total++] = fresh[i];
+	free(fresh);
+	p->nunrecorded = 0;
+	if (total == 0) {
+		free(jobs);
 		return;
 	}
-	struct ledger_policy pol = {d->conf.smtp.max_attempts, d->conf.smtp.retry_max_age,
-				    d->conf.bounce_threshold};
 	struct err e;
 	err_clear(&e);
 	int64_t now = store_now();
 	bool relay_trouble = false, relay_ok = false;
 	const char *trouble = NULL;
+	const char **states = xcalloc(total, sizeof *states);
+
 	/* One transaction for every result of this wake-up: the commit is the
-	 * expensive part; a crash before it leaves these rows in 'sending', to be
-	 * sent again (the duplicates the ledger accepts). */
-	bool tx = store_begin(d->store, &e) == 0;
-	if (!tx)
-		log_warnx("ledger: %s", e.msg);
-	for (size_t i = 0; i < n; i++) {
-		struct sjob *job = done[i];
-		struct ledger_job *j = job->ctx;
-		const char *state;
-		if (!job->attempted) {
-			if (ledger_unclaim(d->store, j->id, &e) < 0)
-				log_warnx("delivery=%" PRId64 " %s", j->id, e.msg);
-			state = "queued";
-		} else {
-			bool rl = relay_level(&job->res);
-			relay_trouble |= rl;
-			relay_ok |= job->res.outcome == SEND_OK;
-			if (rl)
-				trouble = job->res.reply;
-			if (ledger_record(d->store, j, &job->res, rl, now, &pol, &e) < 0)
-				log_warnx("delivery=%" PRId64 " cannot record: %s", j->id, e.msg);
-			state = job->res.outcome == SEND_OK     ? "sent"
-				: job->res.outcome == SEND_PERM ? "failed"
-				: j->attempts >= pol.max_attempts || now - j->created_at >= pol.retry_max_age
-				    ? "failed"
-				    : "deferred";
-			if (job->res.outcome == SEND_OK) {
-				log_debug("delivery=%" PRId64 " issue_id=%" PRId64 " part=%d "
-					  "subscriber=%" PRId64 " rcpt=%s sent: %s",
-					  j->id, j->issue_id, j->part, j->subscriber_id, j->email,
-					  job->res.reply);
-				p->rate_n++;
-			} else if (!rl) {
-				log_info("delivery=%" PRId64 " issue_id=%" PRId64 " part=%d "
-					 "subscriber=%" PRId64 " %s: %s",
-					 j->id, j->issue_id, j->part, j->subscriber_id, state,
-					 job->res.reply);
-			}
+	 * expensive part. If any part of it fails, the whole rolls back (a
+	 * nested failure dooms the batch, store.h) and each result is recorded
+	 * on its own; what still fails is kept and tried again: a result is
+	 * never dropped, or its row would stay 'sending' until a restart and
+	 * the message go out twice. */
+	bool batch_ok = store_begin(d->store, &e) == 0;
+	for (size_t i = 0; i < total && batch_ok; i++)
+		batch_ok = record(d, jobs[i], now, &states[i], &e) == 0;
+	if (batch_ok)
+		batch_ok = store_commit(d->store, &e) == 0;
+	else
+		store_rollback(d->store);
+	for (size_t i = 0; i < total; i++) {
+		struct sjob *job = jobs[i];
+		if (!batch_ok && record(d, job, now, &states[i], &e) < 0) {
+			log_warnx("delivery=%" PRId64 " cannot record its result yet: %s",
+			          ((struct ledger_job *)job->ctx)->id, e.msg);
+			p->unrecorded = xreallocarray(p->unrecorded, p->nunrecorded + 1,
+			                              sizeof *p->unrecorded);
+			p->unrecorded[p->nunrecorded++] = job;
+			continue;
 		}
-		progress_result(d, j->issue_id, "sending", state);
-		ledger_jobs_free(j, 1);
+		recorded(d, job, states[i], &relay_trouble, &relay_ok, &trouble);
+		ledger_jobs_free(job->ctx, 1);
 		sjob_free(job);
 	}
-	if (tx && store_commit(d->store, &e) < 0)
-		log_warnx("ledger commit: %s", e.msg);
-	free(done);
+	free(states);
+	free(jobs);
 	if (relay_ok) {
 		p->relay_backoff = 0;
 	} else if (relay_trouble) {
@@ -415,8 +516,13 @@ void dispatch_collect(struct daemon *d)
 			p->relay_backoff = 300000;
 		p->relay_down_until = now_ms() + p->relay_backoff;
 		log_warnx("relay %s: %s; pausing %" PRId64 " s", d->conf.smtp.url,
-			  trouble ? trouble : "unavailable", p->relay_backoff / 1000);
+		          trouble ? trouble : "unavailable", p->relay_backoff / 1000);
 	}
+}
+
+size_t dispatch_unrecorded(struct dispatch *p)
+{
+	return p->nunrecorded;
 }
 
 static void thousands(int64_t v, char *out, size_t n)

@@ -30,6 +30,7 @@
 #include "log.h"
 #include "matrixd.h"
 #include "render.h"
+#include "subs.h"
 #include "xmalloc.h"
 
 struct entry {
@@ -306,6 +307,25 @@ static void process(struct daemon *d, const char *path)
 		struct err e2;
 		if (archive_error_set(d->store, path, "", e.msg, &e2) < 0)
 			log_warnx("%s", e2.msg);
+		if (d->once)
+			d->exit_code = 1; /* --once: an error, after the rest is done */
+		return;
+	}
+	/* A list name that does not exist would quietly send the issue to
+	 * nobody: refuse it like any other error in the file. */
+	for (size_t i = 0; i < is->nlists; i++) {
+		struct err le;
+		if (subs_list_id(d->store, is->lists[i], &le) >= 0)
+			continue;
+		err_at(&e, ERR_INPUT, path, is->lists_line,
+		       "no list named '%s' (see matrixctl lists); fix the name or create the list "
+		       "with matrixctl list-create",
+		       is->lists[i]);
+		log_err("%s", e.msg);
+		archive_error_set(d->store, path, is->hash, e.msg, &e);
+		issue_free(is);
+		if (d->once)
+			d->exit_code = 1;
 		return;
 	}
 	int64_t id = 0;
@@ -314,6 +334,8 @@ static void process(struct daemon *d, const char *path)
 		log_err("%s", e.msg);
 		archive_error_set(d->store, path, is->hash, e.msg, &e);
 		issue_free(is);
+		if (d->once)
+			d->exit_code = 1;
 		return;
 	}
 	archive_error_clear(d->store, path, &e);
@@ -323,17 +345,28 @@ static void process(struct daemon *d, const char *path)
 		issue_free(is);
 		return;
 	}
-	if (change != ARCHIVE_UNCHANGED) {
+	if (change != ARCHIVE_UNCHANGED && is->is_draft) {
+		/* A draft is rendered for its editors, outside public_dir: its
+		 * pages must not be reachable by guessing the next issue number. */
+		char *dir = xasprintf("%s/preview", d->conf.state_dir);
+		if (render_issue_pages(&d->conf, d->tmpl, is, (time_t)a->date, dir, &e) < 0)
+			log_err("issue=%d pages: %s", is->number, e.msg);
+		else
+			log_info("issue=%d draft: %s rendered to %s/issues/%d/ (not published, never "
+			         "sent)",
+			         is->number, is->title, dir, is->number);
+		free(dir);
+		publish_listing(d);
+	} else if (change != ARCHIVE_UNCHANGED) {
 		if (render_issue_pages(&d->conf, d->tmpl, is, (time_t)a->date, d->conf.public_dir,
 		                       &e) < 0)
 			log_err("issue=%d pages: %s", is->number, e.msg);
 		publish_listing(d);
 		dispatch_invalidate(d->dispatch);
-		log_info("issue=%d %s: %s, %zu articles%s", is->number,
-		         change == ARCHIVE_NEW ? "published" : "corrected", is->title,
-		         is->narticles,
-		         is->is_draft ? " (draft: rendered, never sent)"
-		         : change == ARCHIVE_CORRECTED && a->queued_at
+		log_info("issue=%d %s: %s, %zu article%s%s", is->number,
+		         change == ARCHIVE_NEW || a->queued_at == 0 ? "published" : "corrected",
+		         is->title, is->narticles, is->narticles == 1 ? "" : "s",
+		         change == ARCHIVE_CORRECTED && a->queued_at
 		             ? " (pages and feeds updated; nothing is sent again)"
 		             : "");
 	}

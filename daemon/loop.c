@@ -86,6 +86,8 @@ static int exit_code(struct daemon *d)
 		log_err("%s", e.msg);
 		return 1;
 	}
+	if (d->exit_code == 1)
+		return 1; /* an issue could not be published: the error wins */
 	if (c.queued + c.deferred + c.sending > 0) {
 		log_notice("%" PRId64 " deliveries deferred or waiting for the relay; exit 75",
 		           c.queued + c.deferred + c.sending);
@@ -131,7 +133,10 @@ int loop_run(struct daemon *d)
 			min_deadline(&wake, watch_settle(d));
 		dispatch_collect(d);
 		min_deadline(&wake, dispatch_fill(d));
-		size_t inflight = senders_inflight(d->senders);
+		size_t inflight =
+		    senders_inflight(d->senders) + dispatch_unrecorded(d->dispatch);
+		if (dispatch_unrecorded(d->dispatch) > 0)
+			min_deadline(&wake, now_ms() + 1000); /* the store was busy: try again */
 		bool relay_down = dispatch_relay_down(d->dispatch);
 
 		/* the next deferred delivery coming due */

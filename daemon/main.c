@@ -3,7 +3,10 @@
  * event loop (loop.c).
  */
 #include <curl/curl.h>
+#include <fcntl.h>
 #include <getopt.h>
+#include <sys/file.h>
+#include <sys/stat.h>
 #include <signal.h>
 #include <inttypes.h>
 #include <libxml/parser.h>
@@ -40,15 +43,32 @@ static void usage(FILE *f)
 	        CONF_DEFAULT_PATH);
 }
 
+static void warn_line(void *arg, const char *msg)
+{
+	(void)arg;
+	log_warnx("%s", msg);
+}
+
 /* Checks a configuration and its templates; fills c and t on success. */
 static int load_all(const char *path, struct conf *c, struct tmpl **t, struct err *e)
 {
 	if (conf_load(c, path, e) < 0)
 		return -1;
+	struct stat st;
+	if (stat(c->issue_dir, &st) < 0 || !S_ISDIR(st.st_mode)) {
+		err_set(e, ERR_CONFIG, "%s: issue_dir %s is not a directory; create it or fix issue_dir",
+			c->path, c->issue_dir);
+		conf_free(c);
+		return -1;
+	}
+	if (c->template_dir[0] && stat(c->template_dir, &st) < 0)
+		log_warnx("template_dir %s does not exist: the built-in templates are used",
+			  c->template_dir);
 	if (tmpl_load(t, c->template_dir, e) < 0) {
 		conf_free(c);
 		return -1;
 	}
+	tmpl_lint(*t, warn_line, NULL);
 	return 0;
 }
 
@@ -97,6 +117,40 @@ int daemon_reload(struct daemon *d)
 	publish_listing(d);
 	log_info("reloaded %s", d->conf_path);
 	sd_notify(0, "READY=1\nSTATUS=reloaded");
+	return 0;
+}
+
+/*
+ * One matrixd per state directory: two would send the same deliveries.
+ * The lock (state_dir/matrixd.lock, flock) dies with the process, so a
+ * crash never leaves it behind; the file holds the owner's pid.
+ */
+static int lock_state(struct daemon *d, int *fd_out)
+{
+	char *path = xasprintf("%s/matrixd.lock", d->conf.state_dir);
+	int fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC | O_NOFOLLOW, 0660);
+	if (fd < 0) {
+		log_warn("%s", path);
+		free(path);
+		return -1;
+	}
+	if (flock(fd, LOCK_EX | LOCK_NB) < 0) {
+		char other[32] = "";
+		ssize_t k = pread(fd, other, sizeof other - 1, 0);
+		other[k > 0 ? k : 0] = '\0';
+		other[strcspn(other, "\n")] = '\0';
+		log_err("another matrixd (pid %s) is using %s; stop it first", other[0] ? other : "?",
+			d->conf.state_dir);
+		close(fd);
+		free(path);
+		return -1;
+	}
+	char pid[32];
+	int len = snprintf(pid, sizeof pid, "%ld\n", (long)getpid());
+	if (ftruncate(fd, 0) < 0 || pwrite(fd, pid, (size_t)len, 0) != len)
+		log_warn("%s", path);
+	free(path);
+	*fd_out = fd;
 	return 0;
 }
 
@@ -157,6 +211,18 @@ int main(int argc, char **argv)
 		return 1;
 	}
 	if (check) {
+		/* what the start would trip over: the AUTH password file */
+		char *pw = NULL;
+		if (conf_password(&d.conf, &pw, &e) < 0) {
+			fprintf(stderr, "matrixd: %s\n", e.msg);
+			tmpl_free(d.tmpl);
+			conf_free(&d.conf);
+			return 1;
+		}
+		if (pw) {
+			explicit_bzero(pw, strlen(pw));
+			free(pw);
+		}
 		printf("%s: configuration ok\n", d.conf.path);
 		tmpl_free(d.tmpl);
 		conf_free(&d.conf);
@@ -177,7 +243,7 @@ int main(int argc, char **argv)
 	md_init();
 	msg_init();
 
-	int rc = 1;
+	int rc = 1, lock_fd = -1;
 	int64_t n = 0;
 	if (fs_mkdirs(d.conf.state_dir, 0750, &e) < 0 ||
 	    fs_mkdirs(d.conf.public_dir, 0755, &e) < 0 ||
@@ -195,13 +261,17 @@ int main(int argc, char **argv)
 		log_notice("%" PRId64 " deliveries were in flight when matrixd last stopped; "
 		           "sending them again",
 		           n);
+	if (lock_state(&d, &lock_fd) < 0) {
+		rc = d.once ? 75 : 1; /* cron's --once: try again next time */
+		goto out;
+	}
 	/* for `matrixctl status` */
 	char pid[32], started[32];
 	snprintf(pid, sizeof pid, "%ld", (long)getpid());
 	snprintf(started, sizeof started, "%lld", (long long)time(NULL));
-	if (store_kv_set(d.store, "daemon.pid", d.once ? "" : pid, &e) < 0 ||
-	    store_kv_set(d.store, "daemon.started", started, &e) < 0 ||
-	    store_kv_set(d.store, "daemon.config", d.conf.path, &e) < 0)
+	if (!d.once && (store_kv_set(d.store, "daemon.pid", pid, &e) < 0 ||
+			store_kv_set(d.store, "daemon.started", started, &e) < 0 ||
+			store_kv_set(d.store, "daemon.config", d.conf.path, &e) < 0))
 		log_warnx("%s", e.msg);
 	if (senders_start(&d.senders, &d.conf, d.password, d.conf.smtp.connections, &e) < 0 ||
 	    dispatch_new(&d, &d.dispatch) < 0) {
@@ -220,8 +290,10 @@ out:
 		sd_notifyf(0, "ERRNO=%d", rc);
 	http_free(d.http);
 	senders_free(d.senders);
-	if (d.store && !d.once)
+	if (d.store && !d.once && lock_fd >= 0)
 		store_kv_set(d.store, "daemon.pid", "", &e);
+	if (lock_fd >= 0)
+		close(lock_fd);
 	dispatch_free(d.dispatch);
 	watch_free(d.watch);
 	store_close(d.store);

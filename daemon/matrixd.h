@@ -106,6 +106,8 @@ void dispatch_invalidate(struct dispatch *p);
 /* "Matrix NO.60: 1,200/4,500 sent, 3 deferred, 120 msg/s", or "" when idle. */
 void dispatch_status(struct dispatch *p, char *out, size_t n);
 bool dispatch_relay_down(struct dispatch *p);
+/* Results waiting to be recorded (the store was busy). */
+size_t dispatch_unrecorded(struct dispatch *p);
 
 /* ---- http.c -------------------------------------------------------------- */
 int http_start(struct daemon *d, struct http **out, struct err *err);

@@ -92,7 +92,7 @@ void conf_defaults(struct conf *c)
 	c->smtp.rate = 0.0;
 	c->smtp.max_attempts = 10;
 	c->smtp.retry_max_age = 259200;
-	set_str(&c->smtp.return_path, "bounces+{token}@example.org");
+	set_str(&c->smtp.return_path, ""); /* from site.from: bounces+{token}@ITS-DOMAIN */
 	set_str(&c->http.listen, "127.0.0.1:8025");
 }
 
@@ -408,6 +408,13 @@ static int semantic(struct ctx *x, const config_t *cf)
 	if (c->smtp.password_file[0] && c->smtp.username[0] == '\0')
 		return err_at(x->err, ERR_CONFIG, x->file, LINE("smtp.password_file"),
 		              "smtp.password_file is set but smtp.username is empty");
+	if (c->smtp.return_path[0] == '\0') {
+		/* The bounces go where the mail comes from, not to example.org. */
+		const char *at = strrchr(c->site.from, '@');
+		size_t n = strcspn(at + 1, "> \t");
+		free(c->smtp.return_path);
+		c->smtp.return_path = xasprintf("bounces+{token}@%.*s", (int)n, at + 1);
+	}
 	if (strchr(c->smtp.return_path, '@') == NULL || strpbrk(c->smtp.return_path, " <>\r\n"))
 		return err_at(x->err, ERR_CONFIG, x->file, LINE("smtp.return_path"),
 		              "smtp.return_path must be an address such as "

@@ -472,6 +472,7 @@ static int front_matter(struct doc *d)
 			is->language = val;
 			val = NULL;
 		} else if (strcmp(key, "lists") == 0) {
+			is->lists_line = l->no;
 			char *v = val;
 			size_t vn = strlen(v);
 			if (vn >= 2 && v[0] == '[' && v[vn - 1] == ']') {

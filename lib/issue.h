@@ -43,6 +43,7 @@ struct issue {
 	bool is_draft;
 	char **lists; /* list names from the front matter; nlists = 0: every list */
 	size_t nlists;
+	int lists_line; /* where the front matter names them */
 	time_t date; /* front matter date (UTC midnight); 0 when not given */
 	enum issue_mode mode;
 	struct article *articles;

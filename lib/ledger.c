@@ -57,8 +57,10 @@ fail:
 
 int ledger_recover(struct store *s, int64_t *n, struct err *err)
 {
+	/* The attempt the crash interrupted is not held against the message. */
 	static const char sql[] =
-	    "UPDATE deliveries SET state = 'queued', updated_at = ?1 WHERE state = 'sending'";
+	    "UPDATE deliveries SET state = 'queued', attempts = max(attempts - 1, 0), "
+	    "updated_at = ?1 WHERE state = 'sending'";
 	sqlite3_stmt *st = store_stmt(s, sql, err);
 	if (st == NULL)
 		return -1;
@@ -83,7 +85,10 @@ static int set_state(struct store *s, int64_t id, const char *state, const char 
 {
 	static const char sql[] = "UPDATE deliveries SET state = ?2, last_reply = coalesce(?3, "
 	                          "last_reply), updated_at = ?4, "
-	                          "attempts = attempts + (?2 = 'sending') WHERE id = ?1";
+	                          "attempts = attempts + (?2 = 'sending'), "
+	                          "first_attempt = CASE WHEN ?2 = 'sending' THEN "
+	                          "coalesce(first_attempt, ?4) ELSE first_attempt END "
+	                          "WHERE id = ?1";
 	sqlite3_stmt *st = store_stmt(s, sql, err);
 	if (st == NULL)
 		return -1;
@@ -96,13 +101,13 @@ static int set_state(struct store *s, int64_t id, const char *state, const char 
 }
 
 int ledger_claim(struct store *s, int64_t now, size_t max, struct ledger_job **out, size_t *n,
-                 struct err *err)
+                 size_t *cancelled, struct err *err)
 {
 	/* One state at a time, so that SQLite walks deliveries_due in index order
 	 * and stops at the limit instead of sorting every due row. */
 	static const char sql[] =
 	    "SELECT d.id, d.issue_id, d.part, d.subscriber_id, d.list_id, d.attempts, "
-	    "       d.created_at, s.email, s.name, m.status "
+	    "       coalesce(d.first_attempt, ?2), s.email, s.name, m.status "
 	    "FROM deliveries d JOIN subscribers s ON s.id = d.subscriber_id "
 	    "LEFT JOIN memberships m ON m.subscriber_id = d.subscriber_id AND m.list_id = "
 	    "d.list_id "
@@ -149,7 +154,8 @@ int ledger_claim(struct store *s, int64_t now, size_t max, struct ledger_job **o
 			    .subscriber_id = sqlite3_column_int64(st, 3),
 			    .list_id = sqlite3_column_int64(st, 4),
 			    .attempts = sqlite3_column_int(st, 5) + 1,
-			    .created_at = sqlite3_column_int64(st, 6),
+			    .first_attempt = sqlite3_column_int64(st, 6),
+			    .was_deferred = i == 1,
 			    .email = xstrdup((const char *)sqlite3_column_text(st, 7)),
 			    .name = xstrdup((const char *)sqlite3_column_text(st, 8)),
 			};
@@ -173,6 +179,8 @@ int ledger_claim(struct store *s, int64_t now, size_t max, struct ledger_job **o
 	free(why);
 	*out = j;
 	*n = k;
+	if (cancelled)
+		*cancelled = ncancel;
 	return 0;
 fail:
 	store_rollback(s);
@@ -235,9 +243,11 @@ int ledger_hard_bounce(struct store *s, int64_t subscriber_id, int threshold, co
 		store_fail(s, err, "bounce score");
 		goto fail;
 	}
+	if (rc == SQLITE_DONE) /* forgotten meanwhile: nothing to count */
+		return store_commit(s, err);
 	if (subs_event_add(s, subscriber_id, 0, "bounce", "bounce", "", detail, err) < 0)
 		goto fail;
-	if (score >= threshold && rc == SQLITE_ROW) {
+	if (score >= threshold) {
 		int64_t ids[64];
 		size_t n = 0;
 		st = store_stmt(s, lists, err);
@@ -263,31 +273,42 @@ fail:
 	return -1;
 }
 
+const char *ledger_next_state(const struct ledger_job *j, const struct send_result *r,
+                              int64_t now, const struct ledger_policy *p, int *attempts)
+{
+	*attempts = j->attempts;
+	if (r->outcome == SEND_OK)
+		return "sent";
+	if (r->outcome == SEND_PERM)
+		return "failed";
+	if (r->relay_level) {
+		/* the relay's trouble, not this message's: the attempt does not
+		 * count, and only retry_max_age ends the wait */
+		if (*attempts > 0)
+			(*attempts)--;
+		return now - j->first_attempt >= p->retry_max_age ? "failed" : "deferred";
+	}
+	if (*attempts >= p->max_attempts || now - j->first_attempt >= p->retry_max_age)
+		return "failed";
+	return "deferred";
+}
+
 int ledger_record(struct store *s, const struct ledger_job *j, const struct send_result *r,
-                  bool relay_level, int64_t now, const struct ledger_policy *p, struct err *err)
+                  int64_t now, const struct ledger_policy *p, const char **state_out,
+                  struct err *err)
 {
 	static const char sql[] =
 	    "UPDATE deliveries SET state = ?2, attempts = ?3, next_attempt = ?4, last_code = ?5, "
 	    "  last_status = nullif(?6, ''), last_reply = ?7, queue_id = nullif(?8, ''), "
 	    "  updated_at = ?9, sent_at = CASE WHEN ?2 = 'sent' THEN ?9 ELSE sent_at END "
 	    "WHERE id = ?1";
-	const char *state;
-	int attempts = j->attempts;
-	int64_t next = now;
-	if (r->outcome == SEND_OK) {
-		state = "sent";
-	} else if (r->outcome == SEND_PERM) {
-		state = "failed";
-	} else {
-		if (relay_level && attempts > 0)
-			attempts--; /* the relay's trouble, not this message's */
-		if (attempts >= p->max_attempts || now - j->created_at >= p->retry_max_age) {
-			state = "failed";
-		} else {
-			state = "deferred";
-			next = now + ledger_backoff(attempts > 0 ? attempts : 1);
-		}
-	}
+	int attempts;
+	const char *state = ledger_next_state(j, r, now, p, &attempts);
+	int64_t next = strcmp(state, "deferred") == 0
+	                   ? now + ledger_backoff(attempts > 0 ? attempts : 1)
+	                   : now;
+	if (state_out)
+		*state_out = state;
 	if (store_begin(s, err) < 0)
 		return -1;
 	sqlite3_stmt *st = store_stmt(s, sql, err);
@@ -305,7 +326,7 @@ int ledger_record(struct store *s, const struct ledger_job *j, const struct send
 	sqlite3_bind_int64(st, 9, now);
 	if (store_step_done(s, st, err, "record") < 0)
 		goto fail;
-	if (r->outcome == SEND_PERM && j->issue_id != 0) {
+	if (r->bounce && j->issue_id != 0) {
 		bool bounced;
 		if (ledger_hard_bounce(s, j->subscriber_id, p->bounce_threshold, r->reply, &bounced,
 		                       err) < 0)

@@ -28,8 +28,9 @@
 struct ledger_job {
 	int64_t id, issue_id, subscriber_id, list_id;
 	int part, attempts;
-	int64_t created_at;
+	int64_t first_attempt; /* retry_max_age counts from here */
 	char *email, *name;
+	bool was_deferred;     /* its state before the claim (progress counts) */
 };
 
 struct ledger_policy {
@@ -54,10 +55,11 @@ int ledger_recover(struct store *s, int64_t *n, struct err *err);
  * Claims up to max due rows (queued, or deferred and due by now): marks
  * them 'sending', counts the attempt, and returns them (ledger_jobs_free).
  * A row whose subscriber is no longer confirmed on the list (pending, for
- * a confirmation mail) is cancelled: failed, "cancelled: …", not returned.
+ * a confirmation mail) is cancelled: failed, "cancelled: …", not returned;
+ * *cancelled (may be NULL) counts them.
  */
 int ledger_claim(struct store *s, int64_t now, size_t max, struct ledger_job **out, size_t *n,
-                 struct err *err);
+                 size_t *cancelled, struct err *err);
 void ledger_jobs_free(struct ledger_job *j, size_t n);
 
 /* Puts a claimed row back, unattempted (shutdown before it was sent). */
@@ -66,12 +68,17 @@ int ledger_unclaim(struct store *s, int64_t id, struct err *err);
 /*
  * Records the outcome of one attempt (inside the caller's transaction, or
  * its own): sent; deferred with backoff; failed when the server refused for
- * good, when max_attempts or retry_max_age is reached. A permanent refusal
- * adds to the subscriber's bounce score. A failure of the relay itself
- * (relay_level: no reply, 421, TLS, AUTH) does not use up an attempt.
+ * good, when max_attempts or retry_max_age (from the first attempt) is
+ * reached. A refusal of the recipient (r->bounce) adds to the subscriber's
+ * bounce score. A failure of the relay itself (r->relay_level) does not use
+ * up an attempt. *state_out (may be NULL) is the state written.
  */
 int ledger_record(struct store *s, const struct ledger_job *j, const struct send_result *r,
-                  bool relay_level, int64_t now, const struct ledger_policy *p, struct err *err);
+                  int64_t now, const struct ledger_policy *p, const char **state_out,
+                  struct err *err);
+/* The state ledger_record would write, and the attempts it would keep. */
+const char *ledger_next_state(const struct ledger_job *j, const struct send_result *r,
+                              int64_t now, const struct ledger_policy *p, int *attempts);
 
 /*
  * A hard bounce for a subscriber (from a 5xx or a DSN): bounce_score + 1,

@@ -31,8 +31,10 @@ static const char schema_v1[] =
     "  created_at INTEGER NOT NULL);"
     /* email_key: the address with its domain lowercased (RFC 5321 §2.4:
      * local parts are case-sensitive, domains are not). */
+    /* AUTOINCREMENT: an id is never reused after `forget`, so a token
+     * signed for a forgotten subscriber never acts on a newcomer. */
     "CREATE TABLE subscribers ("
-    "  id INTEGER PRIMARY KEY,"
+    "  id INTEGER PRIMARY KEY AUTOINCREMENT,"
     "  email TEXT NOT NULL,"
     "  email_key TEXT NOT NULL UNIQUE,"
     "  name TEXT NOT NULL DEFAULT '',"
@@ -110,7 +112,7 @@ static const char schema_v1[] =
      * never creates a second row for the same (issue, part, subscriber).
      */
     "CREATE TABLE deliveries ("
-    "  id INTEGER PRIMARY KEY,"
+    "  id INTEGER PRIMARY KEY AUTOINCREMENT,"
     "  issue_id INTEGER NOT NULL,"
     "  part INTEGER NOT NULL,"
     "  subscriber_id INTEGER NOT NULL REFERENCES subscribers(id) ON DELETE CASCADE,"
@@ -119,6 +121,7 @@ static const char schema_v1[] =
     "    ('queued','sending','sent','deferred','failed')),"
     "  attempts INTEGER NOT NULL DEFAULT 0,"
     "  next_attempt INTEGER NOT NULL DEFAULT 0,"
+    "  first_attempt INTEGER,"   /* retry_max_age counts from here */
     "  last_code INTEGER," /* SMTP reply code */
     "  last_status TEXT,"  /* enhanced status, 4.2.0 */
     "  last_reply TEXT,"   /* the server's last reply line */
@@ -173,6 +176,13 @@ int store_commit(struct store *s, struct err *err)
 {
 	if (s->depth == 0 || --s->depth > 0)
 		return 0;
+	if (s->doomed) {
+		/* an inner part failed and rolled back: so does the whole */
+		s->doomed = false;
+		sqlite3_exec(s->db, "ROLLBACK", NULL, NULL, NULL);
+		return err_set(err, ERR_DB, "%s: transaction rolled back: a part of it failed",
+		               s->path);
+	}
 	if (sqlite3_exec(s->db, "COMMIT", NULL, NULL, NULL) != SQLITE_OK) {
 		store_fail(s, err, "commit");
 		sqlite3_exec(s->db, "ROLLBACK", NULL, NULL, NULL);
@@ -185,7 +195,13 @@ void store_rollback(struct store *s)
 {
 	if (s->depth == 0)
 		return;
-	s->depth = 0;
+	if (--s->depth > 0) {
+		/* Nested: the outermost caller decides; its commit will fail
+		 * instead of silently committing half of the work. */
+		s->doomed = true;
+		return;
+	}
+	s->doomed = false;
 	sqlite3_exec(s->db, "ROLLBACK", NULL, NULL, NULL);
 }
 
@@ -302,14 +318,26 @@ int store_open(struct store **out, const char *state_dir, struct err *err)
 	 * the -wal and -shm files the mode of the database file. */
 	int fd = open(s->path, O_RDWR | O_CREAT | O_CLOEXEC | O_NOFOLLOW, 0660);
 	if (fd < 0) {
+		int saved = errno;
 		err_sys(err, "%s", s->path);
-		if (errno == ENOENT)
+		if (saved == ENOENT)
 			err_prefix(err, "state_dir does not exist (create it or fix state_dir)");
+		else if (saved == EACCES)
+			snprintf(err->msg + strlen(err->msg), sizeof err->msg - strlen(err->msg),
+				 " (run matrixctl as the daemon's user or a member of its group; "
+				 "the database and state_dir must be group-writable)");
 		goto fail;
 	}
-	struct stat st;
-	if (fstat(fd, &st) == 0 && st.st_size == 0)
+	struct stat st, dir;
+	if (fstat(fd, &st) == 0 && st.st_size == 0) {
 		(void)fchmod(fd, 0660);
+		/* A new database belongs to whoever owns state_dir, not to the
+		 * admin (root) who happened to create it before the daemon's first
+		 * start. SQLite gives -wal and -shm the database's owner. */
+		if (stat(state_dir, &dir) == 0 &&
+		    fchown(fd, geteuid() == 0 ? dir.st_uid : (uid_t)-1, dir.st_gid) < 0)
+			(void)0; /* not a member of the group: the mode still lets it share */
+	}
 	close(fd);
 
 	int flags = SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE | SQLITE_OPEN_NOFOLLOW |

@@ -32,6 +32,7 @@ struct store {
 	char *path;
 	struct store_stmt *cache; /* prepared statements, see store_stmt() */
 	int depth;                /* store_begin nesting */
+	bool doomed;              /* a nested part rolled back: the commit will too */
 };
 
 /*
@@ -42,7 +43,8 @@ struct store {
 int store_open(struct store **out, const char *state_dir, struct err *err);
 void store_close(struct store *s);
 
-/* BEGIN IMMEDIATE / COMMIT / ROLLBACK. Nested begins only count. */
+/* BEGIN IMMEDIATE / COMMIT / ROLLBACK. Nested begins only count; a nested
+ * rollback makes the outermost commit roll back and fail. */
 int store_begin(struct store *s, struct err *err);
 int store_commit(struct store *s, struct err *err);
 void store_rollback(struct store *s);

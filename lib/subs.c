@@ -553,9 +553,9 @@ int subs_subscribe(struct store *s, const struct subs_request *rq, struct subs_r
 		res->status = status;
 		res->mode = mode;
 		res->status_at = status_at;
-		store_rollback(s);
 		free(old_name);
-		return 0;
+		/* nothing written: commit, so that an enclosing transaction lives on */
+		return store_commit(s, err);
 	}
 	int64_t now = store_now();
 	if (!found) {
@@ -678,8 +678,7 @@ int subs_unsubscribe(struct store *s, const char *email, const char *list, const
 	if (status == SUBS_UNSUBSCRIBED) {
 		res->outcome = SUBS_UNCHANGED;
 		res->status_at = status_at;
-		store_rollback(s);
-		return 0;
+		return store_commit(s, err); /* nothing written */
 	}
 	if (membership_set_status(s, sid, lid, SUBS_UNSUBSCRIBED, via, actor, err) < 0 ||
 	    subs_event_add(s, sid, lid, "unsubscribe", via, actor, subs_status_name(status), err) <
@@ -723,10 +722,8 @@ static int transition_id(struct store *s, int64_t sid, int64_t lid, unsigned fro
 		store_fail(s, err, "looking up a membership");
 		goto fail;
 	}
-	if (cur == to || !(from_mask & (1u << cur))) {
-		store_rollback(s);
-		return 0;
-	}
+	if (cur == to || !(from_mask & (1u << cur)))
+		return store_commit(s, err); /* nothing written */
 	if (membership_set_status(s, sid, lid, to, via, actor, err) < 0 ||
 	    subs_event_add(s, sid, lid, subs_transition_kind(cur, to), via, actor,
 	                   detail ? detail : "", err) < 0)

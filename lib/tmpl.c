@@ -110,6 +110,40 @@ void tmpl_free(struct tmpl *t)
 	free(t);
 }
 
+static bool is_builtin(const char *bare)
+{
+	for (const struct tmpl_builtin *b = tmpl_builtins; b->name; b++) {
+		char *n = strip_suffix(b->name);
+		bool same = strcmp(n, bare) == 0;
+		free(n);
+		if (same)
+			return true;
+	}
+	return false;
+}
+
+void tmpl_lint(const struct tmpl *t, void (*warn)(void *arg, const char *msg), void *arg)
+{
+	for (size_t i = 0; i < t->n; i++) {
+		const char *name = t->files[i].name;
+		if (is_builtin(name))
+			continue;
+		bool used = false;
+		char *a = xasprintf("{{>%s", name), *b = xasprintf("{{<%s", name);
+		for (size_t j = 0; j < t->n && !used; j++)
+			used = strstr(t->files[j].text, a) || strstr(t->files[j].text, b);
+		free(a);
+		free(b);
+		if (!used) {
+			char *msg = xasprintf("%s overrides no built-in template and is used by none "
+					      "(a misspelt name?)",
+					      t->files[i].path);
+			warn(arg, msg);
+			free(msg);
+		}
+	}
+}
+
 const char *tmpl_get(const struct tmpl *t, const char *name)
 {
 	struct file *f = find(t, name);

@@ -29,6 +29,11 @@ struct tmpl;
 int tmpl_load(struct tmpl **out, const char *dir, struct err *err);
 void tmpl_free(struct tmpl *t);
 
+/* Calls warn(arg, message) for each file in template_dir that overrides no
+ * built-in template and that no template uses as a partial or parent: most
+ * likely a misspelt name. */
+void tmpl_lint(const struct tmpl *t, void (*warn)(void *arg, const char *msg), void *arg);
+
 /* The text of a template or partial, NULL when unknown. */
 const char *tmpl_get(const struct tmpl *t, const char *name);
 

@@ -21,7 +21,14 @@
 #include "err.h"
 
 #define TRANSPORT_CONNECT_TIMEOUT 30 /* seconds */
-#define TRANSPORT_TIMEOUT         60 /* seconds for one message, connection included */
+/* RFC 5321 §4.5.3.2 gives the reply to the final dot 10 minutes: a relay
+ * with a slow content filter must not be cut off (and sent the message
+ * again). Stalls are caught sooner by the low-speed limit. */
+#define TRANSPORT_TIMEOUT 600
+#define TRANSPORT_STALL   300 /* seconds without progress */
+/* After an abort request, a transfer whose message is fully sent may wait
+ * this long for its reply before it is cut (a cut there can duplicate). */
+#define TRANSPORT_ABORT_GRACE 20
 
 enum send_outcome {
 	SEND_OK,   /* 2xx: the relay took it */
@@ -31,6 +38,14 @@ enum send_outcome {
 
 struct send_result {
 	enum send_outcome outcome;
+	/* The relay's trouble, not this message's: no connection, TLS or AUTH
+	 * refused, 421, a 5xx at the greeting or to MAIL FROM, relaying denied.
+	 * The attempt does not count and sending pauses. */
+	bool relay_level;
+	/* Refused for good because of the recipient (5xx to RCPT TO): counts
+	 * toward the subscriber's bounce score. A message refused after DATA
+	 * fails without counting. */
+	bool bounce;
 	int code;          /* SMTP reply code, 0 when none */
 	char status[16];   /* enhanced status "5.1.1", "" when none */
 	char reply[512];   /* the last reply line, or curl's error */

@@ -64,6 +64,7 @@ static int md_send(struct transport *t, const char *from, const char *rcpt, cons
 fail:
 	/* A full disk or a permission problem is the operator's to fix: retry. */
 	res->outcome = SEND_TEMP;
+	res->relay_level = true; /* the disk's trouble: pause, count nothing */
 	snprintf(res->reply, sizeof res->reply, "maildir %s: %s", m->dir, strerror(errno));
 	unlink(tmp);
 out:

@@ -15,6 +15,8 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
+#include <time.h>
 #include <unistd.h>
 
 #include <curl/curl.h>
@@ -22,9 +24,14 @@
 #include "transport.h"
 #include "xmalloc.h"
 
+/* Where in the transaction the last command was (CURLOPT_DEBUGFUNCTION). */
+enum stage { ST_SESSION, ST_MAIL, ST_RCPT, ST_DATA };
+
 struct smtp {
 	struct transport base;
 	CURL *h;
+	enum stage stage;
+	int64_t abort_seen; /* when an abort request was first seen, ms; 0 none */
 	char *password;
 	char errbuf[CURL_ERROR_SIZE];
 	char last[512]; /* the last reply line of the transaction */
@@ -60,29 +67,107 @@ static size_t on_read(char *buf, size_t size, size_t n, void *arg)
 	return want;
 }
 
+static int on_debug(CURL *h, curl_infotype type, char *p, size_t n, void *arg)
+{
+	(void)h;
+	struct smtp *s = arg;
+	if (type != CURLINFO_HEADER_OUT || n < 4)
+		return 0;
+	if (strncasecmp(p, "MAIL", 4) == 0)
+		s->stage = ST_MAIL;
+	else if (strncasecmp(p, "RCPT", 4) == 0)
+		s->stage = ST_RCPT;
+	else if (strncasecmp(p, "DATA", 4) == 0)
+		s->stage = ST_DATA;
+	return 0;
+}
+
+static int64_t mono_ms(void)
+{
+	struct timespec ts;
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
 static int on_progress(void *arg, curl_off_t dt, curl_off_t dn, curl_off_t ut, curl_off_t un)
 {
 	(void)dt, (void)dn, (void)ut, (void)un;
 	struct smtp *s = arg;
-	return s->base.abort && atomic_load(s->base.abort) ? 1 : 0;
+	if (s->base.abort == NULL || !atomic_load(s->base.abort))
+		return 0;
+	/* Cut at once while the message is still being sent; once it is all
+	 * out, the relay may already have it: wait a while for the reply, as
+	 * cutting now would send it again later. */
+	if (s->off < s->len)
+		return 1;
+	if (s->abort_seen == 0)
+		s->abort_seen = mono_ms();
+	return mono_ms() - s->abort_seen > TRANSPORT_ABORT_GRACE * 1000;
 }
 
-/* Maps curl's result and the last reply to an outcome (see file comment). */
-static enum send_outcome classify(CURLcode rc, int code)
+static bool relay_curl_error(CURLcode rc)
 {
 	switch (rc) {
-	case CURLE_OK:
-		return code >= 200 && code < 300 ? SEND_OK : SEND_TEMP;
-	case CURLE_SEND_ERROR:         /* MAIL, RCPT or DATA refused */
-	case CURLE_WEIRD_SERVER_REPLY: /* the final dot refused */
-	case CURLE_RECV_ERROR:
-		return code >= 500 && code < 600 ? SEND_PERM : SEND_TEMP;
+	case CURLE_COULDNT_RESOLVE_HOST:
+	case CURLE_COULDNT_CONNECT:
+	case CURLE_USE_SSL_FAILED:
+	case CURLE_SSL_CONNECT_ERROR:
+	case CURLE_PEER_FAILED_VERIFICATION:
+	case CURLE_SSL_CACERT_BADFILE:
+	case CURLE_SSL_CERTPROBLEM:
+	case CURLE_SSL_CIPHER:
+	case CURLE_LOGIN_DENIED:
+	case CURLE_AUTH_ERROR:
+		return true;
 	default:
-		/* connect, timeouts, dropped connection (CURLE_GOT_NOTHING), TLS
-		 * (CURLE_USE_SSL_FAILED), AUTH (CURLE_LOGIN_DENIED): none is about
-		 * this recipient; the message waits for the relay or the admin. */
-		return SEND_TEMP;
+		return false;
 	}
+}
+
+/*
+ * Maps curl's result, the last reply and the stage of the transaction to an
+ * outcome (curl's result first, the reply second: LIBNOTES.md §2.2).
+ *   5xx to RCPT TO          permanent, counts as a bounce (but 5.7.x, our
+ *                           relay refusing to relay, is the relay's problem)
+ *   5xx after DATA          permanent for this message, no bounce
+ *   5xx at the greeting, AUTH or MAIL FROM; 421; TLS, AUTH, connection
+ *                           the relay's trouble: try later, nothing counted
+ *   4xx to RCPT or DATA     try later
+ *   no answer after the whole message went out: unknown (the relay may have
+ *                           it); try later, the attempt counts
+ */
+static void classify(struct smtp *s, CURLcode rc, struct send_result *res)
+{
+	int code = res->code;
+	bool body_sent = s->stage == ST_DATA && s->off == s->len;
+	res->relay_level = false;
+	res->bounce = false;
+	if (rc == CURLE_OK) {
+		res->outcome = code >= 200 && code < 300 ? SEND_OK : SEND_TEMP;
+		return;
+	}
+	res->outcome = SEND_TEMP;
+	if (relay_curl_error(rc)) {
+		res->relay_level = true;
+		return;
+	}
+	if (code >= 500 && code < 600) {
+		if (s->stage == ST_RCPT && strncmp(res->status, "5.7.", 4) != 0) {
+			res->outcome = SEND_PERM;
+			res->bounce = true;
+		} else if (s->stage == ST_DATA) {
+			res->outcome = SEND_PERM;
+		} else {
+			res->relay_level = true;
+		}
+		return;
+	}
+	if (code >= 400 && code < 500) {
+		res->relay_level = code == 421 || s->stage == ST_SESSION || s->stage == ST_MAIL;
+		return;
+	}
+	/* no reply: a timeout or a dropped connection */
+	res->relay_level = !body_sent;
 }
 
 static int smtp_send(struct transport *t, const char *from, const char *rcpt, const char *data,
@@ -97,6 +182,8 @@ static int smtp_send(struct transport *t, const char *from, const char *rcpt, co
 	s->off = 0;
 	s->last[0] = '\0';
 	s->errbuf[0] = '\0';
+	s->stage = ST_SESSION;
+	s->abort_seen = 0;
 	curl_easy_setopt(s->h, CURLOPT_MAIL_FROM, env_from);
 	curl_easy_setopt(s->h, CURLOPT_MAIL_RCPT, rcpts);
 	curl_easy_setopt(s->h, CURLOPT_INFILESIZE_LARGE, (curl_off_t)len);
@@ -109,23 +196,19 @@ static int smtp_send(struct transport *t, const char *from, const char *rcpt, co
 	free(env_from);
 	free(env_rcpt);
 
+	(void)code;
+	/* Our own record of this transaction's last reply line: libcurl's
+	 * response code can be a previous transfer's 250 after a drop. */
 	transport_parse_reply(s->last, res);
-	if (rc != CURLE_OK && res->code != (int)code)
-		res->code = (int)code; /* the last line can be the greeting's or EHLO's */
-	if (rc == CURLE_RECV_ERROR || rc == CURLE_GOT_NOTHING || rc == CURLE_OPERATION_TIMEDOUT)
-		res->code = res->code >= 400 ? res->code : 0; /* a 250 left over is no answer */
-	res->outcome = classify(rc, res->code);
-	if (rc != CURLE_OK) {
-		char why[sizeof res->reply];
-		snprintf(why, sizeof why, "%s%s%s", curl_easy_strerror(rc),
+	if (rc != CURLE_OK && res->code < 400) {
+		/* no refusal to report: a 250 or 354 left over is no answer */
+		res->code = 0;
+		res->status[0] = '\0';
+		res->queue_id[0] = '\0';
+		snprintf(res->reply, sizeof res->reply, "%s%s%s", curl_easy_strerror(rc),
 		         s->errbuf[0] ? ": " : "", s->errbuf);
-		if (res->reply[0] && res->code >= 400)
-			snprintf(res->reply + strlen(res->reply),
-			         sizeof res->reply - strlen(res->reply), " (%s)",
-			         curl_easy_strerror(rc));
-		else
-			snprintf(res->reply, sizeof res->reply, "%s", why);
 	}
+	classify(s, rc, res);
 	return res->outcome == SEND_OK ? 0 : -1;
 }
 
@@ -184,19 +267,24 @@ struct transport *transport_smtp_new(const struct conf *c, const char *password,
 	curl_easy_setopt(s->h, CURLOPT_NOPROGRESS, 0L);
 	curl_easy_setopt(s->h, CURLOPT_XFERINFOFUNCTION, on_progress);
 	curl_easy_setopt(s->h, CURLOPT_XFERINFODATA, s);
+	curl_easy_setopt(s->h, CURLOPT_DEBUGFUNCTION, on_debug);
+	curl_easy_setopt(s->h, CURLOPT_DEBUGDATA, s);
+	curl_easy_setopt(s->h, CURLOPT_VERBOSE, 1L); /* feeds on_debug only */
 	curl_easy_setopt(s->h, CURLOPT_CONNECTTIMEOUT, (long)TRANSPORT_CONNECT_TIMEOUT);
 	curl_easy_setopt(s->h, CURLOPT_TIMEOUT, (long)TRANSPORT_TIMEOUT);
-	/* A relay that stops answering mid-transfer is dropped well before the
-	 * overall timeout. */
 	curl_easy_setopt(s->h, CURLOPT_LOW_SPEED_LIMIT, 1L);
-	curl_easy_setopt(s->h, CURLOPT_LOW_SPEED_TIME, 30L);
+	curl_easy_setopt(s->h, CURLOPT_LOW_SPEED_TIME, (long)TRANSPORT_STALL);
 	switch (c->smtp.tls) {
 	case TLS_REQUIRED:
 		curl_easy_setopt(s->h, CURLOPT_USE_SSL, (long)CURLUSESSL_ALL);
 		break;
 	case TLS_AUTO:
-		/* STARTTLS whenever the relay offers it; "required" never falls back. */
-		curl_easy_setopt(s->h, CURLOPT_USE_SSL, (long)CURLUSESSL_TRY);
+		/* STARTTLS whenever the relay offers it; "required" never falls back.
+		 * With a password to send, "auto" is "required": AUTH never goes out
+		 * in clear because a man in the middle hid STARTTLS. */
+		curl_easy_setopt(s->h, CURLOPT_USE_SSL, c->smtp.username && *c->smtp.username
+		                                            ? (long)CURLUSESSL_ALL
+		                                            : (long)CURLUSESSL_TRY);
 		break;
 	case TLS_OFF:
 		curl_easy_setopt(s->h, CURLOPT_USE_SSL, (long)CURLUSESSL_NONE);

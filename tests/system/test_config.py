@@ -9,11 +9,36 @@ def run(*args):
                           timeout=30)
 
 
-def test_example_config_is_valid():
-    p = run("-n", "-c", ROOT / "conf" / "matrixd.conf.example")
+def test_example_config_is_valid(tmp_path):
+    # the documented example, with its directories where this test can have them
+    text = (ROOT / "conf" / "matrixd.conf.example").read_text()
+    (tmp_path / "issues").mkdir()
+    text = text.replace('"/var/lib/matrixd/issues"', f'"{tmp_path}/issues"')
+    conf = tmp_path / "matrixd.conf"
+    conf.write_text(text)
+    p = run("-n", "-c", conf)
     assert p.returncode == 0, p.stderr
     p = run("-n", "-c", ROOT / "examples" / "matrixd.conf")
     assert p.returncode == 0, p.stderr
+
+
+def test_missing_issue_dir_and_password_file(env):
+    env.write_conf(issue_dir=f'"{env.tmp}/nowhere"')
+    p = run("-n", "-c", env.conf)
+    assert p.returncode == 1 and "issue_dir" in p.stderr and "nowhere" in p.stderr
+    env.write_conf(smtp_username='"u"', smtp_password_file=f'"{env.tmp}/no-such-file"')
+    p = run("-n", "-c", env.conf)
+    assert p.returncode == 1 and "no-such-file" in p.stderr
+
+
+def test_template_warnings(env):
+    t = env.tmp / "t"
+    t.mkdir()
+    (t / "mail-artcle.html.mustache").write_text("{{x}}")
+    env.write_conf(template_dir=f'"{t}"')
+    p = run("-n", "-c", env.conf)
+    assert p.returncode == 0
+    assert "mail-artcle.html.mustache overrides no built-in template" in p.stderr
 
 
 def test_bad_config_names_file_and_line(env):

@@ -315,16 +315,43 @@ def test_ignored_files(tmp_path, server):
     assert env.ctl_json("status")["issues"] == []
 
 
+def test_unknown_list_is_an_error(tmp_path, server):
+    env = smtp_env(tmp_path, server)
+    subscribe(env, "ann@example.org")
+    issue = env.tmp / "issues" / "sections.md"
+    text = (DATA / "issues" / "sections.md").read_text()
+    issue.write_text(text.replace("status: draft", "status: publish"))
+    p = env.matrixd("--once")
+    assert p.returncode == 1
+    assert f"{issue}:7: no list named 'matrix-en'" in p.stderr
+    assert env.ctl_json("status")["issues"] == []  # nothing published, nothing queued
+    env.ctl("list-create", "matrix-en", check=0)
+    p = env.matrixd("--once")
+    assert p.returncode == 0, p.stderr
+    assert server.count() == 3
+
+
 def test_draft_is_rendered_never_sent(tmp_path, server):
     env = smtp_env(tmp_path, server)
     subscribe(env, "ann@example.org")
-    shutil.copy(DATA / "issues" / "sections.md", env.tmp / "issues" / "sections.md")
+    env.ctl("list-create", "matrix-en", check=0)
+    issue = env.tmp / "issues" / "sections.md"
+    shutil.copy(DATA / "issues" / "sections.md", issue)
     p = env.matrixd("--once")
     assert p.returncode == 0, p.stderr
     assert server.count() == 0
-    assert (env.tmp / "public" / "issues" / "62" / "index.html").exists()
+    # rendered for the editors, but not where readers could guess it
+    assert (env.tmp / "state" / "preview" / "issues" / "62" / "index.html").exists()
+    assert not (env.tmp / "public" / "issues" / "62").exists()
+    assert "issues/62" not in (env.tmp / "public" / "index.html").read_text()
     st = env.ctl_json("status")["issues"][0]
     assert st["status"] == "draft" and st["sent"] == 0 and st["queued"] == 0
+    # published later: sent once
+    issue.write_text(issue.read_text().replace("status: draft", "status: publish"))
+    p = env.matrixd("--once")
+    assert p.returncode == 0, p.stderr
+    assert server.count() == 3
+    assert (env.tmp / "public" / "issues" / "62" / "index.html").exists()
 
 
 @pytest.mark.skipif(not shutil.which("systemd-analyze"), reason="systemd-analyze not installed")

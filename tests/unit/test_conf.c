@@ -48,6 +48,13 @@ static void test_minimal_and_defaults(void **state)
 	assert_int_equal(c.smtp.max_attempts, 10);
 	assert_int_equal(c.smtp.retry_max_age, 259200);
 	assert_string_equal(c.http.listen, "127.0.0.1:8025");
+	/* bounces go back to the sender's own domain, never to example.org */
+	assert_string_equal(c.smtp.return_path, "bounces+{token}@example.org");
+	conf_free(&c);
+	p = write_conf("from.conf", "site = { base_url = \"https://x.example/\"; "
+				    "from = \"矩阵 <matrix@news.msra.cn>\"; };\n");
+	assert_int_equal(conf_load(&c, p, &e), 0);
+	assert_string_equal(c.smtp.return_path, "bounces+{token}@news.msra.cn");
 	conf_free(&c);
 }
 
@@ -170,7 +177,8 @@ static int setup(void **state)
 static int teardown(void **state)
 {
 	(void)state;
-	static const char *const files[] = {"min.conf", "full.conf", "bad.conf", "pw.conf", "pw"};
+	static const char *const files[] = {"min.conf", "full.conf", "bad.conf", "pw.conf", "pw",
+					    "from.conf"};
 	for (size_t i = 0; i < sizeof files / sizeof files[0]; i++) {
 		char p[600];
 		snprintf(p, sizeof p, "%s/%s", dir, files[i]);
