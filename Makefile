@@ -169,7 +169,7 @@ install: all
 	install -m 0755 $(BUILD)/matrixd $(DESTDIR)$(SBINDIR)/matrixd
 	install -m 0755 $(BUILD)/matrixctl $(DESTDIR)$(BINDIR)/matrixctl
 	install -m 0644 templates/*.mustache $(DESTDIR)$(DATADIR)/matrixd/templates/
-	install -m 0644 conf/matrixd.conf.example docs/issue-format.md $(DESTDIR)$(DATADIR)/doc/matrixd/
+	install -m 0644 conf/matrixd.conf.example docs/*.md $(DESTDIR)$(DATADIR)/doc/matrixd/
 	test -e $(DESTDIR)$(SYSCONFDIR)/matrixd/matrixd.conf || \
 		install -m 0640 conf/matrixd.conf.example $(DESTDIR)$(SYSCONFDIR)/matrixd/matrixd.conf
 	install -m 0644 docs/matrixd.8 docs/matrixctl.8 $(DESTDIR)$(MANDIR)/man8/

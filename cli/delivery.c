@@ -55,7 +55,8 @@ static double issue_rate(struct store *s, int64_t issue_id)
 	if (sqlite3_step(st) == SQLITE_ROW) {
 		int64_t n = sqlite3_column_int64(st, 0);
 		int64_t span = sqlite3_column_int64(st, 2) - sqlite3_column_int64(st, 1);
-		r = n > 1 ? (double)n / (double)(span > 0 ? span : 1) : 0;
+		/* sent_at has whole seconds: under two seconds there is no rate */
+		r = n > 1 && span >= 2 ? (double)n / (double)span : 0;
 	}
 	sqlite3_reset(st);
 	return r;
@@ -144,8 +145,8 @@ int cmd_status(struct cli *c, int argc, char **argv)
 			printf("matrixd: running (pid %ld) since %s, config %s\n", pid, ts,
 			       conf ? conf : "?");
 		else
-			printf("matrixd: not running%s%s\n", conf && *conf ? " (last config " : "",
-			       conf && *conf ? conf : "");
+			printf("matrixd: not running%s%s%s\n", conf && *conf ? " (last config " : "",
+			       conf && *conf ? conf : "", conf && *conf ? ")" : "");
 		if (running && dstatus && *dstatus)
 			printf("         %s\n", dstatus);
 		printf("\n");
@@ -161,7 +162,8 @@ int cmd_status(struct cli *c, int argc, char **argv)
 			snprintf(st, sizeof st, "%" PRId64, k.sent);
 			snprintf(df, sizeof df, "%" PRId64, k.deferred);
 			snprintf(fl, sizeof fl, "%" PRId64, k.failed);
-			snprintf(rt, sizeof rt, "%.0f", issue_rate(s, is[i].id));
+			double rate = issue_rate(s, is[i].id);
+			snprintf(rt, sizeof rt, rate > 0 ? "%.0f" : "-", rate);
 			table_row(t, num, is[i].title, is[i].is_draft ? "draft" : "publish", q, sg,
 			          st, df, fl, rt);
 		}

@@ -56,10 +56,14 @@ void table_print(struct table *t, FILE *f)
 				w[i] = cw;
 		}
 	for (size_t r = 0; r < t->nrows; r++) {
-		for (int i = 0; i < t->ncols; i++) {
+		/* pad each cell but the last non-empty one: no trailing blanks */
+		int last = t->ncols - 1;
+		while (last > 0 && t->cells[r * (size_t)t->ncols + (size_t)last][0] == '\0')
+			last--;
+		for (int i = 0; i <= last; i++) {
 			const char *s = t->cells[r * (size_t)t->ncols + (size_t)i];
 			fputs(s, f);
-			if (i + 1 < t->ncols)
+			if (i < last)
 				for (size_t pad = utf8_width(s); pad < w[i] + 2; pad++)
 					fputc(' ', f);
 		}

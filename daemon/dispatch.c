@@ -344,8 +344,8 @@ static void build_failed(struct daemon *d, struct ledger_job *j, const struct er
 		r.outcome = SEND_PERM;
 		snprintf(r.reply, sizeof r.reply, "cancelled: %s", e->msg);
 	} else {
-		log_err("issue_id=%" PRId64 " part=%d delivery=%" PRId64 " cannot build the message: %s",
-		        j->issue_id, j->part, j->id, e->msg);
+		log_err("issue=%d part=%d delivery=%" PRId64 " cannot build the message: %s",
+		        j->number, j->part, j->id, e->msg);
 		snprintf(r.reply, sizeof r.reply, "not sent: %s", e->msg);
 	}
 	const char *state = "deferred";
@@ -441,14 +441,14 @@ static void recorded(struct daemon *d, struct sjob *job, const char *state, bool
 		if (r->relay_level)
 			*trouble = r->reply;
 		if (r->outcome == SEND_OK) {
-			log_debug("delivery=%" PRId64 " issue_id=%" PRId64 " part=%d subscriber=%" PRId64
+			log_debug("delivery=%" PRId64 " issue=%d part=%d subscriber=%" PRId64
 			          " rcpt=%s sent: %s",
-			          j->id, j->issue_id, j->part, j->subscriber_id, j->email, r->reply);
+			          j->id, j->number, j->part, j->subscriber_id, j->email, r->reply);
 			p->rate_n++;
 		} else if (!r->relay_level) {
-			log_info("delivery=%" PRId64 " issue_id=%" PRId64 " part=%d subscriber=%" PRId64
+			log_info("delivery=%" PRId64 " issue=%d part=%d subscriber=%" PRId64
 			         " %s: %s",
-			         j->id, j->issue_id, j->part, j->subscriber_id, state, r->reply);
+			         j->id, j->number, j->part, j->subscriber_id, state, r->reply);
 		}
 	}
 	progress_result(d, j, state);

@@ -229,6 +229,7 @@ int main(int argc, char **argv)
 		return 0;
 	}
 	d.progress = isatty(STDERR_FILENO) && getenv("JOURNAL_STREAM") == NULL && !d.once;
+	log_set_progress(d.progress);
 	/* Blocked before any thread exists, so that every thread inherits the
 	 * mask and the signals reach only the loop's signalfd. */
 	sigset_t mask;

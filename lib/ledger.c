@@ -107,10 +107,12 @@ int ledger_claim(struct store *s, int64_t now, size_t max, struct ledger_job **o
 	 * and stops at the limit instead of sorting every due row. */
 	static const char sql[] =
 	    "SELECT d.id, d.issue_id, d.part, d.subscriber_id, d.list_id, d.attempts, "
-	    "       coalesce(d.first_attempt, ?2), s.email, s.name, m.status "
+	    "       coalesce(d.first_attempt, ?2), s.email, s.name, m.status, "
+	    "       coalesce(i.number, 0) "
 	    "FROM deliveries d JOIN subscribers s ON s.id = d.subscriber_id "
 	    "LEFT JOIN memberships m ON m.subscriber_id = d.subscriber_id AND m.list_id = "
 	    "d.list_id "
+	    "LEFT JOIN issues i ON i.id = d.issue_id "
 	    "WHERE d.state = ?1 AND d.next_attempt <= ?2 LIMIT ?3";
 	static const char *const states[] = {"queued", "deferred"};
 	struct ledger_job *j = NULL;
@@ -156,6 +158,7 @@ int ledger_claim(struct store *s, int64_t now, size_t max, struct ledger_job **o
 			    .attempts = sqlite3_column_int(st, 5) + 1,
 			    .first_attempt = sqlite3_column_int64(st, 6),
 			    .was_deferred = i == 1,
+			    .number = sqlite3_column_int(st, 10),
 			    .email = xstrdup((const char *)sqlite3_column_text(st, 7)),
 			    .name = xstrdup((const char *)sqlite3_column_text(st, 8)),
 			};

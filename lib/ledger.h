@@ -28,6 +28,7 @@
 struct ledger_job {
 	int64_t id, issue_id, subscriber_id, list_id;
 	int part, attempts;
+	int number;            /* the issue's number, for logs; 0 for confirmations */
 	int64_t first_attempt; /* retry_max_age counts from here */
 	char *email, *name;
 	bool was_deferred;     /* its state before the claim (progress counts) */

@@ -11,12 +11,18 @@
 static const char *prog = "matrixd";
 static bool use_prio;
 static enum log_level max_level = LOG_L_INFO;
+static bool progress;
 static pthread_mutex_t log_mu = PTHREAD_MUTEX_INITIALIZER;
 
 void log_init(const char *progname, int flags)
 {
 	prog = progname;
 	use_prio = (flags & LOG_F_PRIORITY) || getenv("JOURNAL_STREAM") != NULL;
+}
+
+void log_set_progress(bool on)
+{
+	progress = on;
 }
 
 void log_set_level(enum log_level max)
@@ -40,6 +46,8 @@ static void vlog(enum log_level level, const char *errstr, const char *fmt, va_l
 		if (*p == '\n' || *p == '\r')
 			*p = ' ';
 	pthread_mutex_lock(&log_mu);
+	if (progress)
+		fputs("\r\033[K", stderr);
 	if (use_prio)
 		fprintf(stderr, "<%d>", (int)level);
 	else

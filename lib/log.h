@@ -24,6 +24,8 @@ enum log_level {
 #define LOG_F_PRIORITY 0x1 /* force "<N>" prefixes */
 
 void log_init(const char *progname, int flags);
+/* A live progress line is on the terminal: clear it before each log line. */
+void log_set_progress(bool on);
 void log_set_level(enum log_level max);
 bool log_enabled(enum log_level level);
 
