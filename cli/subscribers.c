@@ -265,6 +265,9 @@ int cmd_subscribers(struct cli *c, int argc, char **argv)
 		return cli_usage(subscribers_usage);
 	if (cli_need_store(c) < 0)
 		return EXIT_ERR;
+	err_clear(&e);
+	if (list && subs_list_id(c->store, list, &e) < 0)
+		return cli_fail(&e); /* before any output: no empty table on stdout */
 	struct listing l = {.json = c->json};
 	if (c->json)
 		l.arr = json_object_new_array();
