@@ -281,6 +281,8 @@ int cmd_send_test(struct cli *c, int argc, char **argv)
 	char *unsub = xasprintf("%su/%s", c->conf.site.base_url, tok);
 	struct render_list list = {"matrix", c->conf.site.title};
 	time_t date = is->date ? is->date : time(NULL);
+	struct json_object *arr = c->json ? json_object_new_array() : NULL;
+	struct table *tab = c->json ? NULL : table_new(4, "#", "RESULT", "TITLE", "REPLY");
 	for (size_t i = 1; i <= is->narticles; i++) {
 		struct msg_prep prep;
 		struct buf m;
@@ -293,24 +295,44 @@ int cmd_send_test(struct cli *c, int argc, char **argv)
 		const char *tk = strstr(from, "{token}");
 		if (tk)
 			from = env = xasprintf("%.*stest%s", (int)(tk - from), from, tk + 7);
+		const char *outcome, *reply;
 		if (render_mail(&c->conf, t, is, date, (int)i, &list, &prep, &e) < 0 ||
 		    msg_build(&prep, &r, &m, &e) < 0) {
-			printf("%2zu  error  %s\n", i, e.msg);
+			outcome = "error";
+			reply = e.msg;
 			failed++;
 		} else {
 			transport_send(tr, from, to, m.data, m.len, &res);
-			printf("%2zu  %-5s  %s  %s\n", i, res.outcome == SEND_OK ? "sent" : "FAIL",
-			       is->articles[i - 1].title, res.reply);
+			outcome = res.outcome == SEND_OK ? "sent" : "failed";
+			reply = res.reply;
 			failed += res.outcome != SEND_OK;
 			msg_prep_free(&prep);
+		}
+		char idx[16];
+		snprintf(idx, sizeof idx, "%zu", i);
+		if (arr) {
+			struct json_object *row = json_object_new_object();
+			json_object_object_add(row, "article", json_object_new_int((int)i));
+			json_object_object_add(row, "title",
+			                       json_object_new_string(is->articles[i - 1].title));
+			json_object_object_add(row, "result", json_object_new_string(outcome));
+			json_object_object_add(row, "reply", json_object_new_string(reply));
+			json_object_array_add(arr, row);
+		} else {
+			table_row(tab, idx, outcome, is->articles[i - 1].title, reply);
 		}
 		free(env);
 		free(id);
 		buf_free(&m);
 	}
 	free(unsub);
-	printf("%zu of %zu articles sent to %s\n", is->narticles - (size_t)failed, is->narticles,
-	       to);
+	if (arr) {
+		cli_json_print(arr);
+	} else {
+		table_print(tab, stdout);
+		printf("%zu of %zu articles sent to %s\n", is->narticles - (size_t)failed,
+		       is->narticles, to);
+	}
 	rc = failed ? EXIT_ERR : EXIT_OK;
 out:
 	transport_free(tr);

@@ -1,6 +1,7 @@
 """matrixd --once against a real SMTP server (aiosmtpd with STARTTLS and
 AUTH on 127.0.0.1): what arrives, what is recorded, and what happens when
 the relay misbehaves."""
+import json
 import os
 import shutil
 import signal
@@ -327,3 +328,7 @@ def test_send_test(tmp_path, server):
     server.rules.append(Rule("bad@example.org", "550 5.1.1 no such user"))
     p = env.ctl("send-test", DATA / "issues" / "toc-zh.txt", "--to", "bad@example.org")
     assert p.returncode == 1 and "550 5.1.1" in p.stdout
+    p = env.ctl("--json", "send-test", DATA / "issues" / "toc-zh.txt", "--to", "bad@example.org")
+    rows = json.loads(p.stdout)
+    assert [r["result"] for r in rows] == ["failed"] * 4
+    assert rows[0]["reply"].startswith("550 5.1.1")
