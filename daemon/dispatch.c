@@ -430,7 +430,7 @@ static int record(struct daemon *d, struct sjob *job, int64_t now, const char **
 
 /* What is logged and counted once a result is safely recorded. */
 static void recorded(struct daemon *d, struct sjob *job, const char *state, bool *relay_trouble,
-                     bool *relay_ok, const char **trouble)
+                     bool *relay_ok, char *trouble, size_t ntrouble)
 {
 	struct dispatch *p = d->dispatch;
 	struct ledger_job *j = job->ctx;
@@ -439,7 +439,7 @@ static void recorded(struct daemon *d, struct sjob *job, const char *state, bool
 		*relay_trouble |= r->relay_level;
 		*relay_ok |= r->outcome == SEND_OK;
 		if (r->relay_level)
-			*trouble = r->reply;
+			snprintf(trouble, ntrouble, "%s", r->reply); /* the job dies before the log */
 		if (r->outcome == SEND_OK) {
 			log_debug("delivery=%" PRId64 " issue=%d part=%d subscriber=%" PRId64
 			          " rcpt=%s sent: %s",
@@ -476,7 +476,7 @@ void dispatch_collect(struct daemon *d)
 	err_clear(&e);
 	int64_t now = store_now();
 	bool relay_trouble = false, relay_ok = false;
-	const char *trouble = NULL;
+	char trouble[sizeof(struct send_result){0}.reply] = "";
 	const char **states = xcalloc(total, sizeof *states);
 
 	/* One transaction for every result of this wake-up: the commit is the
@@ -502,7 +502,7 @@ void dispatch_collect(struct daemon *d)
 			p->unrecorded[p->nunrecorded++] = job;
 			continue;
 		}
-		recorded(d, job, states[i], &relay_trouble, &relay_ok, &trouble);
+		recorded(d, job, states[i], &relay_trouble, &relay_ok, trouble, sizeof trouble);
 		ledger_jobs_free(job->ctx, 1);
 		sjob_free(job);
 	}
@@ -516,7 +516,7 @@ void dispatch_collect(struct daemon *d)
 			p->relay_backoff = 300000;
 		p->relay_down_until = now_ms() + p->relay_backoff;
 		log_warnx("relay %s: %s; pausing %" PRId64 " s", d->conf.smtp.url,
-		          trouble ? trouble : "unavailable", p->relay_backoff / 1000);
+		          trouble[0] ? trouble : "unavailable", p->relay_backoff / 1000);
 	}
 }
 

@@ -90,10 +90,9 @@ def test_three_hard_bounces_make_a_subscriber_bounced(env):
     assert show["bounce_score"] == 3
     assert [m["status"] for m in show["memberships"]] == ["bounced"]
     # the next issue does not reach them
-    before = len(delivered(env))
     publish(env, DATA / "issues" / "toc-zh.txt")
-    new = delivered(env)[before:]
-    assert len(new) == 4 and all(m["To"] == "ann@example.org" for m in new)
+    new = [m for m in delivered(env) if m["Subject"] == "量子计算：从实验室走向产业"]
+    assert [m["To"] for m in new] == ["ann@example.org"]
 
 
 def test_soft_bounce_is_only_logged(env):
