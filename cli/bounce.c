@@ -101,7 +101,8 @@ static int fail_delivery(struct store *s, const struct found *f, const struct bo
 	 * someone replaying it) must not count twice. */
 	static const char sql[] =
 	    "UPDATE deliveries SET state = 'failed', last_code = NULL, last_status = ?2, "
-	    "last_reply = ?3, updated_at = ?4 WHERE id = ?1 AND coalesce(last_reply, '') NOT LIKE 'bounced: %'";
+	    "last_reply = ?3, updated_at = ?4 WHERE id = ?1 AND coalesce(last_reply, '') NOT LIKE "
+	    "'bounced: %'";
 	sqlite3_stmt *st = store_stmt(s, sql, err);
 	if (st == NULL)
 		return -1;
@@ -248,8 +249,9 @@ int cmd_bounce(struct cli *c, int argc, char **argv)
 			if (!found) {
 				/* Only what we signed names a subscriber: a complaint
 				 * naming an address could be forged by anyone. */
-				snprintf(what, sizeof what,
-				         "complaint without a token or Message-ID of ours; dropped");
+				snprintf(
+				    what, sizeof what,
+				    "complaint without a token or Message-ID of ours; dropped");
 				break;
 			}
 			w = subs_unsubscribe_id(s, f.subscriber_id, f.list_id, "complaint", "mail",

@@ -145,8 +145,9 @@ int cmd_status(struct cli *c, int argc, char **argv)
 			printf("matrixd: running (pid %ld) since %s, config %s\n", pid, ts,
 			       conf ? conf : "?");
 		else
-			printf("matrixd: not running%s%s%s\n", conf && *conf ? " (last config " : "",
-			       conf && *conf ? conf : "", conf && *conf ? ")" : "");
+			printf("matrixd: not running%s%s%s\n",
+			       conf && *conf ? " (last config " : "", conf && *conf ? conf : "",
+			       conf && *conf ? ")" : "");
 		if (running && dstatus && *dstatus)
 			printf("         %s\n", dstatus);
 		printf("\n");

@@ -26,7 +26,7 @@
 #include "xmalloc.h"
 
 #define PREP_CACHE 16
-#define CLAIM_MAX 256
+#define CLAIM_MAX  256
 
 struct prep {
 	int64_t issue_id, list_id;
@@ -143,7 +143,7 @@ static const struct list_info *list_info(struct daemon *d, int64_t id, struct er
 }
 
 static const struct msg_prep *prep_for(struct daemon *d, const struct ledger_job *j,
-				       struct err *err)
+                                       struct err *err)
 {
 	struct dispatch *p = d->dispatch;
 	struct prep *victim = &p->cache[0];
@@ -160,7 +160,8 @@ static const struct msg_prep *prep_for(struct daemon *d, const struct ledger_job
 	const struct list_info *li = list_info(d, j->list_id, err);
 	if (li == NULL)
 		return NULL;
-	struct render_list rl = {li->name, li->title && *li->title ? li->title : d->conf.site.title};
+	struct render_list rl = {li->name,
+	                         li->title && *li->title ? li->title : d->conf.site.title};
 	if (victim->used && victim->ok)
 		msg_prep_free(&victim->m);
 	memset(victim, 0, sizeof *victim);
@@ -176,7 +177,7 @@ static const struct msg_prep *prep_for(struct daemon *d, const struct ledger_job
 				return NULL;
 		}
 		r = render_mail(&d->conf, d->tmpl, p->issue, p->issue->date, j->part, &rl,
-				&victim->m, err);
+		                &victim->m, err);
 	}
 	if (r < 0)
 		return NULL;
@@ -439,7 +440,8 @@ static void recorded(struct daemon *d, struct sjob *job, const char *state, bool
 		*relay_trouble |= r->relay_level;
 		*relay_ok |= r->outcome == SEND_OK;
 		if (r->relay_level)
-			snprintf(trouble, ntrouble, "%s", r->reply); /* the job dies before the log */
+			snprintf(trouble, ntrouble, "%s",
+			         r->reply); /* the job dies before the log */
 		if (r->outcome == SEND_OK) {
 			log_debug("delivery=%" PRId64 " issue=%d part=%d subscriber=%" PRId64
 			          " rcpt=%s sent: %s",
@@ -497,8 +499,8 @@ void dispatch_collect(struct daemon *d)
 		if (!batch_ok && record(d, job, now, &states[i], &e) < 0) {
 			log_warnx("delivery=%" PRId64 " cannot record its result yet: %s",
 			          ((struct ledger_job *)job->ctx)->id, e.msg);
-			p->unrecorded = xreallocarray(p->unrecorded, p->nunrecorded + 1,
-			                              sizeof *p->unrecorded);
+			p->unrecorded =
+			    xreallocarray(p->unrecorded, p->nunrecorded + 1, sizeof *p->unrecorded);
 			p->unrecorded[p->nunrecorded++] = job;
 			continue;
 		}
@@ -557,5 +559,5 @@ void dispatch_status(struct dispatch *p, char *out, size_t n)
 	thousands(c->sent, sent, sizeof sent);
 	thousands(total, all, sizeof all);
 	snprintf(out, n, "%s: %s/%s sent, %" PRId64 " deferred, %" PRId64 " failed, %.0f msg/s",
-		 p->prog_title, sent, all, c->deferred, c->failed, p->rate);
+	         p->prog_title, sent, all, c->deferred, c->failed, p->rate);
 }

@@ -352,9 +352,10 @@ static void process(struct daemon *d, const char *path)
 		if (render_issue_pages(&d->conf, d->tmpl, is, (time_t)a->date, dir, &e) < 0)
 			log_err("issue=%d pages: %s", is->number, e.msg);
 		else
-			log_info("issue=%d draft: %s rendered to %s/issues/%d/ (not published, never "
-			         "sent)",
-			         is->number, is->title, dir, is->number);
+			log_info(
+			    "issue=%d draft: %s rendered to %s/issues/%d/ (not published, never "
+			    "sent)",
+			    is->number, is->title, dir, is->number);
 		free(dir);
 		publish_listing(d);
 	} else if (change != ARCHIVE_UNCHANGED) {

@@ -133,8 +133,7 @@ int loop_run(struct daemon *d)
 			min_deadline(&wake, watch_settle(d));
 		dispatch_collect(d);
 		min_deadline(&wake, dispatch_fill(d));
-		size_t inflight =
-		    senders_inflight(d->senders) + dispatch_unrecorded(d->dispatch);
+		size_t inflight = senders_inflight(d->senders) + dispatch_unrecorded(d->dispatch);
 		if (dispatch_unrecorded(d->dispatch) > 0)
 			min_deadline(&wake, now_ms() + 1000); /* the store was busy: try again */
 		bool relay_down = dispatch_relay_down(d->dispatch);

@@ -56,14 +56,15 @@ static int load_all(const char *path, struct conf *c, struct tmpl **t, struct er
 		return -1;
 	struct stat st;
 	if (stat(c->issue_dir, &st) < 0 || !S_ISDIR(st.st_mode)) {
-		err_set(e, ERR_CONFIG, "%s: issue_dir %s is not a directory; create it or fix issue_dir",
-			c->path, c->issue_dir);
+		err_set(e, ERR_CONFIG,
+		        "%s: issue_dir %s is not a directory; create it or fix issue_dir", c->path,
+		        c->issue_dir);
 		conf_free(c);
 		return -1;
 	}
 	if (c->template_dir[0] && stat(c->template_dir, &st) < 0)
 		log_warnx("template_dir %s does not exist: the built-in templates are used",
-			  c->template_dir);
+		          c->template_dir);
 	if (tmpl_load(t, c->template_dir, e) < 0) {
 		conf_free(c);
 		return -1;
@@ -139,8 +140,8 @@ static int lock_state(struct daemon *d, int *fd_out)
 		ssize_t k = pread(fd, other, sizeof other - 1, 0);
 		other[k > 0 ? k : 0] = '\0';
 		other[strcspn(other, "\n")] = '\0';
-		log_err("another matrixd (pid %s) is using %s; stop it first", other[0] ? other : "?",
-			d->conf.state_dir);
+		log_err("another matrixd (pid %s) is using %s; stop it first",
+		        other[0] ? other : "?", d->conf.state_dir);
 		close(fd);
 		free(path);
 		return -1;
@@ -271,8 +272,8 @@ int main(int argc, char **argv)
 	snprintf(pid, sizeof pid, "%ld", (long)getpid());
 	snprintf(started, sizeof started, "%lld", (long long)time(NULL));
 	if (!d.once && (store_kv_set(d.store, "daemon.pid", pid, &e) < 0 ||
-			store_kv_set(d.store, "daemon.started", started, &e) < 0 ||
-			store_kv_set(d.store, "daemon.config", d.conf.path, &e) < 0))
+	                store_kv_set(d.store, "daemon.started", started, &e) < 0 ||
+	                store_kv_set(d.store, "daemon.config", d.conf.path, &e) < 0))
 		log_warnx("%s", e.msg);
 	if (senders_start(&d.senders, &d.conf, d.password, d.conf.smtp.connections, &e) < 0 ||
 	    dispatch_new(&d, &d.dispatch) < 0) {

@@ -97,7 +97,7 @@ static void *run(void *arg)
 }
 
 int senders_start(struct senders **out, const struct conf *c, const char *password, int n,
-		  struct err *err)
+                  struct err *err)
 {
 	struct senders *s = xcalloc(1, sizeof *s);
 	*out = NULL;

@@ -51,7 +51,8 @@ int archive_save(struct store *s, const struct issue *is, const char *path, int6
 	static const char find[] = "SELECT id, path, hash FROM issues WHERE number = ?1";
 	static const char ins[] =
 	    "INSERT INTO issues(number, title, period, language, status, lists, path, hash, date, "
-	    "colophon, preface, created_at, updated_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, "
+	    "colophon, preface, created_at, updated_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, "
+	    "?9, "
 	    "?10, ?13, ?11, ?11) RETURNING id";
 	static const char upd[] =
 	    "UPDATE issues SET title = ?2, period = ?3, language = ?4, status = ?5, lists = ?6, "

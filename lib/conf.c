@@ -269,21 +269,24 @@ static int take(struct ctx *x, const struct key *k, const config_setting_t *s)
 		else
 			goto wrong_type;
 		break;
-	case K_FLOAT:
+	case K_FLOAT: {
+		double f;
 		if (t == CONFIG_TYPE_FLOAT)
-			*(double *)field = config_setting_get_float(s);
+			f = config_setting_get_float(s);
 		else if (t == CONFIG_TYPE_INT)
-			*(double *)field = config_setting_get_int(s);
+			f = config_setting_get_int(s);
 		else if (t == CONFIG_TYPE_INT64)
-			*(double *)field = (double)config_setting_get_int64(s);
+			f = (double)config_setting_get_int64(s);
 		else
 			goto wrong_type;
-		if (*(double *)field < (double)k->min || *(double *)field > (double)k->max) {
+		if (f < (double)k->min || f > (double)k->max) {
 			char range[64];
 			snprintf(range, sizeof range, "%lld and %lld", k->min, k->max);
 			return bad(x, s, "%s must be between %s", full, range);
 		}
+		memcpy(field, &f, sizeof f); /* the member is a double (keys[]) */
 		return 0;
+	}
 	}
 	if (v < k->min || v > k->max) {
 		char range[64];

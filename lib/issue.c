@@ -677,8 +677,8 @@ static size_t find_headings(struct doc *d, struct heading **out)
 static void add_span(struct doc *d, size_t first, size_t last, char *title, const char *section)
 {
 	d->spans = xreallocarray(d->spans, d->nspans + 1, sizeof *d->spans);
-	d->spans[d->nspans++] = (struct span){first, last,  last + 1, d->nlines, 0, 0,
-					      title, xstrdup(section ? section : "")};
+	d->spans[d->nspans++] = (struct span){
+	    first, last, last + 1, d->nlines, 0, 0, title, xstrdup(section ? section : "")};
 	/* The previous article ends here, or earlier where a section heading
 	 * already ended it. */
 	if (d->nspans > 1 && d->spans[d->nspans - 2].body_end > first)
@@ -1337,7 +1337,8 @@ static int split_single(struct doc *d)
 	if (d->fm_title) {
 		d->spans = xcalloc(1, sizeof *d->spans);
 		d->nspans = 1;
-		d->spans[0] = (struct span){i, i, i, d->nlines, 0, 0, xstrdup(d->is->title), xstrdup("")};
+		d->spans[0] =
+		    (struct span){i, i, i, d->nlines, 0, 0, xstrdup(d->is->title), xstrdup("")};
 		return 0;
 	}
 	char *t = line_dup(&d->lines[i]);
@@ -1397,7 +1398,7 @@ static void take_assets(struct issue *is, struct md_doc *md)
 
 /* The preface or the colophon as HTML ("" when empty). */
 static int render_extra(struct issue *is, const char *src, const struct md_opts *mo, char **html,
-			struct err *err)
+                        struct err *err)
 {
 	if (src[0] == '\0') {
 		*html = xstrdup("");

@@ -44,11 +44,11 @@ struct issue {
 	char **lists; /* list names from the front matter; nlists = 0: every list */
 	size_t nlists;
 	int lists_line; /* where the front matter names them */
-	time_t date; /* front matter date (UTC midnight); 0 when not given */
+	time_t date;    /* front matter date (UTC midnight); 0 when not given */
 	enum issue_mode mode;
 	struct article *articles;
 	size_t narticles;
-	char *preface;  /* text before the first article (markdown), may be "" */
+	char *preface; /* text before the first article (markdown), may be "" */
 	char *preface_html;
 	char *colophon; /* back matter after the last article (markdown), may be "" */
 	char *colophon_html;

@@ -276,8 +276,8 @@ fail:
 	return -1;
 }
 
-const char *ledger_next_state(const struct ledger_job *j, const struct send_result *r,
-                              int64_t now, const struct ledger_policy *p, int *attempts)
+const char *ledger_next_state(const struct ledger_job *j, const struct send_result *r, int64_t now,
+                              const struct ledger_policy *p, int *attempts)
 {
 	*attempts = j->attempts;
 	if (r->outcome == SEND_OK)

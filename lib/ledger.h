@@ -31,7 +31,7 @@ struct ledger_job {
 	int number;            /* the number, for logs; 0 for confirmations */
 	int64_t first_attempt; /* retry_max_age counts from here */
 	char *email, *name;
-	bool was_deferred;     /* its state before the claim (progress counts) */
+	bool was_deferred; /* its state before the claim (progress counts) */
 };
 
 struct ledger_policy {
@@ -78,8 +78,8 @@ int ledger_record(struct store *s, const struct ledger_job *j, const struct send
                   int64_t now, const struct ledger_policy *p, const char **state_out,
                   struct err *err);
 /* The state ledger_record would write, and the attempts it would keep. */
-const char *ledger_next_state(const struct ledger_job *j, const struct send_result *r,
-                              int64_t now, const struct ledger_policy *p, int *attempts);
+const char *ledger_next_state(const struct ledger_job *j, const struct send_result *r, int64_t now,
+                              const struct ledger_policy *p, int *attempts);
 
 /*
  * A hard bounce for a subscriber (from a 5xx or a DSN): bounce_score + 1,

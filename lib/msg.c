@@ -207,8 +207,12 @@ static void fill(const struct msg_body *b, const struct msg_rcpt *r, struct buf 
  * message (bench/send). \x02 occurs in no header: values are encoded or
  * checked, boundaries are hex.
  */
-static const char text_mark[] = "\x02" "T" "\x02\r\n";
-static const char html_mark[] = "\x02" "H" "\x02\r\n";
+static const char text_mark[] = "\x02"
+                                "T"
+                                "\x02\r\n";
+static const char html_mark[] = "\x02"
+                                "H"
+                                "\x02\r\n";
 
 static struct mailmime *part(const struct msg_body *b, const char *type, const char *mark)
 {
@@ -354,9 +358,8 @@ int msg_build(const struct msg_prep *p, const struct msg_rcpt *r, struct buf *ou
 	if (s == NULL || mailmime_write_mem(s, &col, msg) != MAILIMF_NO_ERROR)
 		goto nomem;
 	const char *tm = memmem(s->str, s->len, text_mark, sizeof text_mark - 1);
-	const char *hm = tm ? memmem(tm, s->len - (size_t)(tm - s->str), html_mark,
-				     sizeof html_mark - 1)
-			    : NULL;
+	const char *hm =
+	    tm ? memmem(tm, s->len - (size_t)(tm - s->str), html_mark, sizeof html_mark - 1) : NULL;
 	if (hm == NULL)
 		goto nomem;
 	const char *end = s->str + s->len;

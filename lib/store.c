@@ -82,10 +82,10 @@ static const char schema_v1[] =
     "  lists TEXT NOT NULL DEFAULT ''," /* comma-separated names; '' = every list */
     "  path TEXT NOT NULL,"
     "  hash TEXT NOT NULL,"
-    "  date INTEGER NOT NULL," /* publication date */
-    "  preface TEXT NOT NULL DEFAULT '',"   /* HTML */
-    "  colophon TEXT NOT NULL DEFAULT '',"  /* HTML */
-    "  queued_at INTEGER," /* deliveries created; NULL for drafts */
+    "  date INTEGER NOT NULL,"             /* publication date */
+    "  preface TEXT NOT NULL DEFAULT '',"  /* HTML */
+    "  colophon TEXT NOT NULL DEFAULT ''," /* HTML */
+    "  queued_at INTEGER,"                 /* deliveries created; NULL for drafts */
     "  created_at INTEGER NOT NULL,"
     "  updated_at INTEGER NOT NULL);"
     "CREATE TABLE articles ("
@@ -121,11 +121,11 @@ static const char schema_v1[] =
     "    ('queued','sending','sent','deferred','failed')),"
     "  attempts INTEGER NOT NULL DEFAULT 0,"
     "  next_attempt INTEGER NOT NULL DEFAULT 0,"
-    "  first_attempt INTEGER,"   /* retry_max_age counts from here */
-    "  last_code INTEGER," /* SMTP reply code */
-    "  last_status TEXT,"  /* enhanced status, 4.2.0 */
-    "  last_reply TEXT,"   /* the server's last reply line */
-    "  queue_id TEXT,"     /* the relay's queue id, from 250 … queued as X */
+    "  first_attempt INTEGER," /* retry_max_age counts from here */
+    "  last_code INTEGER,"     /* SMTP reply code */
+    "  last_status TEXT,"      /* enhanced status, 4.2.0 */
+    "  last_reply TEXT,"       /* the server's last reply line */
+    "  queue_id TEXT,"         /* the relay's queue id, from 250 … queued as X */
     "  created_at INTEGER NOT NULL,"
     "  updated_at INTEGER NOT NULL,"
     "  sent_at INTEGER,"
@@ -324,8 +324,8 @@ int store_open(struct store **out, const char *state_dir, struct err *err)
 			err_prefix(err, "state_dir does not exist (create it or fix state_dir)");
 		else if (saved == EACCES)
 			snprintf(err->msg + strlen(err->msg), sizeof err->msg - strlen(err->msg),
-				 " (run matrixctl as the daemon's user or a member of its group; "
-				 "the database and state_dir must be group-writable)");
+			         " (run matrixctl as the daemon's user or a member of its group; "
+			         "the database and state_dir must be group-writable)");
 		goto fail;
 	}
 	struct stat st, dir;

@@ -135,9 +135,10 @@ void tmpl_lint(const struct tmpl *t, void (*warn)(void *arg, const char *msg), v
 		free(a);
 		free(b);
 		if (!used) {
-			char *msg = xasprintf("%s overrides no built-in template and is used by none "
-					      "(a misspelt name?)",
-					      t->files[i].path);
+			char *msg =
+			    xasprintf("%s overrides no built-in template and is used by none "
+			              "(a misspelt name?)",
+			              t->files[i].path);
 			warn(arg, msg);
 			free(msg);
 		}

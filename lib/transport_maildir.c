@@ -34,8 +34,9 @@ static int md_send(struct transport *t, const char *from, const char *rcpt, cons
 	struct timespec ts;
 	clock_gettime(CLOCK_REALTIME, &ts);
 	char name[160];
-	snprintf(name, sizeof name, "%lld.M%06ldP%dQ%lu.%s", (long long)ts.tv_sec, ts.tv_nsec / 1000,
-	         (int)getpid(), (unsigned long)atomic_fetch_add(&seq, 1), m->host);
+	snprintf(name, sizeof name, "%lld.M%06ldP%dQ%lu.%s", (long long)ts.tv_sec,
+	         ts.tv_nsec / 1000, (int)getpid(), (unsigned long)atomic_fetch_add(&seq, 1),
+	         m->host);
 	char *tmp = xasprintf("%s/tmp/%s", m->dir, name);
 	char *dst = xasprintf("%s/new/%s", m->dir, name);
 	int fd = open(tmp, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0640);

@@ -282,9 +282,9 @@ struct transport *transport_smtp_new(const struct conf *c, const char *password,
 		/* STARTTLS whenever the relay offers it; "required" never falls back.
 		 * With a password to send, "auto" is "required": AUTH never goes out
 		 * in clear because a man in the middle hid STARTTLS. */
-		curl_easy_setopt(s->h, CURLOPT_USE_SSL, c->smtp.username && *c->smtp.username
-		                                            ? (long)CURLUSESSL_ALL
-		                                            : (long)CURLUSESSL_TRY);
+		curl_easy_setopt(s->h, CURLOPT_USE_SSL,
+		                 c->smtp.username && *c->smtp.username ? (long)CURLUSESSL_ALL
+		                                                       : (long)CURLUSESSL_TRY);
 		break;
 	case TLS_OFF:
 		curl_easy_setopt(s->h, CURLOPT_USE_SSL, (long)CURLUSESSL_NONE);
