@@ -764,7 +764,14 @@ static bool is_dsn_field_line(const char *p, const char *end)
  * (some MTAs put them in text/plain) are found too. Returns the number of
  * recipient groups.
  */
-static int dsn_groups(struct ctx *c, const char *s, size_t n, bool in_text)
+/*
+ * Walks the blocks of header-like fields in s (blank lines between them;
+ * with in_text, lines that are no DSN field are skipped too), calling fn on
+ * each parsed block, at most MAX_GROUPS of them. Returns the sum of fn's
+ * results.
+ */
+static int each_group(struct ctx *c, const char *s, size_t n, bool in_text,
+                      int (*fn)(struct ctx *c, const struct mailimf_fields *f))
 {
 	const char *end = s + n, *p = s;
 	int groups = 0, found = 0;
@@ -782,45 +789,37 @@ static int dsn_groups(struct ctx *c, const char *s, size_t n, bool in_text)
 			continue;
 		}
 		groups++;
-		found += split_groups(c, f);
+		found += fn(c, f);
 		mailimf_fields_free(f);
 		p = s + idx;
 	}
 	return found;
 }
 
+static int dsn_groups(struct ctx *c, const char *s, size_t n, bool in_text)
+{
+	return each_group(c, s, n, in_text, split_groups);
+}
+
+static int arf_group(struct ctx *c, const struct mailimf_fields *f)
+{
+	const char *v;
+	if (!c->arf_type && (v = field(f, "Feedback-Type", 0)))
+		c->arf_type = clean_line(v, strlen(v), 64);
+	static const char *const names[] = {"Original-Rcpt-To", "Removal-Recipient", NULL};
+	for (const char *const *nm = names; *nm; nm++) {
+		for (int i = 0; i < BOUNCE_MAX_RCPTS && (v = field(f, *nm, i)); i++) {
+			char *a = field_addr(v);
+			if (a)
+				add_rcpt(c, a, xstrdup(""), xstrdup(""), NULL, 5);
+		}
+	}
+	return 0;
+}
+
 static void arf_fields(struct ctx *c, const char *s, size_t n)
 {
-	const char *end = s + n, *p = s;
-	int groups = 0;
-	while (p < end && groups < MAX_GROUPS) {
-		if (blank_line(p, end)) {
-			p = next_line(p, end);
-			continue;
-		}
-		size_t idx = (size_t)(p - s);
-		struct mailimf_fields *f = parse_fields(s, n, &idx);
-		if (!f || idx <= (size_t)(p - s)) {
-			if (f)
-				mailimf_fields_free(f);
-			p = next_line(p, end);
-			continue;
-		}
-		groups++;
-		const char *v;
-		if (!c->arf_type && (v = field(f, "Feedback-Type", 0)))
-			c->arf_type = clean_line(v, strlen(v), 64);
-		static const char *const names[] = {"Original-Rcpt-To", "Removal-Recipient", NULL};
-		for (const char *const *nm = names; *nm; nm++) {
-			for (int i = 0; i < BOUNCE_MAX_RCPTS && (v = field(f, *nm, i)); i++) {
-				char *a = field_addr(v);
-				if (a)
-					add_rcpt(c, a, xstrdup(""), xstrdup(""), NULL, 5);
-			}
-		}
-		mailimf_fields_free(f);
-		p = s + idx;
-	}
+	each_group(c, s, n, false, arf_group);
 }
 
 /* --- MIME ---------------------------------------------------------------- */
