@@ -35,6 +35,12 @@ int cli_want_conf(struct cli *c);
 /* Opens (and migrates) the store once; prints the error and returns -1. */
 int cli_need_store(struct cli *c);
 
+/* Loads the configuration, the templates and the issue at path, for the
+ * commands that make mail of it; prints the error and returns -1. */
+struct issue;
+struct tmpl;
+int cli_issue_for_mail(struct cli *c, const char *path, struct issue **is, struct tmpl **t);
+
 /* Prints "matrixctl: MSG" on stderr; returns 2 for ERR_USAGE, else 1. */
 int cli_fail(const struct err *e);
 int cli_failf(const char *fmt, ...) __attribute__((format(printf, 1, 2)));

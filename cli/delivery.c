@@ -20,7 +20,6 @@
 #include "cli.h"
 #include "issue.h"
 #include "ledger.h"
-#include "md.h"
 #include "msg.h"
 #include "render.h"
 #include "store.h"
@@ -254,32 +253,27 @@ int cmd_send_test(struct cli *c, int argc, char **argv)
 	}
 	if (to == NULL || optind + 1 != argc)
 		return cli_usage(usage);
-	if (cli_need_conf(c) < 0)
-		return EXIT_ERR;
 	struct err e;
 	err_clear(&e);
 	if (addr_check(to, strlen(to), NULL, &e) < 0)
 		return cli_fail(&e);
-	struct issue_opts o = issue_opts_of(&c->conf);
 	struct issue *is = NULL;
 	struct tmpl *t = NULL;
 	struct transport *tr = NULL;
 	char *pw = NULL;
 	int rc = EXIT_ERR, failed = 0;
 	curl_global_init(CURL_GLOBAL_DEFAULT);
-	md_init();
-	msg_init();
-	if (tmpl_load(&t, c->conf.template_dir, &e) < 0 ||
-	    issue_load(argv[optind], &o, &is, &e) < 0 || conf_password(&c->conf, &pw, &e) < 0 ||
+	if (cli_issue_for_mail(c, argv[optind], &is, &t) < 0)
+		goto out;
+	if (conf_password(&c->conf, &pw, &e) < 0 ||
 	    (tr = transport_new(&c->conf, pw, NULL, &e)) == NULL) {
 		rc = cli_fail(&e);
 		goto out;
 	}
 	struct token_key key;
 	token_key_random(&key); /* test mail: links that work nowhere */
-	char tok[TOKEN_MAX];
-	token_make(&key, TOKEN_UNSUBSCRIBE, 0, 0, tok);
-	char *unsub = xasprintf("%su/%s", c->conf.site.base_url, tok);
+	struct render_links l;
+	render_links(&c->conf, &key, 0, 0, 0, false, &l);
 	struct render_list list = {"matrix", c->conf.site.title};
 	time_t date = is->date ? is->date : time(NULL);
 	struct json_object *arr = c->json ? json_object_new_array() : NULL;
@@ -289,13 +283,8 @@ int cmd_send_test(struct cli *c, int argc, char **argv)
 		struct buf m;
 		buf_init(&m, BUF_NOLIMIT);
 		char *id = xasprintf("matrix.test.%d.%zu.%ld", is->number, i, (long)time(NULL));
-		struct msg_rcpt r = {to, "", id, unsub, NULL, NULL, time(NULL)};
+		struct msg_rcpt r = {to, "", id, l.unsub_url, NULL, NULL, time(NULL)};
 		struct send_result res = {0};
-		const char *from = c->conf.smtp.return_path;
-		char *env = NULL;
-		const char *tk = strstr(from, "{token}");
-		if (tk)
-			from = env = xasprintf("%.*stest%s", (int)(tk - from), from, tk + 7);
 		const char *outcome, *reply;
 		if (render_mail(&c->conf, t, is, date, (int)i, &list, &prep, &e) < 0 ||
 		    msg_build(&prep, &r, &m, &e) < 0) {
@@ -303,7 +292,7 @@ int cmd_send_test(struct cli *c, int argc, char **argv)
 			reply = e.msg;
 			failed++;
 		} else {
-			transport_send(tr, from, to, m.data, m.len, &res);
+			transport_send(tr, l.return_path, to, m.data, m.len, &res);
 			outcome = res.outcome == SEND_OK ? "sent" : "failed";
 			reply = res.reply;
 			failed += res.outcome != SEND_OK;
@@ -322,11 +311,10 @@ int cmd_send_test(struct cli *c, int argc, char **argv)
 		} else {
 			table_row(tab, idx, outcome, is->articles[i - 1].title, reply);
 		}
-		free(env);
 		free(id);
 		buf_free(&m);
 	}
-	free(unsub);
+	render_links_free(&l);
 	if (arr) {
 		cli_json_print(arr);
 	} else {

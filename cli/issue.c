@@ -88,6 +88,26 @@ int cmd_inspect(struct cli *c, int argc, char **argv)
 	return EXIT_OK;
 }
 
+int cli_issue_for_mail(struct cli *c, const char *path, struct issue **is, struct tmpl **t)
+{
+	struct err e;
+	err_clear(&e);
+	*is = NULL;
+	*t = NULL;
+	if (cli_need_conf(c) < 0)
+		return -1;
+	struct issue_opts o = issue_opts_of(&c->conf);
+	md_init();
+	msg_init();
+	if (tmpl_load(t, c->conf.template_dir, &e) < 0 || issue_load(path, &o, is, &e) < 0) {
+		cli_fail(&e);
+		tmpl_free(*t);
+		*t = NULL;
+		return -1;
+	}
+	return 0;
+}
+
 /* The preview's list: the default list, named after the site. */
 static const struct render_list preview_list = {"matrix", NULL};
 
@@ -111,24 +131,15 @@ int cmd_render(struct cli *c, int argc, char **argv)
 	}
 	if (out == NULL || optind + 1 != argc)
 		return cli_usage(usage);
-	if (cli_need_conf(c) < 0)
-		return EXIT_ERR;
 	struct err e;
 	err_clear(&e);
 	if (addr_check(to, strlen(to), NULL, &e) < 0)
 		return cli_fail(&e);
-
-	struct issue_opts o = issue_opts_of(&c->conf);
 	struct issue *is = NULL;
 	struct tmpl *t = NULL;
 	int rc = EXIT_ERR;
-	md_init();
-	msg_init();
-	if (tmpl_load(&t, c->conf.template_dir, &e) < 0 ||
-	    issue_load(argv[optind], &o, &is, &e) < 0) {
-		rc = cli_fail(&e);
-		goto out;
-	}
+	if (cli_issue_for_mail(c, argv[optind], &is, &t) < 0)
+		return EXIT_ERR;
 	/* A preview must not create the daemon's secret: sign with a throw-away
 	 * key unless the real one is there to read. */
 	struct token_key key;
@@ -143,18 +154,15 @@ int cmd_render(struct cli *c, int argc, char **argv)
 	char *maildir = xasprintf("%s/mail", out), *pub = xasprintf("%s/public", out);
 	if (fs_mkdirs(maildir, 0755, &e) < 0)
 		goto fail;
-	char tok[TOKEN_MAX];
-	token_make(&key, TOKEN_UNSUBSCRIBE, 0, 1, tok);
-	char *unsub = xasprintf("%su/%s", c->conf.site.base_url, tok);
-	const char *at = strrchr(c->conf.smtp.return_path, '@');
-	char *mailto = xasprintf("unsubscribe+%s%s", tok, at ? at : "@localhost");
+	struct render_links l;
+	render_links(&c->conf, &key, 0, 1, 0, false, &l);
 	size_t written = 0;
 	for (size_t i = 0; i <= is->narticles; i++) {
 		struct msg_prep prep;
 		struct buf m;
 		buf_init(&m, BUF_NOLIMIT);
 		char *id = xasprintf("matrix.preview.%d.%zu", is->number, i);
-		struct msg_rcpt r = {to, "", id, unsub, mailto, NULL, time(NULL)};
+		struct msg_rcpt r = {to, "", id, l.unsub_url, l.unsub_mailto, NULL, time(NULL)};
 		int ok = render_mail(&c->conf, t, is, date, (int)i, &list, &prep, &e) == 0 &&
 		         msg_build(&prep, &r, &m, &e) == 0;
 		if (ok) {
@@ -168,19 +176,15 @@ int cmd_render(struct cli *c, int argc, char **argv)
 		free(id);
 		buf_free(&m);
 		if (!ok) {
-			free(unsub);
-			free(mailto);
+			render_links_free(&l);
 			goto fail;
 		}
 		written += i > 0;
 	}
-	free(unsub);
-	free(mailto);
+	render_links_free(&l);
 
-	struct render_feed_item *fi = xcalloc(is->narticles, sizeof *fi);
-	for (size_t i = 0; i < is->narticles; i++)
-		fi[is->narticles - 1 - i] =
-		    (struct render_feed_item){is, &is->articles[i], date, date};
+	struct render_feed_item *fi = xcalloc(is->narticles + 1, sizeof *fi);
+	render_feed_items(is, date, 0, fi, is->narticles);
 	struct render_index_item item = {is->number, is->title,
 	                                 is->period, is->narticles ? is->articles[0].title : "",
 	                                 date,       is->narticles};
@@ -211,7 +215,6 @@ fail:
 done:
 	free(maildir);
 	free(pub);
-out:
 	issue_free(is);
 	tmpl_free(t);
 	return rc;

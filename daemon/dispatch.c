@@ -185,51 +185,29 @@ static const struct msg_prep *prep_for(struct daemon *d, const struct ledger_job
 	return &victim->m;
 }
 
-/* The VERP envelope sender: return_path with {token} replaced. */
-static char *envelope_from(const struct conf *c, const char *verp)
-{
-	const char *rp = c->smtp.return_path, *t = strstr(rp, "{token}");
-	if (t == NULL)
-		return xstrdup(rp);
-	return xasprintf("%.*s%s%s", (int)(t - rp), rp, verp, t + strlen("{token}"));
-}
-
 static struct sjob *build(struct daemon *d, struct ledger_job *j, struct err *err)
 {
 	const struct msg_prep *m = prep_for(d, j, err);
 	if (m == NULL)
 		return NULL;
-	char unsub[TOKEN_MAX], confirm[TOKEN_MAX], verp[TOKEN_MAX];
-	token_make(&d->key, TOKEN_UNSUBSCRIBE, j->subscriber_id, j->list_id, unsub);
-	token_make(&d->key, TOKEN_VERP, j->id, 0, verp);
-	const char *at = strrchr(d->conf.smtp.return_path, '@');
-	char *unsub_url = xasprintf("%su/%s", d->conf.site.base_url, unsub);
-	char *mailto = xasprintf("unsubscribe+%s%s", unsub, at ? at : "@localhost");
-	char *confirm_url = NULL;
-	/* Only the confirmation mail has a confirm link (render_confirm); an
-	 * HMAC saved on every other message (bench/send). */
-	if (j->issue_id == 0) {
-		token_make(&d->key, TOKEN_CONFIRM, j->subscriber_id, j->list_id, confirm);
-		confirm_url = xasprintf("%sc/%s", d->conf.site.base_url, confirm);
-	}
-	char *msgid = xasprintf("matrix.%s", verp);
-	struct msg_rcpt r = {j->email, j->name, msgid, unsub_url, mailto, confirm_url, time(NULL)};
+	struct render_links l;
+	render_links(&d->conf, &d->key, j->subscriber_id, j->list_id, j->id, j->issue_id == 0, &l);
+	struct msg_rcpt r = {j->email,       j->name,       l.message_id, l.unsub_url,
+	                     l.unsub_mailto, l.confirm_url, time(NULL)};
 	struct buf b;
 	buf_init(&b, BUF_NOLIMIT);
 	struct sjob *job = NULL;
 	if (msg_build(m, &r, &b, err) == 0) {
 		job = xcalloc(1, sizeof *job);
 		job->delivery_id = j->id;
-		job->from = envelope_from(&d->conf, verp);
+		job->from = l.return_path;
+		l.return_path = NULL;
 		job->rcpt = xstrdup(j->email);
 		job->len = b.len;
 		job->data = buf_detach(&b);
 	}
 	buf_free(&b);
-	free(unsub_url);
-	free(mailto);
-	free(confirm_url);
-	free(msgid);
+	render_links_free(&l);
 	return job;
 }
 

@@ -272,13 +272,9 @@ int publish_listing(struct daemon *d)
 		if (is == NULL)
 			continue;
 		loaded[nloaded++] = is;
-		/* Table-of-contents order, one second apart so that readers sorting by
-		 * date keep it: article 1 carries the issue's date. */
-		for (size_t j = 0; j < is->narticles && have < want; j++)
-			feed[have++] = (struct render_feed_item){
-			    is, &is->articles[j], (time_t)(a->date - (int64_t)j),
-			    (time_t)(a->updated_at > a->date ? a->updated_at
-			                                     : a->date - (int64_t)j)};
+		have += render_feed_items(is, (time_t)a->date,
+		                          (time_t)(a->updated_at > a->date ? a->updated_at : 0),
+		                          feed + have, want - have);
 	}
 	int r = render_index(&d->conf, d->tmpl, items, k, d->conf.public_dir, &e);
 	if (r == 0)

@@ -19,6 +19,38 @@
 
 #define JSTR(s) json_object_new_string((s) ? (s) : "")
 
+void render_links(const struct conf *c, const struct token_key *k, int64_t subscriber, int64_t list,
+                  int64_t delivery, bool confirm, struct render_links *l)
+{
+	char unsub[TOKEN_MAX], verp[TOKEN_MAX];
+	token_make(k, TOKEN_UNSUBSCRIBE, subscriber, list, unsub);
+	token_make(k, TOKEN_VERP, delivery, 0, verp);
+	const char *rp = c->smtp.return_path, *at = strrchr(rp, '@'), *t = strstr(rp, "{token}");
+	l->unsub_url = xasprintf("%su/%s", c->site.base_url, unsub);
+	/* the unsubscribe mail goes to the bounces' domain: the MTA routes both */
+	l->unsub_mailto = xasprintf("unsubscribe+%s%s", unsub, at ? at : "@localhost");
+	l->confirm_url = NULL;
+	if (confirm) {
+		/* only the confirmation mail has one: an HMAC saved on every other */
+		char tok[TOKEN_MAX];
+		token_make(k, TOKEN_CONFIRM, subscriber, list, tok);
+		l->confirm_url = xasprintf("%sc/%s", c->site.base_url, tok);
+	}
+	l->return_path =
+	    t ? xasprintf("%.*s%s%s", (int)(t - rp), rp, verp, t + strlen("{token}")) : xstrdup(rp);
+	l->message_id = xasprintf("matrix.%s", verp);
+}
+
+void render_links_free(struct render_links *l)
+{
+	free(l->unsub_url);
+	free(l->unsub_mailto);
+	free(l->confirm_url);
+	free(l->return_path);
+	free(l->message_id);
+	memset(l, 0, sizeof *l);
+}
+
 char *render_issue_url(const struct conf *c, int number)
 {
 	return xasprintf("%sissues/%d/", c->site.base_url, number);
@@ -340,6 +372,18 @@ int render_index(const struct conf *c, const struct tmpl *t, const struct render
 	free(path);
 	json_object_put(ctx);
 	return r;
+}
+
+size_t render_feed_items(const struct issue *is, time_t date, time_t updated,
+                         struct render_feed_item *items, size_t room)
+{
+	size_t k = 0;
+	for (; k < is->narticles && k < room; k++) {
+		time_t t = date - (time_t)k;
+		items[k] =
+		    (struct render_feed_item){is, &is->articles[k], t, updated > t ? updated : t};
+	}
+	return k;
 }
 
 int render_feeds(const struct conf *c, const struct render_feed_item *items, size_t n,

@@ -21,6 +21,7 @@
 #include "issue.h"
 #include "msg.h"
 #include "tmpl.h"
+#include "token.h"
 
 struct render_list {
 	const char *name;  /* "matrix" */
@@ -56,9 +57,33 @@ struct render_feed_item {
 	const struct article *a;
 	time_t published, updated;
 };
+/*
+ * Appends the articles of is to items (at most room): table-of-contents
+ * order, one second apart so that readers sorting by date keep it (article
+ * 1 carries the issue's date); updated is a correction's time, or 0.
+ * Returns how many were added.
+ */
+size_t render_feed_items(const struct issue *is, time_t date, time_t updated,
+                         struct render_feed_item *items, size_t room);
+
 /* feed.xml and atom.xml under dir, items newest first (at most feed_items used). */
 int render_feeds(const struct conf *c, const struct render_feed_item *items, size_t n,
                  const char *dir, struct err *err);
+
+/*
+ * What a message carries for one recipient beyond its body, all signed with
+ * k: the one-click unsubscribe URL and mailto address (SPEC.md
+ * List-Unsubscribe), the confirmation URL (when confirm), the VERP envelope
+ * sender (smtp.return_path with {token} naming the delivery) and the
+ * Message-ID's local part (naming the delivery too). Allocated;
+ * render_links_free.
+ */
+struct render_links {
+	char *unsub_url, *unsub_mailto, *confirm_url, *return_path, *message_id;
+};
+void render_links(const struct conf *c, const struct token_key *k, int64_t subscriber, int64_t list,
+                  int64_t delivery, bool confirm, struct render_links *l);
+void render_links_free(struct render_links *l);
 
 /* Absolute URLs; allocated. */
 char *render_issue_url(const struct conf *c, int number);
