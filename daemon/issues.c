@@ -290,6 +290,20 @@ int publish_listing(struct daemon *d)
 	return r;
 }
 
+/*
+ * An issue that cannot go out: logged, kept for `matrixctl status`, retried
+ * when the file changes; nothing already published or queued is touched.
+ */
+static void reject(struct daemon *d, const char *path, const char *hash, const struct err *e)
+{
+	log_err("%s", e->msg);
+	struct err e2;
+	if (archive_error_set(d->store, path, hash, e->msg, &e2) < 0)
+		log_warnx("%s", e2.msg);
+	if (d->once)
+		d->exit_code = 1; /* --once: an error, after the rest is done */
+}
+
 static void process(struct daemon *d, const char *path)
 {
 	struct issue_opts o = issue_opts_of(&d->conf);
@@ -297,14 +311,7 @@ static void process(struct daemon *d, const char *path)
 	struct err e;
 	err_clear(&e);
 	if (issue_load(path, &o, &is, &e) < 0) {
-		/* Logged, kept for `matrixctl status`, retried when the file changes;
-		 * nothing already published or queued is touched. */
-		log_err("%s", e.msg);
-		struct err e2;
-		if (archive_error_set(d->store, path, "", e.msg, &e2) < 0)
-			log_warnx("%s", e2.msg);
-		if (d->once)
-			d->exit_code = 1; /* --once: an error, after the rest is done */
+		reject(d, path, "", &e);
 		return;
 	}
 	/* A list name that does not exist would quietly send the issue to
@@ -317,21 +324,15 @@ static void process(struct daemon *d, const char *path)
 		       "no list named '%s' (see matrixctl lists); fix the name or create the list "
 		       "with matrixctl list-create",
 		       is->lists[i]);
-		log_err("%s", e.msg);
-		archive_error_set(d->store, path, is->hash, e.msg, &e);
+		reject(d, path, is->hash, &e);
 		issue_free(is);
-		if (d->once)
-			d->exit_code = 1;
 		return;
 	}
 	int64_t id = 0;
 	enum archive_change change;
 	if (archive_save(d->store, is, path, is->date, &id, &change, &e) < 0) {
-		log_err("%s", e.msg);
-		archive_error_set(d->store, path, is->hash, e.msg, &e);
+		reject(d, path, is->hash, &e);
 		issue_free(is);
-		if (d->once)
-			d->exit_code = 1;
 		return;
 	}
 	archive_error_clear(d->store, path, &e);

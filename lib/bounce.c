@@ -758,13 +758,6 @@ static bool is_dsn_field_line(const char *p, const char *end)
 }
 
 /*
- * Reads status groups from s: mailimf_optional_fields_parse() stops at the
- * blank line that ends a group (RFC 3464 §2.1), so it is called once per
- * group. Lines that are no field are skipped, so groups quoted inside text
- * (some MTAs put them in text/plain) are found too. Returns the number of
- * recipient groups.
- */
-/*
  * Walks the blocks of header-like fields in s (blank lines between them;
  * with in_text, lines that are no DSN field are skipped too), calling fn on
  * each parsed block, at most MAX_GROUPS of them. Returns the sum of fn's
@@ -796,6 +789,13 @@ static int each_group(struct ctx *c, const char *s, size_t n, bool in_text,
 	return found;
 }
 
+/*
+ * Reads status groups from s: mailimf_optional_fields_parse() stops at the
+ * blank line that ends a group (RFC 3464 §2.1), so it is called once per
+ * group. Lines that are no field are skipped, so groups quoted inside text
+ * (some MTAs put them in text/plain) are found too. Returns the number of
+ * recipient groups.
+ */
 static int dsn_groups(struct ctx *c, const char *s, size_t n, bool in_text)
 {
 	return each_group(c, s, n, in_text, split_groups);
