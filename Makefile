@@ -8,6 +8,7 @@
 #   make fuzz       libFuzzer targets, FUZZ_SECONDS each (default 60)
 #   make bench      benchmarks under bench/ (needs root for packages)
 #   make install    DESTDIR=… PREFIX=… (default /usr/local)
+#   make fresh-check  ./setup check in a debootstrap chroot of a clean clone (root)
 #
 # Quiet unless V=1. SAN=1 builds everything with ASan+UBSan into build/san.
 
@@ -75,7 +76,7 @@ CLI_OBJ   := $(CLI_SRC:%.c=$(BUILD)/obj/%.o)
 UNIT_BIN  := $(UNIT_SRC:tests/unit/%.c=$(BUILD)/tests/%)
 LIBA      := $(BUILD)/libmatrix.a
 
-.PHONY: all run check unit units system system-san lint fuzz bench install clean
+.PHONY: all run check unit units system system-san lint fuzz bench install clean fresh-check
 all: $(BUILD)/matrixd $(BUILD)/matrixctl
 
 $(BUILD)/obj/%.o: %.c
@@ -162,6 +163,11 @@ fuzz:
 			2>build/fuzz/$$n.log || { tail -40 build/fuzz/$$n.log; exit 1; }; \
 		grep -E '^(Done|#[0-9]+.*DONE)' build/fuzz/$$n.log | tail -1; \
 	done
+
+# `./setup check` on a bare Debian 12 (debootstrap minbase) from a clean
+# clone of HEAD: what a new user and CI see. Needs root and a few minutes.
+fresh-check:
+	@sh scripts/fresh-check.sh
 
 bench:
 	@sh scripts/deps.sh bench
