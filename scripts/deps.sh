@@ -15,7 +15,8 @@ libgnutls28-dev"
 run="$build sqlite3"
 check="$build libcmocka-dev python3 python3-pytest python3-pytest-xdist
 python3-aiosmtpd python3-feedparser libxml2-utils sqlite3 openssl
-spamassassin systemd procps locales man-db"
+spamassassin systemd procps locales man-db chromium chromium-driver
+python3-selenium"
 fuzz="$build clang libclang-rt-14-dev"
 bench="$build postfix sqlite3 time procps python3"
 
