@@ -125,6 +125,14 @@ int daemon_reload(struct daemon *d)
  * One matrixd per state directory: two would send the same deliveries.
  * The lock (state_dir/matrixd.lock, flock) dies with the process, so a
  * crash never leaves it behind; the file holds the owner's pid.
+ *
+ * Contract: nothing that writes daemon-owned state runs before this
+ * returns 0: not the store's migrations, not the secret's creation, and
+ * above all not ledger_recover(). Recovery puts every 'sending' row back to
+ * 'queued'; run by a second matrixd (a --once from cron next to the
+ * service) it takes the rows the running daemon is sending, which then
+ * claims and sends them again. Only state_dir itself may be created first:
+ * the lock file lives in it.
  */
 static int lock_state(struct daemon *d, int *fd_out)
 {
@@ -247,8 +255,15 @@ int main(int argc, char **argv)
 
 	int rc = 1, lock_fd = -1;
 	int64_t n = 0;
-	if (fs_mkdirs(d.conf.state_dir, 0750, &e) < 0 ||
-	    fs_mkdirs(d.conf.public_dir, 0755, &e) < 0 ||
+	if (fs_mkdirs(d.conf.state_dir, 0750, &e) < 0) {
+		log_err("%s", e.msg);
+		goto out;
+	}
+	if (lock_state(&d, &lock_fd) < 0) {
+		rc = d.once ? 75 : 1; /* cron's --once: try again next time */
+		goto out;
+	}
+	if (fs_mkdirs(d.conf.public_dir, 0755, &e) < 0 ||
 	    store_open(&d.store, d.conf.state_dir, &e) < 0 ||
 	    token_key_load(&d.key, d.conf.state_dir, &e) < 0 ||
 	    conf_password(&d.conf, &d.password, &e) < 0) {
@@ -263,10 +278,6 @@ int main(int argc, char **argv)
 		log_notice("%" PRId64 " deliveries were in flight when matrixd last stopped; "
 		           "sending them again",
 		           n);
-	if (lock_state(&d, &lock_fd) < 0) {
-		rc = d.once ? 75 : 1; /* cron's --once: try again next time */
-		goto out;
-	}
 	/* for `matrixctl status` */
 	char pid[32], started[32];
 	snprintf(pid, sizeof pid, "%ld", (long)getpid());

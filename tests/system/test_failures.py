@@ -122,19 +122,56 @@ def test_forged_complaint_changes_nothing(env):
         "confirmed"
 
 
-def test_one_daemon_per_store(env):
-    d = subprocess.Popen([str(MATRIXD), "-c", str(env.conf)], stderr=subprocess.PIPE,
-                         text=True)
+def sending_ids(db_path):
+    db = sqlite3.connect(db_path)
+    ids = {r[0] for r in db.execute("SELECT id FROM deliveries WHERE state = 'sending'")}
+    db.close()
+    return ids
+
+
+def test_one_daemon_per_store(tmp_path, server):
+    """A --once from cron while the service sends through a slow relay: it
+    finds the lock and exits 75 without touching the service's rows (a
+    recovery before the lock put the in-flight rows back to queued, and the
+    service sent them twice)."""
+    server.delay = 1.5
+    env = smtp_env(tmp_path, server, smtp_connections=1)
+    subs = [f"u{i}@example.org" for i in range(3)]
+    subscribe(env, *subs)
+    log = open(env.tmp / "matrixd.log", "w")
+    d = subprocess.Popen([str(MATRIXD), "-c", str(env.conf)], stderr=log,
+                         stdout=subprocess.DEVNULL)
     try:
-        deadline = time.time() + 20
-        while not (env.tmp / "state" / "matrixd.lock").exists() and time.time() < deadline:
+        shutil.copy(ZH, env.tmp / "issues" / ZH.name)
+        deadline = time.time() + 30
+        while server.count() < 1 and time.time() < deadline:
             time.sleep(0.05)
-        time.sleep(0.3)
+        assert server.count() >= 1, "the service sent nothing"
+        before = sending_ids(env.db)
+        assert len(before) >= 2, before  # 5 jobs per connection are claimed
         p = env.matrixd("--once")
-        assert p.returncode == 75
+        after = sending_ids(env.db)
+        assert p.returncode == 75, p.stderr
         assert f"another matrixd (pid {d.pid})" in p.stderr
+        assert "in flight" not in p.stderr
+        db = sqlite3.connect(env.db)
+        requeued = [i for i in before if db.execute(
+            "SELECT state FROM deliveries WHERE id = ?", (i,)).fetchone()[0] == "queued"]
+        db.close()
+        assert requeued == [], f"the second matrixd put {requeued} back to queued"
         st = env.ctl_json("status")["daemon"]
         assert st["running"] and st["pid"] == d.pid
+        total = len(subs) * 4
+        deadline = time.time() + 90
+        while server.count() < total and time.time() < deadline:
+            time.sleep(0.1)
+        time.sleep(2)  # a duplicate would come right behind
     finally:
         d.send_signal(signal.SIGTERM)
-        assert d.wait(timeout=15) == 0
+        rc = d.wait(timeout=30)
+        log.close()
+    assert rc == 0
+    ids = [m.message()["Message-ID"] for m in server.received]
+    dup = {i: ids.count(i) for i in ids if ids.count(i) > 1}
+    assert dup == {}, f"sent twice: {dup}"
+    assert len(ids) == total
