@@ -36,11 +36,12 @@ SANFLAGS  :=
 endif
 
 # libetpan is linked by hand: its .pc adds -specs=no-pie-link.specs, which
-# silently makes our binaries non-PIE (LIBNOTES.md §0).
+# silently makes our binaries non-PIE (docs/libraries.md, Packaging).
+# Evaluated once (:=), not once per compiler call.
 PKGS      := libcurl libxml-2.0 libconfig libsystemd sqlite3 libcmark-gfm json-c \
              libmicrohttpd gnutls
-PKG_CFLAGS = $(shell pkg-config --cflags $(PKGS))
-PKG_LIBS   = $(shell pkg-config --libs $(PKGS)) -letpan -lcsv -lpthread
+PKG_CFLAGS := $(shell pkg-config --cflags $(PKGS))
+PKG_LIBS   := $(shell pkg-config --libs $(PKGS)) -letpan -lcsv -lpthread
 
 WARN      := -Wall -Wextra -Wshadow -Wstrict-prototypes -Wmissing-prototypes \
              -Wformat=2 -Wvla -Wno-format-nonliteral -Wno-format-truncation
