@@ -94,29 +94,6 @@ static char *token_of_msgid(const char *mid)
 	return at ? xstrndup(mid + 7, (size_t)(at - mid - 7)) : NULL;
 }
 
-static int fail_delivery(struct store *s, const struct found *f, const struct bounce_rcpt *r,
-                         struct err *err)
-{
-	/* Once per delivery: the same DSN piped in twice (an MTA retrying it, or
-	 * someone replaying it) must not count twice. */
-	static const char sql[] =
-	    "UPDATE deliveries SET state = 'failed', last_code = NULL, last_status = ?2, "
-	    "last_reply = ?3, updated_at = ?4 WHERE id = ?1 AND coalesce(last_reply, '') NOT LIKE "
-	    "'bounced: %'";
-	sqlite3_stmt *st = store_stmt(s, sql, err);
-	if (st == NULL)
-		return -1;
-	char *reply = xasprintf("bounced: %s", r && r->diagnostic[0] ? r->diagnostic : "no reason");
-	sqlite3_bind_int64(st, 1, f->delivery_id);
-	sqlite3_bind_text(st, 2, r && r->status[0] ? r->status : "5.0.0", -1, SQLITE_STATIC);
-	sqlite3_bind_text(st, 3, reply, -1, SQLITE_TRANSIENT);
-	sqlite3_bind_int64(st, 4, store_now());
-	free(reply);
-	if (store_step_done(s, st, err, "bounce") < 0)
-		return -1;
-	return sqlite3_changes(s->db) == 1 ? 1 : 0;
-}
-
 int cmd_bounce(struct cli *c, int argc, char **argv)
 {
 	static const char usage[] = "bounce [--dry-run] < MESSAGE";
@@ -222,10 +199,18 @@ int cmd_bounce(struct cli *c, int argc, char **argv)
 				break;
 			}
 			w = store_begin(s, &e);
-			int fresh = w == 0 ? fail_delivery(s, &f, r0, &e) : -1;
-			w = fresh < 0 ? -1 : 0;
-			if (fresh == 1)
-				w = ledger_hard_bounce(s, f.subscriber_id, c->conf.bounce_threshold,
+			bool fresh = false;
+			char *reply = xasprintf("bounced: %s", r0 && r0->diagnostic[0]
+			                                           ? r0->diagnostic
+			                                           : "no reason");
+			if (w == 0)
+				w = ledger_bounced(s, f.delivery_id,
+				                   r0 && r0->status[0] ? r0->status : "5.0.0", reply,
+				                   store_now(), &fresh, &e);
+			free(reply);
+			if (w == 0 && fresh)
+				w = ledger_hard_bounce(s, f.subscriber_id, f.list_id,
+				                       c->conf.bounce_threshold,
 				                       r0 ? r0->diagnostic : "", &bounced, &e);
 			if (w == 0)
 				w = store_commit(s, &e);
@@ -234,7 +219,7 @@ int cmd_bounce(struct cli *c, int argc, char **argv)
 			snprintf(what, sizeof what,
 			         "delivery=%" PRId64 " subscriber=%" PRId64 " hard bounce %s%s",
 			         f.delivery_id, f.subscriber_id, r0 ? r0->status : "",
-			         fresh == 0 ? " (already recorded for this delivery)"
+			         !fresh    ? " (already recorded for this delivery)"
 			         : bounced  ? "; now bounced, no more mail"
 			                    : "");
 			break;

@@ -307,6 +307,7 @@ static void show_json(const struct subs_info *i)
 		                       json_object_new_string(subs_status_name(m->status)));
 		json_object_object_add(mo, "mode", json_object_new_string(subs_mode_name(m->mode)));
 		json_object_object_add(mo, "since", json_time(m->status_at));
+		json_object_object_add(mo, "bounce_score", json_object_new_int64(m->bounce_score));
 		json_object_object_add(mo, "created_at", json_time(m->created_at));
 		struct json_object *co = NULL;
 		if (m->consent_at > 0) {
@@ -351,7 +352,7 @@ static void show_text(const struct subs_info *i)
 	printf("id:            %lld\n", (long long)i->id);
 	printf("added:         %s UTC\n", a);
 	printf("updated:       %s UTC\n", b);
-	printf("bounce score:  %lld\n", (long long)i->bounce_score);
+	printf("bounce score:  %lld (all lists)\n", (long long)i->bounce_score);
 	printf("deliveries:   ");
 	for (int k = 0; k < 5; k++)
 		printf(" %s %lld%s", subs_delivery_states[k], (long long)i->deliveries[k],
@@ -371,16 +372,18 @@ static void show_text(const struct subs_info *i)
 	json_object_put(attrs);
 
 	printf("\nmemberships:\n");
-	struct table *t = table_new(5, "LIST", "STATUS", "MODE", "SINCE (UTC)", "CONSENT");
+	struct table *t =
+	    table_new(6, "LIST", "STATUS", "MODE", "SINCE (UTC)", "BOUNCES", "CONSENT");
 	for (size_t k = 0; k < i->nmemberships; k++) {
 		const struct subs_membership *m = &i->memberships[k];
-		char *consent = NULL;
+		char *consent = NULL, score[24];
 		human_time(a, sizeof a, m->status_at);
 		human_time(c, sizeof c, m->consent_at);
+		snprintf(score, sizeof score, "%lld", (long long)m->bounce_score);
 		if (m->consent_at > 0)
 			consent = xasprintf("%s via %s by %s", c, m->consent_via, m->consent_by);
 		table_row(t, m->list, subs_status_name(m->status), subs_mode_name(m->mode), a,
-		          consent ? consent : "none recorded");
+		          score, consent ? consent : "none recorded");
 		free(consent);
 	}
 	table_print(t, stdout);

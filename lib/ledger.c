@@ -222,14 +222,15 @@ int64_t ledger_backoff(int attempts)
 	return base - jitter + (int64_t)(r % (unsigned)(2 * jitter + 1));
 }
 
-int ledger_hard_bounce(struct store *s, int64_t subscriber_id, int threshold, const char *detail,
-                       bool *bounced, struct err *err)
+int ledger_hard_bounce(struct store *s, int64_t subscriber_id, int64_t list_id, int threshold,
+                       const char *detail, bool *bounced, struct err *err)
 {
+	/* Only a live membership counts: an unsubscribed or bounced one gets
+	 * no more mail, and its score would only surprise a resubscription. */
 	static const char bump[] =
-	    "UPDATE subscribers SET bounce_score = bounce_score + 1, updated_at = ?2 "
-	    "WHERE id = ?1 RETURNING bounce_score";
-	static const char lists[] = "SELECT list_id FROM memberships WHERE subscriber_id = ?1 "
-	                            "AND status IN ('pending', 'confirmed')";
+	    "UPDATE memberships SET bounce_score = bounce_score + 1 "
+	    "WHERE subscriber_id = ?1 AND list_id = ?2 AND status IN ('pending', 'confirmed') "
+	    "RETURNING bounce_score";
 	*bounced = false;
 	if (store_begin(s, err) < 0)
 		return -1;
@@ -237,7 +238,7 @@ int ledger_hard_bounce(struct store *s, int64_t subscriber_id, int threshold, co
 	if (st == NULL)
 		goto fail;
 	sqlite3_bind_int64(st, 1, subscriber_id);
-	sqlite3_bind_int64(st, 2, store_now());
+	sqlite3_bind_int64(st, 2, list_id);
 	int score = 0, rc = sqlite3_step(st);
 	if (rc == SQLITE_ROW)
 		score = sqlite3_column_int(st, 0);
@@ -246,29 +247,62 @@ int ledger_hard_bounce(struct store *s, int64_t subscriber_id, int threshold, co
 		store_fail(s, err, "bounce score");
 		goto fail;
 	}
-	if (rc == SQLITE_DONE) /* forgotten meanwhile: nothing to count */
+	if (rc == SQLITE_DONE) /* forgotten, left or bounced meanwhile: nothing to count */
 		return store_commit(s, err);
-	if (subs_event_add(s, subscriber_id, 0, "bounce", "bounce", "", detail, err) < 0)
+	if (subs_event_add(s, subscriber_id, list_id, "bounce", "bounce", "", detail, err) < 0)
 		goto fail;
 	if (score >= threshold) {
-		int64_t ids[64];
-		size_t n = 0;
-		st = store_stmt(s, lists, err);
+		char why[96];
+		snprintf(why, sizeof why, "%d hard bounces (threshold %d)", score, threshold);
+		if (subs_bounce_id(s, subscriber_id, list_id, why, bounced, err) < 0)
+			goto fail;
+	}
+	return store_commit(s, err);
+fail:
+	store_rollback(s);
+	return -1;
+}
+
+/* Sets the bounce marker of a delivery: 1 when set now, 0 when it was set. */
+static int mark_bounced(struct store *s, int64_t id, int64_t now, struct err *err)
+{
+	static const char sql[] =
+	    "UPDATE deliveries SET bounced_at = ?2 WHERE id = ?1 AND bounced_at IS NULL";
+	sqlite3_stmt *st = store_stmt(s, sql, err);
+	if (st == NULL)
+		return -1;
+	sqlite3_bind_int64(st, 1, id);
+	sqlite3_bind_int64(st, 2, now);
+	if (store_step_done(s, st, err, "bounce marker") < 0)
+		return -1;
+	return sqlite3_changes(s->db) == 1;
+}
+
+int ledger_bounced(struct store *s, int64_t id, const char *status, const char *reply, int64_t now,
+                   bool *fresh, struct err *err)
+{
+	/* The marker first: a report seen before changes nothing, whatever
+	 * happened to the row since (a reply recorded, a retry). */
+	static const char sql[] =
+	    "UPDATE deliveries SET state = 'failed', last_code = NULL, last_status = ?2, "
+	    "last_reply = ?3, updated_at = ?4 WHERE id = ?1";
+	*fresh = false;
+	if (store_begin(s, err) < 0)
+		return -1;
+	int m = mark_bounced(s, id, now, err);
+	if (m < 0)
+		goto fail;
+	if (m == 1) {
+		sqlite3_stmt *st = store_stmt(s, sql, err);
 		if (st == NULL)
 			goto fail;
-		sqlite3_bind_int64(st, 1, subscriber_id);
-		while (n < 64 && sqlite3_step(st) == SQLITE_ROW)
-			ids[n++] = sqlite3_column_int64(st, 0);
-		sqlite3_reset(st);
-		for (size_t i = 0; i < n; i++) {
-			bool changed = false;
-			char why[96];
-			snprintf(why, sizeof why, "%d hard bounces (threshold %d)", score,
-			         threshold);
-			if (subs_bounce_id(s, subscriber_id, ids[i], why, &changed, err) < 0)
-				goto fail;
-			*bounced |= changed;
-		}
+		sqlite3_bind_int64(st, 1, id);
+		sqlite3_bind_text(st, 2, status, -1, SQLITE_STATIC);
+		sqlite3_bind_text(st, 3, reply, -1, SQLITE_STATIC);
+		sqlite3_bind_int64(st, 4, now);
+		if (store_step_done(s, st, err, "bounce") < 0)
+			goto fail;
+		*fresh = true;
 	}
 	return store_commit(s, err);
 fail:
@@ -296,15 +330,36 @@ const char *ledger_next_state(const struct ledger_job *j, const struct send_resu
 	return "deferred";
 }
 
+/* The state of a row whose reply came too late to be recorded. */
+static const char *state_now(struct store *s, int64_t id, struct err *err)
+{
+	static const char sql[] = "SELECT state = 'failed' FROM deliveries WHERE id = ?1";
+	sqlite3_stmt *st = store_stmt(s, sql, err);
+	if (st == NULL)
+		return NULL;
+	sqlite3_bind_int64(st, 1, id);
+	int rc = sqlite3_step(st);
+	bool failed = rc == SQLITE_ROW && sqlite3_column_int(st, 0);
+	sqlite3_reset(st);
+	if (rc != SQLITE_ROW && rc != SQLITE_DONE) {
+		store_fail(s, err, "record");
+		return NULL;
+	}
+	return failed ? "failed" : "queued";
+}
+
 int ledger_record(struct store *s, const struct ledger_job *j, const struct send_result *r,
                   int64_t now, const struct ledger_policy *p, const char **state_out,
                   struct err *err)
 {
+	/* A reply answers the claim that made the row 'sending'; a row that
+	 * left it meanwhile was changed by someone who knew more (a bounce
+	 * report that overtook the relay's 250) and keeps what they wrote. */
 	static const char sql[] =
 	    "UPDATE deliveries SET state = ?2, attempts = ?3, next_attempt = ?4, last_code = ?5, "
 	    "  last_status = nullif(?6, ''), last_reply = ?7, queue_id = nullif(?8, ''), "
 	    "  updated_at = ?9, sent_at = CASE WHEN ?2 = 'sent' THEN ?9 ELSE sent_at END "
-	    "WHERE id = ?1";
+	    "WHERE id = ?1 AND state = 'sending'";
 	int attempts;
 	const char *state = ledger_next_state(j, r, now, p, &attempts);
 	int64_t next = strcmp(state, "deferred") == 0
@@ -329,13 +384,24 @@ int ledger_record(struct store *s, const struct ledger_job *j, const struct send
 	sqlite3_bind_int64(st, 9, now);
 	if (store_step_done(s, st, err, "record") < 0)
 		goto fail;
-	if (r->bounce && j->issue_id != 0) {
+	if (sqlite3_changes(s->db) == 0) {
+		if ((state = state_now(s, j->id, err)) == NULL)
+			goto fail;
+	} else if (r->bounce && j->issue_id != 0) {
+		/* the relay refused the recipient: that is this delivery's bounce,
+		 * counted once like a report */
 		bool bounced;
-		if (ledger_hard_bounce(s, j->subscriber_id, p->bounce_threshold, r->reply, &bounced,
-		                       err) < 0)
+		int fresh = mark_bounced(s, j->id, now, err);
+		if (fresh < 0 ||
+		    (fresh && ledger_hard_bounce(s, j->subscriber_id, j->list_id,
+		                                 p->bounce_threshold, r->reply, &bounced, err) < 0))
 			goto fail;
 	}
-	return store_commit(s, err);
+	if (store_commit(s, err) < 0)
+		return -1;
+	if (state_out)
+		*state_out = state;
+	return 0;
 fail:
 	store_rollback(s);
 	return -1;

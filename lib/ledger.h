@@ -37,7 +37,7 @@ struct ledger_job {
 struct ledger_policy {
 	int max_attempts;     /* smtp.max_attempts */
 	int retry_max_age;    /* smtp.retry_max_age, seconds */
-	int bounce_threshold; /* hard bounces before a subscriber is bounced */
+	int bounce_threshold; /* hard bounces before a membership is bounced */
 };
 
 /*
@@ -70,9 +70,12 @@ int ledger_unclaim(struct store *s, int64_t id, struct err *err);
  * Records the outcome of one attempt (inside the caller's transaction, or
  * its own): sent; deferred with backoff; failed when the server refused for
  * good, when max_attempts or retry_max_age (from the first attempt) is
- * reached. A refusal of the recipient (r->bounce) adds to the subscriber's
- * bounce score. A failure of the relay itself (r->relay_level) does not use
- * up an attempt. *state_out (may be NULL) is the state written.
+ * reached. Only a row still 'sending' is written: one that a bounce report
+ * failed meanwhile (ledger_bounced) keeps that, and *state_out says
+ * "failed". A refusal of the recipient (r->bounce) is the delivery's bounce:
+ * it adds to the bounce score of the membership (subscriber, list) once per
+ * delivery. A failure of the relay itself (r->relay_level) does not use up
+ * an attempt. *state_out (may be NULL) is the state the row is in.
  */
 int ledger_record(struct store *s, const struct ledger_job *j, const struct send_result *r,
                   int64_t now, const struct ledger_policy *p, const char **state_out,
@@ -82,12 +85,23 @@ const char *ledger_next_state(const struct ledger_job *j, const struct send_resu
                               const struct ledger_policy *p, int *attempts);
 
 /*
- * A hard bounce for a subscriber (from a 5xx or a DSN): bounce_score + 1,
- * and every pending or confirmed membership becomes 'bounced' when the
- * score reaches threshold. *bounced says whether that happened now.
+ * A bounce report for delivery id: the delivery becomes failed (status and
+ * reply recorded) whatever its state, even 'sending' before the relay's
+ * reply was recorded, and gets the bounce marker. Once per delivery:
+ * *fresh is false, and nothing is written, when the marker was already
+ * set (the same report piped twice, or the relay refused it at RCPT).
  */
-int ledger_hard_bounce(struct store *s, int64_t subscriber_id, int threshold, const char *detail,
-                       bool *bounced, struct err *err);
+int ledger_bounced(struct store *s, int64_t id, const char *status, const char *reply, int64_t now,
+                   bool *fresh, struct err *err);
+
+/*
+ * One hard bounce for the membership (subscriber, list): its bounce_score
+ * + 1 when it is pending or confirmed, and it becomes 'bounced' when the
+ * score reaches threshold (*bounced says whether that happened now). Other
+ * lists of the subscriber are left alone.
+ */
+int ledger_hard_bounce(struct store *s, int64_t subscriber_id, int64_t list_id, int threshold,
+                       const char *detail, bool *bounced, struct err *err);
 
 struct ledger_counts {
 	int64_t queued, sending, sent, deferred, failed;

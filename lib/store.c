@@ -135,7 +135,24 @@ static const char schema_v1[] =
     "CREATE TABLE kv (key TEXT PRIMARY KEY, value TEXT NOT NULL);"
     "INSERT INTO lists(name, title, created_at) VALUES ('matrix', 'Matrix', unixepoch());";
 
-static const char *const migrations[] = {schema_v1};
+/*
+ * Version 2: the bounce score belongs to a membership (subscriber, list),
+ * as Mailman keeps it: a bounce counts for the list of the delivery it
+ * names. Each membership starts from its subscriber's old score. A
+ * delivery whose bounce was counted carries bounced_at, the marker that
+ * makes a report count once and that a later relay reply never overwrites
+ * (docs/design.md, "Bounces"); before it, a reply text "bounced: …" said so.
+ */
+static const char schema_v2[] =
+    "ALTER TABLE memberships ADD COLUMN bounce_score INTEGER NOT NULL DEFAULT 0;"
+    "UPDATE memberships SET bounce_score ="
+    "  (SELECT s.bounce_score FROM subscribers s WHERE s.id = memberships.subscriber_id);"
+    "ALTER TABLE subscribers DROP COLUMN bounce_score;"
+    "ALTER TABLE deliveries ADD COLUMN bounced_at INTEGER;"
+    "UPDATE deliveries SET bounced_at = updated_at"
+    "  WHERE state = 'failed' AND last_reply LIKE 'bounced: %';";
+
+static const char *const migrations[] = {schema_v1, schema_v2};
 #define NMIGRATIONS (int)(sizeof migrations / sizeof migrations[0])
 
 int64_t store_now(void)

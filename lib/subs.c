@@ -458,15 +458,15 @@ const char *subs_transition_kind(enum subs_status from, enum subs_status to)
 	return "status";
 }
 
-static int reset_bounce_score(struct store *s, int64_t sid, struct err *err)
+static int reset_bounce_score(struct store *s, int64_t sid, int64_t lid, struct err *err)
 {
-	static const char sql[] = "UPDATE subscribers SET bounce_score = 0, updated_at = ?2"
-	                          " WHERE id = ?1";
+	static const char sql[] = "UPDATE memberships SET bounce_score = 0"
+	                          " WHERE subscriber_id = ?1 AND list_id = ?2";
 	sqlite3_stmt *st = store_stmt(s, sql, err);
 	if (st == NULL)
 		return -1;
 	sqlite3_bind_int64(st, 1, sid);
-	sqlite3_bind_int64(st, 2, store_now());
+	sqlite3_bind_int64(st, 2, lid);
 	return store_step_done(s, st, err, "resetting the bounce score");
 }
 
@@ -602,7 +602,7 @@ int subs_subscribe(struct store *s, const struct subs_request *rq, struct subs_r
 		if (to != status) {
 			if (membership_set_status(s, sid, lid, to, via, actor, err) < 0)
 				goto out;
-			if (status == SUBS_BOUNCED && reset_bounce_score(s, sid, err) < 0)
+			if (status == SUBS_BOUNCED && reset_bounce_score(s, sid, lid, err) < 0)
 				goto out;
 			if (subs_event_add(s, sid, lid, subs_transition_kind(status, to), via,
 			                   actor, subs_status_name(to), err) < 0)
@@ -810,11 +810,13 @@ int subs_each(struct store *s, const char *list, int status,
 struct subs_info *subs_show(struct store *s, const char *email, struct err *err)
 {
 	static const char sub_sql[] =
-	    "SELECT id, email, name, attrs, bounce_score, created_at, updated_at"
+	    "SELECT id, email, name, attrs, (SELECT coalesce(sum(m.bounce_score), 0)"
+	    " FROM memberships m WHERE m.subscriber_id = subscribers.id), created_at, updated_at"
 	    " FROM subscribers WHERE email_key = ?1";
 	static const char mem_sql[] =
 	    "SELECT l.name, m.status, m.mode, m.consent_at, m.consent_via, m.consent_by,"
-	    " m.status_at, m.created_at FROM memberships m JOIN lists l ON l.id = m.list_id"
+	    " m.status_at, m.created_at, m.bounce_score FROM memberships m"
+	    " JOIN lists l ON l.id = m.list_id"
 	    " WHERE m.subscriber_id = ?1 ORDER BY l.name";
 	static const char ev_sql[] =
 	    "SELECT e.at, e.kind, e.via, e.actor, e.detail, l.name FROM events e"
@@ -871,6 +873,7 @@ struct subs_info *subs_show(struct store *s, const char *email, struct err *err)
 		m->consent_by = col_dup(st, 5);
 		m->status_at = sqlite3_column_int64(st, 6);
 		m->created_at = sqlite3_column_int64(st, 7);
+		m->bounce_score = sqlite3_column_int64(st, 8);
 	}
 	sqlite3_reset(st);
 	if (rc != SQLITE_DONE)

@@ -206,6 +206,7 @@ struct subs_membership {
 	int64_t consent_at;             /* 0 = none recorded */
 	char *consent_via, *consent_by; /* "" when none */
 	int64_t status_at, created_at;
+	int64_t bounce_score; /* hard bounces counted for this list */
 };
 
 struct subs_event {
@@ -217,7 +218,8 @@ struct subs_event {
 struct subs_info {
 	int64_t id;
 	char *email, *name, *attrs; /* attrs: the JSON object as stored */
-	int64_t bounce_score, created_at, updated_at;
+	int64_t bounce_score; /* the memberships' scores added up */
+	int64_t created_at, updated_at;
 	struct subs_membership *memberships;
 	size_t nmemberships;
 	struct subs_event *events; /* oldest first */

@@ -244,7 +244,8 @@ static int apply_existing(struct imp *im, const struct row *r)
 	    " consent_via = CASE WHEN ?5 THEN 'import' ELSE consent_via END,"
 	    " consent_by = CASE WHEN ?5 THEN ?6 ELSE consent_by END,"
 	    " mode = ?7 WHERE list_id = ?1 AND subscriber_id = ?2";
-	static const char bounce_sql[] = "UPDATE subscribers SET bounce_score = 0 WHERE id = ?1";
+	static const char bounce_sql[] =
+	    "UPDATE memberships SET bounce_score = 0 WHERE subscriber_id = ?1 AND list_id = ?2";
 	struct store *s = im->s;
 	char *old_name = NULL, *old_attrs = NULL, *new_attrs = NULL;
 	bool member, changed = false;
@@ -337,6 +338,7 @@ static int apply_existing(struct imp *im, const struct row *r)
 			if ((st = store_stmt(s, bounce_sql, im->err)) == NULL)
 				goto out;
 			sqlite3_bind_int64(st, 1, sid);
+			sqlite3_bind_int64(st, 2, im->list_id);
 			if (store_step_done(s, st, im->err, "resetting the bounce score") < 0)
 				goto out;
 		}

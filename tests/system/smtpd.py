@@ -5,6 +5,7 @@ AUTH, recording every message it accepts, and able to misbehave on cue:
     srv.rules.append(Rule(rcpt="x@example.org", reply="451 4.7.1 try later", times=1))
     srv.rules.append(Rule(rcpt="y@example.org", reply="550 5.1.1 no such user"))
     srv.drop_after_data = {"z@example.org"}   # close instead of answering the dot, once
+    srv.delay = 3                              # hold every 250 back (srv.arrived has them)
 
 Greeting421 is a separate tiny server that answers every connection with
 421 and hangs up.
@@ -100,6 +101,10 @@ class Handler:
             if r:
                 return r
         if self.srv.delay:
+            # the message is in; its 250 is held back (a bounce can come first)
+            self.srv.arrived.append(Received(
+                envelope.mail_from, list(envelope.rcpt_tos), envelope.original_content,
+                session.ssl is not None, bool(session.authenticated)))
             await asyncio.sleep(self.srv.delay)
         with self.srv.lock:
             self.srv.received.append(Received(
@@ -113,6 +118,7 @@ class Server:
     def __init__(self, tmp, tls=True, auth=True, require_tls=False, port=None, password=PASSWORD):
         self.port = port or free_port()
         self.received, self.received_dropped, self.dropped = [], [], []
+        self.arrived = []  # with delay: messages whose reply is still held back
         self.rules, self.drop_after_data = [], set()
         self.delay = 0
         self.lock = threading.Lock()

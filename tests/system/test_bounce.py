@@ -61,9 +61,9 @@ def verp_of(m):
     return m["Return-Path"].strip("<>")
 
 
-def dsn_for(m, rcpt, sample="postfix-dsn-hard.eml"):
+def dsn_for(m, rcpt, sample="postfix-dsn-hard.eml", verp=None):
     text = (SAMPLES / sample).read_text()
-    text = re.sub(r"bounces\+\d+-[0-9a-f]{16}@example\.org", verp_of(m), text)
+    text = re.sub(r"bounces\+\d+-[0-9a-f]{16}@example\.org", verp or verp_of(m), text)
     text = re.sub(r"wang\.fang@example\.net", rcpt, text)
     return text
 
@@ -146,3 +146,110 @@ def test_garbage_and_huge_input_exit_zero(env):
     assert env.ctl("bounce", input="\x00\x01 not a message").returncode == 0
     p = env.ctl("bounce", input="x" * (1024 * 1024 + 10))
     assert p.returncode == 0 and "dropped" in p.stderr
+
+
+def test_bounce_before_the_relay_reply(tmp_path):
+    """A local MTA bounces in milliseconds, before the daemon has recorded
+    the relay's 250: the bounce still wins, and counts once however often
+    it comes, before or after the reply was recorded."""
+    import sqlite3
+    import subprocess
+    import time
+
+    from conftest import MATRIXD
+    from smtpd import Server
+    from test_delivery import smtp_env
+
+    (tmp_path / "tls").mkdir()
+    srv = Server(tmp_path / "tls").start()
+    try:
+        srv.delay = 4
+        env = smtp_env(tmp_path, srv)
+        env.ctl("subscribe", "gone@example.org", check=0)
+        shutil.copy(DATA / "issues" / "single-63.md", env.tmp / "issues")
+        d = subprocess.Popen([str(MATRIXD), "-c", str(env.conf), "--once"],
+                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        try:
+            deadline = time.time() + 60
+            while not srv.arrived and time.time() < deadline:
+                time.sleep(0.05)
+            assert srv.arrived, "the message never reached the relay"
+            con = sqlite3.connect(env.db)
+            state = lambda: con.execute("SELECT state FROM deliveries").fetchall()
+            assert state() == [("sending",)]
+            dsn = dsn_for(None, "gone@example.org", verp=srv.arrived[0].mail_from)
+            p = env.ctl("bounce", input=dsn)
+            assert p.returncode == 0, p.stderr
+            assert "hard" in p.stdout
+            assert state() == [("failed",)]
+            out, err = d.communicate(timeout=120)
+        finally:
+            if d.poll() is None:
+                d.kill()
+                d.wait()
+        assert d.returncode == 0, err
+        assert len(srv.received) == 1  # the relay did answer 250 meanwhile
+        assert state() == [("failed",)]
+        assert "5.1.1" in con.execute("SELECT last_status FROM deliveries").fetchone()[0]
+        show = env.ctl_json("show", "gone@example.org")
+        assert show["bounce_score"] == 1
+        assert show["memberships"][0]["bounce_score"] == 1
+        # the same DSN again, after the reply was recorded: counted once
+        p = env.ctl("bounce", input=dsn)
+        assert p.returncode == 0, p.stderr
+        assert "already recorded" in p.stdout
+        show = env.ctl_json("show", "gone@example.org")
+        assert show["bounce_score"] == 1 and show["memberships"][0]["status"] == "confirmed"
+        assert state() == [("failed",)]
+        con.close()
+    finally:
+        srv.stop()
+
+
+def test_a_bounce_counts_for_the_list_of_its_delivery(env):
+    """The bounce score is the membership's (subscriber, list): bounces of
+    mail sent for one list make that membership bounced, not the others."""
+    env.ctl("list-create", "extra", check=0)
+    env.ctl("subscribe", "two@example.org", check=0)
+    env.ctl("subscribe", "two@example.org", "--list", "extra", check=0)
+    issue = env.tmp / "matrix-060.txt"
+    issue.write_text("---\nlists: matrix\n---\n" + SEED.read_text())
+    publish(env, issue)
+    mails = [m for m in delivered(env) if m["To"] == "two@example.org"]
+    assert len(mails) == 15
+    for i in range(3):
+        p = env.ctl("bounce", input=dsn_for(mails[i], "two@example.org"))
+        assert p.returncode == 0, p.stderr
+    show = env.ctl_json("show", "two@example.org")
+    by_list = {m["list"]: m for m in show["memberships"]}
+    assert by_list["matrix"]["status"] == "bounced"
+    assert by_list["matrix"]["bounce_score"] == 3
+    assert by_list["extra"]["status"] == "confirmed"
+    assert by_list["extra"]["bounce_score"] == 0
+
+
+def test_a_v1_store_keeps_its_bounce_scores(env):
+    """Schema 1 kept the score per subscriber and marked a counted bounce by
+    its reply text; opening it moves both to where they live now."""
+    import sqlite3
+    env.ctl("list-create", "extra", check=0)
+    env.ctl("subscribe", "old@example.org", check=0)
+    env.ctl("subscribe", "old@example.org", "--list", "extra", check=0)
+    con = sqlite3.connect(env.db)
+    con.executescript(
+        "ALTER TABLE memberships DROP COLUMN bounce_score;"
+        "ALTER TABLE deliveries DROP COLUMN bounced_at;"
+        "ALTER TABLE subscribers ADD COLUMN bounce_score INTEGER NOT NULL DEFAULT 0;"
+        "UPDATE subscribers SET bounce_score = 2;"
+        "INSERT INTO deliveries(issue_id, part, subscriber_id, list_id, state, last_reply,"
+        " created_at, updated_at) VALUES (7, 1, 1, 1, 'failed', 'bounced: 550 5.1.1 no', 1, 5),"
+        " (7, 2, 1, 1, 'failed', '550 5.1.1 no', 1, 6);"
+        "PRAGMA user_version = 1;")
+    con.close()
+    show = env.ctl_json("show", "old@example.org")
+    assert [m["bounce_score"] for m in show["memberships"]] == [2, 2]
+    con = sqlite3.connect(env.db)
+    assert con.execute("SELECT part, bounced_at FROM deliveries ORDER BY part").fetchall() == \
+        [(1, 5), (2, None)]
+    assert "bounce_score" not in [r[1] for r in con.execute("PRAGMA table_info(subscribers)")]
+    con.close()

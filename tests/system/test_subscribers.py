@@ -184,13 +184,13 @@ def test_suppression_needs_resubscribe(env):
     # bounced is a suppression too
     con = sqlite3.connect(str(env.db))
     con.execute("UPDATE memberships SET status = 'bounced'")
-    con.execute("UPDATE subscribers SET bounce_score = 5")
+    con.execute("UPDATE memberships SET bounce_score = 5")
     con.commit()
     con.close()
     p = env.ctl("subscribe", "u@example.org", check=1)
     assert "is bounced" in p.stderr
     env.ctl("subscribe", "u@example.org", "--resubscribe", check=0)
-    assert q(env, "SELECT bounce_score FROM subscribers") == [(0,)]
+    assert q(env, "SELECT bounce_score FROM memberships") == [(0,)]
 
 
 def test_unsubscribe_errors(env):
@@ -313,7 +313,8 @@ def test_show(env):
     env.ctl("subscribe", "s@example.org", "--list", "zeta", "--confirm", check=0)
     env.ctl("unsubscribe", "s@example.org", check=0)
     con = sqlite3.connect(str(env.db))
-    con.execute("UPDATE subscribers SET attrs = '{\"city\":\"北京\"}', bounce_score = 1")
+    con.execute("UPDATE subscribers SET attrs = '{\"city\":\"北京\"}'")
+    con.execute("UPDATE memberships SET bounce_score = 1 WHERE list_id = 1")
     con.execute("INSERT INTO deliveries(issue_id, part, subscriber_id, list_id, state, created_at,"
                 " updated_at) VALUES (7, 1, 1, 1, 'sent', 1, 1), (7, 2, 1, 1, 'failed', 1, 1)")
     con.commit()

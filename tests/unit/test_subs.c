@@ -343,7 +343,7 @@ static void test_suppression(void **state)
 	/* bounced: a suppression too; resubscribe resets the bounce score */
 	bool changed;
 	assert_int_equal(
-	    sqlite3_exec(f->s->db, "UPDATE subscribers SET bounce_score = 3", NULL, NULL, NULL),
+	    sqlite3_exec(f->s->db, "UPDATE memberships SET bounce_score = 3", NULL, NULL, NULL),
 	    SQLITE_OK);
 	assert_int_equal(
 	    subs_bounce_id(f->s, r.subscriber_id, r.list_id, "550 5.1.1", &changed, &e), 0);
@@ -354,7 +354,7 @@ static void test_suppression(void **state)
 	r = sub(f->s, "u@example.org", NULL, true, true, -1, NULL, 0);
 	assert_int_equal(r.status, SUBS_PENDING);
 	assert_true(r.mail_queued);
-	assert_int_equal(q_int(f->s, "SELECT bounce_score FROM subscribers"), 0);
+	assert_int_equal(q_int(f->s, "SELECT bounce_score FROM memberships"), 0);
 
 	/* unsubscribe of an address not on the list */
 	assert_int_equal(subs_unsubscribe(f->s, "U@example.org", NULL, "cli", "t", &r, &e), -1);
