@@ -41,6 +41,10 @@ struct issue;
 struct tmpl;
 int cli_issue_for_mail(struct cli *c, const char *path, struct issue **is, struct tmpl **t);
 
+/* After a commit that queued mail: wakes the running daemon (ledger_wake);
+ * a failure is only a warning, the mail stays queued. */
+void cli_wake_daemon(struct cli *c);
+
 /* Prints "matrixctl: MSG" on stderr; returns 2 for ERR_USAGE, else 1. */
 int cli_fail(const struct err *e);
 int cli_failf(const char *fmt, ...) __attribute__((format(printf, 1, 2)));

@@ -198,6 +198,14 @@ int cmd_status(struct cli *c, int argc, char **argv)
 	return EXIT_OK;
 }
 
+void cli_wake_daemon(struct cli *c)
+{
+	struct err e;
+	err_clear(&e);
+	if (ledger_wake(c->conf.state_dir, &e) < 0)
+		fprintf(stderr, "matrixctl: warning: %s\n", e.msg);
+}
+
 int cmd_retry(struct cli *c, int argc, char **argv)
 {
 	static const char usage[] = "retry [--issue N]";
@@ -228,13 +236,15 @@ int cmd_retry(struct cli *c, int argc, char **argv)
 	int64_t n = 0;
 	if (ledger_retry(c->store, number, store_now(), &n, &e) < 0)
 		return cli_fail(&e);
+	if (n > 0)
+		cli_wake_daemon(c);
 	if (c->json) {
 		struct json_object *o = json_object_new_object();
 		json_object_object_add(o, "requeued", json_object_new_int64(n));
 		cli_json_print(o);
 	} else {
 		printf("requeued %" PRId64 " failed deliver%s%s\n", n, n == 1 ? "y" : "ies",
-		       n ? "; matrixd sends them on its next round (or run matrixd --once)" : "");
+		       n ? "; a running matrixd sends them now (or run matrixd --once)" : "");
 	}
 	return EXIT_OK;
 }

@@ -93,7 +93,8 @@ static void print_result(const struct cli *c, const char *email, const char *lis
 			printf("%s on %s: updated (%s, %s)\n", email, list, st, md);
 		break;
 	default:
-		printf("%s on %s: already %s (%s); nothing changed\n", email, list, st, md);
+		printf("%s on %s: already %s (%s)%s\n", email, list, st, md,
+		       r->mail_queued ? "" : "; nothing changed");
 	}
 	if (r->mail_queued)
 		printf("a confirmation mail is queued; matrixd sends it\n");
@@ -159,6 +160,8 @@ int cmd_subscribe(struct cli *c, int argc, char **argv)
 		                 rq.email, subs_status_name(res.status), list, when);
 	}
 	print_result(c, rq.email, list, &res);
+	if (res.mail_queued)
+		cli_wake_daemon(c);
 	return EXIT_OK;
 }
 

@@ -12,13 +12,16 @@
  * NOTIFY_SOCKET.
  */
 #include <errno.h>
+#include <fcntl.h>
 #include <inttypes.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/epoll.h>
+#include <sys/inotify.h>
 #include <sys/signalfd.h>
+#include <sys/stat.h>
 #include <sys/timerfd.h>
 #include <time.h>
 #include <unistd.h>
@@ -39,7 +42,7 @@ int64_t now_ms(void)
 	return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
 }
 
-enum { EV_SIGNAL = 1, EV_INOTIFY, EV_TIMER, EV_SENDERS, EV_HTTP };
+enum { EV_SIGNAL = 1, EV_INOTIFY, EV_TIMER, EV_SENDERS, EV_HTTP, EV_WAKE };
 
 static int add_fd(int ep, int fd, int tag)
 {
@@ -78,6 +81,57 @@ static void status(struct daemon *d, bool busy, int64_t *next_status)
 	*next_status = busy ? now_ms() + 1000 : 0;
 }
 
+/*
+ * The wake file matrixctl closes after queueing mail (ledger.h). Made
+ * afresh when it is not ours or not group-writable: an admin's copy would
+ * shut the other admins out. Returns an inotify fd watching state_dir, or
+ * -1 (logged): the daemon then still sends, only not at once.
+ */
+static int wake_start(struct daemon *d)
+{
+	char *path = xasprintf("%s/%s", d->conf.state_dir, LEDGER_WAKE_FILE);
+	struct stat st;
+	int fd = -1, ifd = -1;
+	if (lstat(path, &st) == 0 &&
+	    (!S_ISREG(st.st_mode) || st.st_uid != geteuid() || (st.st_mode & 0060) != 0060) &&
+	    unlink(path) < 0)
+		log_warn("%s", path);
+	fd = open(path, O_WRONLY | O_CREAT | O_NOFOLLOW | O_NONBLOCK | O_NOCTTY | O_CLOEXEC, 0660);
+	if (fd < 0 || fchmod(fd, 0660) < 0) {
+		log_warn("%s: matrixctl cannot wake matrixd; queued mail waits for its next round",
+		         path);
+		goto out;
+	}
+	ifd = inotify_init1(IN_NONBLOCK | IN_CLOEXEC);
+	if (ifd < 0 || inotify_add_watch(ifd, d->conf.state_dir, IN_CLOSE_WRITE | IN_ONLYDIR) < 0) {
+		log_warn("%s: cannot watch for matrixctl's wake-up calls", d->conf.state_dir);
+		if (ifd >= 0)
+			close(ifd);
+		ifd = -1;
+	}
+out:
+	if (fd >= 0)
+		close(fd);
+	free(path);
+	return ifd;
+}
+
+/* Drains the wake fd; the loop's next round claims what is due. Other
+ * files of state_dir (the store's, closed by matrixctl) wake it too, which
+ * costs one round. */
+static void wake_read(int fd)
+{
+	char buf[4096] __attribute__((aligned(__alignof__(struct inotify_event))));
+	ssize_t n;
+	while ((n = read(fd, buf, sizeof buf)) > 0)
+		for (char *p = buf; p < buf + n;) {
+			struct inotify_event *ev = (struct inotify_event *)p;
+			p += sizeof *ev + ev->len;
+			if (ev->len > 0 && strcmp(ev->name, LEDGER_WAKE_FILE) == 0)
+				log_debug("woken by matrixctl");
+		}
+}
+
 static int exit_code(struct daemon *d)
 {
 	struct ledger_counts c;
@@ -98,7 +152,7 @@ static int exit_code(struct daemon *d)
 
 int loop_run(struct daemon *d)
 {
-	int ep = -1, sfd = -1, tfd = -1;
+	int ep = -1, sfd = -1, tfd = -1, wfd = -1;
 	sigset_t mask;
 	sigemptyset(&mask);
 	sigaddset(&mask, SIGTERM);
@@ -110,7 +164,8 @@ int loop_run(struct daemon *d)
 	if (sfd < 0 || tfd < 0 || ep < 0 || add_fd(ep, sfd, EV_SIGNAL) < 0 ||
 	    add_fd(ep, tfd, EV_TIMER) < 0 || add_fd(ep, senders_fd(d->senders), EV_SENDERS) < 0 ||
 	    (watch_fd(d->watch) >= 0 && add_fd(ep, watch_fd(d->watch), EV_INOTIFY) < 0) ||
-	    (d->http && http_fd(d->http) >= 0 && add_fd(ep, http_fd(d->http), EV_HTTP) < 0)) {
+	    (d->http && http_fd(d->http) >= 0 && add_fd(ep, http_fd(d->http), EV_HTTP) < 0) ||
+	    (!d->once && (wfd = wake_start(d)) >= 0 && add_fd(ep, wfd, EV_WAKE) < 0)) {
 		log_warn("event loop setup");
 		d->exit_code = 1;
 		goto out;
@@ -228,6 +283,9 @@ int loop_run(struct daemon *d)
 			case EV_HTTP:
 				http_run(d);
 				break;
+			case EV_WAKE:
+				wake_read(wfd);
+				break;
 			}
 		}
 	}
@@ -240,5 +298,7 @@ out:
 		close(sfd);
 	if (tfd >= 0)
 		close(tfd);
+	if (wfd >= 0)
+		close(wfd);
 	return d->exit_code;
 }

@@ -1,8 +1,12 @@
 /* The delivery ledger in SQLite (see ledger.h). */
+#include <errno.h>
+#include <fcntl.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/random.h>
+#include <sys/stat.h>
+#include <unistd.h>
 
 #include "ledger.h"
 #include "subs.h"
@@ -485,4 +489,25 @@ int ledger_retry(struct store *s, int issue_number, int64_t now, int64_t *n, str
 	}
 	*n = sqlite3_changes(s->db);
 	return store_commit(s, err);
+}
+
+int ledger_wake(const char *state_dir, struct err *err)
+{
+	char *path = xasprintf("%s/%s", state_dir, LEDGER_WAKE_FILE);
+	int rc = 0;
+	/* O_NONBLOCK: a FIFO planted under the name must not hang us */
+	int fd = open(path, O_WRONLY | O_NOFOLLOW | O_NONBLOCK | O_NOCTTY | O_CLOEXEC);
+	struct stat st;
+	if (fd < 0 && errno != ENOENT)
+		rc = err_sys(err, "%s: cannot wake matrixd; it sends the mail on its next round",
+		             path);
+	else if (fd >= 0 && (fstat(fd, &st) < 0 || !S_ISREG(st.st_mode)))
+		rc = err_set(err, ERR_IO,
+		             "%s is not a regular file: cannot wake matrixd; restart it to "
+		             "recreate the file",
+		             path);
+	if (fd >= 0 && close(fd) < 0 && rc == 0)
+		rc = err_sys(err, "%s", path);
+	free(path);
+	return rc;
 }

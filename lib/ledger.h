@@ -117,6 +117,20 @@ int ledger_next_due(struct store *s, int64_t *when, struct err *err);
 /* Requeues failed deliveries (of one issue number; 0 = all). */
 int ledger_retry(struct store *s, int issue_number, int64_t now, int64_t *n, struct err *err);
 
+/*
+ * Waking the daemon. matrixctl runs as an admin, the daemon as its own
+ * user: a signal cannot cross that line, a file in the group-writable
+ * state_dir can. The daemon creates state_dir/LEDGER_WAKE_FILE (mode 0660)
+ * at start and watches the directory with inotify; ledger_wake() opens the
+ * file for writing and closes it (IN_CLOSE_WRITE), and the daemon's loop
+ * then claims what is due at once. Call it after the commit that queued
+ * mail. No file (no daemon ever ran here) is not an error: the next start
+ * sends what is queued. A failure leaves the mail queued; the daemon sends
+ * it on its next wake-up for any other reason.
+ */
+#define LEDGER_WAKE_FILE "wake"
+int ledger_wake(const char *state_dir, struct err *err);
+
 /* Seconds to wait before attempt number `attempts` + 1 (with ±20 % jitter). */
 int64_t ledger_backoff(int attempts);
 

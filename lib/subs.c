@@ -354,8 +354,9 @@ void subs_lists_free(struct subs_list *l, size_t n)
 
 /*
  * The confirmation mail the daemon sends for a pending membership: a ledger
- * row with issue_id 0 and part = the list id. Requeued when it exists
- * (sent, failed or deferred before) unless a sender holds it right now.
+ * row with issue_id 0 and part = the list id. Requeued when it was sent or
+ * failed before; one still on its way (queued, deferred, being sent) is
+ * left alone, and *queued is false: nothing new goes out.
  */
 int subs_queue_confirmation(struct store *s, int64_t subscriber_id, int64_t list_id, bool *queued,
                             struct err *err)
@@ -365,7 +366,7 @@ int subs_queue_confirmation(struct store *s, int64_t subscriber_id, int64_t list
 	    " next_attempt, created_at, updated_at) VALUES (0, ?2, ?1, ?2, 'queued', 0, ?3, ?3, ?3)"
 	    " ON CONFLICT(issue_id, part, subscriber_id) DO UPDATE SET state = 'queued',"
 	    " attempts = 0, next_attempt = excluded.next_attempt, updated_at = excluded.updated_at"
-	    " WHERE state <> 'sending'";
+	    " WHERE state IN ('sent', 'failed')";
 	sqlite3_stmt *st = store_stmt(s, sql, err);
 	if (st == NULL)
 		return -1;

@@ -168,8 +168,9 @@ const char *subs_transition_kind(enum subs_status from, enum subs_status to);
 /*
  * Queues the confirmation mail of a pending membership: a deliveries row
  * (issue_id 0, part = list_id, state queued, next_attempt now). An existing
- * row is queued again (attempts 0) unless it is being sent right now.
- * *queued (if not NULL) says whether a row was written.
+ * row that was sent or failed is queued again (attempts 0); one still on its
+ * way (queued, deferred, sending) is left alone. *queued (if not NULL) says
+ * whether a row was written, i.e. whether a mail will go out because of it.
  */
 int subs_queue_confirmation(struct store *s, int64_t subscriber_id, int64_t list_id, bool *queued,
                             struct err *err);

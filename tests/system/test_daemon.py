@@ -9,6 +9,7 @@ import re
 import shutil
 import signal
 import socket
+import sqlite3
 import subprocess
 import tempfile
 import threading
@@ -375,3 +376,49 @@ def test_unit_is_hardened_and_verifies(tmp_path):
                        text=True, env=e)
     complaints = [l for l in (p.stdout + p.stderr).splitlines() if "matrixd.service" in l]
     assert complaints == [], complaints
+
+
+def test_matrixctl_wakes_a_quiet_daemon(tmp_path, server):
+    """A confirmation (and a retry) queued by matrixctl goes out at once
+    from a daemon with nothing else to do: no HTTP, no timer pending. The
+    admin runs matrixctl as another user than the daemon's, so the wake-up
+    goes through a file in state_dir, not a signal."""
+    env = smtp_env(tmp_path, server, bounce_threshold=10)
+    server.rules.append(Rule("gone@example.org", "550 5.1.1 no such user", times=4))
+    subscribe(env, "gone@example.org")
+    shutil.copy(DATA / "issues" / "toc-zh.txt", env.tmp / "issues" / "toc-zh.txt")
+    d = Daemon(env)
+    try:
+        assert d.wait_log("ready:")
+        assert wait_for(lambda: env.ctl_json("status")["issues"][0]["failed"] == 4), \
+            d.stderr()
+        time.sleep(1.5)  # quiet now: nothing due, nothing to wake it
+        t = time.time()
+        p = env.ctl("subscribe", "--confirm", "new@example.org", check=0)
+        assert "a confirmation mail is queued" in p.stdout
+        assert wait_for(lambda: server.to("new@example.org"), 5), d.stderr()
+        took = time.time() - t
+        print(f"confirmation at the relay {took:.2f} s after subscribe --confirm")
+        assert took < 2.0
+        time.sleep(1.5)
+        t = time.time()
+        assert env.ctl_json("retry")["requeued"] == 4
+        assert wait_for(lambda: len(server.to("gone@example.org")) == 4, 5), d.stderr()
+        took = time.time() - t
+        print(f"retried deliveries at the relay {took:.2f} s after retry")
+        assert took < 2.0
+        assert d.term()[0] == 0
+    finally:
+        d.kill()
+
+
+def test_repeated_confirm_claims_nothing(env):
+    first = env.ctl("subscribe", "--confirm", "x@example.org", check=0).stdout
+    assert "a confirmation mail is queued" in first
+    again = env.ctl("subscribe", "--confirm", "x@example.org", check=0).stdout
+    assert "queued" not in again and "nothing changed" in again
+    assert env.ctl_json("subscribe", "--confirm", "x@example.org")[
+        "confirmation_queued"] is False
+    db = sqlite3.connect(env.db)
+    assert db.execute("SELECT count(*) FROM deliveries WHERE issue_id = 0").fetchone()[0] == 1
+    db.close()
