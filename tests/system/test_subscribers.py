@@ -147,9 +147,18 @@ def test_subscribe_confirm_queues_mail(env):
                   " WHERE s.email = 'p@example.org'")
     assert rows == [(0, 1, 1, "queued", 0, 1)]
     assert member(env, "p@example.org")[:4] == ("pending", "article", "cli", ACTOR)
+    # still waiting to go out: nothing new is queued, and nothing is claimed
     p = env.ctl("subscribe", "p@example.org", "--confirm", check=0)
-    assert "confirmation mail is queued" in p.stdout
+    assert "confirmation mail is queued" not in p.stdout and "nothing changed" in p.stdout
     assert q(env, "SELECT count(*) FROM deliveries") == [(1,)]
+    # sent already: asking again sends it again
+    db = sqlite3.connect(env.db)
+    db.execute("UPDATE deliveries SET state = 'sent'")
+    db.commit()
+    db.close()
+    p = env.ctl("subscribe", "p@example.org", "--confirm", check=0)
+    assert "confirmation mail is queued" in p.stdout and "nothing changed" not in p.stdout
+    assert q(env, "SELECT state FROM deliveries") == [("queued",)]
     # an admin without --confirm vouches for a pending address
     j = env.ctl_json("subscribe", "p@example.org")
     assert j["result"] == "updated" and j["previous_status"] == "pending"
