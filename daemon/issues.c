@@ -49,6 +49,7 @@ struct watch {
 	int wd;
 	struct entry *e;
 	size_t n;
+	int64_t give_up_ms; /* --once: a file not settled by then waits for the next run */
 };
 
 static bool ignored(const char *name)
@@ -72,6 +73,10 @@ int watch_start(struct daemon *d, struct watch **out)
 	struct watch *w = xcalloc(1, sizeof *w);
 	w->fd = -1;
 	w->wd = -1;
+	/* --once has no later: it waits for a file copied just before it
+	 * started to settle, and no longer (plus a second: mtimes are whole
+	 * seconds), so that a file that keeps changing cannot hold it. */
+	w->give_up_ms = now_ms() + (int64_t)d->conf.issue_settle_seconds * 1000 + 1000;
 	if (!d->once) {
 		w->fd = inotify_init1(IN_NONBLOCK | IN_CLOEXEC);
 		if (w->fd < 0) {
@@ -398,31 +403,28 @@ int64_t watch_settle(struct daemon *d)
 		int64_t by_mtime = ((int64_t)e->mtime + d->conf.issue_settle_seconds - wall) * 1000;
 		if (by_mtime > 0 && now_ms() + by_mtime > due)
 			due = now_ms() + by_mtime;
-		if (due > now_ms()) {
-			if (d->once) {
-				log_notice("%s is still being written; it will be picked up later",
-				           e->path);
+		if (due <= now_ms()) {
+			/* A last look: a write since the last event restarts the clock. */
+			struct stat st;
+			if (stat(e->path, &st) != 0 || (st.st_mtime == e->mtime && st.st_size == e->size)) {
 				e->done = true;
+				char *path = xstrdup(e->path);
+				process(d, path); /* may log; entries stay valid (no rescan here) */
+				free(path);
 				continue;
 			}
-			if (next == 0 || due < next)
-				next = due;
-			continue;
-		}
-		/* A last look: a write since the last event restarts the clock. */
-		struct stat st;
-		if (stat(e->path, &st) == 0 && (st.st_mtime != e->mtime || st.st_size != e->size)) {
 			e->mtime = st.st_mtime;
 			e->size = st.st_size;
 			e->changed_ms = now_ms();
-			if (next == 0 || e->changed_ms + settle_ms < next)
-				next = e->changed_ms + settle_ms;
+			due = e->changed_ms + settle_ms;
+		}
+		if (d->once && due > w->give_up_ms) {
+			log_notice("%s is still being written; it will be picked up later", e->path);
+			e->done = true;
 			continue;
 		}
-		e->done = true;
-		char *path = xstrdup(e->path);
-		process(d, path); /* may log; entries stay valid (no rescan here) */
-		free(path);
+		if (next == 0 || due < next)
+			next = due;
 	}
 	return next;
 }

@@ -183,9 +183,9 @@ int loop_run(struct daemon *d)
 	         d->conf.smtp.url);
 
 	for (;;) {
-		int64_t wake = 0;
+		int64_t wake = 0, settling = 0;
 		if (!d->stopping)
-			min_deadline(&wake, watch_settle(d));
+			min_deadline(&wake, settling = watch_settle(d));
 		dispatch_collect(d);
 		min_deadline(&wake, dispatch_fill(d));
 		size_t inflight = senders_inflight(d->senders) + dispatch_unrecorded(d->dispatch);
@@ -220,7 +220,7 @@ int loop_run(struct daemon *d)
 			}
 			if (d->stop_deadline_ms != INT64_MAX)
 				min_deadline(&wake, d->stop_deadline_ms);
-		} else if (d->once && inflight == 0 &&
+		} else if (d->once && inflight == 0 && settling == 0 &&
 		           (relay_down || due == 0 || due > store_now())) {
 			/* --once: nothing more can be done now */
 			d->exit_code = exit_code(d);

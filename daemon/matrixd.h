@@ -65,7 +65,9 @@ int watch_fd(struct watch *w);         /* inotify fd, -1 in --once mode */
 void watch_on_event(struct daemon *d); /* inotify readable */
 void watch_rescan(struct daemon *d);   /* full scan (start, IN_Q_OVERFLOW) */
 /* Processes every issue whose settle time has passed; returns the earliest
- * deadline of one still settling (ms, monotonic), or 0. */
+ * deadline of one still settling (ms, monotonic), or 0. With --once, a file
+ * that has not settled within issue_settle_seconds of the start is left for
+ * the next run. */
 int64_t watch_settle(struct daemon *d);
 /* Rewrites index.html, feed.xml and atom.xml from the store. */
 int publish_listing(struct daemon *d);

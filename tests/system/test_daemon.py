@@ -422,3 +422,53 @@ def test_repeated_confirm_claims_nothing(env):
     db = sqlite3.connect(env.db)
     assert db.execute("SELECT count(*) FROM deliveries WHERE issue_id = 0").fetchone()[0] == 1
     db.close()
+
+
+def test_once_waits_for_a_file_just_copied(tmp_path):
+    """--once right after the copy: there is no later, so it waits for the
+    file to settle (issue_settle_seconds), then sends it."""
+    env = Env(tmp_path, issue_settle_seconds=2)
+    env.ctl("subscribe", "ann@example.org", check=0)
+    t = time.time()
+    shutil.copy(DATA / "issues" / "toc-zh.txt", env.tmp / "issues" / "toc-zh.txt")
+    p = env.matrixd("--once", timeout=60)
+    took = time.time() - t
+    assert p.returncode == 0, p.stderr
+    assert "still being written" not in p.stderr
+    assert len(list((env.tmp / "maildir" / "new").iterdir())) == 4, p.stderr
+    assert 1.5 <= took < 8, took
+
+
+def test_once_gives_up_on_a_file_still_being_written(tmp_path):
+    """A file that keeps changing is left for the next run after at most
+    about issue_settle_seconds, never half-published."""
+    env = Env(tmp_path, issue_settle_seconds=2)
+    env.ctl("subscribe", "ann@example.org", check=0)
+    data = (DATA / "issues" / "toc-zh.txt").read_bytes()
+    target = env.tmp / "issues" / "toc-zh.txt"
+    stop = threading.Event()
+
+    def write():
+        with open(target, "wb") as f:
+            for i in range(0, len(data), 64):
+                if stop.is_set():
+                    return
+                f.write(data[i:i + 64])
+                f.flush()
+                time.sleep(0.3)
+
+    w = threading.Thread(target=write)
+    w.start()
+    try:
+        time.sleep(0.3)
+        t = time.time()
+        p = env.matrixd("--once", timeout=60)
+        took = time.time() - t
+    finally:
+        stop.set()
+        w.join()
+    assert p.returncode == 0, p.stderr
+    assert "still being written" in p.stderr
+    assert not (env.tmp / "maildir" / "new").exists() or \
+        list((env.tmp / "maildir" / "new").iterdir()) == []
+    assert took < 6, took
