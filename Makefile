@@ -39,9 +39,9 @@ endif
 # silently makes our binaries non-PIE (docs/libraries.md, Packaging).
 # Evaluated once (:=), not once per compiler call.
 PKGS      := libcurl libxml-2.0 libconfig libsystemd sqlite3 libcmark-gfm json-c \
-             libmicrohttpd gnutls
+             libmicrohttpd gnutls libidn2
 PKG_CFLAGS := $(shell pkg-config --cflags $(PKGS))
-PKG_LIBS   := $(shell pkg-config --libs $(PKGS)) -letpan -lcsv -lpthread
+PKG_LIBS   := $(shell pkg-config --libs $(PKGS)) -letpan -lcsv -lunistring -lpthread
 
 WARN      := -Wall -Wextra -Wshadow -Wstrict-prototypes -Wmissing-prototypes \
              -Wformat=2 -Wvla -Wno-format-nonliteral -Wno-format-truncation

@@ -17,9 +17,10 @@ static const char subscribe_usage[] = "subscribe EMAIL [--list NAME] [--name N] 
                                       "[--mode article|digest] [--confirm] [--resubscribe]";
 static const char unsubscribe_usage[] = "unsubscribe EMAIL [--list NAME]";
 static const char subscribers_usage[] =
-    "subscribers [--list NAME] [--status pending|confirmed|unsubscribed|bounced]";
-static const char show_usage[] = "show EMAIL";
-static const char forget_usage[] = "forget EMAIL";
+    "subscribers [--list NAME] [--status pending|confirmed|unsubscribed|bounced] | "
+    "subscribers --conflicts";
+static const char show_usage[] = "show EMAIL | show --id N";
+static const char forget_usage[] = "forget EMAIL | forget --id N";
 
 /* Tables show UTC minutes, JSON the full ISO 8601 time. */
 static void human_time(char *out, size_t n, int64_t t)
@@ -231,19 +232,87 @@ static int add_row(const struct subs_row *r, void *arg)
 	return 0;
 }
 
+/* The records the address-key migration kept apart (subs_rekey). */
+static int print_conflicts(struct cli *c)
+{
+	struct err e;
+	size_t n;
+	err_clear(&e);
+	struct subs_conflict *v = subs_conflicts(c->store, &n, &e);
+	if (v == NULL)
+		return cli_fail(&e);
+	if (c->json) {
+		struct json_object *arr = json_object_new_array();
+		for (size_t i = 0; i < n; i++) {
+			struct json_object *o = json_object_new_object();
+			json_object_object_add(o, "id", json_object_new_int64(v[i].subscriber_id));
+			json_object_object_add(o, "email", json_object_new_string(v[i].email));
+			json_object_object_add(o, "key",
+			                       v[i].key ? json_object_new_string(v[i].key) : NULL);
+			json_object_object_add(
+			    o, "held_by",
+			    v[i].holder_email ? json_object_new_int64(v[i].holder_id) : NULL);
+			json_object_object_add(
+			    o, "held_by_email",
+			    v[i].holder_email ? json_object_new_string(v[i].holder_email) : NULL);
+			json_object_object_add(o, "problem", json_object_new_string(v[i].problem));
+			json_object_object_add(o, "since", json_time(v[i].found_at));
+			json_object_array_add(arr, o);
+		}
+		cli_json_print(arr);
+	} else {
+		struct table *t = table_new(4, "ID", "EMAIL", "HELD BY", "PROBLEM");
+		for (size_t i = 0; i < n; i++) {
+			char id[24], *by = NULL;
+			snprintf(id, sizeof id, "%lld", (long long)v[i].subscriber_id);
+			if (v[i].holder_email)
+				by = xasprintf("%lld %s", (long long)v[i].holder_id,
+				               v[i].holder_email);
+			table_row(t, id, v[i].email, by ? by : "-", v[i].problem);
+			free(by);
+		}
+		table_print(t, stdout);
+		if (n)
+			printf("\nthese records are kept apart and still get mail; decide for each "
+			       "(matrixctl show --id N), then matrixctl forget --id N the one to "
+			       "drop; forgetting the holder gives its key to the next record\n");
+	}
+	subs_conflicts_free(v, n);
+	return EXIT_OK;
+}
+
+/* After a listing: a word on stderr when records wait for a decision. */
+static void note_conflicts(struct cli *c)
+{
+	size_t n = 0;
+	struct subs_conflict *v = subs_conflicts(c->store, &n, NULL);
+	if (v && n)
+		fprintf(stderr,
+		        "matrixctl: note: %zu subscriber record(s) share a mailbox with another "
+		        "or no longer have a valid address since the address-key change; see "
+		        "matrixctl subscribers --conflicts\n",
+		        n);
+	subs_conflicts_free(v, n);
+}
+
 int cmd_subscribers(struct cli *c, int argc, char **argv)
 {
 	static const struct option opts[] = {
 	    {"list", required_argument, NULL, 'l'},
 	    {"status", required_argument, NULL, 's'},
+	    {"conflicts", no_argument, NULL, 'c'},
 	    {NULL, 0, NULL, 0},
 	};
 	const char *list = NULL;
 	int status = -1, ch;
+	bool conflicts = false;
 	struct err e;
 
 	while ((ch = getopt_long(argc, argv, "", opts, NULL)) != -1) {
 		switch (ch) {
+		case 'c':
+			conflicts = true;
+			break;
 		case 'l':
 			list = optarg;
 			break;
@@ -264,10 +333,12 @@ int cmd_subscribers(struct cli *c, int argc, char **argv)
 			return cli_usage(subscribers_usage);
 		}
 	}
-	if (optind != argc)
+	if (optind != argc || (conflicts && (list || status >= 0)))
 		return cli_usage(subscribers_usage);
 	if (cli_need_store(c) < 0)
 		return EXIT_ERR;
+	if (conflicts)
+		return print_conflicts(c);
 	err_clear(&e);
 	if (list && subs_list_id(c->store, list, &e) < 0)
 		return cli_fail(&e); /* before any output: no empty table on stdout */
@@ -286,6 +357,8 @@ int cmd_subscribers(struct cli *c, int argc, char **argv)
 	} else {
 		table_print(l.t, stdout); /* also frees it; rows before an error stand */
 	}
+	if (rc == 0)
+		note_conflicts(c);
 	return rc == 0 ? EXIT_OK : cli_fail(&e);
 }
 
@@ -401,24 +474,47 @@ static void show_text(const struct subs_info *i)
 	table_print(t, stdout);
 }
 
-static int one_email(int argc, char **argv, const char *usage)
+/* EMAIL or --id N: *email NULL and *id set for the second. */
+static int one_email(int argc, char **argv, const char *usage, const char **email, int64_t *id)
 {
-	static const struct option opts[] = {{NULL, 0, NULL, 0}};
-	if (getopt_long(argc, argv, "", opts, NULL) != -1 || optind + 1 != argc)
+	static const struct option opts[] = {{"id", required_argument, NULL, 'i'},
+	                                     {NULL, 0, NULL, 0}};
+	int ch;
+	*email = NULL;
+	*id = 0;
+	while ((ch = getopt_long(argc, argv, "", opts, NULL)) != -1) {
+		char *end;
+		if (ch != 'i')
+			return cli_usage(usage);
+		long long v = strtoll(optarg, &end, 10);
+		if (*optarg == '\0' || *end != '\0' || v <= 0) {
+			fprintf(stderr,
+			        "matrixctl: --id takes a subscriber id (a number), not '%s'\n",
+			        optarg);
+			return cli_usage(usage);
+		}
+		*id = v;
+	}
+	if (*id ? optind != argc : optind + 1 != argc)
 		return cli_usage(usage);
+	if (*id == 0)
+		*email = argv[optind];
 	return EXIT_OK;
 }
 
 int cmd_show(struct cli *c, int argc, char **argv)
 {
 	struct err e;
-	int rc = one_email(argc, argv, show_usage);
+	const char *email;
+	int64_t id;
+	int rc = one_email(argc, argv, show_usage, &email, &id);
 	if (rc != EXIT_OK)
 		return rc;
 	if (cli_need_store(c) < 0)
 		return EXIT_ERR;
 	err_clear(&e);
-	struct subs_info *i = subs_show(c->store, argv[optind], &e);
+	struct subs_info *i =
+	    email ? subs_show(c->store, email, &e) : subs_show_id(c->store, id, &e);
 	if (i == NULL)
 		return cli_fail(&e);
 	if (c->json)
@@ -433,15 +529,22 @@ int cmd_forget(struct cli *c, int argc, char **argv)
 {
 	struct subs_forgotten f;
 	struct err e;
-	int rc = one_email(argc, argv, forget_usage);
+	const char *email;
+	int64_t id;
+	char idbuf[32];
+	int rc = one_email(argc, argv, forget_usage, &email, &id);
 	if (rc != EXIT_OK)
 		return rc;
-	const char *email = argv[optind];
 	if (cli_need_store(c) < 0)
 		return EXIT_ERR;
 	err_clear(&e);
-	if (subs_forget(c->store, email, cli_actor(), &f, &e) < 0)
+	if ((email ? subs_forget(c->store, email, cli_actor(), &f, &e)
+	           : subs_forget_id(c->store, id, cli_actor(), &f, &e)) < 0)
 		return cli_fail(&e);
+	if (email == NULL) {
+		snprintf(idbuf, sizeof idbuf, "subscriber %lld", (long long)id);
+		email = idbuf;
+	}
 	if (c->json) {
 		struct json_object *o = json_object_new_object();
 		json_object_object_add(o, "email", json_object_new_string(email));

@@ -106,9 +106,16 @@ int msg_prepare(struct msg_prep *p, const struct msg_head *h, const char *html, 
 	if (addr_parse_named(h->from, &name, &addr, err) < 0)
 		return err_prefix(err, "site.from");
 	p->from = encoded(name);
-	p->from_addr = addr;
+	/* the ASCII form of the domain (addr.h): Message-ID and List-Id must be
+	 * ASCII, and a relay without SMTPUTF8 takes the From: */
+	p->from_addr = addr_key(addr, NULL);
+	free(addr);
 	free(name);
-	p->msgid_domain = domain_of(addr);
+	if (p->from_addr == NULL) {
+		msg_prep_free(p);
+		return err_set(err, ERR_INTERNAL, "site.from: the address no longer validates");
+	}
+	p->msgid_domain = domain_of(p->from_addr);
 	p->subject = encoded(h->subject);
 	p->language = utf8_clean_dup(h->language ? h->language : "", 0);
 	p->bulk = h->bulk;
@@ -275,7 +282,9 @@ int msg_build(const struct msg_prep *p, const struct msg_rcpt *r, struct buf *ou
 	buf_init(&tdata, BUF_NOLIMIT);
 	buf_init(&hdata, BUF_NOLIMIT);
 	buf_init(&tmp, BUF_NOLIMIT);
-	if (addr_check(r->email, strlen(r->email), NULL, err) < 0)
+	/* To: carries the key, the domain's ASCII form (addr.h) */
+	char to_addr[ADDR_MAX + 1];
+	if (addr_check(r->email, strlen(r->email), to_addr, err) < 0)
 		goto out;
 	if (!header_safe(r->message_id) || !header_safe(r->unsub_url) ||
 	    !header_safe(r->unsub_mailto)) {
@@ -298,7 +307,7 @@ int msg_build(const struct msg_prep *p, const struct msg_rcpt *r, struct buf *ou
 	if (from == NULL || to == NULL ||
 	    mailimf_mailbox_list_add(from, mailimf_mailbox_new(*p->from ? xstrdup(p->from) : NULL,
 	                                                       xstrdup(p->from_addr))) != 0 ||
-	    mailimf_address_list_add_mb(to, to_name, xstrdup(r->email)) != 0) {
+	    mailimf_address_list_add_mb(to, to_name, xstrdup(to_addr)) != 0) {
 		if (from)
 			mailimf_mailbox_list_free(from);
 		if (to)

@@ -13,6 +13,7 @@
 #include <unistd.h>
 
 #include "store.h"
+#include "subs.h"
 #include "xmalloc.h"
 
 struct store_stmt {
@@ -30,7 +31,8 @@ static const char schema_v1[] =
     "  description TEXT NOT NULL DEFAULT '',"
     "  created_at INTEGER NOT NULL);"
     /* email_key: the address with its domain lowercased (RFC 5321 §2.4:
-     * local parts are case-sensitive, domains are not). */
+     * local parts are case-sensitive, domains are not); since version 3
+     * the domain in its IDNA2008 ASCII form (lib/addr.h). */
     /* AUTOINCREMENT: an id is never reused after `forget`, so a token
      * signed for a forgotten subscriber never acts on a newcomer. */
     "CREATE TABLE subscribers ("
@@ -152,7 +154,25 @@ static const char schema_v2[] =
     "UPDATE deliveries SET bounced_at = updated_at"
     "  WHERE state = 'failed' AND last_reply LIKE 'bounced: %';";
 
-static const char *const migrations[] = {schema_v1, schema_v2};
+/*
+ * Version 3: subscriber keys with the domain in its IDNA2008 ASCII form
+ * (lib/addr.h). subs_rekey() recomputes every key; records it cannot move
+ * (another one holds the new key, or the address is no longer valid) keep
+ * their old key and are listed here for the admin (docs/design.md).
+ */
+static const char schema_v3[] =
+    "CREATE TABLE IF NOT EXISTS address_conflicts ("
+    "  subscriber_id INTEGER PRIMARY KEY REFERENCES subscribers(id) ON DELETE CASCADE,"
+    "  key TEXT," /* the key its address has now; NULL: no longer valid */
+    "  problem TEXT NOT NULL,"
+    "  found_at INTEGER NOT NULL);"
+    "CREATE INDEX IF NOT EXISTS address_conflicts_key ON address_conflicts(key);";
+
+/* Each step: SQL, then (when not NULL) a function in the same transaction. */
+static const struct migration {
+	const char *sql;
+	int (*fn)(struct store *s, struct err *err);
+} migrations[] = {{schema_v1, NULL}, {schema_v2, NULL}, {schema_v3, subs_rekey}};
 #define NMIGRATIONS (int)(sizeof migrations / sizeof migrations[0])
 
 int64_t store_now(void)
@@ -311,8 +331,12 @@ static int migrate(struct store *s, struct err *err)
 		               s->path, version, NMIGRATIONS);
 	}
 	for (int v = version; v < NMIGRATIONS; v++) {
-		if (sqlite3_exec(s->db, migrations[v], NULL, NULL, NULL) != SQLITE_OK)
+		if (sqlite3_exec(s->db, migrations[v].sql, NULL, NULL, NULL) != SQLITE_OK)
 			goto fail;
+		if (migrations[v].fn && migrations[v].fn(s, err) < 0) {
+			store_rollback(s);
+			return err_prefix(err, "migrate");
+		}
 		char pragma[64];
 		snprintf(pragma, sizeof pragma, "PRAGMA user_version = %d", v + 1);
 		if (sqlite3_exec(s->db, pragma, NULL, NULL, NULL) != SQLITE_OK)

@@ -806,14 +806,216 @@ int subs_each(struct store *s, const char *list, int status,
 	return ret;
 }
 
+/* ---- the key migration and its conflicts --------------------------------- */
+
+/* Records that subscriber sid keeps an old key (see subs_rekey). */
+static int conflict_add(struct store *s, int64_t sid, const char *key, const char *problem,
+                        struct err *err)
+{
+	static const char sql[] =
+	    "INSERT INTO address_conflicts(subscriber_id, key, problem, found_at)"
+	    " VALUES (?1, ?2, ?3, ?4) ON CONFLICT(subscriber_id) DO UPDATE SET"
+	    " key = excluded.key, problem = excluded.problem";
+	sqlite3_stmt *st = store_stmt(s, sql, err);
+	if (st == NULL)
+		return -1;
+	sqlite3_bind_int64(st, 1, sid);
+	if (key)
+		sqlite3_bind_text(st, 2, key, -1, SQLITE_STATIC);
+	sqlite3_bind_text(st, 3, problem, -1, SQLITE_STATIC);
+	sqlite3_bind_int64(st, 4, store_now());
+	if (store_step_done(s, st, err, "recording an address conflict") < 0)
+		return -1;
+	return subs_event_add(s, sid, 0, "address-conflict", "upgrade", "matrixd", problem, err);
+}
+
+/*
+ * When the holder of key is gone, the oldest record kept apart under it
+ * takes the key and leaves the conflict list: the mailbox is reachable by
+ * its address again.
+ */
+static int promote(struct store *s, const char *key, struct err *err)
+{
+	static const char next_sql[] = "SELECT subscriber_id FROM address_conflicts WHERE key = ?1"
+	                               " ORDER BY subscriber_id LIMIT 1";
+	static const char set_sql[] = "UPDATE subscribers SET email_key = ?2 WHERE id = ?1";
+	static const char del_sql[] = "DELETE FROM address_conflicts WHERE subscriber_id = ?1";
+	sqlite3_stmt *st = store_stmt(s, next_sql, err);
+	if (st == NULL)
+		return -1;
+	sqlite3_bind_text(st, 1, key, -1, SQLITE_STATIC);
+	int rc = sqlite3_step(st);
+	int64_t sid = rc == SQLITE_ROW ? sqlite3_column_int64(st, 0) : 0;
+	sqlite3_reset(st);
+	if (rc != SQLITE_ROW && rc != SQLITE_DONE)
+		return store_fail(s, err, "looking up address conflicts");
+	if (sid == 0)
+		return 0;
+	if ((st = store_stmt(s, set_sql, err)) == NULL)
+		return -1;
+	sqlite3_bind_int64(st, 1, sid);
+	sqlite3_bind_text(st, 2, key, -1, SQLITE_STATIC);
+	if (store_step_done(s, st, err, "moving a subscriber to its key") < 0)
+		return -1;
+	if ((st = store_stmt(s, del_sql, err)) == NULL)
+		return -1;
+	sqlite3_bind_int64(st, 1, sid);
+	if (store_step_done(s, st, err, "resolving an address conflict") < 0)
+		return -1;
+	return subs_event_add(s, sid, 0, "address-resolved", "cli", "",
+	                      "the record that held the key was forgotten", err);
+}
+
+struct rekey {
+	int64_t id;
+	char *email, *key; /* key NULL: the address is no longer valid */
+	char *why;
+};
+
+int subs_rekey(struct store *s, struct err *err)
+{
+	static const char all_sql[] = "SELECT id, email, email_key FROM subscribers ORDER BY id";
+	static const char holder_sql[] = "SELECT id, email FROM subscribers WHERE email_key = ?1";
+	static const char set_sql[] = "UPDATE subscribers SET email_key = ?2 WHERE id = ?1";
+	struct rekey *v = NULL;
+	size_t n = 0, cap = 0;
+	int rc, ret = -1;
+
+	/* Collect first: the table is not written while it is walked. */
+	sqlite3_stmt *st = store_stmt(s, all_sql, err);
+	if (st == NULL)
+		return -1;
+	while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
+		const char *email = (const char *)sqlite3_column_text(st, 1);
+		const char *old = (const char *)sqlite3_column_text(st, 2);
+		char key[ADDR_MAX + 1];
+		struct err e;
+		int ok = addr_check(email, strlen(email), key, &e);
+		if (ok == 0 && strcmp(key, old) == 0)
+			continue;
+		if (n == cap) {
+			cap = cap ? cap * 2 : 16;
+			v = xreallocarray(v, cap, sizeof *v);
+		}
+		v[n++] =
+		    (struct rekey){sqlite3_column_int64(st, 0), xstrdup(email),
+		                   ok == 0 ? xstrdup(key) : NULL, ok == 0 ? NULL : xstrdup(e.msg)};
+	}
+	sqlite3_reset(st);
+	if (rc != SQLITE_DONE) {
+		store_fail(s, err, "reading subscribers");
+		goto out;
+	}
+	/*
+	 * In id order, so that the oldest of several records for one mailbox
+	 * takes the key. No chains: a record's old key that is another's new
+	 * key is an ASCII one, and ASCII keys do not change.
+	 */
+	for (size_t i = 0; i < n; i++) {
+		char problem[1024];
+		if (v[i].key == NULL) {
+			snprintf(problem, sizeof problem, "no longer a valid address: %s",
+			         v[i].why);
+			if (conflict_add(s, v[i].id, NULL, problem, err) < 0)
+				goto out;
+			continue;
+		}
+		if ((st = store_stmt(s, holder_sql, err)) == NULL)
+			goto out;
+		sqlite3_bind_text(st, 1, v[i].key, -1, SQLITE_STATIC);
+		rc = sqlite3_step(st);
+		if (rc == SQLITE_ROW)
+			snprintf(problem, sizeof problem,
+			         "the same mailbox as subscriber %lld (%s), which keeps the key %s",
+			         (long long)sqlite3_column_int64(st, 0),
+			         (const char *)sqlite3_column_text(st, 1), v[i].key);
+		sqlite3_reset(st);
+		if (rc == SQLITE_ROW) {
+			if (conflict_add(s, v[i].id, v[i].key, problem, err) < 0)
+				goto out;
+			continue;
+		}
+		if (rc != SQLITE_DONE) {
+			store_fail(s, err, "looking up a key");
+			goto out;
+		}
+		if ((st = store_stmt(s, set_sql, err)) == NULL)
+			goto out;
+		sqlite3_bind_int64(st, 1, v[i].id);
+		sqlite3_bind_text(st, 2, v[i].key, -1, SQLITE_STATIC);
+		if (store_step_done(s, st, err, "changing a subscriber's key") < 0)
+			goto out;
+	}
+	ret = 0;
+out:
+	for (size_t i = 0; i < n; i++) {
+		free(v[i].email);
+		free(v[i].key);
+		free(v[i].why);
+	}
+	free(v);
+	return ret;
+}
+
+struct subs_conflict *subs_conflicts(struct store *s, size_t *n, struct err *err)
+{
+	static const char sql[] =
+	    "SELECT c.subscriber_id, s.email, c.key, c.problem, c.found_at, h.id, h.email"
+	    " FROM address_conflicts c JOIN subscribers s ON s.id = c.subscriber_id"
+	    " LEFT JOIN subscribers h ON h.email_key = c.key ORDER BY c.key, c.subscriber_id";
+	struct subs_conflict *v = NULL;
+	size_t len = 0, cap = 0;
+	int rc;
+	*n = 0;
+	sqlite3_stmt *st = store_stmt(s, sql, err);
+	if (st == NULL)
+		return NULL;
+	while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
+		if (len == cap) {
+			cap = cap ? cap * 2 : 8;
+			v = xreallocarray(v, cap, sizeof *v);
+		}
+		struct subs_conflict *c = &v[len++];
+		c->subscriber_id = sqlite3_column_int64(st, 0);
+		c->email = col_dup(st, 1);
+		c->key = sqlite3_column_type(st, 2) == SQLITE_NULL ? NULL : col_dup(st, 2);
+		c->problem = col_dup(st, 3);
+		c->found_at = sqlite3_column_int64(st, 4);
+		c->holder_id = sqlite3_column_int64(st, 5);
+		c->holder_email = sqlite3_column_type(st, 6) == SQLITE_NULL ? NULL : col_dup(st, 6);
+	}
+	sqlite3_reset(st);
+	if (rc != SQLITE_DONE) {
+		store_fail(s, err, "listing address conflicts");
+		subs_conflicts_free(v, len);
+		return NULL;
+	}
+	*n = len;
+	return v ? v : xcalloc(1, sizeof *v);
+}
+
+void subs_conflicts_free(struct subs_conflict *v, size_t n)
+{
+	if (v == NULL)
+		return;
+	for (size_t i = 0; i < n; i++) {
+		free(v[i].email);
+		free(v[i].key);
+		free(v[i].problem);
+		free(v[i].holder_email);
+	}
+	free(v);
+}
+
 /* ---- show and forget ----------------------------------------------------- */
 
-struct subs_info *subs_show(struct store *s, const char *email, struct err *err)
+/* email NULL: by id. */
+static struct subs_info *show(struct store *s, const char *email, int64_t id, struct err *err)
 {
 	static const char sub_sql[] =
 	    "SELECT id, email, name, attrs, (SELECT coalesce(sum(m.bounce_score), 0)"
 	    " FROM memberships m WHERE m.subscriber_id = subscribers.id), created_at, updated_at"
-	    " FROM subscribers WHERE email_key = ?1";
+	    " FROM subscribers WHERE email_key = ?1 OR id = ?2";
 	static const char mem_sql[] =
 	    "SELECT l.name, m.status, m.mode, m.consent_at, m.consent_via, m.consent_by,"
 	    " m.status_at, m.created_at, m.bounce_score FROM memberships m"
@@ -830,11 +1032,14 @@ struct subs_info *subs_show(struct store *s, const char *email, struct err *err)
 	int rc;
 	size_t cap;
 
-	if (addr_check(email, strlen(email), key, err) < 0)
+	if (email && addr_check(email, strlen(email), key, err) < 0)
 		return NULL;
 	if ((st = store_stmt(s, sub_sql, err)) == NULL)
 		return NULL;
-	sqlite3_bind_text(st, 1, key, -1, SQLITE_STATIC);
+	if (email)
+		sqlite3_bind_text(st, 1, key, -1, SQLITE_STATIC);
+	else
+		sqlite3_bind_int64(st, 2, id);
 	rc = sqlite3_step(st);
 	if (rc == SQLITE_ROW) {
 		i = xcalloc(1, sizeof *i);
@@ -847,6 +1052,10 @@ struct subs_info *subs_show(struct store *s, const char *email, struct err *err)
 		i->updated_at = sqlite3_column_int64(st, 6);
 	}
 	sqlite3_reset(st);
+	if (rc == SQLITE_DONE && email == NULL) {
+		err_set(err, ERR_NOTFOUND, "no subscriber has id %lld", (long long)id);
+		return NULL;
+	}
 	if (rc == SQLITE_DONE) {
 		not_found(s, key, err, "nothing is held about %s%s", email, "");
 		return NULL;
@@ -921,6 +1130,16 @@ fail:
 	return NULL;
 }
 
+struct subs_info *subs_show(struct store *s, const char *email, struct err *err)
+{
+	return show(s, email, 0, err);
+}
+
+struct subs_info *subs_show_id(struct store *s, int64_t id, struct err *err)
+{
+	return show(s, NULL, id, err);
+}
+
 void subs_info_free(struct subs_info *i)
 {
 	if (i == NULL)
@@ -960,34 +1179,46 @@ static int64_t count_of(struct store *s, const char *sql, int64_t id, struct err
 	return n;
 }
 
-int subs_forget(struct store *s, const char *email, const char *actor, struct subs_forgotten *out,
-                struct err *err)
+/* email NULL: by id. */
+static int forget(struct store *s, const char *email, int64_t id, const char *actor,
+                  struct subs_forgotten *out, struct err *err)
 {
-	static const char id_sql[] = "SELECT id FROM subscribers WHERE email_key = ?1";
+	static const char id_sql[] =
+	    "SELECT id, email_key FROM subscribers WHERE email_key = ?1 OR id = ?2";
 	static const char nm_sql[] = "SELECT count(*) FROM memberships WHERE subscriber_id = ?1";
 	static const char ne_sql[] = "SELECT count(*) FROM events WHERE subscriber_id = ?1";
 	static const char nd_sql[] = "SELECT count(*) FROM deliveries WHERE subscriber_id = ?1";
 	static const char del_sql[] = "DELETE FROM subscribers WHERE id = ?1";
-	char key[ADDR_MAX + 1];
+	char key[ADDR_MAX + 1], *held = NULL;
 	struct subs_forgotten f = {0};
 	int64_t sid = -1;
 	sqlite3_stmt *st;
 
 	if (out)
 		memset(out, 0, sizeof *out);
-	if (addr_check(email, strlen(email), key, err) < 0)
+	if (email && addr_check(email, strlen(email), key, err) < 0)
 		return -1;
 	if (store_begin(s, err) < 0)
 		return -1;
 	if ((st = store_stmt(s, id_sql, err)) == NULL)
 		goto fail;
-	sqlite3_bind_text(st, 1, key, -1, SQLITE_STATIC);
+	if (email)
+		sqlite3_bind_text(st, 1, key, -1, SQLITE_STATIC);
+	else
+		sqlite3_bind_int64(st, 2, id);
 	int rc = sqlite3_step(st);
-	if (rc == SQLITE_ROW)
+	if (rc == SQLITE_ROW) {
 		sid = sqlite3_column_int64(st, 0);
+		held = col_dup(st, 1);
+	}
 	sqlite3_reset(st);
 	if (rc == SQLITE_DONE) {
-		not_found(s, key, err, "nothing is held about %s%s; nothing to forget", email, "");
+		if (email)
+			not_found(s, key, err, "nothing is held about %s%s; nothing to forget",
+			          email, "");
+		else
+			err_set(err, ERR_NOTFOUND, "no subscriber has id %lld; nothing to forget",
+			        (long long)id);
 		goto fail;
 	}
 	if (rc != SQLITE_ROW) {
@@ -999,7 +1230,7 @@ int subs_forget(struct store *s, const char *email, const char *actor, struct su
 	    (f.deliveries = count_of(s, nd_sql, sid, err)) < 0)
 		goto fail;
 	/* Foreign keys are on (store_open), so the cascade takes memberships,
-	 * events and deliveries along. */
+	 * events, deliveries and a conflict record along. */
 	if ((st = store_stmt(s, del_sql, err)) == NULL)
 		goto fail;
 	sqlite3_bind_int64(st, 1, sid);
@@ -1008,8 +1239,10 @@ int subs_forget(struct store *s, const char *email, const char *actor, struct su
 	/* An audit trail without the address: who erased a record and when. */
 	if (subs_event_add(s, 0, 0, "forget", "cli", actor, "", err) < 0)
 		goto fail;
+	if (promote(s, held, err) < 0)
+		goto fail;
 	if (store_commit(s, err) < 0)
-		return -1;
+		goto done;
 	/* The deleted rows' old page images are still in the WAL until a
 	 * checkpoint copies the new ones over the database and truncates it.
 	 * A TRUNCATE checkpoint waits through the busy timeout for readers to
@@ -1021,8 +1254,23 @@ int subs_forget(struct store *s, const char *email, const char *actor, struct su
 	f.wal_truncated = rc == SQLITE_OK && log == 0;
 	if (out)
 		*out = f;
+	free(held);
 	return 0;
 fail:
 	store_rollback(s);
+done:
+	free(held);
 	return -1;
+}
+
+int subs_forget(struct store *s, const char *email, const char *actor, struct subs_forgotten *out,
+                struct err *err)
+{
+	return forget(s, email, 0, actor, out, err);
+}
+
+int subs_forget_id(struct store *s, int64_t id, const char *actor, struct subs_forgotten *out,
+                   struct err *err)
+{
+	return forget(s, NULL, id, actor, out, err);
 }

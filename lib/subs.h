@@ -231,8 +231,11 @@ struct subs_info {
 extern const char *const subs_delivery_states[5];
 
 /* Allocated info about email, or NULL: ERR_NOTFOUND when nothing is held,
- * ERR_INPUT for an invalid address. Free with subs_info_free(). */
+ * ERR_INPUT for an invalid address. Free with subs_info_free(). subs_show_id
+ * finds the subscriber by id (a record kept apart by the key migration has
+ * no address that leads to it). */
 struct subs_info *subs_show(struct store *s, const char *email, struct err *err);
+struct subs_info *subs_show_id(struct store *s, int64_t id, struct err *err);
 void subs_info_free(struct subs_info *i);
 
 struct subs_forgotten {
@@ -249,6 +252,38 @@ struct subs_forgotten {
  */
 int subs_forget(struct store *s, const char *email, const char *actor, struct subs_forgotten *out,
                 struct err *err);
+/* The same by id. Forgetting the record that holds a key gives that key to
+ * the oldest record kept apart under it (see subs_rekey). */
+int subs_forget_id(struct store *s, int64_t id, const char *actor, struct subs_forgotten *out,
+                   struct err *err);
+
+/* ---- address keys (store migration 2) ------------------------------------ */
+
+/*
+ * Recomputes every subscriber's key with addr_check (run once by the store's
+ * migration to schema 2, inside its transaction). Nothing is merged: a
+ * record whose new key another record holds already (the oldest keeps it),
+ * and one whose address is no longer valid, keep their old key, which no
+ * address leads to any more, and are listed in address_conflicts with the
+ * problem, and an "address-conflict" event. They keep their memberships
+ * and get mail as before until an admin decides (docs/design.md).
+ */
+int subs_rekey(struct store *s, struct err *err);
+
+struct subs_conflict {
+	int64_t subscriber_id;
+	char *email;   /* as stored */
+	char *key;     /* the key it would have; NULL: no longer a valid address */
+	char *problem; /* what the migration found */
+	int64_t found_at;
+	int64_t holder_id;  /* who holds the key now, 0 when nobody */
+	char *holder_email; /* NULL when nobody */
+};
+
+/* The records kept apart, by key: allocated array of *n (non-NULL when
+ * empty), NULL with err on error. Free with subs_conflicts_free(). */
+struct subs_conflict *subs_conflicts(struct store *s, size_t *n, struct err *err);
+void subs_conflicts_free(struct subs_conflict *v, size_t n);
 
 /* ---- CSV import and export (subs_csv.c) ---------------------------------- */
 

@@ -9,6 +9,14 @@
  * Classification (LIBNOTES.md §2.2): curl's result first, the reply code
  * second, because a dropped connection can leave the previous transfer's
  * 250 as the response code.
+ *
+ * Addresses go out in their key form (addr.h): the domain as an A-label, so
+ * a relay without SMTPUTF8 takes them (libcurl 7.88 converts a UTF-8 domain
+ * itself only when the process runs in a UTF-8 locale). A UTF-8 local part
+ * may only travel in a transaction whose MAIL FROM carries the SMTPUTF8
+ * parameter (RFC 6531 §3.4), which libcurl adds when the relay's EHLO
+ * offers it and an address is not ASCII; when it is missing, the
+ * transaction stops at the reply to MAIL FROM, before any RCPT TO.
  */
 #include <ctype.h>
 #include <stdatomic.h>
@@ -21,6 +29,7 @@
 
 #include <curl/curl.h>
 
+#include "addr.h"
 #include "transport.h"
 #include "xmalloc.h"
 
@@ -31,6 +40,8 @@ struct smtp {
 	struct transport base;
 	CURL *h;
 	enum stage stage;
+	bool need_utf8;     /* an address of this transaction is not ASCII */
+	bool no_utf8;       /* ... and MAIL FROM went out without SMTPUTF8 */
 	int64_t abort_seen; /* when an abort request was first seen, ms; 0 none */
 	char *password;
 	char errbuf[CURL_ERROR_SIZE];
@@ -43,6 +54,9 @@ static size_t on_header(char *p, size_t size, size_t n, void *arg)
 {
 	struct smtp *s = arg;
 	size_t len = size * n, k = len;
+	/* Stop before RCPT TO: a wrong length makes libcurl fail the transfer. */
+	if (s->no_utf8 && s->stage == ST_MAIL)
+		return 0;
 	/* After a failed transaction libcurl says QUIT; its 221 is no answer
 	 * about the message. */
 	if (len >= 4 && memcmp(p, "221", 3) == 0 && (p[3] == ' ' || p[3] == '-'))
@@ -73,9 +87,10 @@ static int on_debug(CURL *h, curl_infotype type, char *p, size_t n, void *arg)
 	struct smtp *s = arg;
 	if (type != CURLINFO_HEADER_OUT || n < 4)
 		return 0;
-	if (strncasecmp(p, "MAIL", 4) == 0)
+	if (strncasecmp(p, "MAIL", 4) == 0) {
 		s->stage = ST_MAIL;
-	else if (strncasecmp(p, "RCPT", 4) == 0)
+		s->no_utf8 = s->need_utf8 && !memmem(p, n, " SMTPUTF8", 9);
+	} else if (strncasecmp(p, "RCPT", 4) == 0)
 		s->stage = ST_RCPT;
 	else if (strncasecmp(p, "DATA", 4) == 0)
 		s->stage = ST_DATA;
@@ -174,8 +189,20 @@ static int smtp_send(struct transport *t, const char *from, const char *rcpt, co
                      size_t len, struct send_result *res)
 {
 	struct smtp *s = (struct smtp *)t;
-	char *env_from = xasprintf("<%s>", from);
-	char *env_rcpt = xasprintf("<%s>", rcpt);
+	char from_key[ADDR_MAX + 1], rcpt_key[ADDR_MAX + 1];
+	struct err e;
+	if (addr_check(rcpt, strlen(rcpt), rcpt_key, &e) < 0) {
+		res->outcome = SEND_PERM;
+		snprintf(res->reply, sizeof res->reply, "not sent: %s", e.msg);
+		return -1;
+	}
+	if (addr_check(from, strlen(from), from_key, NULL) < 0)
+		snprintf(from_key, sizeof from_key, "%s", from); /* checked with the config */
+	s->need_utf8 = !addr_is_ascii(from_key, strlen(from_key)) ||
+	               !addr_is_ascii(rcpt_key, strlen(rcpt_key));
+	s->no_utf8 = false;
+	char *env_from = xasprintf("<%s>", from_key);
+	char *env_rcpt = xasprintf("<%s>", rcpt_key);
 	struct curl_slist *rcpts = curl_slist_append(NULL, env_rcpt);
 	s->data = data;
 	s->len = len;
@@ -209,6 +236,17 @@ static int smtp_send(struct transport *t, const char *from, const char *rcpt, co
 		         s->errbuf[0] ? ": " : "", s->errbuf);
 	}
 	classify(s, rc, res);
+	if (s->no_utf8) {
+		/* The relay's abilities, not the reader's mailbox: no bounce. */
+		res->outcome = SEND_PERM;
+		res->bounce = res->relay_level = false;
+		res->code = 0;
+		res->status[0] = res->queue_id[0] = '\0';
+		snprintf(res->reply, sizeof res->reply,
+		         "not sent: the relay does not offer SMTPUTF8 (RFC 6531), which an "
+		         "address with a non-ASCII local part needs; send through a relay that "
+		         "offers it, then matrixctl retry");
+	}
 	return res->outcome == SEND_OK ? 0 : -1;
 }
 

@@ -6,6 +6,7 @@ AUTH, recording every message it accepts, and able to misbehave on cue:
     srv.rules.append(Rule(rcpt="y@example.org", reply="550 5.1.1 no such user"))
     srv.drop_after_data = {"z@example.org"}   # close instead of answering the dot, once
     srv.delay = 3                              # hold every 250 back (srv.arrived has them)
+    Server(tmp, smtputf8=True)                 # offer SMTPUTF8 (RFC 6531) in EHLO
 
 Greeting421 is a separate tiny server that answers every connection with
 421 and hangs up.
@@ -70,6 +71,7 @@ class Received:
     tls: bool
     auth: bool
     at: float = dataclasses.field(default_factory=time.time)
+    smtputf8: bool = False  # MAIL FROM carried SMTPUTF8
 
     def message(self):
         return email.message_from_bytes(self.data, policy=email.policy.strict)
@@ -109,13 +111,15 @@ class Handler:
         with self.srv.lock:
             self.srv.received.append(Received(
                 envelope.mail_from, list(envelope.rcpt_tos), envelope.original_content,
-                session.ssl is not None, bool(session.authenticated)))
+                session.ssl is not None, bool(session.authenticated),
+                smtputf8=envelope.smtp_utf8))
             n = len(self.srv.received)
         return f"250 2.0.0 Ok: queued as Q{n}"
 
 
 class Server:
-    def __init__(self, tmp, tls=True, auth=True, require_tls=False, port=None, password=PASSWORD):
+    def __init__(self, tmp, tls=True, auth=True, require_tls=False, port=None, password=PASSWORD,
+                 smtputf8=False):
         self.port = port or free_port()
         self.received, self.received_dropped, self.dropped = [], [], []
         self.arrived = []  # with delay: messages whose reply is still held back
@@ -138,11 +142,13 @@ class Server:
             return AuthResult(success=ok, handled=False)
 
         kwargs = dict(tls_context=ctx, require_starttls=require_tls and tls,
-                      auth_required=auth, auth_require_tls=tls, authenticator=authenticator)
+                      auth_required=auth, auth_require_tls=tls, authenticator=authenticator,
+                      enable_SMTPUTF8=smtputf8)
         if not auth:
             kwargs.pop("authenticator")
         self.controller = Controller(Handler(self), hostname="127.0.0.1", port=self.port,
                                      ready_timeout=10, server_kwargs=kwargs)
+
 
     def match(self, address, stage):
         with self.lock:

@@ -2,7 +2,8 @@
  * Tests for lib/addr.c: every class of address the subscriber commands must
  * refuse (with the reason in the message), the valid shapes of RFC 5321 and
  * RFC 6531 they must accept, the length limits at their exact edges, the
- * key (domain lowercased, local part kept), and "Name <address>" parsing.
+ * key (domain in IDNA2008 ASCII form, local part kept), invisible
+ * characters, and "Name <address>" parsing.
  */
 #include <setjmp.h>
 #include <stdarg.h>
@@ -14,7 +15,10 @@
 
 #include <cmocka.h>
 
+#include <unictype.h>
+
 #include "addr.h"
+#include "utf8.h"
 #include "xmalloc.h"
 
 static void ok(const char *s, const char *key)
@@ -56,7 +60,7 @@ static void test_valid(void **state)
 	ok("x@123.example.org", "x@123.example.org");
 	ok("x@xn--fiqs8s.example", "x@xn--fiqs8s.example");
 	/* RFC 6531: UTF-8 local parts and domain labels */
-	ok("用户@例子.中国", "用户@例子.中国");
+	ok("用户@例子.中国", "用户@xn--fsqu00a.xn--fiqs8s");
 	ok("\"quoted.local\"@example.org", "\"quoted.local\"@example.org");
 	ok("\"a\\\"b\"@example.org", "\"a\\\"b\"@example.org");
 	ok("\"a..b\"@example.org", "\"a..b\"@example.org");
@@ -133,6 +137,136 @@ static void test_domain(void **state)
 	bad("user@[192.0.2.300]", "address literal");
 	bad("user@[IPv6:2001:db8::g]", "IPv6");
 	bad("user@[192.0.2.1", "not closed");
+}
+
+/* One mailbox, one key: every spelling of an internationalized domain. */
+static void test_key_idna(void **state)
+{
+	(void)state;
+	const char *key = "u@xn--bcher-kva.de";
+	ok("u@bücher.de", key);
+	ok("u@BÜCHER.de", key);
+	ok("u@Bücher.DE", key);
+	ok("u@xn--bcher-kva.de", key);
+	ok("u@XN--BCHER-KVA.DE", key);
+	ok("u@bu\xcc\x88"
+	   "cher.de",
+	   key); /* u + COMBINING DIAERESIS (NFD) */
+	/* the local part is kept exactly, also its case and normalisation */
+	ok("Ü@bücher.de", "Ü@xn--bcher-kva.de");
+	ok("u\xcc\x88@bücher.de", "u\xcc\x88@xn--bcher-kva.de");
+	/* ideographic full stop and full-width letters, as Chinese input
+	 * methods type them (UTS #46 mapping) */
+	ok("用户@例子。中国", "用户@xn--fsqu00a.xn--fiqs8s");
+	ok("u@ｅｘａｍｐｌｅ.org", "u@example.org");
+	/* non-transitional: ß is its own letter (two registrable domains) */
+	ok("u@faß.de", "u@xn--fa-hia.de");
+	ok("u@fass.de", "u@fass.de");
+	/* ZWNJ where Persian needs it (IDNA2008 CONTEXTJ) */
+	ok("u@\xd9\x85\xdb\x8c\xe2\x80\x8c\xd8\xae\xd9\x88\xd8\xa7\xd9\x87\xd9\x85.ir",
+	   "u@xn--mgbn2ecje63gr19l.ir");
+	bad("u@ab\xe2\x80\x8c"
+	    "c.com",
+	    "joiner");
+	bad("u@☃.net", "IDNA2008");
+	bad("u@xn--zz.de", "A-label");
+	bad("u@xn--abc-.de", "A-label");
+	bad("u@bü_cher.de", "other than letters");
+	bad("u@bücher..de", "two dots");
+	bad("u@-bücher.de", "'-'");
+	/* The 63-octet limit is the A-label's: 20 ideographs make 63, 21 make 65
+	 * (both are at most 63 octets in UTF-8) */
+	ok("u@矩阵杂志中文研究季刊数学物理化学生命科技.cn",
+	   "u@xn--fiqz7g8wab5bh2qtab402gl9fzoifhv3qw27bhzeruebso9uau4wj9cy46s.cn");
+	bad("u@矩阵杂志中文研究季刊数学物理化学生命科技史.cn", "63 octets");
+	char *k = addr_key("u@BÜCHER.de", NULL);
+	assert_true(addr_is_ascii(k + 2, strlen(k + 2)));
+	assert_false(addr_is_ascii("用户", strlen("用户")));
+	free(k);
+}
+
+/* Invisible characters: named in the message, refused anywhere. */
+static void test_invisible(void **state)
+{
+	(void)state;
+	bad("u@\xe2\x80\x8b"
+	    "example.org",
+	    "U+200B ZERO WIDTH SPACE");
+	bad("\xef\xbb\xbf"
+	    "a@example.org",
+	    "byte-order mark");
+	bad("\xe2\x80\xae"
+	    "gro.live@eve.example",
+	    "bidirectional control");
+	bad("a\xe2\x81\xa6"
+	    "b@example.org",
+	    "U+2066");
+	bad("a\xe2\x80\x8e"
+	    "b@example.org",
+	    "U+200E");
+	bad("a\xc2\xad"
+	    "b@example.org",
+	    "U+00AD SOFT HYPHEN");
+	bad("u@exa\xc2\xad"
+	    "mple.org",
+	    "SOFT HYPHEN");
+	bad("u@a\xe3\x80\x80"
+	    "b.org",
+	    "space character"); /* IDEOGRAPHIC SPACE */
+	bad("a\xc2\xa0"
+	    "b@example.org",
+	    "space character"); /* NO-BREAK SPACE */
+	bad("a\xe2\x80\xa8"
+	    "b@example.org",
+	    "space character");
+	bad("a\xc2\x85"
+	    "b@example.org",
+	    "control character"); /* NEL, C1 */
+	bad("a\xe2\x80\x8c"
+	    "b@example.org",
+	    "local part"); /* ZWNJ */
+	bad("a\xef\xb8\x8f"
+	    "b@example.org",
+	    "invisible"); /* VARIATION SELECTOR-16 */
+	bad("a\xf3\xa0\x80\x81"
+	    "b@example.org",
+	    "invisible"); /* LANGUAGE TAG */
+	struct err e;
+	err_clear(&e);
+	assert_int_equal(addr_check("u@\xe2\x80\x8b"
+	                            "x.org",
+	                            10, NULL, &e),
+	                 -1);
+	assert_non_null(strstr(e.msg, "'u@<U+200B>x.org'"));
+}
+
+/*
+ * The rule over every code point of the BMP, plane 1 and the tags: a
+ * character inserted into a domain is refused or changes the key (IDNA's
+ * mapping never drops one silently), and an address accepted with it in the
+ * local part holds nothing that Unicode calls invisible.
+ */
+static void test_invisible_rule(void **state)
+{
+	(void)state;
+	char s[64], key[ADDR_MAX + 1];
+	struct err e;
+	for (uint32_t c = 0x80; c < 0xe1000; c++) {
+		if (c == 0x20000)
+			c = 0xe0000;
+		if (c >= 0xd800 && c <= 0xdfff)
+			continue;
+		char u[4];
+		size_t un = utf8_put(u, c);
+		int n = snprintf(s, sizeof s, "u@exa%.*smple.org", (int)un, u);
+		if (addr_check(s, (size_t)n, key, &e) == 0 && strcmp(key, "u@example.org") == 0)
+			fail_msg("U+%04X in a domain was dropped silently", (unsigned)c);
+		n = snprintf(s, sizeof s, "a%.*sb@example.org", (int)un, u);
+		if (addr_check(s, (size_t)n, key, &e) == 0 &&
+		    (uc_is_property_default_ignorable_code_point(c) ||
+		     uc_is_property_bidi_control(c) || uc_is_property_white_space(c) || c < 0xa0))
+			fail_msg("U+%04X accepted in a local part", (unsigned)c);
+	}
 }
 
 static void test_lengths(void **state)
@@ -251,6 +385,9 @@ int main(void)
 	    cmocka_unit_test(test_forbidden_characters),
 	    cmocka_unit_test(test_shape),
 	    cmocka_unit_test(test_domain),
+	    cmocka_unit_test(test_key_idna),
+	    cmocka_unit_test(test_invisible),
+	    cmocka_unit_test(test_invisible_rule),
 	    cmocka_unit_test(test_lengths),
 	    cmocka_unit_test(test_message_escapes),
 	    cmocka_unit_test(test_named),

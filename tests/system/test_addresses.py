@@ -1,0 +1,206 @@
+"""Addresses as one mailbox: every spelling of an internationalized domain
+is one subscriber (also through an import, also for a suppression),
+invisible characters are refused with the CSV line named, the domain goes
+out as an A-label, and a UTF-8 local part meets a relay without SMTPUTF8
+as a clear failure that is not a bounce (aiosmtpd with and without
+SMTPUTF8 in its EHLO)."""
+import shutil
+import sqlite3
+
+import pytest
+
+from conftest import SEED, Env
+from smtpd import PASSWORD, USER, Server
+
+SPELLINGS = ["u@bücher.de", "u@BÜCHER.de", "u@xn--bcher-kva.de", "u@bu\u0308cher.de"]
+
+
+def q(env, sql, *args):
+    con = sqlite3.connect(str(env.db))
+    try:
+        return con.execute(sql, args).fetchall()
+    finally:
+        con.close()
+
+
+def write(path, text):
+    path.write_bytes(text.encode() if isinstance(text, str) else text)
+    return path
+
+
+def test_every_spelling_is_one_subscriber(env):
+    first = env.ctl_json("subscribe", SPELLINGS[0])
+    assert first["result"] == "added"
+    for a in SPELLINGS[1:]:
+        r = env.ctl_json("subscribe", a)
+        assert r["result"] == "unchanged", a
+    rows = env.ctl_json("subscribers")
+    assert [r["email"] for r in rows] == ["u@bücher.de"]  # the spelling first given
+    for a in SPELLINGS:
+        assert env.ctl_json("show", a)["email"] == "u@bücher.de", a
+    # the local part is kept as given: another case is another mailbox
+    assert env.ctl_json("subscribe", "U@bücher.de")["result"] == "added"
+
+
+@pytest.mark.parametrize("addr,why", [
+    ("u@\u200bexample.org", "U+200B ZERO WIDTH SPACE"),
+    ("\ufeffa@example.com", "byte-order mark"),
+    ("\u202egro.live@eve.example", "bidirectional control"),
+    ("a\u00a0b@example.org", "space character"),
+    ("u@exa\u00admple.org", "SOFT HYPHEN"),
+])
+def test_invisible_characters_refused(env, addr, why):
+    p = env.ctl("subscribe", addr)
+    assert p.returncode == 1, p.stdout
+    assert why in p.stderr
+    assert "\u200b" not in p.stderr and "\u202e" not in p.stderr  # shown as <U+…>
+    assert env.ctl_json("subscribers") == []
+
+
+def test_unsubscribed_reader_stays_out_through_an_import(env, tmp_path):
+    env.ctl("subscribe", "u@bücher.de", check=0)
+    env.ctl("unsubscribe", "u@bücher.de", check=0)
+    csv = write(tmp_path / "in.csv", "email,name\r\nu@BÜCHER.de,U\r\nu@bu\u0308cher.de,U\r\n"
+                "u@xn--bcher-kva.de,U\r\n")
+    r = env.ctl_json("import", csv)
+    assert (r["added"], r["skipped"], r["rejected"]) == (0, 3, 0)
+    rows = env.ctl_json("subscribers")
+    assert [(x["email"], x["status"]) for x in rows] == [("u@bücher.de", "unsubscribed")]
+
+
+def test_bom_at_the_start_of_a_data_row(env, tmp_path):
+    # A BOM opening the file is allowed; one opening a data row (two files
+    # pasted together) is an invisible character in the address.
+    csv = write(tmp_path / "in.csv", "\ufeffemail,name\r\na@example.com,A\r\n"
+                "\ufeffa@example.com,A again\r\nb@example.com,B\r\n")
+    p = env.ctl("import", csv)
+    assert p.returncode == 1
+    assert f"{csv}:3: invalid address '<U+FEFF>a@example.com'" in p.stderr
+    assert "byte-order mark" in p.stderr
+    assert sorted(r["email"] for r in env.ctl_json("subscribers")) == \
+        ["a@example.com", "b@example.com"]
+
+
+# ---- on the wire -------------------------------------------------------------
+
+
+def smtp_env(tmp, srv):
+    env = Env(tmp)
+    pw = env.tmp / "smtp-password"
+    pw.write_text(PASSWORD + "\n")
+    pw.chmod(0o600)
+    env.write_conf(smtp_url=f'"smtp://127.0.0.1:{srv.port}"', smtp_tls='"required"',
+                   smtp_username=f'"{USER}"', smtp_password_file=f'"{pw}"',
+                   smtp_ca_file=f'"{srv.ca}"', bounce_threshold="3")
+    return env
+
+
+@pytest.fixture(params=[False, True], ids=["no-smtputf8", "smtputf8"])
+def relay(request, tmp_path):
+    (tmp_path / "tls").mkdir()
+    srv = Server(tmp_path / "tls", smtputf8=request.param).start()
+    srv.smtputf8 = request.param
+    yield srv
+    srv.stop()
+
+
+def test_idn_domain_and_utf8_local_part_on_the_wire(tmp_path, relay):
+    env = smtp_env(tmp_path, relay)
+    env.ctl("subscribe", "u@BÜCHER.de", check=0)
+    env.ctl("subscribe", "用户@例子.中国", check=0)
+    shutil.copy(SEED, env.tmp / "issues" / SEED.name)
+    p = env.matrixd("--once")
+    n = 15  # articles in the seed issue
+
+    # The A-label in RCPT TO and To:, whatever the relay offers.
+    got = relay.to("u@xn--bcher-kva.de")
+    assert len(got) == n
+    for r in got:
+        assert r.rcpts == ["u@xn--bcher-kva.de"]
+        assert r.message()["To"] == "u@xn--bcher-kva.de"
+        assert not r.smtputf8  # an ASCII transaction
+
+    wide = "用户@xn--fsqu00a.xn--fiqs8s"
+    show = env.ctl_json("show", "用户@例子.中国")
+    if relay.smtputf8:
+        assert p.returncode == 0, p.stderr
+        got = relay.to(wide)
+        assert len(got) == n
+        assert all(r.smtputf8 for r in got)
+        assert got[0].message()["To"] == wide
+        assert show["deliveries"]["sent"] == n
+    else:
+        # Nothing went out for it; every delivery failed with the reason,
+        # and none counted as a bounce (threshold 3, 15 failures).
+        assert relay.to(wide) == []
+        assert show["deliveries"]["failed"] == n
+        assert show["bounce_score"] == 0
+        assert [m["status"] for m in show["memberships"]] == ["confirmed"]
+        assert [e for e in show["events"] if e["kind"] == "bounce"] == []
+        replies = q(env, "SELECT DISTINCT d.last_reply FROM deliveries d JOIN subscribers s"
+                    " ON s.id = d.subscriber_id WHERE s.email = ?", "用户@例子.中国")
+        assert len(replies) == 1 and "does not offer SMTPUTF8" in replies[0][0], replies
+    # the ASCII reader was never held up by the other one
+    assert env.ctl_json("show", "u@bücher.de")["deliveries"]["sent"] == n
+
+
+# ---- the key migration --------------------------------------------------------
+
+
+def test_migration_rekeys_and_reports_conflicts(env):
+    """A database of schema 2 with the old keys (domain ASCII-lowercased, UTF-8
+    kept): the upgrade moves what it can, merges nothing, lists the rest."""
+    env.ctl("lists", check=0)  # creates the database
+    con = sqlite3.connect(str(env.db))
+    con.executescript("DROP TABLE address_conflicts; PRAGMA user_version = 2;")
+    old = [("u@bücher.de", "u@bücher.de", "confirmed"),
+           ("u@BÜCHER.de", "u@bÜcher.de", "unsubscribed"),
+           ("u@xn--bcher-kva.de", "u@xn--bcher-kva.de", "confirmed"),
+           ("u@bu\u0308cher.de", "u@bu\u0308cher.de", "confirmed"),
+           ("x@\u200bexample.org", "x@\u200bexample.org", "confirmed"),
+           ("solo@例子.中国", "solo@例子.中国", "confirmed")]
+    ids = []
+    for email, key, status in old:
+        cur = con.execute("INSERT INTO subscribers(email, email_key, created_at, updated_at)"
+                          " VALUES (?, ?, 1, 1)", (email, key))
+        ids.append(cur.lastrowid)
+        con.execute("INSERT INTO memberships(list_id, subscriber_id, status, status_at,"
+                    " created_at) VALUES (1, ?, ?, 1, 1)", (cur.lastrowid, status))
+    con.commit()
+    con.close()
+
+    got = env.ctl_json("subscribers", "--conflicts")  # opens the store: migrates
+    assert q(env, "PRAGMA user_version")[0][0] == 3
+    assert q(env, "SELECT count(*) FROM subscribers")[0][0] == 6  # nothing merged
+    by_id = {c["id"]: c for c in got}
+    holder = ids[2]  # its old key was already the new one
+    assert set(by_id) == {ids[0], ids[1], ids[3], ids[4]}
+    for i in (0, 1, 3):
+        c = by_id[ids[i]]
+        assert c["key"] == "u@xn--bcher-kva.de" and c["held_by"] == holder
+        assert f"the same mailbox as subscriber {holder}" in c["problem"]
+    assert by_id[ids[4]]["key"] is None
+    assert "no longer a valid address" in by_id[ids[4]]["problem"]
+    assert "U+200B" in by_id[ids[4]]["problem"]
+    # a key without a rival moved; the holder answers to every spelling
+    assert env.ctl_json("show", "solo@xn--fsqu00a.xn--fiqs8s")["id"] == ids[5]
+    assert env.ctl_json("show", "u@BÜCHER.de")["id"] == holder
+    # the history of a record kept apart says so; it still gets mail
+    kept = env.ctl_json("show", "--id", ids[1])
+    assert [e["kind"] for e in kept["events"]] == ["address-conflict"]
+    assert kept["memberships"][0]["status"] == "unsubscribed"
+    assert "subscribers --conflicts" in env.ctl("subscribers").stderr
+    assert "kept apart" in env.ctl("subscribers", "--conflicts").stdout
+
+    # the admin drops the holder: the oldest record kept apart takes the key
+    env.ctl("forget", "--id", holder, check=0)
+    assert env.ctl_json("show", "u@bücher.de")["id"] == ids[0]
+    assert {c["id"] for c in env.ctl_json("subscribers", "--conflicts")} == \
+        {ids[1], ids[3], ids[4]}
+    env.ctl("forget", "--id", ids[4], check=0)
+    env.ctl("forget", "--id", ids[1], check=0)
+    env.ctl("forget", "--id", ids[3], check=0)
+    assert env.ctl_json("subscribers", "--conflicts") == []
+    assert env.ctl("subscribers").stderr == ""
+    p = env.ctl("forget", "--id", "99999")
+    assert p.returncode == 1 and "no subscriber has id 99999" in p.stderr
