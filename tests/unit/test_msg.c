@@ -8,6 +8,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include <cmocka.h>
 #include <libetpan/libetpan.h>
@@ -153,12 +154,35 @@ static void test_boundaries_differ(void **state)
 	msg_prep_free(&p);
 }
 
+/* A half-hour zone keeps its minutes (libetpan's own date helper wrote
+ * +0500 for +05:30). */
+static void test_date_zone_minutes(void **state)
+{
+	(void)state;
+	setenv("TZ", "IST-5:30", 1);
+	tzset();
+	struct msg_head h = {"s", "M <m@example.org>", NULL, NULL, NULL, "en", false};
+	struct msg_prep p;
+	struct err e;
+	assert_int_equal(msg_prepare(&p, &h, "<p>x</p>", "x", &e), 0);
+	struct buf m;
+	buf_init(&m, BUF_NOLIMIT);
+	struct msg_rcpt r = {"a@example.org", "", "id", NULL, NULL, NULL, 1700000000};
+	assert_int_equal(msg_build(&p, &r, &m, &e), 0);
+	assert_non_null(strstr(m.data, "Date: Wed, 15 Nov 2023 03:43:20 +0530\r\n"));
+	buf_free(&m);
+	msg_prep_free(&p);
+	unsetenv("TZ");
+	tzset();
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
 	    cmocka_unit_test(test_head_tail_roundtrip),
 	    cmocka_unit_test(test_refuses_bad_input),
 	    cmocka_unit_test(test_boundaries_differ),
+	    cmocka_unit_test(test_date_zone_minutes),
 	};
 	return cmocka_run_group_tests_name("msg", tests, NULL, NULL);
 }
