@@ -219,7 +219,7 @@ struct subs_event {
 struct subs_info {
 	int64_t id;
 	char *email, *name, *attrs; /* attrs: the JSON object as stored */
-	int64_t bounce_score; /* the memberships' scores added up */
+	int64_t bounce_score;       /* the memberships' scores added up */
 	int64_t created_at, updated_at;
 	struct subs_membership *memberships;
 	size_t nmemberships;
@@ -330,8 +330,9 @@ int subs_import(struct store *s, const char *path, const struct subs_import_opts
 /*
  * Writes list (NULL = default) as CSV to f: a header "email","name","mode",
  * "status" then the attribute names in byte order, one row per membership
- * in subscriber order, every field quoted, CRLF line ends (RFC 4180 §2).
- * subs_import reads it back to the same content. *rows (if not NULL) = the
+ * in subscriber order, every field quoted, CRLF line ends (RFC 4180 §2),
+ * a cell that a spreadsheet would run as a formula written with a "'"
+ * first (subs_csv.c). subs_import reads it back to the same content. *rows (if not NULL) = the
  * rows written.
  */
 int subs_export(struct store *s, const char *list, FILE *f, int64_t *rows, struct err *err);

@@ -115,7 +115,9 @@ static void parser_init(struct imp *im)
 	csv_set_blk_size(&im->p, 4096);
 }
 
-/* Each returns 0 so that the record reader can write `return reject(…);`. */
+/* A bad row is not an error of the import: it is counted and reported,
+ * and reading goes on. Returns 0, so the record reader can write
+ * `return reject(…);`. */
 static int reject(struct imp *im, int line, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));
 
@@ -138,6 +140,8 @@ static int reject(struct imp *im, int line, const char *fmt, ...)
 	return 0;
 }
 
+/* What stops the import (the house convention: -1 with err set). libcsv's
+ * callbacks return nothing, so im->fatal also tells the reading loop. */
 static int fatal(struct imp *im, int line, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));
 
@@ -150,7 +154,7 @@ static int fatal(struct imp *im, int line, const char *fmt, ...)
 	va_end(ap);
 	err_at(im->err, ERR_INPUT, im->path, line, "%s", msg);
 	im->fatal = true;
-	return 0;
+	return -1;
 }
 
 /* ---- writing one row --------------------------------------------------- */
@@ -618,6 +622,7 @@ static const char *field(struct imp *im, int i)
 	return (const char *)im->rec.data + im->off[i];
 }
 
+/* Reads the column names; 0, or -1 (fatal) when they are unusable. */
 static int header(struct imp *im, int line)
 {
 	if (im->too_long || im->too_many)
@@ -662,6 +667,8 @@ static int header(struct imp *im, int line)
 	return 0;
 }
 
+/* One record: the header, or a row that is imported or rejected (0);
+ * -1 when the import stops (a bad header, the store failed). */
 static int record(struct imp *im, int line)
 {
 	struct row r = {.email = "", .name = "", .mode = -1, .status = SUBS_CONFIRMED};
@@ -669,7 +676,7 @@ static int record(struct imp *im, int line)
 	const char *why;
 
 	if (im->fatal)
-		return 0;
+		return -1;
 	if (!im->have_header)
 		return header(im, line);
 	im->st->rows++;
@@ -747,10 +754,27 @@ static int record(struct imp *im, int line)
 	if (attrs)
 		r.attrs = json_object_to_json_string_ext(attrs, JSON_C_TO_STRING_PLAIN |
 		                                                    JSON_C_TO_STRING_NOSLASHESCAPE);
-	if (apply(im, &r) < 0)
+	int rc = 0;
+	if (apply(im, &r) < 0) {
 		im->fatal = true; /* the store failed; im->err says how */
+		rc = -1;
+	}
 	json_object_put(attrs);
-	return 0;
+	return rc;
+}
+
+/*
+ * A spreadsheet runs a cell that starts with = + - @, a tab or a CR as a
+ * formula (OWASP, "CSV Injection"): the export writes such a cell with a
+ * "'" in front, which spreadsheets take as "text", and so also a cell that
+ * starts with "'" itself, so that the import can take exactly one "'" off
+ * the cells that have one before such a character: export, import, export
+ * gives the same bytes.
+ */
+static bool formula_start(const char *s, size_t n)
+{
+	return n > 0 && (s[0] == '=' || s[0] == '+' || s[0] == '-' || s[0] == '@' || s[0] == '\t' ||
+	                 s[0] == '\r' || s[0] == '\'');
 }
 
 static void on_field(void *data, size_t n, void *arg)
@@ -759,6 +783,10 @@ static void on_field(void *data, size_t n, void *arg)
 	if (im->nf >= SUBS_CSV_FIELDS_MAX) {
 		im->too_many = true;
 		return;
+	}
+	if (n >= 2 && *(const char *)data == '\'' && formula_start((const char *)data + 1, n - 1)) {
+		data = (char *)data + 1;
+		n--;
 	}
 	im->off[im->nf] = im->rec.len;
 	im->len[im->nf] = n;
@@ -775,7 +803,7 @@ static void on_record(int c, void *arg)
 	(void)c;
 	if (im->rec.data == NULL)
 		buf_addc(&im->rec, '\0');
-	record(im, im->start_line);
+	(void)record(im, im->start_line); /* a failure stopped the import: im->fatal */
 	buf_reset(&im->rec);
 	im->nf = 0;
 	im->too_many = im->too_long = false;
@@ -990,14 +1018,22 @@ out:
 
 /* ---- export -------------------------------------------------------------- */
 
+/* Appends s as one quoted CSV field, with a "'" first when a spreadsheet
+ * would run it (formula_start). */
 static int put_field(struct buf *line, const char *s, size_t n, bool first)
 {
 	if (!first && buf_addc(line, ',') < 0)
 		return -1;
-	size_t need = csv_write(NULL, 0, s, n);
+	bool tick = formula_start(s, n);
+	size_t need = csv_write(NULL, 0, s, n) + tick;
 	if (buf_grow(line, need + 1) < 0)
 		return -1;
-	csv_write(line->data + line->len, need, s, n);
+	csv_write(line->data + line->len + tick, need - tick, s, n);
+	if (tick) {
+		/* inside the opening quote csv_write wrote: "'=…" */
+		line->data[line->len] = '"';
+		line->data[line->len + 1] = '\'';
+	}
 	line->len += need;
 	line->data[line->len] = '\0';
 	return 0;

