@@ -40,36 +40,30 @@ static void when(int64_t t, char *out, size_t n)
 	strftime(out, n, "%Y-%m-%d %H:%M UTC", &tm);
 }
 
-/* Messages per second over the span of an issue's sent deliveries. */
+/* Messages per second of an issue; 0 when unknown (a status line is no
+ * place to fail for it). */
 static double issue_rate(struct store *s, int64_t issue_id)
 {
-	static const char sql[] = "SELECT count(*), min(sent_at), max(sent_at) FROM deliveries "
-	                          "WHERE issue_id = ?1 AND state = 'sent'";
 	struct err e;
-	sqlite3_stmt *st = store_stmt(s, sql, &e);
 	double r = 0;
-	if (st == NULL)
+	if (ledger_send_rate(s, issue_id, &r, &e) < 0)
 		return 0;
-	sqlite3_bind_int64(st, 1, issue_id);
-	if (sqlite3_step(st) == SQLITE_ROW) {
-		int64_t n = sqlite3_column_int64(st, 0);
-		int64_t span = sqlite3_column_int64(st, 2) - sqlite3_column_int64(st, 1);
-		/* sent_at has whole seconds: under two seconds there is no rate */
-		r = n > 1 && span >= 2 ? (double)n / (double)span : 0;
-	}
-	sqlite3_reset(st);
 	return r;
 }
 
 static struct json_object *counts_json(const struct ledger_counts *k)
 {
 	struct json_object *o = json_object_new_object();
-	json_object_object_add(o, "queued", json_object_new_int64(k->queued));
-	json_object_object_add(o, "sending", json_object_new_int64(k->sending));
-	json_object_object_add(o, "sent", json_object_new_int64(k->sent));
-	json_object_object_add(o, "deferred", json_object_new_int64(k->deferred));
-	json_object_object_add(o, "failed", json_object_new_int64(k->failed));
+	for (int i = 0; i < LEDGER_NSTATES; i++)
+		json_object_object_add(o, ledger_state_name((enum ledger_state)i),
+		                       json_object_new_int64(k->n[i]));
 	return o;
+}
+
+static void counts_cells(const struct ledger_counts *k, char out[LEDGER_NSTATES][24])
+{
+	for (int i = 0; i < LEDGER_NSTATES; i++)
+		snprintf(out[i], 24, "%" PRId64, k->n[i]);
 }
 
 int cmd_status(struct cli *c, int argc, char **argv)
@@ -155,28 +149,21 @@ int cmd_status(struct cli *c, int argc, char **argv)
 		for (size_t i = 0; i < n; i++) {
 			struct ledger_counts k;
 			ledger_counts(s, is[i].id, &k, &e);
-			char num[16], q[24], sg[24], st[24], df[24], fl[24], rt[24];
+			char num[16], cnt[LEDGER_NSTATES][24], rt[24];
 			snprintf(num, sizeof num, "%d", is[i].number);
-			snprintf(q, sizeof q, "%" PRId64, k.queued);
-			snprintf(sg, sizeof sg, "%" PRId64, k.sending);
-			snprintf(st, sizeof st, "%" PRId64, k.sent);
-			snprintf(df, sizeof df, "%" PRId64, k.deferred);
-			snprintf(fl, sizeof fl, "%" PRId64, k.failed);
+			counts_cells(&k, cnt);
 			double rate = issue_rate(s, is[i].id);
 			snprintf(rt, sizeof rt, rate > 0 ? "%.0f" : "-", rate);
-			table_row(t, num, is[i].title, is[i].is_draft ? "draft" : "publish", q, sg,
-			          st, df, fl, rt);
+			table_row(t, num, is[i].title, is[i].is_draft ? "draft" : "publish",
+			          cnt[LEDGER_QUEUED], cnt[LEDGER_SENDING], cnt[LEDGER_SENT],
+			          cnt[LEDGER_DEFERRED], cnt[LEDGER_FAILED], rt);
 		}
-		if (conf_counts.queued + conf_counts.sending + conf_counts.sent +
-		        conf_counts.deferred + conf_counts.failed >
-		    0) {
-			char q[24], sg[24], st[24], df[24], fl[24];
-			snprintf(q, sizeof q, "%" PRId64, conf_counts.queued);
-			snprintf(sg, sizeof sg, "%" PRId64, conf_counts.sending);
-			snprintf(st, sizeof st, "%" PRId64, conf_counts.sent);
-			snprintf(df, sizeof df, "%" PRId64, conf_counts.deferred);
-			snprintf(fl, sizeof fl, "%" PRId64, conf_counts.failed);
-			table_row(t, "-", "(confirmation mails)", "", q, sg, st, df, fl, "");
+		if (ledger_counts_total(&conf_counts) > 0) {
+			char cnt[LEDGER_NSTATES][24];
+			counts_cells(&conf_counts, cnt);
+			table_row(t, "-", "(confirmation mails)", "", cnt[LEDGER_QUEUED],
+			          cnt[LEDGER_SENDING], cnt[LEDGER_SENT], cnt[LEDGER_DEFERRED],
+			          cnt[LEDGER_FAILED], "");
 		}
 		table_print(t, stdout);
 		if (n == 0)

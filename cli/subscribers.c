@@ -411,9 +411,9 @@ static void show_json(const struct subs_info *i)
 	}
 	json_object_object_add(o, "events", ev);
 	struct json_object *d = json_object_new_object();
-	for (int k = 0; k < 5; k++)
-		json_object_object_add(d, subs_delivery_states[k],
-		                       json_object_new_int64(i->deliveries[k]));
+	for (int k = 0; k < LEDGER_NSTATES; k++)
+		json_object_object_add(d, ledger_state_name((enum ledger_state)k),
+		                       json_object_new_int64(i->deliveries.n[k]));
 	json_object_object_add(o, "deliveries", d);
 	cli_json_print(o);
 }
@@ -430,9 +430,9 @@ static void show_text(const struct subs_info *i)
 	printf("updated:       %s UTC\n", b);
 	printf("bounce score:  %lld (all lists)\n", (long long)i->bounce_score);
 	printf("deliveries:   ");
-	for (int k = 0; k < 5; k++)
-		printf(" %s %lld%s", subs_delivery_states[k], (long long)i->deliveries[k],
-		       k < 4 ? "," : "\n");
+	for (int k = 0; k < LEDGER_NSTATES; k++)
+		printf(" %s %lld%s", ledger_state_name((enum ledger_state)k),
+		       (long long)i->deliveries.n[k], k < LEDGER_NSTATES - 1 ? "," : "\n");
 	struct json_object *attrs = json_attrs(i->attrs);
 	if (json_object_object_length(attrs) > 0) {
 		printf("attributes:\n");

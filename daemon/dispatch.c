@@ -23,6 +23,7 @@
 #include "matrixd.h"
 #include "msg.h"
 #include "render.h"
+#include "subs.h"
 #include "xmalloc.h"
 
 #define PREP_CACHE 16
@@ -122,21 +123,14 @@ static const struct list_info *list_info(struct daemon *d, int64_t id, struct er
 	for (size_t i = 0; i < p->nlists; i++)
 		if (p->lists[i].id == id)
 			return &p->lists[i];
-	static const char sql[] = "SELECT name, title FROM lists WHERE id = ?1";
-	sqlite3_stmt *st = store_stmt(d->store, sql, err);
-	if (st == NULL)
-		return NULL;
-	sqlite3_bind_int64(st, 1, id);
 	struct list_info li = {id, NULL, NULL};
-	if (sqlite3_step(st) == SQLITE_ROW) {
-		li.name = xstrdup((const char *)sqlite3_column_text(st, 0));
-		li.title = xstrdup((const char *)sqlite3_column_text(st, 1));
-	} else {
+	if (subs_list_names(d->store, id, &li.name, &li.title, err) < 0) {
+		if (err->kind != ERR_NOTFOUND)
+			return NULL;
 		/* the list was deleted meanwhile: mail still names it somehow */
 		li.name = xasprintf("list-%" PRId64, id);
 		li.title = xstrdup(d->conf.site.title);
 	}
-	sqlite3_reset(st);
 	p->lists = xreallocarray(p->lists, p->nlists + 1, sizeof *p->lists);
 	p->lists[p->nlists] = li;
 	return &p->lists[p->nlists++];
@@ -260,19 +254,6 @@ static void progress_sync(struct daemon *d, int64_t issue_id)
 	p->prog_synced = now_ms();
 }
 
-static int64_t *state_count(struct ledger_counts *c, const char *state)
-{
-	if (strcmp(state, "sent") == 0)
-		return &c->sent;
-	if (strcmp(state, "deferred") == 0)
-		return &c->deferred;
-	if (strcmp(state, "failed") == 0)
-		return &c->failed;
-	if (strcmp(state, "sending") == 0)
-		return &c->sending;
-	return &c->queued;
-}
-
 /* A claim moved rows from queued/deferred to sending. */
 static void progress_claims(struct daemon *d, const struct ledger_job *jobs, size_t n)
 {
@@ -290,25 +271,25 @@ static void progress_claims(struct daemon *d, const struct ledger_job *jobs, siz
 	for (size_t i = 0; i < n; i++) {
 		if (jobs[i].issue_id != p->prog_issue)
 			continue;
-		int64_t *from = jobs[i].was_deferred ? &p->prog.deferred : &p->prog.queued;
+		int64_t *from = &p->prog.n[jobs[i].was_deferred ? LEDGER_DEFERRED : LEDGER_QUEUED];
 		if (*from > 0)
 			(*from)--;
-		p->prog.sending++;
+		p->prog.n[LEDGER_SENDING]++;
 	}
 }
 
-static void progress_result(struct daemon *d, const struct ledger_job *j, const char *state)
+static void progress_result(struct daemon *d, const struct ledger_job *j, enum ledger_state state)
 {
 	struct dispatch *p = d->dispatch;
 	if (j->issue_id == 0 || p->prog_issue != j->issue_id)
 		return;
-	if (p->prog.sending > 0)
-		p->prog.sending--;
-	(*state_count(&p->prog, state))++;
-	const struct ledger_counts *c = &p->prog;
-	if (c->queued + c->sending == 0 && !p->prog_done_logged) {
+	int64_t *c = p->prog.n;
+	if (c[LEDGER_SENDING] > 0)
+		c[LEDGER_SENDING]--;
+	c[state]++;
+	if (c[LEDGER_QUEUED] + c[LEDGER_SENDING] == 0 && !p->prog_done_logged) {
 		log_info("%s: done: %" PRId64 " sent, %" PRId64 " deferred, %" PRId64 " failed",
-		         p->prog_title, c->sent, c->deferred, c->failed);
+		         p->prog_title, c[LEDGER_SENT], c[LEDGER_DEFERRED], c[LEDGER_FAILED]);
 		p->prog_done_logged = true;
 	}
 }
@@ -327,7 +308,7 @@ static void build_failed(struct daemon *d, struct ledger_job *j, const struct er
 		        j->number, j->part, j->id, e->msg);
 		snprintf(r.reply, sizeof r.reply, "not sent: %s", e->msg);
 	}
-	const char *state = "deferred";
+	enum ledger_state state = LEDGER_DEFERRED;
 	struct err e2;
 	if (ledger_record(d->store, j, &r, store_now(), policy(d), &state, &e2) < 0)
 		log_warnx("delivery=%" PRId64 " cannot record: %s", j->id, e2.msg);
@@ -396,20 +377,20 @@ int64_t dispatch_fill(struct daemon *d)
 }
 
 /* Records one finished job (in the caller's transaction, if any). */
-static int record(struct daemon *d, struct sjob *job, int64_t now, const char **state,
+static int record(struct daemon *d, struct sjob *job, int64_t now, enum ledger_state *state,
                   struct err *e)
 {
 	struct ledger_job *j = job->ctx;
 	if (!job->attempted) {
-		*state = "queued";
+		*state = LEDGER_QUEUED;
 		return ledger_unclaim(d->store, j->id, e);
 	}
 	return ledger_record(d->store, j, &job->res, now, policy(d), state, e);
 }
 
 /* What is logged and counted once a result is safely recorded. */
-static void recorded(struct daemon *d, struct sjob *job, const char *state, bool *relay_trouble,
-                     bool *relay_ok, char *trouble, size_t ntrouble)
+static void recorded(struct daemon *d, struct sjob *job, enum ledger_state state,
+                     bool *relay_trouble, bool *relay_ok, char *trouble, size_t ntrouble)
 {
 	struct dispatch *p = d->dispatch;
 	struct ledger_job *j = job->ctx;
@@ -428,7 +409,8 @@ static void recorded(struct daemon *d, struct sjob *job, const char *state, bool
 		} else if (!r->relay_level) {
 			log_info("delivery=%" PRId64 " issue=%d part=%d subscriber=%" PRId64
 			         " %s: %s",
-			         j->id, j->number, j->part, j->subscriber_id, state, r->reply);
+			         j->id, j->number, j->part, j->subscriber_id,
+			         ledger_state_name(state), r->reply);
 		}
 	}
 	progress_result(d, j, state);
@@ -457,7 +439,7 @@ void dispatch_collect(struct daemon *d)
 	int64_t now = store_now();
 	bool relay_trouble = false, relay_ok = false;
 	char trouble[sizeof(struct send_result){0}.reply] = "";
-	const char **states = xcalloc(total, sizeof *states);
+	enum ledger_state *states = xcalloc(total, sizeof *states);
 
 	/* One transaction for every result of this wake-up: the commit is the
 	 * expensive part. If any part of it fails, the whole rolls back (a
@@ -531,11 +513,10 @@ void dispatch_status(struct dispatch *p, char *out, size_t n)
 		snprintf(out, n, "idle");
 		return;
 	}
-	const struct ledger_counts *c = &p->prog;
-	int64_t total = c->queued + c->sending + c->sent + c->deferred + c->failed;
+	const int64_t *c = p->prog.n;
 	char sent[32], all[32];
-	thousands(c->sent, sent, sizeof sent);
-	thousands(total, all, sizeof all);
+	thousands(c[LEDGER_SENT], sent, sizeof sent);
+	thousands(ledger_counts_total(&p->prog), all, sizeof all);
 	snprintf(out, n, "%s: %s/%s sent, %" PRId64 " deferred, %" PRId64 " failed, %.0f msg/s",
-	         p->prog_title, sent, all, c->deferred, c->failed, p->rate);
+	         p->prog_title, sent, all, c[LEDGER_DEFERRED], c[LEDGER_FAILED], p->rate);
 }

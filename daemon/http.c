@@ -252,27 +252,19 @@ struct member {
 
 static int member_get(struct daemon *d, int64_t sid, int64_t lid, struct member *m, struct err *err)
 {
-	static const char sql[] = "SELECT l.title, m.status FROM lists l LEFT JOIN memberships m"
-	                          " ON m.list_id = l.id AND m.subscriber_id = ?2 WHERE l.id = ?1";
+	char *name = NULL;
 	memset(m, 0, sizeof *m);
-	sqlite3_stmt *st = store_stmt(d->store, sql, err);
-	if (st == NULL)
+	if (subs_list_names(d->store, lid, &name, &m->title, err) < 0 && err->kind != ERR_NOTFOUND)
 		return -1;
-	sqlite3_bind_int64(st, 1, lid);
-	sqlite3_bind_int64(st, 2, sid);
-	int rc = sqlite3_step(st);
-	if (rc == SQLITE_ROW) {
-		const char *t = (const char *)sqlite3_column_text(st, 0);
-		if (t && *t)
-			m->title = xstrdup(t);
-		const char *s = (const char *)sqlite3_column_text(st, 1);
-		m->exists = s && subs_status_parse(s, &m->st) == 0;
-	}
-	sqlite3_reset(st);
-	if (rc != SQLITE_ROW && rc != SQLITE_DONE)
-		return store_fail(d->store, err, "looking up a membership");
-	if (m->title == NULL)
+	free(name);
+	int r = m->title ? subs_membership_status(d->store, sid, lid, &m->st, err) : 0;
+	if (r < 0)
+		return -1;
+	m->exists = r == 1;
+	if (m->title == NULL || m->title[0] == '\0') {
+		free(m->title);
 		m->title = xstrdup(d->conf.site.title);
+	}
 	return 0;
 }
 

@@ -406,7 +406,8 @@ int64_t watch_settle(struct daemon *d)
 		if (due <= now_ms()) {
 			/* A last look: a write since the last event restarts the clock. */
 			struct stat st;
-			if (stat(e->path, &st) != 0 || (st.st_mtime == e->mtime && st.st_size == e->size)) {
+			if (stat(e->path, &st) != 0 ||
+			    (st.st_mtime == e->mtime && st.st_size == e->size)) {
 				e->done = true;
 				char *path = xstrdup(e->path);
 				process(d, path); /* may log; entries stay valid (no rescan here) */
@@ -419,7 +420,8 @@ int64_t watch_settle(struct daemon *d)
 			due = e->changed_ms + settle_ms;
 		}
 		if (d->once && due > w->give_up_ms) {
-			log_notice("%s is still being written; it will be picked up later", e->path);
+			log_notice("%s is still being written; it will be picked up later",
+			           e->path);
 			e->done = true;
 			continue;
 		}

@@ -142,9 +142,9 @@ static int exit_code(struct daemon *d)
 	}
 	if (d->exit_code == 1)
 		return 1; /* an issue could not be published: the error wins */
-	if (c.queued + c.deferred + c.sending > 0) {
+	if (ledger_counts_open(&c) > 0) {
 		log_notice("%" PRId64 " deliveries deferred or waiting for the relay; exit 75",
-		           c.queued + c.deferred + c.sending);
+		           ledger_counts_open(&c));
 		return 75;
 	}
 	return d->exit_code;

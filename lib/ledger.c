@@ -12,6 +12,24 @@
 #include "subs.h"
 #include "xmalloc.h"
 
+static const char *const state_names[LEDGER_NSTATES] = {"queued", "sending", "sent", "deferred",
+                                                        "failed"};
+
+const char *ledger_state_name(enum ledger_state st)
+{
+	return (unsigned)st < LEDGER_NSTATES ? state_names[st] : "?";
+}
+
+int ledger_state_parse(const char *s, enum ledger_state *out)
+{
+	for (int i = 0; s && i < LEDGER_NSTATES; i++)
+		if (strcmp(s, state_names[i]) == 0) {
+			*out = (enum ledger_state)i;
+			return 0;
+		}
+	return -1;
+}
+
 int ledger_enqueue_issue(struct store *s, int64_t issue_id, int nparts, const char *lists,
                          int64_t now, int64_t *added, struct err *err)
 {
@@ -84,8 +102,8 @@ void ledger_jobs_free(struct ledger_job *j, size_t n)
 	free(j);
 }
 
-static int set_state(struct store *s, int64_t id, const char *state, const char *reply, int64_t now,
-                     struct err *err)
+static int set_state(struct store *s, int64_t id, enum ledger_state state, const char *reply,
+                     int64_t now, struct err *err)
 {
 	static const char sql[] = "UPDATE deliveries SET state = ?2, last_reply = coalesce(?3, "
 	                          "last_reply), updated_at = ?4, "
@@ -97,11 +115,30 @@ static int set_state(struct store *s, int64_t id, const char *state, const char 
 	if (st == NULL)
 		return -1;
 	sqlite3_bind_int64(st, 1, id);
-	sqlite3_bind_text(st, 2, state, -1, SQLITE_STATIC);
+	sqlite3_bind_text(st, 2, ledger_state_name(state), -1, SQLITE_STATIC);
 	if (reply)
 		sqlite3_bind_text(st, 3, reply, -1, SQLITE_STATIC);
 	sqlite3_bind_int64(st, 4, now);
 	return store_step_done(s, st, err, "claim");
+}
+
+/* Why a row is cancelled at claim time, given its membership's stored
+ * status (NULL: none) and the status its mail needs; NULL: it goes out. */
+static const char *cancel_reason(const char *stored, enum subs_status want)
+{
+	enum subs_status st;
+	if (stored == NULL || subs_status_parse(stored, &st) < 0)
+		return "cancelled: no longer on the list";
+	if (st == want)
+		return NULL;
+	switch (st) {
+	case SUBS_UNSUBSCRIBED:
+		return "cancelled: unsubscribed";
+	case SUBS_BOUNCED:
+		return "cancelled: bounced";
+	default:
+		return "cancelled: not pending";
+	}
 }
 
 int ledger_claim(struct store *s, int64_t now, size_t max, struct ledger_job **out, size_t *n,
@@ -118,7 +155,7 @@ int ledger_claim(struct store *s, int64_t now, size_t max, struct ledger_job **o
 	    "d.list_id "
 	    "LEFT JOIN issues i ON i.id = d.issue_id "
 	    "WHERE d.state = ?1 AND d.next_attempt <= ?2 LIMIT ?3";
-	static const char *const states[] = {"queued", "deferred"};
+	static const enum ledger_state states[] = {LEDGER_QUEUED, LEDGER_DEFERRED};
 	struct ledger_job *j = NULL;
 	size_t k = 0;
 	int64_t *cancel = NULL;
@@ -132,24 +169,20 @@ int ledger_claim(struct store *s, int64_t now, size_t max, struct ledger_job **o
 		sqlite3_stmt *st = store_stmt(s, sql, err);
 		if (st == NULL)
 			goto fail;
-		sqlite3_bind_text(st, 1, states[i], -1, SQLITE_STATIC);
+		sqlite3_bind_text(st, 1, ledger_state_name(states[i]), -1, SQLITE_STATIC);
 		sqlite3_bind_int64(st, 2, now);
 		sqlite3_bind_int64(st, 3, (sqlite3_int64)(max - k));
 		int rc;
 		while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
 			int64_t issue = sqlite3_column_int64(st, 1);
-			const char *status = (const char *)sqlite3_column_text(st, 9);
-			const char *want = issue == 0 ? "pending" : "confirmed";
-			if (status == NULL || strcmp(status, want) != 0) {
+			const char *why_not =
+			    cancel_reason((const char *)sqlite3_column_text(st, 9),
+			                  issue == 0 ? SUBS_PENDING : SUBS_CONFIRMED);
+			if (why_not) {
 				cancel = xreallocarray(cancel, ncancel + 1, sizeof *cancel);
 				why = xreallocarray(why, ncancel + 1, sizeof *why);
 				cancel[ncancel] = sqlite3_column_int64(st, 0);
-				why[ncancel++] = status == NULL ? "cancelled: no longer on the list"
-				                 : strcmp(status, "unsubscribed") == 0
-				                     ? "cancelled: unsubscribed"
-				                 : strcmp(status, "bounced") == 0
-				                     ? "cancelled: bounced"
-				                     : "cancelled: not pending";
+				why[ncancel++] = why_not;
 				continue;
 			}
 			j = xreallocarray(j, k + 1, sizeof *j);
@@ -175,10 +208,10 @@ int ledger_claim(struct store *s, int64_t now, size_t max, struct ledger_job **o
 		}
 	}
 	for (size_t i = 0; i < ncancel; i++)
-		if (set_state(s, cancel[i], "failed", why[i], now, err) < 0)
+		if (set_state(s, cancel[i], LEDGER_FAILED, why[i], now, err) < 0)
 			goto fail;
 	for (size_t i = 0; i < k; i++)
-		if (set_state(s, j[i].id, "sending", NULL, now, err) < 0)
+		if (set_state(s, j[i].id, LEDGER_SENDING, NULL, now, err) < 0)
 			goto fail;
 	if (store_commit(s, err) < 0)
 		goto fail_nocommit;
@@ -314,46 +347,47 @@ fail:
 	return -1;
 }
 
-const char *ledger_next_state(const struct ledger_job *j, const struct send_result *r, int64_t now,
-                              const struct ledger_policy *p, int *attempts)
+enum ledger_state ledger_next_state(const struct ledger_job *j, const struct send_result *r,
+                                    int64_t now, const struct ledger_policy *p, int *attempts)
 {
 	*attempts = j->attempts;
 	if (r->outcome == SEND_OK)
-		return "sent";
+		return LEDGER_SENT;
 	if (r->outcome == SEND_PERM)
-		return "failed";
+		return LEDGER_FAILED;
 	if (r->relay_level) {
 		/* the relay's trouble, not this message's: the attempt does not
 		 * count, and only retry_max_age ends the wait */
 		if (*attempts > 0)
 			(*attempts)--;
-		return now - j->first_attempt >= p->retry_max_age ? "failed" : "deferred";
+		return now - j->first_attempt >= p->retry_max_age ? LEDGER_FAILED : LEDGER_DEFERRED;
 	}
 	if (*attempts >= p->max_attempts || now - j->first_attempt >= p->retry_max_age)
-		return "failed";
-	return "deferred";
+		return LEDGER_FAILED;
+	return LEDGER_DEFERRED;
 }
 
-/* The state of a row whose reply came too late to be recorded. */
-static const char *state_now(struct store *s, int64_t id, struct err *err)
+/* The state of a row whose reply came too late to be recorded: what the
+ * one who changed it wrote (queued when the row is gone). */
+static int state_now(struct store *s, int64_t id, enum ledger_state *state, struct err *err)
 {
-	static const char sql[] = "SELECT state = 'failed' FROM deliveries WHERE id = ?1";
+	static const char sql[] = "SELECT state FROM deliveries WHERE id = ?1";
 	sqlite3_stmt *st = store_stmt(s, sql, err);
 	if (st == NULL)
-		return NULL;
+		return -1;
 	sqlite3_bind_int64(st, 1, id);
 	int rc = sqlite3_step(st);
-	bool failed = rc == SQLITE_ROW && sqlite3_column_int(st, 0);
+	*state = LEDGER_QUEUED;
+	if (rc == SQLITE_ROW)
+		(void)ledger_state_parse((const char *)sqlite3_column_text(st, 0), state);
 	sqlite3_reset(st);
-	if (rc != SQLITE_ROW && rc != SQLITE_DONE) {
-		store_fail(s, err, "record");
-		return NULL;
-	}
-	return failed ? "failed" : "queued";
+	if (rc != SQLITE_ROW && rc != SQLITE_DONE)
+		return store_fail(s, err, "record");
+	return 0;
 }
 
 int ledger_record(struct store *s, const struct ledger_job *j, const struct send_result *r,
-                  int64_t now, const struct ledger_policy *p, const char **state_out,
+                  int64_t now, const struct ledger_policy *p, enum ledger_state *state_out,
                   struct err *err)
 {
 	/* A reply answers the claim that made the row 'sending'; a row that
@@ -365,10 +399,9 @@ int ledger_record(struct store *s, const struct ledger_job *j, const struct send
 	    "  updated_at = ?9, sent_at = CASE WHEN ?2 = 'sent' THEN ?9 ELSE sent_at END "
 	    "WHERE id = ?1 AND state = 'sending'";
 	int attempts;
-	const char *state = ledger_next_state(j, r, now, p, &attempts);
-	int64_t next = strcmp(state, "deferred") == 0
-	                   ? now + ledger_backoff(attempts > 0 ? attempts : 1)
-	                   : now;
+	enum ledger_state state = ledger_next_state(j, r, now, p, &attempts);
+	int64_t next =
+	    state == LEDGER_DEFERRED ? now + ledger_backoff(attempts > 0 ? attempts : 1) : now;
 	if (state_out)
 		*state_out = state;
 	if (store_begin(s, err) < 0)
@@ -377,7 +410,7 @@ int ledger_record(struct store *s, const struct ledger_job *j, const struct send
 	if (st == NULL)
 		goto fail;
 	sqlite3_bind_int64(st, 1, j->id);
-	sqlite3_bind_text(st, 2, state, -1, SQLITE_STATIC);
+	sqlite3_bind_text(st, 2, ledger_state_name(state), -1, SQLITE_STATIC);
 	sqlite3_bind_int(st, 3, attempts);
 	sqlite3_bind_int64(st, 4, next);
 	if (r->code)
@@ -389,7 +422,7 @@ int ledger_record(struct store *s, const struct ledger_job *j, const struct send
 	if (store_step_done(s, st, err, "record") < 0)
 		goto fail;
 	if (sqlite3_changes(s->db) == 0) {
-		if ((state = state_now(s, j->id, err)) == NULL)
+		if (state_now(s, j->id, &state, err) < 0)
 			goto fail;
 	} else if (r->bounce && j->issue_id != 0) {
 		/* the relay refused the recipient: that is this delivery's bounce,
@@ -411,7 +444,20 @@ fail:
 	return -1;
 }
 
-static int counts_where(struct store *s, const char *sql, int64_t issue_id, bool bind,
+int64_t ledger_counts_total(const struct ledger_counts *c)
+{
+	int64_t t = 0;
+	for (int i = 0; i < LEDGER_NSTATES; i++)
+		t += c->n[i];
+	return t;
+}
+
+int64_t ledger_counts_open(const struct ledger_counts *c)
+{
+	return c->n[LEDGER_QUEUED] + c->n[LEDGER_SENDING] + c->n[LEDGER_DEFERRED];
+}
+
+static int counts_where(struct store *s, const char *sql, int64_t id, bool bind,
                         struct ledger_counts *c, struct err *err)
 {
 	memset(c, 0, sizeof *c);
@@ -419,21 +465,12 @@ static int counts_where(struct store *s, const char *sql, int64_t issue_id, bool
 	if (st == NULL)
 		return -1;
 	if (bind)
-		sqlite3_bind_int64(st, 1, issue_id);
+		sqlite3_bind_int64(st, 1, id);
 	int rc;
 	while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
-		const char *state = (const char *)sqlite3_column_text(st, 0);
-		int64_t n = sqlite3_column_int64(st, 1);
-		if (strcmp(state, "queued") == 0)
-			c->queued = n;
-		else if (strcmp(state, "sending") == 0)
-			c->sending = n;
-		else if (strcmp(state, "sent") == 0)
-			c->sent = n;
-		else if (strcmp(state, "deferred") == 0)
-			c->deferred = n;
-		else if (strcmp(state, "failed") == 0)
-			c->failed = n;
+		enum ledger_state state;
+		if (ledger_state_parse((const char *)sqlite3_column_text(st, 0), &state) == 0)
+			c->n[state] = sqlite3_column_int64(st, 1);
 	}
 	sqlite3_reset(st);
 	return rc == SQLITE_DONE ? 0 : store_fail(s, err, "counts");
@@ -450,6 +487,33 @@ int ledger_totals(struct store *s, struct ledger_counts *c, struct err *err)
 {
 	static const char sql[] = "SELECT state, count(*) FROM deliveries GROUP BY state";
 	return counts_where(s, sql, 0, false, c, err);
+}
+
+int ledger_subscriber_counts(struct store *s, int64_t subscriber_id, struct ledger_counts *c,
+                             struct err *err)
+{
+	static const char sql[] =
+	    "SELECT state, count(*) FROM deliveries WHERE subscriber_id = ?1 GROUP BY state";
+	return counts_where(s, sql, subscriber_id, true, c, err);
+}
+
+int ledger_send_rate(struct store *s, int64_t issue_id, double *rate, struct err *err)
+{
+	static const char sql[] = "SELECT count(*), min(sent_at), max(sent_at) FROM deliveries "
+	                          "WHERE issue_id = ?1 AND state = 'sent'";
+	*rate = 0;
+	sqlite3_stmt *st = store_stmt(s, sql, err);
+	if (st == NULL)
+		return -1;
+	sqlite3_bind_int64(st, 1, issue_id);
+	int rc = sqlite3_step(st);
+	if (rc == SQLITE_ROW) {
+		int64_t n = sqlite3_column_int64(st, 0);
+		int64_t span = sqlite3_column_int64(st, 2) - sqlite3_column_int64(st, 1);
+		*rate = n > 1 && span >= 2 ? (double)n / (double)span : 0;
+	}
+	sqlite3_reset(st);
+	return rc == SQLITE_ROW || rc == SQLITE_DONE ? 0 : store_fail(s, err, "send rate");
 }
 
 int ledger_next_due(struct store *s, int64_t *when, struct err *err)

@@ -25,6 +25,14 @@
 #include "store.h"
 #include "transport.h"
 
+/* A delivery's state; the names are the ones stored in deliveries.state
+ * (the schema's CHECK lists them) and printed. */
+enum ledger_state { LEDGER_QUEUED, LEDGER_SENDING, LEDGER_SENT, LEDGER_DEFERRED, LEDGER_FAILED };
+#define LEDGER_NSTATES 5
+const char *ledger_state_name(enum ledger_state st);
+/* Parses a stored name (exact, lower case); -1 for anything else. */
+int ledger_state_parse(const char *s, enum ledger_state *out);
+
 struct ledger_job {
 	int64_t id, issue_id, subscriber_id, list_id;
 	int part, attempts;
@@ -78,11 +86,12 @@ int ledger_unclaim(struct store *s, int64_t id, struct err *err);
  * an attempt. *state_out (may be NULL) is the state the row is in.
  */
 int ledger_record(struct store *s, const struct ledger_job *j, const struct send_result *r,
-                  int64_t now, const struct ledger_policy *p, const char **state_out,
+                  int64_t now, const struct ledger_policy *p, enum ledger_state *state_out,
                   struct err *err);
-/* The state ledger_record would write, and the attempts it would keep. */
-const char *ledger_next_state(const struct ledger_job *j, const struct send_result *r, int64_t now,
-                              const struct ledger_policy *p, int *attempts);
+/* The state ledger_record would write, and the attempts it would keep
+ * (docs/design.md, "Classification" and "Retries"). */
+enum ledger_state ledger_next_state(const struct ledger_job *j, const struct send_result *r,
+                                    int64_t now, const struct ledger_policy *p, int *attempts);
 
 /*
  * A bounce report for delivery id: the delivery becomes failed (status and
@@ -103,13 +112,28 @@ int ledger_bounced(struct store *s, int64_t id, const char *status, const char *
 int ledger_hard_bounce(struct store *s, int64_t subscriber_id, int64_t list_id, int threshold,
                        const char *detail, bool *bounced, struct err *err);
 
+/* Deliveries by state: n[LEDGER_SENT] … */
 struct ledger_counts {
-	int64_t queued, sending, sent, deferred, failed;
+	int64_t n[LEDGER_NSTATES];
 };
+/* The sum of every state's count. */
+int64_t ledger_counts_total(const struct ledger_counts *c);
+/* Still to do: queued, sending and deferred. */
+int64_t ledger_counts_open(const struct ledger_counts *c);
 /* Counts of an issue's deliveries by state (issue_id 0: confirmations). */
 int ledger_counts(struct store *s, int64_t issue_id, struct ledger_counts *c, struct err *err);
 /* Counts over everything. */
 int ledger_totals(struct store *s, struct ledger_counts *c, struct err *err);
+/* Counts of one subscriber's deliveries. */
+int ledger_subscriber_counts(struct store *s, int64_t subscriber_id, struct ledger_counts *c,
+                             struct err *err);
+
+/*
+ * Messages per second over the span of an issue's sent deliveries: *rate is
+ * 0 when fewer than two were sent or within under two seconds (sent_at
+ * has whole seconds).
+ */
+int ledger_send_rate(struct store *s, int64_t issue_id, double *rate, struct err *err);
 
 /* The earliest next_attempt of a queued or deferred row; 0 when none. */
 int ledger_next_due(struct store *s, int64_t *when, struct err *err);

@@ -174,6 +174,7 @@ static const struct migration {
 	int (*fn)(struct store *s, struct err *err);
 } migrations[] = {{schema_v1, NULL}, {schema_v2, NULL}, {schema_v3, subs_rekey}};
 #define NMIGRATIONS (int)(sizeof migrations / sizeof migrations[0])
+_Static_assert(NMIGRATIONS == STORE_SCHEMA_VERSION, "STORE_SCHEMA_VERSION is the last migration");
 
 int64_t store_now(void)
 {
@@ -312,17 +313,34 @@ void store_checkpoint(struct store *s)
 	sqlite3_wal_checkpoint_v2(s->db, NULL, SQLITE_CHECKPOINT_TRUNCATE, NULL, NULL);
 }
 
-static int migrate(struct store *s, struct err *err)
+static int user_version(struct store *s, int *version)
 {
+	sqlite3_stmt *st = NULL;
+	*version = 0;
+	if (sqlite3_prepare_v2(s->db, "PRAGMA user_version", -1, &st, NULL) != SQLITE_OK)
+		return -1;
+	int rc = sqlite3_step(st);
+	if (rc == SQLITE_ROW)
+		*version = sqlite3_column_int(st, 0);
+	sqlite3_finalize(st);
+	return rc == SQLITE_ROW ? 0 : -1;
+}
+
+/* Migrates forward to version target. A store already there is only read:
+ * opening it takes no write lock, so a read-only command (status) is not
+ * held up by another process's long write. */
+static int migrate(struct store *s, int target, struct err *err)
+{
+	int version = 0;
+	if (user_version(s, &version) < 0)
+		return store_fail(s, err, "reading the schema version");
+	if (version == target)
+		return 0;
 	if (store_begin(s, err) < 0)
 		return -1;
-	sqlite3_stmt *st = NULL;
-	int version = 0;
-	if (sqlite3_prepare_v2(s->db, "PRAGMA user_version", -1, &st, NULL) != SQLITE_OK)
+	/* again under the lock: another process may have migrated meanwhile */
+	if (user_version(s, &version) < 0)
 		goto fail;
-	if (sqlite3_step(st) == SQLITE_ROW)
-		version = sqlite3_column_int(st, 0);
-	sqlite3_finalize(st);
 	if (version > NMIGRATIONS) {
 		store_rollback(s);
 		return err_set(err, ERR_DB,
@@ -330,7 +348,7 @@ static int migrate(struct store *s, struct err *err)
 		               "upgrade matrixd",
 		               s->path, version, NMIGRATIONS);
 	}
-	for (int v = version; v < NMIGRATIONS; v++) {
+	for (int v = version; v < target; v++) {
 		if (sqlite3_exec(s->db, migrations[v].sql, NULL, NULL, NULL) != SQLITE_OK)
 			goto fail;
 		if (migrations[v].fn && migrations[v].fn(s, err) < 0) {
@@ -351,6 +369,19 @@ fail:
 
 int store_open(struct store **out, const char *state_dir, struct err *err)
 {
+	return store_open_version(out, state_dir, NMIGRATIONS, err);
+}
+
+void store_set_busy_timeout(struct store *s, int ms)
+{
+	sqlite3_busy_timeout(s->db, ms);
+}
+
+int store_open_version(struct store **out, const char *state_dir, int version, struct err *err)
+{
+	if (version < 1 || version > NMIGRATIONS)
+		return err_set(err, ERR_USAGE, "schema version %d: this program knows 1 to %d",
+		               version, NMIGRATIONS);
 	struct store *s = xcalloc(1, sizeof *s);
 	*out = NULL;
 	s->path = xasprintf("%s/%s", state_dir, STORE_FILE);
@@ -399,7 +430,7 @@ int store_open(struct store **out, const char *state_dir, struct err *err)
 	sqlite3_finalize(q);
 	if (store_exec(s, "PRAGMA synchronous=NORMAL; PRAGMA foreign_keys=ON;", err) < 0)
 		goto fail;
-	if (migrate(s, err) < 0)
+	if (migrate(s, version, err) < 0)
 		goto fail;
 	*out = s;
 	return 0;

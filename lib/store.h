@@ -42,6 +42,14 @@ struct store {
  */
 int store_open(struct store **out, const char *state_dir, struct err *err);
 void store_close(struct store *s);
+/* store_open, migrating only up to schema version (1 to
+ * STORE_SCHEMA_VERSION): for the tests of the migrations. A store newer
+ * than version is not touched (version is then only a floor). */
+int store_open_version(struct store **out, const char *state_dir, int version, struct err *err);
+
+/* How long a statement waits for another process's write lock before it
+ * fails with ERR_TEMP (default STORE_BUSY_MS). */
+void store_set_busy_timeout(struct store *s, int ms);
 
 /* BEGIN IMMEDIATE / COMMIT / ROLLBACK. Nested begins only count; a nested
  * rollback makes the outermost commit roll back and fail. */

@@ -9,6 +9,7 @@
 #include <strings.h>
 
 #include "addr.h"
+#include "ledger.h"
 #include "subs.h"
 #include "utf8.h"
 #include "xmalloc.h"
@@ -19,7 +20,6 @@ static const char *const status_names[SUBS_NSTATUS] = {"pending", "confirmed", "
                                                        "bounced"};
 static const char *const mode_names[2] = {"article", "digest"};
 static const char *const outcome_names[4] = {"added", "updated", "unchanged", "suppressed"};
-const char *const subs_delivery_states[5] = {"queued", "sending", "sent", "deferred", "failed"};
 
 const char *subs_status_name(enum subs_status st)
 {
@@ -189,6 +189,48 @@ int64_t subs_list_id(struct store *s, const char *name, struct err *err)
 		store_fail(s, err, "looking up a list");
 	sqlite3_reset(st);
 	return id;
+}
+
+int subs_list_names(struct store *s, int64_t list_id, char **name, char **title, struct err *err)
+{
+	static const char sql[] = "SELECT name, title FROM lists WHERE id = ?1";
+	*name = *title = NULL;
+	sqlite3_stmt *st = store_stmt(s, sql, err);
+	if (st == NULL)
+		return -1;
+	sqlite3_bind_int64(st, 1, list_id);
+	int rc = sqlite3_step(st), r = -1;
+	if (rc == SQLITE_ROW) {
+		*name = col_dup(st, 0);
+		*title = col_dup(st, 1);
+		r = 0;
+	} else if (rc == SQLITE_DONE) {
+		err_set(err, ERR_NOTFOUND, "no list with id %lld (deleted meanwhile?)",
+		        (long long)list_id);
+	} else {
+		store_fail(s, err, "looking up a list");
+	}
+	sqlite3_reset(st);
+	return r;
+}
+
+int subs_membership_status(struct store *s, int64_t subscriber_id, int64_t list_id,
+                           enum subs_status *status, struct err *err)
+{
+	static const char sql[] =
+	    "SELECT status FROM memberships WHERE list_id = ?1 AND subscriber_id = ?2";
+	sqlite3_stmt *st = store_stmt(s, sql, err);
+	if (st == NULL)
+		return -1;
+	sqlite3_bind_int64(st, 1, list_id);
+	sqlite3_bind_int64(st, 2, subscriber_id);
+	int rc = sqlite3_step(st), r = 0;
+	if (rc == SQLITE_ROW)
+		r = subs_status_parse((const char *)sqlite3_column_text(st, 0), status) == 0;
+	else if (rc != SQLITE_DONE)
+		r = store_fail(s, err, "looking up a membership");
+	sqlite3_reset(st);
+	return r;
 }
 
 int subs_list_create(struct store *s, const char *name, const char *title, const char *description,
@@ -1024,8 +1066,6 @@ static struct subs_info *show(struct store *s, const char *email, int64_t id, st
 	static const char ev_sql[] =
 	    "SELECT e.at, e.kind, e.via, e.actor, e.detail, l.name FROM events e"
 	    " LEFT JOIN lists l ON l.id = e.list_id WHERE e.subscriber_id = ?1 ORDER BY e.id";
-	static const char del_sql[] =
-	    "SELECT state, count(*) FROM deliveries WHERE subscriber_id = ?1 GROUP BY state";
 	char key[ADDR_MAX + 1];
 	struct subs_info *i = NULL;
 	sqlite3_stmt *st;
@@ -1110,18 +1150,8 @@ static struct subs_info *show(struct store *s, const char *email, int64_t id, st
 	if (rc != SQLITE_DONE)
 		goto dbfail;
 
-	if ((st = store_stmt(s, del_sql, err)) == NULL)
+	if (ledger_subscriber_counts(s, i->id, &i->deliveries, err) < 0)
 		goto fail;
-	sqlite3_bind_int64(st, 1, i->id);
-	while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
-		const char *state = (const char *)sqlite3_column_text(st, 0);
-		for (int k = 0; k < 5; k++)
-			if (state && strcmp(state, subs_delivery_states[k]) == 0)
-				i->deliveries[k] = sqlite3_column_int64(st, 1);
-	}
-	sqlite3_reset(st);
-	if (rc != SQLITE_DONE)
-		goto dbfail;
 	return i;
 dbfail:
 	store_fail(s, err, "reading a subscriber's records");

@@ -28,6 +28,7 @@
 #include <stdio.h>
 
 #include "err.h"
+#include "ledger.h"
 #include "store.h"
 
 #define SUBS_DEFAULT_LIST  "matrix"
@@ -78,6 +79,15 @@ int subs_list_delete(struct store *s, const char *name, bool force, const char *
 
 /* The list's id, or -1 with ERR_NOTFOUND ("no list 'x'; see matrixctl lists"). */
 int64_t subs_list_id(struct store *s, const char *name, struct err *err);
+
+/* The name and title ("" when it has none) of list list_id, allocated;
+ * ERR_NOTFOUND when there is no such list (deleted meanwhile). */
+int subs_list_names(struct store *s, int64_t list_id, char **name, char **title, struct err *err);
+
+/* The status of the membership (subscriber, list): 1 with *status set, 0
+ * when there is none, -1 with err on error. */
+int subs_membership_status(struct store *s, int64_t subscriber_id, int64_t list_id,
+                           enum subs_status *status, struct err *err);
 
 /* All lists by name with their counts: allocated array of *n; free with
  * subs_lists_free(). NULL with err on error (an empty result is non-NULL). */
@@ -225,10 +235,8 @@ struct subs_info {
 	size_t nmemberships;
 	struct subs_event *events; /* oldest first */
 	size_t nevents;
-	/* deliveries by state: queued, sending, sent, deferred, failed */
-	int64_t deliveries[5];
+	struct ledger_counts deliveries; /* by state */
 };
-extern const char *const subs_delivery_states[5];
 
 /* Allocated info about email, or NULL: ERR_NOTFOUND when nothing is held,
  * ERR_INPUT for an invalid address. Free with subs_info_free(). subs_show_id

@@ -404,7 +404,7 @@ static void test_each_show_forget(void **state)
 	assert_string_equal(i->events[1].list, "zeta");
 	subs_info_free(i);
 	i = subs_show(f->s, "a@example.org", &e);
-	assert_int_equal(i->deliveries[0], 1); /* the queued confirmation */
+	assert_int_equal(i->deliveries.n[LEDGER_QUEUED], 1); /* the queued confirmation */
 	subs_info_free(i);
 	assert_null(subs_show(f->s, "nobody@example.org", &e));
 	assert_int_equal(e.kind, ERR_NOTFOUND);
