@@ -84,6 +84,10 @@ int cmd_inspect(struct cli *c, int argc, char **argv)
 		cli_json_print(issue_to_json(is));
 	else
 		outline(is);
+	/* What the parser guessed, for the editor to check: on stderr, so that
+	 * --json output stays the object alone. */
+	for (size_t i = 0; i < is->nwarnings; i++)
+		fprintf(stderr, "%s\n", is->warnings[i]);
 	issue_free(is);
 	return EXIT_OK;
 }

@@ -106,15 +106,6 @@ static bool blank(const struct line *l)
 	return n == 0;
 }
 
-static size_t cps(const char *s, size_t n)
-{
-	size_t c = 0;
-	for (size_t i = 0; i < n; i++)
-		if (((unsigned char)s[i] & 0xc0) != 0x80)
-			c++;
-	return c;
-}
-
 /* Ends like a sentence or a label rather than a title. */
 static bool ends_sentence(uint32_t c)
 {
@@ -579,7 +570,8 @@ static void masthead(struct doc *d, size_t first, size_t end)
 		if (!d->fm_title) {
 			char *nl = line_dup(&d->lines[i]);
 			free(is->title);
-			if (prev != SIZE_MAX && cps(d->lines[prev].s, d->lines[prev].n) <= 40) {
+			if (prev != SIZE_MAX &&
+			    utf8_count(d->lines[prev].s, d->lines[prev].n) <= 40) {
 				char *name = line_dup(&d->lines[prev]);
 				is->title = xasprintf("%s %s", name, nl);
 				free(name);
@@ -596,7 +588,7 @@ static void masthead(struct doc *d, size_t first, size_t end)
 			bool digit = false;
 			for (size_t k = 0; k < l->n; k++)
 				digit |= isdigit((unsigned char)l->s[k]) != 0;
-			if (digit && cps(l->s, l->n) <= 40 && l->s[0] != '-') {
+			if (digit && utf8_count(l->s, l->n) <= 40 && l->s[0] != '-') {
 				free(is->period);
 				is->period = line_dup(l);
 				d->fm_period = true;
@@ -790,7 +782,7 @@ static bool section_line(const struct line *l, const char **ss, size_t *sn)
 	size_t n = l->n, tn, fn;
 	const char *ts;
 	trim(&s, &n);
-	if (n == 0 || entry_line(l, &ts, &tn, &fn) || cps(s, n) > 24 ||
+	if (n == 0 || entry_line(l, &ts, &tn, &fn) || utf8_count(s, n) > 24 ||
 	    ends_sentence(utf8_last(s, n)))
 		return false;
 	size_t k = 0;
@@ -841,7 +833,7 @@ static size_t find_toc(struct doc *d, struct entry **out, size_t *toc_first, siz
 		const struct line *l = &d->lines[i];
 		if (blank(l))
 			continue;
-		if (cps(l->s, l->n) > 100)
+		if (utf8_count(l->s, l->n) > 100)
 			break; /* prose: a table of contents comes before it */
 		bool entry = entry_line(l, &ts, &tn, &fn);
 		size_t nx = next_nonblank(d, i + 1, d->nlines);
@@ -923,29 +915,6 @@ static bool match_at(struct doc *d, size_t i, const char *key, size_t keylen, si
 	}
 	buf_free(&acc);
 	return ok;
-}
-
-/* Full-width counterpart of ASCII punctuation between two CJK characters. */
-static const char *fullwidth(char c)
-{
-	switch (c) {
-	case ',':
-		return "\xef\xbc\x8c";
-	case ':':
-		return "\xef\xbc\x9a";
-	case '?':
-		return "\xef\xbc\x9f";
-	case '!':
-		return "\xef\xbc\x81";
-	case ';':
-		return "\xef\xbc\x9b";
-	case '(':
-		return "\xef\xbc\x88";
-	case ')':
-		return "\xef\xbc\x89";
-	default:
-		return NULL;
-	}
 }
 
 /*
@@ -1034,7 +1003,7 @@ static char *restore_punct(const char *title, const char *toc)
 			bool cjk = utf8_is_cjk(before) || utf8_is_cjk(after);
 			char last = 0;
 			for (size_t i = 0; i < en; i++) {
-				const char *fw = cjk ? fullwidth(e[i]) : NULL;
+				const char *fw = cjk ? utf8_fullwidth_punct(e[i]) : NULL;
 				if (fw)
 					buf_adds(&out, fw);
 				else if (e[i] != ' ')
@@ -1133,7 +1102,7 @@ static bool about_line(const struct line *l)
 	const char *s = l->s;
 	size_t n = l->n;
 	trim(&s, &n);
-	if (n == 0 || cps(s, n) > 30 || ends_sentence(utf8_last(s, n)))
+	if (n == 0 || utf8_count(s, n) > 30 || ends_sentence(utf8_last(s, n)))
 		return false;
 	return starts_with_ci(s, n, "关于") || starts_with_ci(s, n, "about ");
 }
@@ -1143,7 +1112,7 @@ static bool short_label(const struct line *l, size_t max)
 	const char *s = l->s;
 	size_t n = l->n;
 	trim(&s, &n);
-	return n > 0 && cps(s, n) <= max && !ends_sentence(utf8_last(s, n));
+	return n > 0 && utf8_count(s, n) <= max && !ends_sentence(utf8_last(s, n));
 }
 
 static bool quote_open(const struct line *l)
@@ -1396,12 +1365,37 @@ static void take_assets(struct issue *is, struct md_doc *md)
 	}
 }
 
-/* The preface or the colophon as HTML ("" when empty). */
-static int render_extra(struct issue *is, const char *src, const struct md_opts *mo, char **html,
-                        struct err *err)
+static void add_warning(struct issue *is, char *msg)
 {
+	is->warnings = xreallocarray(is->warnings, is->nwarnings + 1, sizeof *is->warnings);
+	is->warnings[is->nwarnings++] = msg;
+}
+
+/* The line in the file of the first line join_lines(first, end) returns. */
+static int first_line_no(const struct doc *d, size_t first, size_t end)
+{
+	while (first < end && blank(&d->lines[first]))
+		first++;
+	return first < d->nlines ? d->lines[first].no : 0;
+}
+
+static void take_warnings(struct doc *d, const struct md_doc *md)
+{
+	for (size_t i = 0; i < md->nwarnings; i++)
+		add_warning(d->is, xasprintf("%s:%d: %s", d->path, md->warnings[i].line,
+		                             md->warnings[i].msg));
+}
+
+/* The preface or the colophon as HTML and text ("" when empty); text may
+ * be NULL. */
+static int render_extra(struct doc *d, const char *src, const struct md_opts *mo, char **html,
+                        char **text, struct err *err)
+{
+	struct issue *is = d->is;
 	if (src[0] == '\0') {
 		*html = xstrdup("");
+		if (text)
+			*text = xstrdup("");
 		return 0;
 	}
 	struct md_doc md;
@@ -1409,7 +1403,12 @@ static int render_extra(struct issue *is, const char *src, const struct md_opts 
 		return -1;
 	*html = md.html;
 	md.html = NULL;
+	if (text) {
+		*text = md.text;
+		md.text = NULL;
+	}
 	take_assets(is, &md);
+	take_warnings(d, &md);
 	md_doc_free(&md);
 	return 0;
 }
@@ -1417,7 +1416,7 @@ static int render_extra(struct issue *is, const char *src, const struct md_opts 
 static int build_articles(struct doc *d)
 {
 	struct issue *is = d->is;
-	struct md_opts mo = {is->mode == ISSUE_TOC ? MD_RAW_EXPORT : 0, NULL};
+	struct md_opts mo = {is->mode == ISSUE_TOC ? MD_RAW_EXPORT : 0, NULL, 0};
 	char *base = NULL;
 	if (d->base_url && *d->base_url)
 		mo.asset_base = base = xasprintf("%sissues/%d/", d->base_url, is->number);
@@ -1450,10 +1449,16 @@ static int build_articles(struct doc *d)
 			free(intro);
 		}
 		struct md_doc md;
+		/* an introduction put first shifts the lines: count from the file's
+		 * start of the body only without one */
+		mo.first_line = s->intro_end > s->intro_first
+		                    ? 0
+		                    : first_line_no(d, s->body_first, s->body_end);
 		if (md_render(a->markdown, strlen(a->markdown), &mo, &md, d->err) < 0) {
 			err_prefix(d->err, "%s:%d", d->path, a->line);
 			goto out;
 		}
+		take_warnings(d, &md);
 		a->html = md.html;
 		a->text = md.text;
 		a->summary = md.summary;
@@ -1477,8 +1482,13 @@ static int build_articles(struct doc *d)
 	}
 	is->preface = join_lines(d, d->preface_first, d->preface_end);
 	is->colophon = join_lines(d, d->colophon_first, d->nlines);
-	if (render_extra(is, is->preface, &mo, &is->preface_html, d->err) < 0 ||
-	    render_extra(is, is->colophon, &mo, &is->colophon_html, d->err) < 0)
+	struct md_opts co = mo;
+	mo.first_line = first_line_no(d, d->preface_first, d->preface_end);
+	co.first_line = first_line_no(d, d->colophon_first, d->nlines);
+	if (co.flags & MD_RAW_EXPORT)
+		co.flags |= MD_COLOPHON;
+	if (render_extra(d, is->preface, &mo, &is->preface_html, &is->preface_text, d->err) < 0 ||
+	    render_extra(d, is->colophon, &co, &is->colophon_html, NULL, d->err) < 0)
 		goto out;
 	r = 0;
 out:
@@ -1629,12 +1639,16 @@ void issue_free(struct issue *is)
 	free(is->language);
 	free(is->preface);
 	free(is->preface_html);
+	free(is->preface_text);
 	free(is->colophon);
 	free(is->colophon_html);
 	free(is->folder);
 	for (size_t i = 0; i < is->nassets; i++)
 		free(is->assets[i]);
 	free(is->assets);
+	for (size_t i = 0; i < is->nwarnings; i++)
+		free(is->warnings[i]);
+	free(is->warnings);
 	free(is);
 }
 

@@ -50,12 +50,17 @@ struct issue {
 	size_t narticles;
 	char *preface; /* text before the first article (markdown), may be "" */
 	char *preface_html;
-	char *colophon; /* back matter after the last article (markdown), may be "" */
+	char *preface_text; /* plain text, for the text part of the digest */
+	char *colophon;     /* back matter after the last article (markdown), may be "" */
 	char *colophon_html;
 	char hash[65]; /* SHA-256 of the file's bytes, hex */
 	char *folder;  /* the issue's folder when it is one (images live there), else NULL */
 	char **assets; /* relative image paths the articles reference, nassets */
 	size_t nassets;
+	/* What the parser had to guess or found doubtful, "FILE:LINE: what and
+	 * what to do" each (matrixctl inspect prints them); nwarnings of them. */
+	char **warnings;
+	size_t nwarnings;
 };
 
 struct issue_opts {

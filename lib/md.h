@@ -15,13 +15,25 @@
 
 #include "err.h"
 
-enum { MD_RAW_EXPORT = 0x1 };
+enum {
+	MD_RAW_EXPORT = 0x1, /* the raw text export of the printed magazine */
+	MD_COLOPHON = 0x2,   /* with MD_RAW_EXPORT: back matter, no subheadings or captions */
+};
+
+/* Something the raw export rules had to guess: line of the source (1-based). */
+struct md_warning {
+	int line;
+	char *msg;
+};
 
 struct md_opts {
 	unsigned flags;
 	/* Absolute URL prefix for images referenced by relative path, ending in
 	 * '/' ("https://…/issues/60/"); NULL leaves them relative. */
 	const char *asset_base;
+	/* The line of the file that the source's first line is, for warnings
+	 * (0: count from 1). */
+	int first_line;
 };
 
 struct md_doc {
@@ -30,6 +42,8 @@ struct md_doc {
 	char *summary; /* first paragraph as text, at most 200 characters */
 	char **assets; /* relative image paths referenced (to copy), nassets */
 	size_t nassets;
+	struct md_warning *warnings; /* raw exports: the guesses made, nwarnings */
+	size_t nwarnings;
 };
 
 /* Registers the cmark-gfm extensions; call once from main() before threads. */

@@ -13,6 +13,7 @@
 #include "feed.h"
 #include "fsutil.h"
 #include "mailhtml.h"
+#include "md.h"
 #include "render.h"
 #include "utf8.h"
 #include "xmalloc.h"
@@ -118,6 +119,10 @@ static struct json_object *article_json(const struct conf *c, const struct issue
 	add_str(o, "slug", a->slug);
 	add_owned(o, "url", render_article_url(c, is->number, a->slug));
 	add_str(o, "summary", a->summary);
+	struct buf sw;
+	buf_init(&sw, BUF_NOLIMIT);
+	md_wrap(&sw, a->summary, 72, "");
+	add_owned(o, "summary_text", buf_detach(&sw));
 	add_str(o, "text", a->text);
 	if (html_mail) {
 		struct buf b;
@@ -161,6 +166,7 @@ static void issue_into(struct json_object *ctx, const struct conf *c, const stru
 	json_object_object_add(io, "count", json_object_new_int((int)is->narticles));
 	add_str(io, "colophon_html", is->colophon_html);
 	add_str(io, "preface_html", is->preface_html);
+	add_str(io, "preface_text", is->preface_text ? is->preface_text : "");
 	add_str(io, "language", is->language);
 	json_object_object_add(ctx, "issue", io);
 

@@ -143,13 +143,39 @@ size_t utf8_width(const char *s)
 	return w;
 }
 
+size_t utf8_count(const char *s, size_t n)
+{
+	size_t c = 0;
+	for (size_t i = 0; i < n; i++)
+		c += ((unsigned char)s[i] & 0xc0) != 0x80;
+	return c;
+}
+
 size_t utf8_len(const char *s)
 {
-	size_t n = 0;
-	for (; *s; s++)
-		if (((unsigned char)*s & 0xc0) != 0x80)
-			n++;
-	return n;
+	return utf8_count(s, strlen(s));
+}
+
+const char *utf8_fullwidth_punct(char c)
+{
+	switch (c) {
+	case ',':
+		return "\xef\xbc\x8c";
+	case ':':
+		return "\xef\xbc\x9a";
+	case '?':
+		return "\xef\xbc\x9f";
+	case '!':
+		return "\xef\xbc\x81";
+	case ';':
+		return "\xef\xbc\x9b";
+	case '(':
+		return "\xef\xbc\x88";
+	case ')':
+		return "\xef\xbc\x89";
+	default:
+		return NULL;
+	}
 }
 
 size_t utf8_prefix(const char *s, size_t max)

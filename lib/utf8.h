@@ -34,8 +34,14 @@ size_t utf8_put(char *out, uint32_t cp);
 int utf8_cp_width(uint32_t cp);
 /* Columns of a (valid) UTF-8 string. */
 size_t utf8_width(const char *s);
-/* Number of code points. */
+/* Number of code points of a string, or of n bytes at s. */
 size_t utf8_len(const char *s);
+size_t utf8_count(const char *s, size_t n);
+
+/* The full-width form (U+FF0C …) of ASCII punctuation , : ? ! ; ( ) as
+ * UTF-8, NULL for any other character: what Chinese text sets where an
+ * export or a contents page has the ASCII one. */
+const char *utf8_fullwidth_punct(char c);
 
 /* Han ideographs and the CJK symbol/punctuation and full-width blocks. */
 bool utf8_is_cjk(uint32_t cp);

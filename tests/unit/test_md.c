@@ -17,7 +17,7 @@ static struct md_doc render(const char *src, unsigned flags)
 {
 	struct md_doc d;
 	struct err e;
-	struct md_opts o = {flags, "https://x.example/issues/1/"};
+	struct md_opts o = {flags, "https://x.example/issues/1/", 0};
 	if (md_render(src, strlen(src), &o, &d, &e) < 0)
 		fail_msg("md_render: %s", e.msg);
 	return d;
@@ -84,8 +84,8 @@ static void test_raw_export_rules(void **state)
 	HASNT(d.html, "扫描二维码");
 	HASNT(d.text, "扫描二维码");
 	HASNT(d.html, "href=\"#\"");
-	HAS(d.html, "<h3>一个小标题</h3>");
-	HAS(d.html, "<p class=\"mx-caption\">\n图 1: 一张图的说明\n</p>");
+	HAS(d.html, "<h2>一个小标题</h2>");
+	HAS(d.html, "<p class=\"mx-caption\">\n图 1: 一张图的说明（图略）\n</p>");
 	HAS(d.html, "<p class=\"mx-byline\">\n来源：文汇报\n</p>");
 	HAS(d.html, "说完，下一页接着讲这个故事的后半部分");
 	HAS(d.html, "<p class=\"mx-caption\">\n* 表示一个脚注。\n</p>");
@@ -94,7 +94,7 @@ static void test_raw_export_rules(void **state)
 	HAS(d.html, "x₂");
 	HAS(d.html, "$5 和 $6");
 	HAS(d.html, "<div class=\"mx-related\">\n<p class=\"mx-related-title\">相关阅读</p>");
-	HAS(d.html, "<h4>另一篇文章的标题</h4>");
+	HAS(d.html, "<h3>另一篇文章的标题</h3>");
 	HAS(d.text, "相关阅读\n--------");
 	assert_true(strncmp(d.summary, "第一段正文很长很长", strlen("第一段正文很长很长")) == 0);
 	md_doc_free(&d);

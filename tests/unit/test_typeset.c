@@ -1,0 +1,426 @@
+/*
+ * Raw exports typeset as an editor would (docs/issue-format.md, "Raw
+ * exports"): which text is a caption, a heading, a paragraph — asserted on
+ * the structure of the rendered HTML, not its bytes, over the seed issue
+ * (No. 60) and over tests/data/issues/export-62.txt, an export written for
+ * these tests with every case in new text.
+ */
+#include <ctype.h>
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <cmocka.h>
+#include <libxml/HTMLparser.h>
+#include <libxml/tree.h>
+
+#include "buf.h"
+#include "issue.h"
+#include "md.h"
+#include "utf8.h"
+
+#define SEED   "examples/issues/matrix-060.txt"
+#define EXPORT "tests/data/issues/export-62.txt"
+
+static const struct issue_opts opts = {16 << 20, "Matrix", "zh-CN", "https://news.example.org/m/"};
+
+static struct issue *load(const char *path)
+{
+	struct issue *is = NULL;
+	struct err e;
+	err_clear(&e);
+	if (issue_load(path, &opts, &is, &e) < 0)
+		fail_msg("%s: %s", path, e.msg);
+	return is;
+}
+
+/* One block of a rendered body: "p", "caption", "byline", "h2", "table"… */
+struct block {
+	char kind[16];
+	char *text;
+};
+
+struct blocks {
+	struct block *v;
+	size_t n;
+};
+
+static void node_text(xmlNode *n, struct buf *out)
+{
+	for (xmlNode *c = n; c; c = c->next) {
+		if (c->type == XML_TEXT_NODE)
+			buf_adds(out, (const char *)c->content);
+		else if (c->type == XML_ELEMENT_NODE && strcmp((const char *)c->name, "br") == 0)
+			buf_addc(out, '\n');
+		else if (c->type == XML_ELEMENT_NODE)
+			node_text(c->children, out);
+	}
+}
+
+static void collect(xmlNode *n, struct blocks *b)
+{
+	for (xmlNode *c = n; c; c = c->next) {
+		if (c->type != XML_ELEMENT_NODE)
+			continue;
+		const char *name = (const char *)c->name;
+		xmlChar *cls = xmlGetProp(c, (const xmlChar *)"class");
+		const char *k = NULL;
+		if (cls && strncmp((const char *)cls, "mx-", 3) == 0 && strcmp(name, "p") == 0)
+			k = (const char *)cls + 3; /* caption, byline, related-title */
+		else if (strcmp(name, "p") == 0 ||
+		         (name[0] == 'h' && isdigit((unsigned char)name[1])) ||
+		         strcmp(name, "table") == 0 || strcmp(name, "li") == 0)
+			k = name;
+		if (k) {
+			struct buf t;
+			buf_init(&t, BUF_NOLIMIT);
+			node_text(c->children, &t);
+			/* trim the newlines cmark puts around captions */
+			char *s = buf_detach(&t), *p = s;
+			while (*p == '\n')
+				p++;
+			size_t l = strlen(p);
+			while (l > 0 && p[l - 1] == '\n')
+				p[--l] = 0;
+			b->v = realloc(b->v, (b->n + 1) * sizeof *b->v);
+			snprintf(b->v[b->n].kind, sizeof b->v[b->n].kind, "%s", k);
+			b->v[b->n].text = strdup(p);
+			b->n++;
+			free(s);
+		} else {
+			collect(c->children, b);
+		}
+		xmlFree(cls);
+	}
+}
+
+static struct blocks parse_blocks(const char *html)
+{
+	struct blocks b = {NULL, 0};
+	struct buf doc;
+	buf_init(&doc, BUF_NOLIMIT);
+	buf_printf(&doc, "<html><head><meta charset=\"utf-8\"></head><body>%s</body></html>", html);
+	htmlDocPtr d = htmlReadMemory(buf_str(&doc), (int)doc.len, "body.html", "utf-8",
+	                              HTML_PARSE_NOERROR | HTML_PARSE_NOWARNING | HTML_PARSE_NONET);
+	assert_non_null(d);
+	collect(xmlDocGetRootElement(d), &b);
+	xmlFreeDoc(d);
+	buf_free(&doc);
+	return b;
+}
+
+static void blocks_free(struct blocks *b)
+{
+	for (size_t i = 0; i < b->n; i++)
+		free(b->v[i].text);
+	free(b->v);
+}
+
+/* All blocks of every article of is, in order. */
+static struct blocks all_blocks(const struct issue *is)
+{
+	struct buf h;
+	buf_init(&h, BUF_NOLIMIT);
+	for (size_t i = 0; i < is->narticles; i++)
+		buf_adds(&h, is->articles[i].html);
+	struct blocks b = parse_blocks(buf_str(&h));
+	buf_free(&h);
+	return b;
+}
+
+/* The index of the block whose text contains needle; fails when none. */
+static size_t find(const struct blocks *b, const char *needle)
+{
+	for (size_t i = 0; i < b->n; i++)
+		if (strstr(b->v[i].text, needle))
+			return i;
+	fail_msg("no block contains \"%s\"", needle);
+	return 0;
+}
+
+static void dump(const struct blocks *b, size_t i)
+{
+	print_message("  block %zu is <%s>: \"%.400s\"\n", i, b->v[i].kind, b->v[i].text);
+}
+
+/* The block holding needle is a kind block. */
+static void assert_kind(const struct blocks *b, const char *needle, const char *kind)
+{
+	size_t i = find(b, needle);
+	if (strcmp(b->v[i].kind, kind) != 0) {
+		dump(b, i);
+		fail_msg("\"%s\" should be in a <%s>", needle, kind);
+	}
+}
+
+/* A caption that holds exactly its own line: it starts with start, has no
+ * more text than the caption and the absent-figure mark. */
+static void assert_caption_alone(const struct blocks *b, const char *start, const char *not_in)
+{
+	size_t i = find(b, start);
+	for (size_t k = 0; k < b->n; k++)
+		if (strncmp(b->v[k].text, start, strlen(start)) == 0) {
+			i = k;
+			break;
+		}
+	if (strcmp(b->v[i].kind, "caption") != 0 || strncmp(b->v[i].text, start, strlen(start)) ||
+	    (not_in && strstr(b->v[i].text, not_in))) {
+		dump(b, i);
+		fail_msg("\"%s\" should be a caption of its own", start);
+	}
+}
+
+/* A heading whose whole text is exactly want. */
+static void assert_heading(const struct blocks *b, const char *want)
+{
+	size_t i = find(b, want);
+	if (b->v[i].kind[0] != 'h' || strcmp(b->v[i].text, want) != 0) {
+		dump(b, i);
+		fail_msg("\"%s\" should be a heading of its own", want);
+	}
+}
+
+static size_t count(const char *hay, const char *needle)
+{
+	size_t n = 0;
+	for (const char *p = hay; (p = strstr(p, needle)) != NULL; p += strlen(needle))
+		n++;
+	return n;
+}
+
+/* ASCII , ; : ! ? right after a Han character in the text of every block. */
+static size_t ascii_after_han(const struct blocks *b)
+{
+	size_t n = 0;
+	for (size_t i = 0; i < b->n; i++) {
+		if (strcmp(b->v[i].kind, "table") == 0)
+			continue;
+		const char *p = b->v[i].text, *end = p + strlen(p);
+		uint32_t prev = 0;
+		while (p < end) {
+			int32_t c = utf8_next(&p, end);
+			if (c > 0 && strchr(",;:!?", (int)c) && c < 0x80 && utf8_is_han(prev)) {
+				if (n < 5)
+					print_message(
+					    "  ASCII '%c' after a Han character in \"%.120s\"\n",
+					    (char)c, b->v[i].text);
+				n++;
+			}
+			prev = c > 0 ? (uint32_t)c : 0;
+		}
+	}
+	return n;
+}
+
+/* The warnings of is as one string, one per line. */
+static char *warnings(const struct issue *is)
+{
+	struct buf w;
+	buf_init(&w, BUF_NOLIMIT);
+	for (size_t i = 0; i < is->nwarnings; i++)
+		buf_printf(&w, "%s\n", is->warnings[i]);
+	return buf_detach(&w);
+}
+
+/* ---- the new export ------------------------------------------------------- */
+
+static void test_export_captions(void **state)
+{
+	(void)state;
+	struct issue *is = load(EXPORT);
+	assert_int_equal(is->narticles, 3);
+	struct blocks b = all_blocks(is);
+	/* a numbered caption takes only its own line */
+	assert_caption_alone(&b, "图 1: 2019 年至 2021 年东海表层温度距平 v3.2", "这张图");
+	assert_kind(&b, "这张图展示了三年间的变化", "p");
+	/* captions of photos not in the export: after an image trace */
+	assert_caption_alone(&b, "项目负责人陈一鸣在青岛的观测站调试浮标", "陈一鸣说");
+	assert_caption_alone(&b, "OceanNet 在 2021 年第 9 号台风期间补全的海面温度场示意图",
+	                     "补全的结果");
+	assert_caption_alone(&b, "陈一鸣（右）与合作者在科考船上", "科考船上的生活");
+	assert_caption_alone(&b, "合作社的渔民在码头查看当天的温度图", "统的数据");
+	/* table captions stand by their table, unmarked */
+	assert_caption_alone(&b, "表 1: 各方法在东海测试集上的均方根误差", "图略");
+	assert_caption_alone(&b, "表 2: 与已有方法的完整对比", "图略");
+	/* figures not in the export are marked once, every one of them */
+	size_t marked = 0;
+	for (size_t i = 0; i < b.n; i++)
+		if (strcmp(b.v[i].kind, "caption") == 0 && strncmp(b.v[i].text, "表", 3) != 0) {
+			assert_int_equal(count(b.v[i].text, "（图略）"), 1);
+			marked++;
+		}
+	assert_int_equal(marked, 5);
+	blocks_free(&b);
+	issue_free(is);
+}
+
+static void test_export_headings(void **state)
+{
+	(void)state;
+	struct issue *is = load(EXPORT);
+	struct blocks b = all_blocks(is);
+	/* the line-break space between two Han characters goes, the one
+	 * between Chinese and Latin stays; the next paragraph is its own */
+	assert_heading(&b, "从浮标到卫星看 OceanNet 如何把稀疏的观测补成完整的海面温度场");
+	assert_kind(&b, "观测数据的最大问题是稀疏", "p");
+	assert_int_equal(strncmp(b.v[find(&b, "观测数据的最大问题是稀疏")].text, "观测数据", 12),
+	                 0);
+	/* a heading printed over two lines */
+	assert_heading(&b, "把模型交到渔民手里");
+	assert_heading(&b, "为什么是海洋而不是大气");
+	/* subheadings come right under the page's <h1>: level 2 */
+	for (size_t i = 0; i < b.n; i++)
+		if (b.v[i].kind[0] == 'h')
+			assert_string_equal(b.v[i].kind, "h2");
+	blocks_free(&b);
+	/* the colophon is text, not a stack of headings */
+	assert_non_null(strstr(is->colophon_html, "海洋计算实验室"));
+	assert_null(strstr(is->colophon_html, "<h"));
+	issue_free(is);
+}
+
+static void test_export_page_breaks(void **state)
+{
+	(void)state;
+	struct issue *is = load(EXPORT);
+	struct blocks b = all_blocks(is);
+	/* cut after a comma */
+	assert_kind(&b, "补全被云遮住的区域，第二步再用时序模型", "p");
+	/* cut inside a word, a photo and its caption standing between */
+	assert_kind(&b, "希望能够共享这套系统的数据。陈一鸣觉得", "p");
+	size_t para = find(&b, "共享这套系统"), cap = find(&b, "合作社的渔民在码头");
+	assert_true(cap == para + 1);
+	/* nothing else was joined: every paragraph still starts as written */
+	assert_int_equal(strncmp(b.v[find(&b, "补全的结果与事后")].text, "补全的结果", 15), 0);
+	blocks_free(&b);
+	issue_free(is);
+}
+
+static void test_export_punctuation(void **state)
+{
+	(void)state;
+	struct issue *is = load(EXPORT);
+	struct blocks b = all_blocks(is);
+	assert_kind(&b, "为此，团队设计了一个分两步走的模型：第一步", "p");
+	assert_kind(&b, "如图 5 所示，分为编码器和解码器两部分；编码器负责读入多源数据！", "p");
+	assert_kind(&b, "最专注的一段时间？", "p");
+	/* ASCII the author typed after Latin letters stays */
+	assert_kind(&b, "NÜWA-Sea: 一个更大的版本已经在训练中，预计明年发布", "p");
+	assert_kind(&b, "团队的 mentor, 也就是海洋所的李老师，对此很期待", "p");
+	assert_int_equal(ascii_after_han(&b), 0);
+	blocks_free(&b);
+	issue_free(is);
+}
+
+static void test_export_warnings(void **state)
+{
+	(void)state;
+	struct issue *is = load(EXPORT);
+	char *w = warnings(is);
+	/* every guess, with the file and line it was made at */
+	assert_non_null(strstr(w, EXPORT ":40: ")); /* photo caption */
+	assert_non_null(strstr(w, EXPORT ":60: ")); /* caption between two halves */
+	assert_non_null(strstr(w, EXPORT ":34: ")); /* page break after a comma */
+	assert_non_null(strstr(w, EXPORT ":56: ")); /* page break inside a word */
+	assert_non_null(strstr(w, EXPORT ":64: ")); /* 图 5 referenced, not there */
+	assert_non_null(strstr(w, "图 5"));
+	assert_non_null(strstr(w, EXPORT ":26: ")); /* 图 1 without its image */
+	/* no warning for what is certain: the tables and their captions */
+	assert_null(strstr(w, "表 1"));
+	free(w);
+	issue_free(is);
+}
+
+/* ---- the seed issue -------------------------------------------------------- */
+
+static void test_seed_captions(void **state)
+{
+	(void)state;
+	struct issue *is = load(SEED);
+	struct blocks b = all_blocks(is);
+	assert_caption_alone(&b, "图 3: Swin Transformer v1.0 vs. v2.0", "除此之外");
+	assert_caption_alone(&b, "图 4: Log-spaced CPB vs. Linear spaced CPB", "借助");
+	assert_caption_alone(&b, "图 1: FastCorrect 和基线方法的错误检测率和错误改正率对比",
+	                     "考虑到");
+	assert_kind(&b, "除此之外，研究员们还发现", "p");
+	static const char *const photos[] = {
+	    "微软亚洲研究院首席研究员白静",
+	    "刘国栋参加微软亚洲研究院活动",
+	    "微软亚洲研究院院长周礼栋",
+	    "微软亚洲研究院主管研究员王童",
+	    "微软云计算与人工智能事业部首席数据科学家党映农",
+	    "龚海鹏教授在微软亚洲研究院做研究分享",
+	    "NTD 在 SARS-CoV-2 的 S 蛋白构象变化中发挥调控功能示意图",
+	    "刘国栋(后排左二)参加微软亚洲研究院院长周礼栋博士(前排右三)“咖啡时间”分享会",
+	};
+	for (size_t i = 0; i < sizeof photos / sizeof photos[0]; i++)
+		assert_caption_alone(&b, photos[i], "利用这种");
+	assert_kind(&b, "利用这种“楔形”模型", "p");
+	/* a paragraph is not taken for a caption because of the trace */
+	assert_kind(&b, "一年的“星跃”之旅已颇有成果", "p");
+	blocks_free(&b);
+	issue_free(is);
+}
+
+static void test_seed_headings(void **state)
+{
+	(void)state;
+	struct issue *is = load(SEED);
+	struct blocks b = all_blocks(is);
+	assert_heading(&b, "从低分辨率向高分辨率迁移看 Swin Transformer v2.0 如何克服不良反应");
+	assert_int_equal(strncmp(b.v[find(&b, "视觉大模型的另一难题")].text, "视觉大模型", 15), 0);
+	assert_heading(&b, "Swin Transformer 打破视觉研究由 CNN “统治” 的局面");
+	assert_heading(&b, "计算机科学的常态是变化这是它最具吸引力的所在");
+	assert_heading(&b, "新冠病毒致病机理研究两开花计算生物学潜力凸显");
+	/* the news item's heading in 微软云 */
+	size_t h = find(&b, "2021 年度评选结果公布");
+	assert_true(b.v[h].kind[0] == 'h');
+	assert_int_equal(strncmp(b.v[h + 1].text, "自 2017 年至今", 17), 0);
+	blocks_free(&b);
+	assert_null(strstr(is->colophon_html, "<h"));
+	assert_non_null(strstr(is->colophon_html, "关于微软亚洲研究院"));
+	issue_free(is);
+}
+
+static void test_seed_page_breaks(void **state)
+{
+	(void)state;
+	struct issue *is = load(SEED);
+	struct blocks b = all_blocks(is);
+	assert_kind(&b, "从左到右依次扫描生成，边界处相比于 GLIDE 更加自然", "p");
+	assert_kind(&b, "微软亚洲研究院在提供强大的计算资源", "p");
+	assert_kind(&b, "避免增量式而无创新的工作、提升自己的研究品味", "p");
+	blocks_free(&b);
+	issue_free(is);
+}
+
+static void test_seed_punctuation(void **state)
+{
+	(void)state;
+	struct issue *is = load(SEED);
+	struct blocks b = all_blocks(is);
+	assert_int_equal(ascii_after_han(&b), 0);
+	/* ASCII after Latin, as typed */
+	assert_kind(&b, "NÜWA-LIP: 让视觉编辑更精细", "h2");
+	blocks_free(&b);
+	issue_free(is);
+}
+
+int main(void)
+{
+	md_init();
+	const struct CMUnitTest tests[] = {
+	    cmocka_unit_test(test_export_captions),    cmocka_unit_test(test_export_headings),
+	    cmocka_unit_test(test_export_page_breaks), cmocka_unit_test(test_export_punctuation),
+	    cmocka_unit_test(test_export_warnings),    cmocka_unit_test(test_seed_captions),
+	    cmocka_unit_test(test_seed_headings),      cmocka_unit_test(test_seed_page_breaks),
+	    cmocka_unit_test(test_seed_punctuation),
+	};
+	int r = cmocka_run_group_tests_name("typeset", tests, NULL, NULL);
+	md_shutdown();
+	return r;
+}
