@@ -8,11 +8,15 @@ import pathlib
 import re
 import shutil
 import subprocess
+import unicodedata
 
 import feedparser
 import pytest
 
-from conftest import DATA, SEED
+import html as html_lib
+import json
+
+from conftest import DATA, MATRIXCTL, SEED
 
 
 def render(env, issue, out, *extra):
@@ -134,6 +138,42 @@ def test_swin_tables_and_links(seed_out):
     assert "2 × 10¹¹" in body_of(m4, "text/plain")
 
 
+def columns(line):
+    """Display columns of a line in a terminal (East Asian wide = 2)."""
+    return sum(0 if unicodedata.combining(c) else
+               2 if unicodedata.east_asian_width(c) in "WF" else 1 for c in line)
+
+
+def test_text_part_fits_a_terminal(seed_out):
+    """Every text/plain line of every mail is within 78 display columns,
+    except lines holding a URL; wide tables become one block per row,
+    narrow ones stay aligned tables."""
+    _, out = seed_out
+    longest = 0
+    for f in sorted((out / "mail").glob("*.eml")) + [out / "digest.eml"]:
+        _, m = parse_eml(f)
+        for line in body_of(m, "text/plain").splitlines():
+            if "://" in line or "mailto:" in line:
+                continue
+            longest = max(longest, columns(line))
+            assert columns(line) <= 78, (f.name, line)
+    print("longest text line without a URL:", longest, "columns")
+    t = body_of(parse_eml(next((out / "mail").glob("06-swin-transformer*.eml")))[1],
+                "text/plain")
+    assert "SwinV1-B: param 88M, pre-train images IN-22K-14M" in t
+    assert re.search(r"Method\s+\| train I\(W\) size\s+\|", t)  # ADE20K fits: aligned
+
+
+def test_text_footer_is_a_signature(seed_out):
+    """The footer starts with the RFC 3676 signature separator "-- "."""
+    _, out = seed_out
+    for f in sorted((out / "mail").glob("*.eml")) + [out / "digest.eml"]:
+        _, m = parse_eml(f)
+        t = body_of(m, "text/plain")
+        assert "\n-- \n" in t, f.name
+        assert t.split("\n-- \n")[-1].startswith("你收到这封邮件"), f.name
+
+
 def test_no_qr_links_anywhere(seed_out):
     _, out = seed_out
     for f in list((out / "mail").glob("*.eml")) + [out / "digest.eml"]:
@@ -149,12 +189,31 @@ def test_no_qr_links_anywhere(seed_out):
 
 
 def test_digest(seed_out):
+    """The digest is the issue's table of contents with summaries: per
+    article its section, title, summary and link, never the full text, far
+    below Gmail's 102 KB clipping size."""
     _, out = seed_out
     raw, m = parse_eml(out / "digest.eml")
     assert all_defects(m) == []
     h = body_of(m, "text/html")
+    t = body_of(m, "text/plain")
+    size = len(h.encode())
+    print("digest HTML", size, "bytes; whole message", len(raw))
+    assert size < 51200, size
     assert h.count('id="a') == 15
     assert m["Subject"] == "Matrix NO.60 · 2022年1 - 3月"
+    issue = json.loads(subprocess.run(
+        [str(MATRIXCTL), "--json", "inspect", str(SEED)], capture_output=True,
+        text=True).stdout)
+    for a in issue["articles"]:
+        assert html_lib.escape(a["title"], quote=False) in h, a["title"]
+        url = f'https://news.example.org/matrix/issues/60/{a["slug"]}.html'
+        assert f'href="{url}"' in h and url in t
+        assert html_lib.escape(a["summary"][:20], quote=False) in h
+    for section in ("焦点", "前沿求索", "科研第一线", "文化故事", "媒体报道"):
+        assert section in h and f"[{section}]" in t
+    # never the texts: a sentence deep inside an article is not there
+    assert "除此之外，研究员们还发现" not in h and "<table" not in h.split("</table>", 1)[-1]
 
 
 def test_feeds(seed_out):
