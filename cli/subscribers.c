@@ -11,6 +11,7 @@
 #include "cli.h"
 #include "store.h"
 #include "subs.h"
+#include "utf8.h"
 #include "xmalloc.h"
 
 static const char subscribe_usage[] = "subscribe EMAIL [--list NAME] [--name N] "
@@ -423,8 +424,13 @@ static void show_text(const struct subs_info *i)
 	char a[32], b[32], c[32];
 	human_time(a, sizeof a, i->created_at);
 	human_time(b, sizeof b, i->updated_at);
-	printf("email:         %s\n", i->email);
-	printf("name:          %s\n", i->name);
+	/* what subscribers typed, shown without controls that reorder a line */
+	char *email = utf8_clean_dup(i->email, UTF8_NO_BIDI);
+	char *name = utf8_clean_dup(i->name, UTF8_NO_BIDI);
+	printf("email:         %s\n", email);
+	printf("name:          %s\n", name);
+	free(email);
+	free(name);
 	printf("id:            %lld\n", (long long)i->id);
 	printf("added:         %s UTC\n", a);
 	printf("updated:       %s UTC\n", b);

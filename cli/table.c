@@ -1,5 +1,6 @@
 /* Plain-text tables for humans: columns padded by display width, so that
- * Chinese names (two columns per character) line up. */
+ * Chinese names (two columns per character) line up; control and bidi
+ * characters removed. */
 #include <stdarg.h>
 #include <stdlib.h>
 #include <string.h>
@@ -22,7 +23,9 @@ static void add_row(struct table *t, va_list ap)
 	}
 	for (int i = 0; i < t->ncols; i++) {
 		const char *s = va_arg(ap, const char *);
-		t->cells[t->nrows * (size_t)t->ncols + (size_t)i] = utf8_clean_dup(s ? s : "", 0);
+		/* a cell holds what subscribers typed: no control may reorder the line */
+		t->cells[t->nrows * (size_t)t->ncols + (size_t)i] =
+		    utf8_clean_dup(s ? s : "", UTF8_NO_BIDI);
 	}
 	t->nrows++;
 }

@@ -152,6 +152,15 @@ static char *encoded(const char *s)
 	return buf_detach(&b);
 }
 
+/* A display name (From:, To:) without bidi controls, encoded. */
+static char *encoded_name(const char *s)
+{
+	char *clean = utf8_clean_dup(s, UTF8_NO_BIDI);
+	char *e = encoded(clean);
+	free(clean);
+	return e;
+}
+
 int msg_prepare(struct msg_prep *p, const struct msg_head *h, const char *html, const char *text,
                 struct err *err)
 {
@@ -159,7 +168,7 @@ int msg_prepare(struct msg_prep *p, const struct msg_head *h, const char *html, 
 	memset(p, 0, sizeof *p);
 	if (addr_parse_named(h->from, &name, &addr, err) < 0)
 		return err_prefix(err, "site.from");
-	p->from = encoded(name);
+	p->from = encoded_name(name);
 	/* the ASCII form of the domain (addr.h): Message-ID and List-Id must be
 	 * ASCII, and a relay without SMTPUTF8 takes the From: */
 	p->from_addr = addr_key(addr, NULL);
@@ -257,7 +266,8 @@ static void fill(const struct msg_body *b, const struct msg_rcpt *r, struct buf 
 			v = r->confirm_url ? r->confirm_url : "";
 			break;
 		}
-		char *clean = utf8_clean_dup(v, 0);
+		/* the values are the subscriber's, shown to people: no bidi controls */
+		char *clean = utf8_clean_dup(v, UTF8_NO_BIDI);
 		add_escaped(out, clean, b->is_html);
 		free(clean);
 		p = ph + 3;
@@ -388,7 +398,7 @@ int msg_build(const struct msg_prep *p, const struct msg_rcpt *r, struct buf *ou
 
 	struct mailimf_mailbox_list *from = mailimf_mailbox_list_new_empty();
 	struct mailimf_address_list *to = mailimf_address_list_new_empty();
-	char *to_name = r->name && *r->name ? encoded(r->name) : NULL;
+	char *to_name = r->name && *r->name ? encoded_name(r->name) : NULL;
 	if (from == NULL || to == NULL ||
 	    mailimf_mailbox_list_add(from, mailimf_mailbox_new(*p->from ? xstrdup(p->from) : NULL,
 	                                                       xstrdup(p->from_addr))) != 0 ||

@@ -6,6 +6,7 @@
 #include <string.h>
 
 #include <gnutls/gnutls.h>
+#include <unictype.h>
 
 #include "utf8.h"
 #include "xmalloc.h"
@@ -216,6 +217,8 @@ int utf8_clean(struct buf *out, const char *s, size_t n, int flags)
 		if (c < 0x20 || c == 0x7f || (c >= 0x80 && c <= 0x9f))
 			continue;
 		if ((flags & UTF8_XML) && (c == 0xfffe || c == 0xffff))
+			continue;
+		if ((flags & UTF8_NO_BIDI) && uc_is_property_bidi_control((ucs4_t)c))
 			continue;
 		if (buf_add(out, at, (size_t)(p - at)) < 0)
 			return -1;

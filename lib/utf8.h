@@ -53,6 +53,10 @@ size_t utf8_prefix(const char *s, size_t max);
 enum {
 	UTF8_KEEP_NL = 0x1, /* keep LF and TAB (bodies); otherwise they become spaces */
 	UTF8_XML = 0x2,     /* also drop U+FFFE, U+FFFF (XML 1.0 Char) */
+	/* also drop the bidirectional controls (Unicode's Bidi_Control: U+202E
+	 * and the like), for a name shown to people: one would reorder the
+	 * text around it ("\u202egro.live@eve" reads "eve@live.org") */
+	UTF8_NO_BIDI = 0x4,
 };
 /*
  * Appends s to out with every control character removed (C0 but see

@@ -259,3 +259,16 @@ def test_export_neutralises_formulas_and_import_takes_them_back(tmp_path):
     assert b.ctl_json("show", "r0@example.org")["attrs"] == {"note": "=1+1"}
     assert b.ctl_json("show", "r1@example.org")["attrs"] == {"note": "\tTAB"}
     assert b.ctl_json("show", "r2@example.org")["attrs"] == {"note": "\rCR"}
+
+
+def test_bidi_controls_in_names_are_neutralised_where_shown(env):
+    name = "\u202egro.live@eve \u2066x\u2069"
+    env.ctl("subscribe", "r@example.org", "--name", name, check=0)
+    for out in (env.ctl("subscribers", check=0).stdout, env.ctl("show", "r@example.org",
+                                                                 check=0).stdout):
+        assert "gro.live@eve x" in out
+        for c in "\u202e\u2066\u2069":
+            assert c not in out
+    # the name itself is kept as given (JSON, export)
+    assert env.ctl_json("show", "r@example.org")["name"] == name
+    assert name in env.ctl("export", check=0).stdout

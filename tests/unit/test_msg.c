@@ -176,6 +176,68 @@ static void test_date_zone_minutes(void **state)
 	tzset();
 }
 
+/* The value of header name in raw, unfolded and RFC 2047-decoded. */
+static char *header_text(const char *raw, const char *name)
+{
+	char want[64];
+	snprintf(want, sizeof want, "\r\n%s: ", name);
+	const char *p = strstr(raw, want);
+	assert_non_null(p);
+	p += strlen(want);
+	struct buf v;
+	buf_init(&v, BUF_NOLIMIT);
+	for (; *p && !(p[0] == '\r' && p[1] == '\n' && p[2] != ' ' && p[2] != '\t'); p++)
+		if (*p != '\r' && *p != '\n')
+			buf_addc(&v, *p);
+	size_t idx = 0;
+	char *out = NULL;
+	assert_int_equal(
+	    mailmime_encoded_phrase_parse("utf-8", buf_str(&v), v.len, &idx, "utf-8", &out),
+	    MAILIMF_NO_ERROR);
+	buf_free(&v);
+	return out;
+}
+
+/* Display names lose their bidi controls; domains go out as A-labels. */
+static void test_names_and_idn(void **state)
+{
+	(void)state;
+	struct msg_head h = {"s", "Ma\xe2\x80\xaetrix <m@例子.中国>", "matrix", "Matrix", "", "en",
+	                     true};
+	struct msg_prep p;
+	struct err e;
+	assert_int_equal(msg_prepare(&p, &h, "<p>" MSG_PH_NAME "</p>", "to " MSG_PH_NAME, &e), 0);
+	struct buf m;
+	buf_init(&m, BUF_NOLIMIT);
+	struct msg_rcpt r = {"u@例子.中国",
+	                     "\xe2\x80\xae"
+	                     "gro.live@eve a\xe2\x81\xa6"
+	                     "b\xe2\x81\xa9"
+	                     "c",
+	                     "id",
+	                     NULL,
+	                     NULL,
+	                     NULL,
+	                     1700000000};
+	assert_int_equal(msg_build(&p, &r, &m, &e), 0);
+	char *to = header_text(m.data, "To"), *from = header_text(m.data, "From");
+	assert_non_null(strstr(to, "gro.live@eve abc"));
+	assert_non_null(strstr(to, "<u@xn--fsqu00a.xn--fiqs8s>"));
+	assert_non_null(strstr(from, "Matrix <m@xn--fsqu00a.xn--fiqs8s>"));
+	assert_null(strstr(to, "\xe2\x80\xae"));
+	assert_null(strstr(from, "\xe2\x80\xae"));
+	assert_non_null(strstr(m.data, "Message-ID: <id@xn--fsqu00a.xn--fiqs8s>"));
+	char *hb = decoded(m.data, m.len, "html"), *tb = decoded(m.data, m.len, "plain");
+	assert_non_null(strstr(hb, "<p>gro.live@eve abc</p>"));
+	assert_non_null(strstr(tb, "to gro.live@eve abc"));
+	free(to);
+	free(from);
+	free(hb);
+	free(tb);
+	buf_free(&m);
+	msg_prep_free(&p);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -183,6 +245,7 @@ int main(void)
 	    cmocka_unit_test(test_refuses_bad_input),
 	    cmocka_unit_test(test_boundaries_differ),
 	    cmocka_unit_test(test_date_zone_minutes),
+	    cmocka_unit_test(test_names_and_idn),
 	};
 	return cmocka_run_group_tests_name("msg", tests, NULL, NULL);
 }
