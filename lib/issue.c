@@ -24,6 +24,7 @@
 
 #include "fsutil.h"
 #include "issue.h"
+#include "listname.h"
 #include "md.h"
 #include "utf8.h"
 #include "xmalloc.h"
@@ -387,17 +388,6 @@ static bool parse_number(const char *v, int *out)
 	return true;
 }
 
-static bool valid_list_name(const char *s)
-{
-	if (*s == '\0' || strlen(s) > 64)
-		return false;
-	for (; *s; s++)
-		if (!(islower((unsigned char)*s) || isdigit((unsigned char)*s) || *s == '-' ||
-		      *s == '_' || *s == '.'))
-			return false;
-	return true;
-}
-
 static int front_matter(struct doc *d)
 {
 	struct issue *is = d->is;
@@ -477,12 +467,11 @@ static int front_matter(struct doc *d)
 				size_t tn = strlen(tok);
 				trim(&t, &tn);
 				char *name = unquote(t, tn);
-				if (!valid_list_name(name)) {
-					r = err_at(
-					    d->err, ERR_INPUT, d->path, l->no,
-					    "'%s' is not a list name (lowercase letters, digits, "
-					    "- _ .)",
-					    name);
+				if (!list_name_valid(name)) {
+					r = err_at(d->err, ERR_INPUT, d->path, l->no,
+					           "'%s' is not a list name: " LIST_NAME_RULE
+					           " (as matrixctl list-create takes)",
+					           name);
 					free(name);
 					break;
 				}

@@ -9,6 +9,7 @@
 #include <strings.h>
 
 #include "addr.h"
+#include "listname.h"
 #include "ledger.h"
 #include "subs.h"
 #include "utf8.h"
@@ -156,19 +157,6 @@ static int not_found(struct store *s, const char *key, struct err *err, const ch
 
 /* ---- lists ---------------------------------------------------------------- */
 
-bool subs_list_name_valid(const char *name)
-{
-	size_t n = strlen(name);
-	if (n == 0 || n > SUBS_LIST_NAME_MAX || name[0] == '-' || name[n - 1] == '-')
-		return false;
-	for (size_t i = 0; i < n; i++) {
-		char c = name[i];
-		if (!((c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') || c == '-'))
-			return false;
-	}
-	return true;
-}
-
 int64_t subs_list_id(struct store *s, const char *name, struct err *err)
 {
 	static const char sql[] = "SELECT id FROM lists WHERE name = ?1";
@@ -240,12 +228,11 @@ int subs_list_create(struct store *s, const char *name, const char *title, const
 	    "INSERT INTO lists(name, title, description, created_at) VALUES (?1, ?2, ?3, ?4) "
 	    "ON CONFLICT(name) DO NOTHING";
 	const char *why;
-	if (!subs_list_name_valid(name))
-		return err_set(
-		    err, ERR_INPUT,
-		    "invalid list name '%s': use 1 to 63 of a-z, 0-9 and '-', not "
-		    "starting or ending with '-' (it becomes part of the List-Id header)",
-		    name);
+	if (!list_name_valid(name))
+		return err_set(err, ERR_INPUT,
+		               "invalid list name '%s': use " LIST_NAME_RULE
+		               " (it becomes part of the List-Id header)",
+		               name);
 	if (title == NULL || *title == '\0')
 		title = name;
 	if (description == NULL)

@@ -31,9 +31,8 @@
 #include "ledger.h"
 #include "store.h"
 
-#define SUBS_DEFAULT_LIST  "matrix"
-#define SUBS_NAME_MAX      256 /* code points in a subscriber's name */
-#define SUBS_LIST_NAME_MAX 63
+#define SUBS_DEFAULT_LIST "matrix"
+#define SUBS_NAME_MAX     256 /* code points in a subscriber's name */
 
 enum subs_status { SUBS_PENDING, SUBS_CONFIRMED, SUBS_UNSUBSCRIBED, SUBS_BOUNCED };
 #define SUBS_NSTATUS 4
@@ -57,14 +56,8 @@ struct subs_list {
 	int64_t count[SUBS_NSTATUS]; /* memberships by status */
 };
 
-/*
- * A list name is a DNS label (it becomes part of the List-Id header,
- * RFC 2919): 1 to 63 of a-z 0-9 '-', not starting or ending with '-'.
- */
-bool subs_list_name_valid(const char *name);
-
-/* Creates a list. ERR_INPUT for a bad name or title and for an existing
- * name; title NULL or "" = the name. actor is recorded in the events table. */
+/* Creates a list. ERR_INPUT for a bad name (listname.h) or title and for
+ * an existing name; title NULL or "" = the name. actor is recorded in the events table. */
 int subs_list_create(struct store *s, const char *name, const char *title, const char *description,
                      const char *actor, struct err *err);
 

@@ -437,3 +437,24 @@ def test_forget_with_a_reader_warns(env):
     reader.close()  # the last connection: SQLite checkpoints and removes the WAL
     assert addr.encode() not in raw_bytes(env)
     assert q(env, "SELECT count(*) FROM subscribers") == [(0,)]
+
+
+def test_list_names_one_rule(env, tmp_path):
+    """An issue's lists: line and list-create take the same names: what one
+    refuses, the other refuses with the same rule, and what one takes the
+    other takes."""
+    body = "\n# 标题\n\n正文。\n"
+
+    def inspect(names):
+        f = tmp_path / "matrix-061.md"
+        f.write_text(f"---\ntitle: T\nnumber: 61\nlists: {names}\n---\n" + body)
+        return env.ctl("inspect", f)
+
+    for bad in ("my_list", "my.list", "a" * 64, "-x", "x-", "My"):
+        p_issue, p_create = inspect(bad), env.ctl("list-create", "--", bad)
+        assert p_issue.returncode == 1 and p_create.returncode == 1, bad
+        rule = "1 to 63 of a-z, 0-9 and '-', not starting or ending with '-'"
+        assert rule in p_issue.stderr and rule in p_create.stderr, (bad, p_issue.stderr)
+    for good in ("my-list", "a" * 63, "x1"):
+        assert inspect(good).returncode == 0, good
+        env.ctl("list-create", good, check=0)

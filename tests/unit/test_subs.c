@@ -19,6 +19,7 @@
 
 #include "buf.h"
 #include "store.h"
+#include "listname.h"
 #include "subs.h"
 #include "xmalloc.h"
 
@@ -126,14 +127,14 @@ static void test_lists(void **state)
 	size_t n;
 	int64_t removed;
 
-	assert_true(subs_list_name_valid("matrix-en"));
-	assert_true(subs_list_name_valid("a"));
-	assert_false(subs_list_name_valid(""));
-	assert_false(subs_list_name_valid("Matrix"));
-	assert_false(subs_list_name_valid("-x"));
-	assert_false(subs_list_name_valid("x-"));
-	assert_false(subs_list_name_valid("a.b"));
-	assert_false(subs_list_name_valid("a b"));
+	assert_true(list_name_valid("matrix-en"));
+	assert_true(list_name_valid("a"));
+	assert_false(list_name_valid(""));
+	assert_false(list_name_valid("Matrix"));
+	assert_false(list_name_valid("-x"));
+	assert_false(list_name_valid("x-"));
+	assert_false(list_name_valid("a.b"));
+	assert_false(list_name_valid("a b"));
 
 	err_clear(&e);
 	assert_int_equal(subs_list_create(f->s, "Bad Name", NULL, NULL, "t", &e), -1);
