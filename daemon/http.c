@@ -30,6 +30,7 @@
 #include <microhttpd.h>
 
 #include "buf.h"
+#include "fsutil.h"
 #include "log.h"
 #include "matrixd.h"
 #include "render.h"
@@ -478,48 +479,29 @@ static void file_headers(struct MHD_Response *r, const char *etag, const char *l
 }
 
 /*
- * Opens path (decoded, checked by decode_path) under public_dir one
- * component at a time with O_NOFOLLOW, so that no symbolic link, wherever
- * it points, is followed; names starting with '.' (the temp files of an
- * atomic replacement among them) are not served. A directory serves its
- * index.html. Returns the fd (*st filled, *name its last component), -1
- * with *isdir set when path names a directory without the final '/', -1
- * otherwise.
+ * Opens path (decoded, checked by decode_path) under public_dir without
+ * following any symbolic link, wherever it points (fs_open_under); names
+ * starting with '.' (the temp files of an atomic replacement among them)
+ * are not served. A directory serves its index.html. Returns the fd (*st
+ * filled, *name its last component), -1 with *isdir set when path names a
+ * directory without the final '/', -1 otherwise.
  */
 static int open_public(const char *root, char *path, struct stat *st, const char **name,
                        bool *isdir)
 {
-	int dfd = open(root, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-	int fd = -1;
 	*isdir = false;
-	char *p = path + 1;
-	for (;;) {
-		if (dfd < 0)
-			return -1;
-		char *slash = strchr(p, '/');
-		if (slash == NULL)
-			break;
-		*slash = '\0';
-		int next = -1;
-		if (*p != '\0' && *p != '.')
-			next = openat(dfd, p, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
-		*slash = '/';
-		close(dfd);
-		dfd = next;
-		p = slash + 1;
-	}
-	*name = *p ? p : "index.html";
-	if (**name != '.')
-		fd = openat(dfd, *name, O_RDONLY | O_NOFOLLOW | O_NONBLOCK | O_CLOEXEC);
-	close(dfd);
-	if (fd < 0)
+	const char *rel = path + 1, *last = strrchr(path, '/') + 1;
+	bool slashed = *last == '\0';
+	*name = slashed ? "index.html" : last;
+	char *want = slashed ? xasprintf("%sindex.html", rel) : xstrdup(rel);
+	int fd = fs_open_under(root, want, FS_DIR_OK | FS_NO_DOT, st, NULL);
+	free(want);
+	if (fd >= 0 && S_ISDIR(st->st_mode)) {
+		close(fd);
+		*isdir = true;
 		return -1;
-	bool ok = fstat(fd, st) == 0;
-	if (ok && S_ISREG(st->st_mode))
-		return fd;
-	*isdir = ok && S_ISDIR(st->st_mode) && *p != '\0';
-	close(fd);
-	return -1;
+	}
+	return fd;
 }
 
 static enum MHD_Result serve_file(struct http *h, struct MHD_Connection *c, const char *raw,

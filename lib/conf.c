@@ -17,6 +17,7 @@
 
 #include "buf.h"
 #include "conf.h"
+#include "fsutil.h"
 #include "utf8.h"
 #include "xmalloc.h"
 
@@ -484,14 +485,11 @@ int conf_password(const struct conf *c, char **out, struct err *err)
 	if (c->smtp.password_file == NULL || c->smtp.password_file[0] == '\0')
 		return 0;
 	const char *p = c->smtp.password_file;
-	int fd = open(p, O_RDONLY | O_CLOEXEC | O_NOFOLLOW);
-	if (fd < 0)
-		return err_sys(err, "smtp.password_file %s", p);
 	struct stat st;
-	if (fstat(fd, &st) < 0) {
-		close(fd);
-		return err_sys(err, "smtp.password_file %s", p);
-	}
+	/* a link could hand the relay any file the daemon can read */
+	int fd = fs_open_nofollow(p, 0, &st, err);
+	if (fd < 0)
+		return err_prefix(err, "smtp.password_file");
 	if (st.st_mode & (S_IRWXG | S_IRWXO)) {
 		close(fd);
 		return err_set(err, ERR_CONFIG,

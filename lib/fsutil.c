@@ -1,6 +1,8 @@
-/* File helpers: capped reads, atomic writes, mkdir -p (see fsutil.h). */
+/* File helpers: capped reads, safe opens, atomic writes, mkdir -p (see fsutil.h). */
 #include <errno.h>
 #include <fcntl.h>
+#include <stdarg.h>
+#include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -10,92 +12,271 @@
 #include "fsutil.h"
 #include "xmalloc.h"
 
-int fs_read(const char *path, size_t max, struct buf *out, struct err *err)
+/* err_sys, with ERR_NOTFOUND when absent is true. */
+static int __attribute__((format(printf, 3, 4)))
+sys_error(struct err *err, bool absent, const char *fmt, ...)
 {
-	int fd = open(path, O_RDONLY | O_CLOEXEC);
+	int saved = errno;
+	char what[512];
+	va_list ap;
+	va_start(ap, fmt);
+	vsnprintf(what, sizeof what, fmt, ap);
+	va_end(ap);
+	errno = saved;
+	err_sys(err, "%s", what);
+	if (err && absent)
+		err->kind = ERR_NOTFOUND;
+	return -1;
+}
+
+static const char *kind_of(const struct stat *st)
+{
+	if (S_ISLNK(st->st_mode))
+		return "a symbolic link";
+	if (S_ISDIR(st->st_mode))
+		return "a directory";
+	if (S_ISFIFO(st->st_mode))
+		return "a FIFO";
+	if (S_ISSOCK(st->st_mode))
+		return "a socket";
+	if (S_ISCHR(st->st_mode) || S_ISBLK(st->st_mode))
+		return "a device";
+	return "not a regular file";
+}
+
+static int refuse(struct err *err, const char *root, const char *rel, const struct stat *st)
+{
+	return err_set(err, ERR_INPUT,
+	               "%s%s%s: is %s, not a regular file; links, FIFOs and devices are never "
+	               "read from here: put the file itself in its place",
+	               root, rel ? "/" : "", rel ? rel : "", kind_of(st));
+}
+
+/* Why openat(dfd, name, O_NOFOLLOW…) failed, as an error. A link gives
+ * ELOOP (or ENOTDIR with O_DIRECTORY): lstat tells them apart. */
+static int open_failed(int dfd, const char *name, const char *root, const char *rel,
+                       struct stat *st, struct err *err)
+{
+	int saved = errno;
+	if (fstatat(dfd, name, st, AT_SYMLINK_NOFOLLOW) == 0 && S_ISLNK(st->st_mode)) {
+		st->st_mode = 0;
+		struct stat link = {.st_mode = S_IFLNK};
+		return refuse(err, root, rel, &link);
+	}
+	memset(st, 0, sizeof *st);
+	errno = saved;
+	return sys_error(err, saved == ENOENT || saved == ENOTDIR, "%s/%s", root, rel);
+}
+
+int fs_open_under(const char *root, const char *rel, int flags, struct stat *st,
+                  struct err *err)
+{
+	memset(st, 0, sizeof *st);
+	int dfd = open(root, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+	if (dfd < 0)
+		return sys_error(err, errno == ENOENT || errno == ENOTDIR, "%s", root);
+	char *copy = xstrdup(rel);
+	int fd = -1;
+	for (char *p = copy;;) {
+		char *slash = strchr(p, '/');
+		if (slash)
+			*slash = '\0';
+		if (*p == '\0' || strcmp(p, ".") == 0 || strcmp(p, "..") == 0 ||
+		    ((flags & FS_NO_DOT) && *p == '.')) {
+			err_set(err, ERR_NOTFOUND, "%s/%s: no such file (empty, '.' or '..' component)",
+			        root, rel);
+			break;
+		}
+		if (slash == NULL) {
+			fd = openat(dfd, p, O_RDONLY | O_NOFOLLOW | O_NONBLOCK | O_CLOEXEC);
+			if (fd < 0)
+				open_failed(dfd, p, root, rel, st, err);
+			break;
+		}
+		int next = openat(dfd, p, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+		if (next < 0) {
+			open_failed(dfd, p, root, rel, st, err);
+			break;
+		}
+		close(dfd);
+		dfd = next;
+		p = slash + 1;
+	}
+	close(dfd);
+	free(copy);
 	if (fd < 0)
-		return err_sys(err, "%s", path);
+		return -1;
+	if (fstat(fd, st) < 0) {
+		err_sys(err, "%s/%s", root, rel);
+		close(fd);
+		return -1;
+	}
+	if (S_ISREG(st->st_mode) || (S_ISDIR(st->st_mode) && (flags & FS_DIR_OK)))
+		return fd;
+	refuse(err, root, rel, st);
+	close(fd);
+	return -1;
+}
+
+int fs_open_nofollow(const char *path, int flags, struct stat *st, struct err *err)
+{
+	size_t n = strlen(path);
+	while (n > 1 && path[n - 1] == '/')
+		n--; /* "issues/matrix-61/" names the folder */
+	char *p = xstrndup(path, n);
+	char *slash = strrchr(p, '/');
+	const char *root = ".", *rel = p;
+	if (slash == p) {
+		root = "/";
+		rel = p + 1;
+	} else if (slash) {
+		*slash = '\0';
+		root = p;
+		rel = slash + 1;
+	}
+	int fd = fs_open_under(root, rel, flags, st, err);
+	char *said = xasprintf("%s/%s", root, rel);
+	size_t k = strlen(said);
+	if (fd < 0 && err && strncmp(err->msg, said, k) == 0) {
+		/* name the file as the caller did, not as root + rel */
+		char tail[sizeof err->msg];
+		snprintf(tail, sizeof tail, "%s", err->msg + k);
+		snprintf(err->msg, sizeof err->msg, "%.*s%s", (int)n, path, tail);
+	}
+	free(said);
+	free(p);
+	return fd;
+}
+
+int fs_read_fd(int fd, const char *name, size_t max, struct buf *out, struct err *err)
+{
 	struct stat st;
-	if (fstat(fd, &st) < 0) {
-		close(fd);
-		return err_sys(err, "%s", path);
-	}
-	if (S_ISDIR(st.st_mode)) {
-		close(fd);
-		return err_set(err, ERR_INPUT, "%s: is a directory", path);
-	}
-	if ((unsigned long long)st.st_size > max) {
-		close(fd);
+	if (fstat(fd, &st) < 0)
+		return err_sys(err, "%s", name);
+	if (S_ISREG(st.st_mode) && (unsigned long long)st.st_size > max)
 		return err_set(err, ERR_INPUT, "%s: file is %lld bytes, more than the limit of %zu",
-		               path, (long long)st.st_size, max);
-	}
+		               name, (long long)st.st_size, max);
 	char chunk[65536];
-	size_t total = 0;
+	size_t total = 0, start = out->len;
 	for (;;) {
 		ssize_t n = read(fd, chunk, sizeof chunk);
 		if (n < 0) {
 			if (errno == EINTR)
 				continue;
-			close(fd);
-			return err_sys(err, "%s", path);
+			buf_truncate(out, start);
+			return err_sys(err, "%s", name);
 		}
 		if (n == 0)
 			break;
 		total += (size_t)n;
 		if (total > max || buf_add(out, chunk, (size_t)n) < 0) {
-			close(fd);
-			return err_set(err, ERR_INPUT,
-			               "%s: file is more than the limit of %zu bytes", path, max);
+			buf_truncate(out, start);
+			return err_set(err, ERR_INPUT, "%s: file is more than the limit of %zu bytes",
+			               name, max);
 		}
 	}
-	close(fd);
 	return 0;
+}
+
+int fs_read(const char *path, size_t max, struct buf *out, struct err *err)
+{
+	int fd = open(path, O_RDONLY | O_NONBLOCK | O_CLOEXEC);
+	if (fd < 0)
+		return sys_error(err, errno == ENOENT, "%s", path);
+	struct stat st;
+	int r = -1;
+	if (fstat(fd, &st) < 0)
+		err_sys(err, "%s", path);
+	else if (S_ISDIR(st.st_mode))
+		err_set(err, ERR_INPUT, "%s: is a directory", path);
+	else if (!S_ISREG(st.st_mode))
+		refuse(err, path, NULL, &st);
+	else
+		r = fs_read_fd(fd, path, max, out, err);
+	close(fd);
+	return r;
+}
+
+int fs_write_all(int fd, const char *name, const void *data, size_t len, struct err *err)
+{
+	const char *p = data;
+	while (len > 0) {
+		ssize_t n = write(fd, p, len);
+		if (n < 0 && errno == EINTR)
+			continue;
+		if (n <= 0) {
+			if (n == 0)
+				errno = ENOSPC; /* write(2) makes no progress: the disk is full */
+			return err_sys(err, "%s", name);
+		}
+		p += n;
+		len -= (size_t)n;
+	}
+	return 0;
+}
+
+int fs_sync_dir(const char *dir, struct err *err)
+{
+	int fd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+	if (fd < 0)
+		return err_sys(err, "%s", dir);
+	/* EINVAL: a file system that cannot sync directories (it has nothing
+	 * to make durable this way) */
+	int r = fsync(fd) < 0 && errno != EINVAL ? err_sys(err, "%s", dir) : 0;
+	close(fd);
+	return r;
 }
 
 int fs_write_atomic(const char *path, const void *data, size_t len, mode_t mode, struct err *err)
 {
-	char *tmp = xasprintf("%s.%ld.tmp", path, (long)getpid());
-	int fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, mode);
+	const char *slash = strrchr(path, '/');
+	char *tmp, *dir;
+	if (slash) {
+		tmp = xasprintf("%.*s/.%s.XXXXXX", (int)(slash - path), path, slash + 1);
+		dir = xstrndup(path, slash == path ? 1 : (size_t)(slash - path));
+	} else {
+		tmp = xasprintf(".%s.XXXXXX", path);
+		dir = xstrdup(".");
+	}
 	int r = -1;
+	bool made = false;
+	/* mkostemp opens with O_CREAT | O_EXCL: never an existing file, never
+	 * through a link, whoever planted it */
+	int fd = mkostemp(tmp, O_CLOEXEC);
 	if (fd < 0) {
+		err_sys(err, "%s", path);
+		goto out;
+	}
+	made = true;
+	if (fchmod(fd, mode) < 0) {
 		err_sys(err, "%s", tmp);
 		goto out;
 	}
-	(void)fchmod(fd, mode);
-	const char *p = data;
-	size_t left = len;
-	while (left > 0) {
-		ssize_t n = write(fd, p, left);
-		if (n < 0) {
-			if (errno == EINTR)
-				continue;
-			err_sys(err, "%s", tmp);
-			goto out;
-		}
-		p += n;
-		left -= (size_t)n;
-	}
+	if (fs_write_all(fd, tmp, data, len, err) < 0)
+		goto out;
 	if (fsync(fd) < 0) {
 		err_sys(err, "%s", tmp);
 		goto out;
 	}
-	if (close(fd) < 0) {
-		fd = -1;
+	int c = close(fd);
+	fd = -1;
+	if (c < 0) {
 		err_sys(err, "%s", tmp);
 		goto out;
 	}
-	fd = -1;
 	if (rename(tmp, path) < 0) {
 		err_sys(err, "%s", path);
 		goto out;
 	}
-	r = 0;
+	made = false;
+	r = fs_sync_dir(dir, err);
 out:
 	if (fd >= 0)
 		close(fd);
-	if (r < 0)
+	if (made)
 		unlink(tmp);
 	free(tmp);
+	free(dir);
 	return r;
 }
 

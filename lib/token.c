@@ -11,6 +11,7 @@
 #include <gnutls/crypto.h>
 #include <gnutls/gnutls.h>
 
+#include "fsutil.h"
 #include "token.h"
 
 static const char *purpose_word(enum token_purpose p)
@@ -49,23 +50,24 @@ int token_key_load(struct token_key *k, const char *state_dir, struct err *err)
 		for (size_t i = 0; i < sizeof raw; i++)
 			snprintf(hex + 2 * i, 3, "%02x", raw[i]);
 		char tmp[4200];
-		snprintf(tmp, sizeof tmp, "%s.%ld.tmp", path, (long)getpid());
-		int w = open(tmp, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
+		snprintf(tmp, sizeof tmp, "%s/.%s.XXXXXX", state_dir, TOKEN_SECRET_FILE);
+		int w = mkostemp(tmp, O_CLOEXEC); /* mode 0600 */
 		if (w < 0)
-			return err_sys(err, "%s", tmp);
-		hex[64] = '\n';
-		if (write(w, hex, 65) != 65 || fsync(w) < 0) {
-			close(w);
-			unlink(tmp);
-			return err_sys(err, "%s", tmp);
-		}
-		close(w);
-		/* link() fails if another process created the secret meanwhile: keep theirs. */
-		if (link(tmp, path) < 0 && errno != EEXIST) {
-			unlink(tmp);
 			return err_sys(err, "%s", path);
-		}
+		hex[64] = '\n';
+		int r = fs_write_all(w, tmp, hex, 65, err);
+		if (r == 0 && fsync(w) < 0)
+			r = err_sys(err, "%s", tmp);
+		if (close(w) < 0 && r == 0)
+			r = err_sys(err, "%s", tmp);
+		/* link() fails if another process created the secret meanwhile: keep theirs. */
+		if (r == 0 && link(tmp, path) < 0 && errno != EEXIST)
+			r = err_sys(err, "%s", path);
 		unlink(tmp);
+		if (r == 0)
+			r = fs_sync_dir(state_dir, err);
+		if (r < 0)
+			return -1;
 		fd = open(path, O_RDONLY | O_CLOEXEC | O_NOFOLLOW);
 	}
 	if (fd < 0)

@@ -3,7 +3,8 @@
  * PATH/new, written to PATH/tmp first and renamed, the Maildir way, so a
  * reader never sees half a message. The demo (make run) uses it: no mail
  * server needed. The envelope goes into Return-Path and Delivered-To
- * headers, as a local delivery agent would write them.
+ * headers, as a local delivery agent would write them; line ends are LF,
+ * as in every local mailbox file.
  */
 #include <errno.h>
 #include <fcntl.h>
@@ -27,51 +28,111 @@ struct maildir {
 
 static atomic_ulong seq;
 
+/*
+ * Copies data into fd with every CRLF made LF: a Maildir file is a local
+ * mailbox file, LF-terminated as mail readers (mutt, Dovecot) expect; CRLF
+ * exists only on the wire (RFC 5322 §2.3 describes the wire form).
+ */
+static int write_lf(int fd, const char *name, const char *data, size_t len, struct err *err)
+{
+	char out[65536];
+	size_t o = 0;
+	for (size_t i = 0; i < len; i++) {
+		if (data[i] == '\r' && i + 1 < len && data[i + 1] == '\n')
+			continue;
+		out[o++] = data[i];
+		if (o == sizeof out) {
+			if (fs_write_all(fd, name, out, o, err) < 0)
+				return -1;
+			o = 0;
+		}
+	}
+	return fs_write_all(fd, name, out, o, err);
+}
+
+/*
+ * The one write path of the transport: the envelope as Return-Path and
+ * Delivered-To, then the message, written to tmp/NAME, fsync'ed, closed,
+ * renamed to new/NAME, and new/ fsync'ed, every step checked. Only then is
+ * the message delivered: a full disk (ENOSPC, EDQUOT), an I/O error or a
+ * read-only file system at any step returns -1 with err and leaves nothing
+ * in new/ (and no half file in tmp/). name receives NAME.
+ */
+static int md_deliver(const struct maildir *m, const char *from, const char *rcpt,
+                      const char *data, size_t len, char *name, size_t nname, struct err *err)
+{
+	struct timespec ts;
+	clock_gettime(CLOCK_REALTIME, &ts);
+	snprintf(name, nname, "%lld.M%06ldP%dQ%lu.%s", (long long)ts.tv_sec, ts.tv_nsec / 1000,
+	         (int)getpid(), (unsigned long)atomic_fetch_add(&seq, 1), m->host);
+	char *tmp = xasprintf("%s/tmp/%s", m->dir, name);
+	char *dst = xasprintf("%s/new/%s", m->dir, name);
+	char *newdir = xasprintf("%s/new", m->dir);
+	char *head = xasprintf("Return-Path: <%s>\nDelivered-To: %s\n", from, rcpt);
+	int r = -1;
+	int fd = open(tmp, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0640);
+	if (fd < 0) {
+		err_sys(err, "%s", tmp);
+		goto out;
+	}
+	if (fs_write_all(fd, tmp, head, strlen(head), err) < 0 ||
+	    write_lf(fd, tmp, data, len, err) < 0)
+		goto out;
+	if (fsync(fd) < 0) {
+		err_sys(err, "%s", tmp);
+		goto out;
+	}
+	int c = close(fd);
+	fd = -1;
+	if (c < 0) {
+		err_sys(err, "%s", tmp);
+		goto out;
+	}
+	if (rename(tmp, dst) < 0) {
+		err_sys(err, "%s", dst);
+		goto out;
+	}
+	if (fs_sync_dir(newdir, err) < 0) {
+		/* not known to be on disk: take it back, it is sent again */
+		if (unlink(dst) == 0)
+			goto out;
+		err_sys(err, "%s", dst);
+		goto out;
+	}
+	r = 0;
+out:
+	if (fd >= 0)
+		close(fd);
+	if (r < 0)
+		unlink(tmp);
+	free(head);
+	free(newdir);
+	free(dst);
+	free(tmp);
+	return r;
+}
+
 static int md_send(struct transport *t, const char *from, const char *rcpt, const char *data,
                    size_t len, struct send_result *res)
 {
 	struct maildir *m = (struct maildir *)t;
-	struct timespec ts;
-	clock_gettime(CLOCK_REALTIME, &ts);
 	char name[160];
-	snprintf(name, sizeof name, "%lld.M%06ldP%dQ%lu.%s", (long long)ts.tv_sec,
-	         ts.tv_nsec / 1000, (int)getpid(), (unsigned long)atomic_fetch_add(&seq, 1),
-	         m->host);
-	char *tmp = xasprintf("%s/tmp/%s", m->dir, name);
-	char *dst = xasprintf("%s/new/%s", m->dir, name);
-	int fd = open(tmp, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0640);
-	int rc = -1;
-	if (fd < 0)
-		goto fail;
-	FILE *f = fdopen(fd, "w");
-	if (f == NULL) {
-		close(fd);
-		goto fail;
+	struct err e;
+	err_clear(&e);
+	if (md_deliver(m, from, rcpt, data, len, name, sizeof name, &e) < 0) {
+		/* A full disk, an I/O error or a permission problem is the
+		 * operator's to fix, not this message's: pause, count nothing,
+		 * retry. */
+		res->outcome = SEND_TEMP;
+		res->relay_level = true;
+		snprintf(res->reply, sizeof res->reply, "maildir %s", e.msg);
+		return -1;
 	}
-	fprintf(f, "Return-Path: <%s>\r\nDelivered-To: %s\r\n", from, rcpt);
-	fwrite(data, 1, len, f);
-	if (fflush(f) != 0 || fsync(fileno(f)) != 0) {
-		fclose(f);
-		goto fail;
-	}
-	if (fclose(f) != 0 || rename(tmp, dst) != 0)
-		goto fail;
 	res->outcome = SEND_OK;
 	res->code = 250;
 	snprintf(res->reply, sizeof res->reply, "250 delivered to maildir as %s", name);
 	snprintf(res->queue_id, sizeof res->queue_id, "%.63s", name);
-	rc = 0;
-	goto out;
-fail:
-	/* A full disk or a permission problem is the operator's to fix: retry. */
-	res->outcome = SEND_TEMP;
-	res->relay_level = true; /* the disk's trouble: pause, count nothing */
-	snprintf(res->reply, sizeof res->reply, "maildir %s: %s", m->dir, strerror(errno));
-	unlink(tmp);
-out:
-	free(tmp);
-	free(dst);
-	return rc;
+	return 0;
 }
 
 static void md_free(struct transport *t)

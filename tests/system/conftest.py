@@ -4,6 +4,7 @@ configuration in a temp directory, and helpers to run them.
 Run with Debian's /usr/bin/python3 (make check does): it sees the python3-*
 packages (aiosmtpd, feedparser) that another python3 on PATH may not.
 """
+import contextlib
 import json
 import os
 import pathlib
@@ -106,3 +107,27 @@ def ctl_noconf(*args, input=None):
 
 def have(cmd):
     return shutil.which(cmd) is not None
+
+
+@contextlib.contextmanager
+def tmpfs(path, size):
+    """A small tmpfs mounted at path for the duration (a full disk that
+    fills in a few messages, or one to remount read-only). Needs root: the
+    test is skipped with a message otherwise."""
+    if os.geteuid() != 0:
+        pytest.skip("not root: cannot mount the small tmpfs this test fills")
+    path = pathlib.Path(path)
+    path.mkdir(parents=True, exist_ok=True)
+    p = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size},mode=0755", "tmpfs",
+                        str(path)], capture_output=True, text=True)
+    if p.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs here: {p.stderr.strip()}")
+    try:
+        yield path
+    finally:
+        subprocess.run(["umount", "-l", str(path)], capture_output=True)
+
+
+def remount(path, opts):
+    """mount -o remount,OPTS PATH (size=…, ro, rw)."""
+    subprocess.run(["mount", "-o", f"remount,{opts}", str(path)], check=True)
