@@ -36,6 +36,7 @@
 struct entry {
 	char *name; /* in issue_dir */
 	char *path; /* the file to parse: NAME or NAME/issue.md */
+	bool folder; /* NAME is a folder issue: it is loaded as such (its images) */
 	int wd;     /* inotify watch of a folder issue, or -1 */
 	time_t mtime;
 	off_t size;
@@ -160,7 +161,9 @@ static void look(struct daemon *d, const char *name)
 			st.st_mtime = 0;
 			st.st_size = -1;
 		}
-	} else if (issue_file(name) && stat(top, &st) == 0 && S_ISREG(st.st_mode)) {
+	} else if (issue_file(name) && lstat(top, &st) == 0) {
+		/* links, FIFOs and the like too: loading refuses them with an
+		 * error that `matrixctl status` shows, rather than silence */
 		path = xstrdup(top);
 	}
 	if (path == NULL) {
@@ -172,7 +175,8 @@ static void look(struct daemon *d, const char *name)
 	if (e == NULL) {
 		w->e = xreallocarray(w->e, w->n + 1, sizeof *w->e);
 		e = &w->e[w->n++];
-		*e = (struct entry){xstrdup(name), path, -1, 0, -2, 0, false, true};
+		*e = (struct entry){.name = xstrdup(name), .path = path, .folder = folder, .wd = -1,
+		                    .size = -2, .seen = true};
 		path = NULL;
 		if (folder && w->fd >= 0)
 			e->wd = inotify_add_watch(w->fd, top,
@@ -309,13 +313,15 @@ static void reject(struct daemon *d, const char *path, const char *hash, const s
 		d->exit_code = 1; /* --once: an error, after the rest is done */
 }
 
-static void process(struct daemon *d, const char *path)
+/* load: what issue_load reads (the folder of a folder issue, so that its
+ * images are published); path: the file, as recorded and reported. */
+static void process(struct daemon *d, const char *load, const char *path)
 {
 	struct issue_opts o = issue_opts_of(&d->conf);
 	struct issue *is = NULL;
 	struct err e;
 	err_clear(&e);
-	if (issue_load(path, &o, &is, &e) < 0) {
+	if (issue_load(load, &o, &is, &e) < 0) {
 		reject(d, path, "", &e);
 		return;
 	}
@@ -406,11 +412,15 @@ int64_t watch_settle(struct daemon *d)
 		if (due <= now_ms()) {
 			/* A last look: a write since the last event restarts the clock. */
 			struct stat st;
-			if (stat(e->path, &st) != 0 ||
-			    (st.st_mtime == e->mtime && st.st_size == e->size)) {
+			int r = e->folder ? stat(e->path, &st) : lstat(e->path, &st); /* as look() */
+			if (r != 0 || (st.st_mtime == e->mtime && st.st_size == e->size)) {
 				e->done = true;
 				char *path = xstrdup(e->path);
-				process(d, path); /* may log; entries stay valid (no rescan here) */
+				char *load =
+				    e->folder ? xasprintf("%s/%s", d->conf.issue_dir, e->name) : NULL;
+				/* may log; entries stay valid (no rescan here) */
+				process(d, load ? load : path, path);
+				free(load);
 				free(path);
 				continue;
 			}

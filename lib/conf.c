@@ -487,7 +487,7 @@ int conf_password(const struct conf *c, char **out, struct err *err)
 	const char *p = c->smtp.password_file;
 	struct stat st;
 	/* a link could hand the relay any file the daemon can read */
-	int fd = fs_open_nofollow(p, 0, &st, err);
+	int fd = fs_open_nofollow(p, NULL, 0, &st, err);
 	if (fd < 0)
 		return err_prefix(err, "smtp.password_file");
 	if (st.st_mode & (S_IRWXG | S_IRWXO)) {

@@ -29,6 +29,13 @@ sys_error(struct err *err, bool absent, const char *fmt, ...)
 	return -1;
 }
 
+/* "/" between root and a relative name, unless root already ends with one. */
+static const char *sep(const char *root)
+{
+	size_t n = strlen(root);
+	return n && root[n - 1] == '/' ? "" : "/";
+}
+
 static const char *kind_of(const struct stat *st)
 {
 	if (S_ISLNK(st->st_mode))
@@ -49,7 +56,7 @@ static int refuse(struct err *err, const char *root, const char *rel, const stru
 	return err_set(err, ERR_INPUT,
 	               "%s%s%s: is %s, not a regular file; links, FIFOs and devices are never "
 	               "read from here: put the file itself in its place",
-	               root, rel ? "/" : "", rel ? rel : "", kind_of(st));
+	               root, rel ? sep(root) : "", rel ? rel : "", kind_of(st));
 }
 
 /* Why openat(dfd, name, O_NOFOLLOW…) failed, as an error. A link gives
@@ -65,7 +72,8 @@ static int open_failed(int dfd, const char *name, const char *root, const char *
 	}
 	memset(st, 0, sizeof *st);
 	errno = saved;
-	return sys_error(err, saved == ENOENT || saved == ENOTDIR, "%s/%s", root, rel);
+	return sys_error(err, saved == ENOENT || saved == ENOTDIR, "%s%s%s", root, sep(root),
+	                 rel);
 }
 
 int fs_open_under(const char *root, const char *rel, int flags, struct stat *st,
@@ -75,6 +83,7 @@ int fs_open_under(const char *root, const char *rel, int flags, struct stat *st,
 	int dfd = open(root, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
 	if (dfd < 0)
 		return sys_error(err, errno == ENOENT || errno == ENOTDIR, "%s", root);
+	/* copy holds rel up to the component being opened: what messages name */
 	char *copy = xstrdup(rel);
 	int fd = -1;
 	for (char *p = copy;;) {
@@ -83,21 +92,22 @@ int fs_open_under(const char *root, const char *rel, int flags, struct stat *st,
 			*slash = '\0';
 		if (*p == '\0' || strcmp(p, ".") == 0 || strcmp(p, "..") == 0 ||
 		    ((flags & FS_NO_DOT) && *p == '.')) {
-			err_set(err, ERR_NOTFOUND, "%s/%s: no such file (empty, '.' or '..' component)",
-			        root, rel);
+			err_set(err, ERR_NOTFOUND, "%s%s%s: no such file (empty, '.' or '..' component)",
+			        root, sep(root), rel);
 			break;
 		}
 		if (slash == NULL) {
 			fd = openat(dfd, p, O_RDONLY | O_NOFOLLOW | O_NONBLOCK | O_CLOEXEC);
 			if (fd < 0)
-				open_failed(dfd, p, root, rel, st, err);
+				open_failed(dfd, p, root, copy, st, err);
 			break;
 		}
 		int next = openat(dfd, p, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
 		if (next < 0) {
-			open_failed(dfd, p, root, rel, st, err);
+			open_failed(dfd, p, root, copy, st, err);
 			break;
 		}
+		*slash = '/';
 		close(dfd);
 		dfd = next;
 		p = slash + 1;
@@ -107,7 +117,7 @@ int fs_open_under(const char *root, const char *rel, int flags, struct stat *st,
 	if (fd < 0)
 		return -1;
 	if (fstat(fd, st) < 0) {
-		err_sys(err, "%s/%s", root, rel);
+		err_sys(err, "%s%s%s", root, sep(root), rel);
 		close(fd);
 		return -1;
 	}
@@ -118,32 +128,28 @@ int fs_open_under(const char *root, const char *rel, int flags, struct stat *st,
 	return -1;
 }
 
-int fs_open_nofollow(const char *path, int flags, struct stat *st, struct err *err)
+int fs_open_nofollow(const char *path, const char *rel, int flags, struct stat *st,
+                     struct err *err)
 {
 	size_t n = strlen(path);
 	while (n > 1 && path[n - 1] == '/')
 		n--; /* "issues/matrix-61/" names the folder */
 	char *p = xstrndup(path, n);
 	char *slash = strrchr(p, '/');
-	const char *root = ".", *rel = p;
+	const char *root = ".", *base = p;
 	if (slash == p) {
 		root = "/";
-		rel = p + 1;
+		base = p + 1;
 	} else if (slash) {
 		*slash = '\0';
 		root = p;
-		rel = slash + 1;
+		base = slash + 1;
 	}
-	int fd = fs_open_under(root, rel, flags, st, err);
-	char *said = xasprintf("%s/%s", root, rel);
-	size_t k = strlen(said);
-	if (fd < 0 && err && strncmp(err->msg, said, k) == 0) {
-		/* name the file as the caller did, not as root + rel */
-		char tail[sizeof err->msg];
-		snprintf(tail, sizeof tail, "%s", err->msg + k);
-		snprintf(err->msg, sizeof err->msg, "%.*s%s", (int)n, path, tail);
-	}
-	free(said);
+	char *below = rel ? xasprintf("%s/%s", base, rel) : xstrdup(base);
+	int fd = fs_open_under(root, below, flags, st, err);
+	if (fd < 0 && err && root[0] == '.' && strncmp(err->msg, "./", 2) == 0)
+		memmove(err->msg, err->msg + 2, strlen(err->msg + 2) + 1); /* as the caller said */
+	free(below);
 	free(p);
 	return fd;
 }

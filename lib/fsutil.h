@@ -43,9 +43,12 @@ int fs_open_under(const char *root, const char *rel, int flags, struct stat *st,
 
 /*
  * Opens path for reading: its directory is trusted, its last component must
- * not be a link. Same checks and errors as fs_open_under (FS_DIR_OK taken).
+ * not be a link, and neither may any component of rel beneath it (rel may
+ * be NULL: path itself). Same checks, flags and errors as fs_open_under;
+ * messages name the file as path/rel.
  */
-int fs_open_nofollow(const char *path, int flags, struct stat *st, struct err *err);
+int fs_open_nofollow(const char *path, const char *rel, int flags, struct stat *st,
+                     struct err *err);
 
 /*
  * Reads the whole of fd (named name in messages) into out (appending). More

@@ -13,10 +13,12 @@
 #include <ctype.h>
 #include <errno.h>
 #include <limits.h>
+#include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <unistd.h>
 
 #include <cmark-gfm.h>
 #include <gnutls/crypto.h>
@@ -1579,17 +1581,54 @@ out:
 	return r;
 }
 
+/* A folder's image that is a link, a FIFO or a device is the issue's
+ * error, like a parse error: refused now, not found out when publishing.
+ * A missing one is left to the publishing (it fails there, and is shown). */
+static int check_assets(const struct issue *is, const char *file, struct err *err)
+{
+	for (size_t i = 0; i < is->nassets; i++) {
+		struct stat st;
+		struct err e;
+		int fd = fs_open_nofollow(is->folder, is->assets[i], 0, &st, &e);
+		if (fd >= 0) {
+			close(fd);
+		} else if (e.kind == ERR_INPUT) {
+			err_set(err, ERR_INPUT, "%s: image %s: %s", file, is->assets[i], e.msg);
+			return -1;
+		}
+	}
+	return 0;
+}
+
 int issue_load(const char *path, const struct issue_opts *o, struct issue **out, struct err *err)
 {
 	struct stat st;
 	char *file = NULL;
 	struct buf b;
-	int r;
-	if (stat(path, &st) < 0)
-		return err_sys(err, "%s", path);
-	file = S_ISDIR(st.st_mode) ? xasprintf("%s/issue.md", path) : xstrdup(path);
+	size_t max = o->max_bytes ? o->max_bytes : BUF_NOLIMIT;
+	int r = -1;
+	/* An editor may plant a link (to state_dir/secret) or a FIFO: neither
+	 * the issue, nor its folder, nor issue.md in it is followed or opened
+	 * unless it is the thing itself (fsutil.h). */
+	int fd = fs_open_nofollow(path, NULL, FS_DIR_OK, &st, err);
+	if (fd < 0)
+		return -1;
+	bool folder = S_ISDIR(st.st_mode);
+	if (folder) {
+		close(fd);
+		fd = fs_open_nofollow(path, "issue.md", 0, &st, err);
+		if (fd < 0)
+			return -1;
+		size_t n = strlen(path);
+		while (n > 1 && path[n - 1] == '/')
+			n--;
+		file = xasprintf("%.*s/issue.md", (int)n, path);
+	} else {
+		file = xstrdup(path);
+	}
 	buf_init(&b, BUF_NOLIMIT);
-	r = fs_read(file, o->max_bytes ? o->max_bytes : BUF_NOLIMIT, &b, err);
+	r = fs_read_fd(fd, file, max, &b, err);
+	close(fd);
 	if (r < 0 && err && err->kind == ERR_INPUT && strstr(err->msg, "limit"))
 		err_at(err, ERR_INPUT, file, 1,
 		       "the file is over max_issue_bytes (%zu); split the issue or raise "
@@ -1597,8 +1636,14 @@ int issue_load(const char *path, const struct issue_opts *o, struct issue **out,
 		       o->max_bytes);
 	if (r == 0)
 		r = issue_parse(file, buf_str(&b), b.len, o, out, err);
-	if (r == 0 && S_ISDIR(st.st_mode))
-		(*out)->folder = xstrdup(path);
+	if (r == 0 && folder) {
+		(*out)->folder = xstrndup(path, strlen(file) - strlen("/issue.md"));
+		r = check_assets(*out, file, err);
+		if (r < 0) {
+			issue_free(*out);
+			*out = NULL;
+		}
+	}
 	buf_free(&b);
 	free(file);
 	return r;

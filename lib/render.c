@@ -7,6 +7,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <unistd.h>
 
 #include <json-c/json.h>
 
@@ -305,12 +306,19 @@ static int write_page(const struct tmpl *t, const char *name, struct json_object
 	return r;
 }
 
+/* Copies an image of the issue folder: neither the folder nor any
+ * component of rel may be a link, and the image must be a regular file
+ * (fsutil.h), or anything the daemon can read could be published. */
 static int copy_asset(const char *folder, const char *rel, const char *dest, struct err *err)
 {
-	char *src = xasprintf("%s/%s", folder, rel);
+	struct stat st;
 	struct buf b;
 	buf_init(&b, BUF_NOLIMIT);
-	int r = fs_read(src, 64 << 20, &b, err);
+	char *name = xasprintf("%s/%s", folder, rel);
+	int fd = fs_open_nofollow(folder, rel, 0, &st, err);
+	int r = fd < 0 ? -1 : fs_read_fd(fd, name, 64 << 20, &b, err);
+	if (fd >= 0)
+		close(fd);
 	if (r < 0)
 		err_prefix(err, "image referenced by the issue");
 	if (r == 0)
@@ -318,7 +326,7 @@ static int copy_asset(const char *folder, const char *rel, const char *dest, str
 	if (r == 0)
 		r = fs_write_atomic(dest, b.data ? b.data : "", b.len, 0644, err);
 	buf_free(&b);
-	free(src);
+	free(name);
 	return r;
 }
 

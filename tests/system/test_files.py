@@ -117,3 +117,185 @@ def test_maildir_full_disk_loses_nothing(env):
             pairs.append((m["Delivered-To"], str(m["Subject"])))
         assert len(files) == 400 and len(set(pairs)) == 400
         assert states(env) == {"sent": 400}
+
+
+# --- what issue_dir holds -------------------------------------------------------
+
+PNG = b"\x89PNG\r\n\x1a\n" + bytes(range(256)) * 4
+
+
+def folder_issue(env, name, number, images=("img/cover.png", "img/b.png")):
+    """A folder issue: issue.md with two articles, each showing an image."""
+    d = env.tmp / "issues" / name
+    (d / "img").mkdir(parents=True)
+    md = (f"---\ntitle: Matrix NO.{number}\nnumber: {number}\n---\n\n"
+          f"# 第一篇文章\n\n第一段正文。\n\n![封面]({images[0]})\n\n"
+          f"# 第二篇文章\n\n第二段正文。\n\n![图二]({images[1]})\n")
+    (d / "issue.md").write_text(md)
+    for i, img in enumerate(images):
+        f = d / img
+        if not f.parent.exists():
+            f.parent.mkdir(parents=True)
+        if not f.is_symlink() and not f.exists():
+            f.write_bytes(PNG + bytes([i]))
+    return d
+
+
+def everything_written(env, *dirs):
+    """Every byte matrixd wrote where readers see it: public_dir, the mails
+    (Maildir), and any extra directory."""
+    out = b""
+    for d in (env.tmp / "public", env.tmp / "maildir", *dirs):
+        for f in pathlib.Path(d).rglob("*"):
+            if f.is_file() and not f.is_symlink():
+                out += f.read_bytes()
+    return out
+
+
+def test_folder_issue_images_are_published(env):
+    """The daemon publishes a folder issue's images under issues/N/ and the
+    mail and the pages link them by absolute URL."""
+    env.ctl("subscribe", "ann@example.org", check=0)
+    d = folder_issue(env, "matrix-70", 70)
+    p = once(env)
+    assert p.returncode == 0, p.stderr
+    pub = env.tmp / "public" / "issues" / "70"
+    for i, img in enumerate(("img/cover.png", "img/b.png")):
+        assert (pub / img).read_bytes() == (d / img).read_bytes()
+    url = "https://news.example.org/matrix/issues/70/img/cover.png"
+    pages = "".join(f.read_text() for f in pub.glob("*.html"))
+    assert f'src="{url}"' in pages
+    mails = [complete(f)[0] for f in maildir_files(env)]
+    assert len(mails) == 2
+    html = "".join(m.get_body(("html",)).get_content() for m in mails)
+    assert f'src="{url}"' in html
+    assert 'src="img/' not in html and 'src="img/' not in pages
+
+
+def test_linked_issue_file_is_refused(env):
+    """An editor who cannot read state_dir/secret links it into issue_dir:
+    it is refused with a clear error in status, and the secret appears
+    nowhere: not in public_dir, not in any mail, not in the feeds."""
+    env.ctl("subscribe", "ann@example.org", check=0)
+    assert once(env).returncode == 0  # creates the secret
+    secret = (env.tmp / "state" / "secret").read_text().strip()
+    assert len(secret) == 64
+    issues = env.tmp / "issues"
+    os.symlink(env.tmp / "state" / "secret", issues / "matrix-101.md")
+    # a folder issue whose issue.md is the link, and a linked folder
+    (issues / "matrix-102").mkdir()
+    os.symlink(env.tmp / "state" / "secret", issues / "matrix-102" / "issue.md")
+    elsewhere = env.tmp / "elsewhere"
+    elsewhere.mkdir()
+    shutil.copy(env.tmp / "state" / "secret", elsewhere / "issue.md")
+    os.symlink(elsewhere, issues / "matrix-103")
+    p = once(env)
+    assert p.returncode == 1, p.stderr
+    st = env.ctl_json("status")
+    assert st["issues"] == []
+    errors = {pathlib.Path(e["path"]).relative_to(issues).parts[0]: e["error"]
+              for e in st["errors"]}
+    assert set(errors) == {"matrix-101.md", "matrix-102", "matrix-103"}, st["errors"]
+    for e in errors.values():
+        assert "symbolic link" in e and "regular file" in e
+    assert secret.encode() not in everything_written(env)
+    assert secret not in json.dumps(st)
+    assert secret not in p.stderr
+
+
+def test_linked_image_is_refused(env, tmp_path):
+    """An image that is a link (here to the secret), or sits in a linked
+    folder, is not copied: the issue is refused with a FILE error, by the
+    daemon and by matrixctl render."""
+    env.ctl("subscribe", "ann@example.org", check=0)
+    assert once(env).returncode == 0
+    secret_path = env.tmp / "state" / "secret"
+    secret = secret_path.read_text().strip()
+    d = env.tmp / "issues" / "matrix-71"
+    (d / "img").mkdir(parents=True)
+    os.symlink(secret_path, d / "img" / "key.png")
+    os.symlink(env.tmp / "state", d / "state")
+    for rel in ("img/key.png", "state/secret"):
+        for f in d.glob("*.md"):
+            f.unlink()
+        folder_issue_md = (f"---\nnumber: 71\n---\n\n# 一\n\n正文。\n\n![x]({rel})\n")
+        (d / "issue.md").write_text(folder_issue_md)
+        out = tmp_path / f"out-{rel.replace('/', '-')}"
+        r = env.ctl("render", d, "--out", out)
+        fault = "img/key.png" if rel.startswith("img") else "matrix-71/state"
+        assert r.returncode == 1, r.stderr
+        assert f"/{fault}: is a symbolic link" in r.stderr, r.stderr
+        assert secret.encode() not in everything_written(env, out)
+    p = once(env)
+    assert p.returncode == 1
+    st = env.ctl_json("status")
+    assert [e for e in st["errors"] if "symbolic link" in e["error"]], st
+    assert not (env.tmp / "maildir" / "new").exists() or maildir_files(env) == []
+    assert secret.encode() not in everything_written(env)
+
+
+def test_fifo_issue_never_blocks(env):
+    """A FIFO as issue.md (or as an issue file) is refused at once; the rest
+    of issue_dir is still published. Before, open() waited for a writer
+    forever and the whole daemon with it."""
+    issues = env.tmp / "issues"
+    (issues / "matrix-104").mkdir()
+    os.mkfifo(issues / "matrix-104" / "issue.md")
+    os.mkfifo(issues / "matrix-105.md")
+    shutil.copy(DATA / "issues" / "toc-zh.txt", issues)
+    t = time.time()
+    p = once(env, timeout=30)
+    assert time.time() - t < 20
+    assert p.returncode == 1, p.stderr
+    st = env.ctl_json("status")
+    assert [i["number"] for i in st["issues"]] == [61]
+    fifo = [e for e in st["errors"] if "FIFO" in e["error"]]
+    assert {pathlib.Path(e["path"]).relative_to(issues).parts[0] for e in fifo} == \
+        {"matrix-104", "matrix-105.md"}, st["errors"]
+
+
+def test_linked_password_file_is_refused(env):
+    """smtp.password_file must be the file itself: a link could hand the
+    relay any file the daemon can read."""
+    real = env.tmp / "real-password"
+    real.write_text("hunter2\n")
+    real.chmod(0o600)
+    os.symlink(real, env.tmp / "password")
+    env.write_conf(smtp_url='"smtp://127.0.0.1:2525"', smtp_username='"u"',
+                   smtp_password_file=f'"{env.tmp / "password"}"')
+    p = env.matrixd("-n")
+    assert p.returncode == 1
+    assert "symbolic link" in p.stderr and "hunter2" not in p.stderr
+    (env.tmp / "password").unlink()
+    os.mkfifo(env.tmp / "password", 0o600)
+    p = env.matrixd("-n", timeout=20)  # a FIFO would block open() for ever
+    assert p.returncode == 1 and "FIFO" in p.stderr, p.stderr
+    (env.tmp / "password").unlink()
+    real.rename(env.tmp / "password")
+    assert env.matrixd("-n").returncode == 0
+
+
+def test_render_never_writes_through_planted_links(env, tmp_path):
+    """Someone who can write into render's --out directory plants links at
+    every name the atomic write used to use (NAME.PID.tmp): nothing is
+    written through them. matrixctl runs as PID 1 of a new PID namespace so
+    that the names are known in advance."""
+    if os.geteuid() != 0 or shutil.which("unshare") is None:
+        pytest.skip("not root (or no unshare): cannot fix matrixctl's PID in advance")
+    out = tmp_path / "out"
+    first = env.ctl("render", DATA / "issues" / "toc-zh.txt", "--out", out)
+    assert first.returncode == 0, first.stderr
+    victim = tmp_path / "victim"
+    victim.write_text("precious\n")
+    written = [f for f in out.rglob("*") if f.is_file()]
+    assert len(written) > 8
+    for f in written:
+        for pid in (1, 2):
+            os.symlink(victim, f.with_name(f"{f.name}.{pid}.tmp"))
+    p = subprocess.run(["unshare", "--pid", "--fork", str(MATRIXCTL), "-c", str(env.conf),
+                        "render", str(DATA / "issues" / "toc-zh.txt"), "--out", str(out)],
+                       capture_output=True, text=True, timeout=120)
+    assert p.returncode == 0, p.stderr
+    assert victim.read_text() == "precious\n"
+    for f in written:
+        assert f.is_file() and not f.is_symlink() and f.stat().st_size > 0
