@@ -34,10 +34,10 @@
 #include "xmalloc.h"
 
 struct entry {
-	char *name; /* in issue_dir */
-	char *path; /* the file to parse: NAME or NAME/issue.md */
+	char *name;  /* in issue_dir */
+	char *path;  /* the file to parse: NAME or NAME/issue.md */
 	bool folder; /* NAME is a folder issue: it is loaded as such (its images) */
-	int wd;     /* inotify watch of a folder issue, or -1 */
+	int wd;      /* inotify watch of a folder issue, or -1 */
 	time_t mtime;
 	off_t size;
 	int64_t changed_ms; /* monotonic time of the last change we saw */
@@ -175,8 +175,12 @@ static void look(struct daemon *d, const char *name)
 	if (e == NULL) {
 		w->e = xreallocarray(w->e, w->n + 1, sizeof *w->e);
 		e = &w->e[w->n++];
-		*e = (struct entry){.name = xstrdup(name), .path = path, .folder = folder, .wd = -1,
-		                    .size = -2, .seen = true};
+		*e = (struct entry){.name = xstrdup(name),
+		                    .path = path,
+		                    .folder = folder,
+		                    .wd = -1,
+		                    .size = -2,
+		                    .seen = true};
 		path = NULL;
 		if (folder && w->fd >= 0)
 			e->wd = inotify_add_watch(w->fd, top,
@@ -412,12 +416,14 @@ int64_t watch_settle(struct daemon *d)
 		if (due <= now_ms()) {
 			/* A last look: a write since the last event restarts the clock. */
 			struct stat st;
-			int r = e->folder ? stat(e->path, &st) : lstat(e->path, &st); /* as look() */
+			int r =
+			    e->folder ? stat(e->path, &st) : lstat(e->path, &st); /* as look() */
 			if (r != 0 || (st.st_mtime == e->mtime && st.st_size == e->size)) {
 				e->done = true;
 				char *path = xstrdup(e->path);
-				char *load =
-				    e->folder ? xasprintf("%s/%s", d->conf.issue_dir, e->name) : NULL;
+				char *load = e->folder
+				                 ? xasprintf("%s/%s", d->conf.issue_dir, e->name)
+				                 : NULL;
 				/* may log; entries stay valid (no rescan here) */
 				process(d, load ? load : path, path);
 				free(load);

@@ -72,12 +72,10 @@ static int open_failed(int dfd, const char *name, const char *root, const char *
 	}
 	memset(st, 0, sizeof *st);
 	errno = saved;
-	return sys_error(err, saved == ENOENT || saved == ENOTDIR, "%s%s%s", root, sep(root),
-	                 rel);
+	return sys_error(err, saved == ENOENT || saved == ENOTDIR, "%s%s%s", root, sep(root), rel);
 }
 
-int fs_open_under(const char *root, const char *rel, int flags, struct stat *st,
-                  struct err *err)
+int fs_open_under(const char *root, const char *rel, int flags, struct stat *st, struct err *err)
 {
 	memset(st, 0, sizeof *st);
 	int dfd = open(root, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
@@ -92,8 +90,9 @@ int fs_open_under(const char *root, const char *rel, int flags, struct stat *st,
 			*slash = '\0';
 		if (*p == '\0' || strcmp(p, ".") == 0 || strcmp(p, "..") == 0 ||
 		    ((flags & FS_NO_DOT) && *p == '.')) {
-			err_set(err, ERR_NOTFOUND, "%s%s%s: no such file (empty, '.' or '..' component)",
-			        root, sep(root), rel);
+			err_set(err, ERR_NOTFOUND,
+			        "%s%s%s: no such file (empty, '.' or '..' component)", root,
+			        sep(root), rel);
 			break;
 		}
 		if (slash == NULL) {
@@ -128,8 +127,7 @@ int fs_open_under(const char *root, const char *rel, int flags, struct stat *st,
 	return -1;
 }
 
-int fs_open_nofollow(const char *path, const char *rel, int flags, struct stat *st,
-                     struct err *err)
+int fs_open_nofollow(const char *path, const char *rel, int flags, struct stat *st, struct err *err)
 {
 	size_t n = strlen(path);
 	while (n > 1 && path[n - 1] == '/')
@@ -177,8 +175,8 @@ int fs_read_fd(int fd, const char *name, size_t max, struct buf *out, struct err
 		total += (size_t)n;
 		if (total > max || buf_add(out, chunk, (size_t)n) < 0) {
 			buf_truncate(out, start);
-			return err_set(err, ERR_INPUT, "%s: file is more than the limit of %zu bytes",
-			               name, max);
+			return err_set(err, ERR_INPUT,
+			               "%s: file is more than the limit of %zu bytes", name, max);
 		}
 	}
 	return 0;

@@ -6,7 +6,7 @@
  * feed or page, a planted link is never written through), and mkdir -p.
  *
  * Every write checks every step (write, fsync, close, rename): a full disk
- * (ENOSPC), an I/O error (EIO) or a read-only file system (EROFS) is an
+ * (ENOSPC), an I/O error (EIO) or a read-only file system, EROFS, is an
  * ERR_IO error naming the file, never a silent short file.
  */
 #ifndef MATRIX_FSUTIL_H
@@ -38,8 +38,7 @@ enum {
  * file" when something is refused (*st then says what, st_mode 0 for a
  * link), ERR_IO for other failures.
  */
-int fs_open_under(const char *root, const char *rel, int flags, struct stat *st,
-                  struct err *err);
+int fs_open_under(const char *root, const char *rel, int flags, struct stat *st, struct err *err);
 
 /*
  * Opens path for reading: its directory is trusted, its last component must

@@ -58,8 +58,8 @@ static int write_lf(int fd, const char *name, const char *data, size_t len, stru
  * read-only file system at any step returns -1 with err and leaves nothing
  * in new/ (and no half file in tmp/). name receives NAME.
  */
-static int md_deliver(const struct maildir *m, const char *from, const char *rcpt,
-                      const char *data, size_t len, char *name, size_t nname, struct err *err)
+static int md_deliver(const struct maildir *m, const char *from, const char *rcpt, const char *data,
+                      size_t len, char *name, size_t nname, struct err *err)
 {
 	struct timespec ts;
 	clock_gettime(CLOCK_REALTIME, &ts);
