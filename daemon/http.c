@@ -1,13 +1,15 @@
 /*
- * The HTTP endpoint (issue 7, SPEC.md "Outputs"): RFC 8058 one-click
- * unsubscribe at /u/TOKEN, the double opt-in link at /c/TOKEN, and the
- * files of public_dir, every path relative to site.base_url and served at
- * the root of http.listen. libmicrohttpd runs in external-epoll mode inside
- * the main thread's event loop, never in threads of its own: the handlers
- * touch SQLite and the templates, which only the main thread may. GET and
- * HEAD never change anything, since mail scanners follow every link; only a
- * POST unsubscribes or confirms. docs/nginx.md describes the reverse proxy
- * that puts this behind TLS in production.
+ * The HTTP endpoint: RFC 8058 one-click unsubscribe at /u/TOKEN, the
+ * double opt-in link at /c/TOKEN, and the files of public_dir, every path
+ * relative to site.base_url and served at the root of http.listen.
+ * libmicrohttpd runs in external-epoll mode inside the main thread's event
+ * loop, never in threads of its own: the handlers touch SQLite and the
+ * templates, which only the main thread may. GET and HEAD never change
+ * anything, since mail scanners follow every link; only a POST unsubscribes
+ * or confirms. Every request head is judged (lib/httpreq.h) before its body
+ * is read, and every connection must deliver its request within a bounded
+ * time (docs/design.md). docs/nginx.md describes the reverse proxy that puts
+ * this behind TLS in production, and every limit.
  */
 #include <arpa/inet.h>
 #include <errno.h>
@@ -31,19 +33,29 @@
 
 #include "buf.h"
 #include "fsutil.h"
+#include "httpreq.h"
 #include "log.h"
 #include "matrixd.h"
 #include "render.h"
 #include "subs.h"
 #include "xmalloc.h"
 
-#define HTTP_POST_MAX    4096  /* bytes of a request body; a one-click body is 26 */
 #define HTTP_DISCARD_MAX 65536 /* bytes of an oversized chunked body read before closing */
-#define HTTP_URL_MAX     1024  /* bytes of a request path; a token path is under 100 */
-#define HTTP_MEMORY      16384 /* per connection: request line and headers (MHD answers 431) */
+/* Per connection: request line, headers and their records. Four times
+ * HTTPREQ_HEAD_MAX, so that our 414 and 431 (with the header set of every
+ * answer) come first; past it libmicrohttpd answers itself (docs/nginx.md). */
+#define HTTP_MEMORY      65536
 #define HTTP_CONN_MAX    256
 #define HTTP_CONN_PER_IP 32 /* behind a proxy every connection is the proxy's */
 #define HTTP_TIMEOUT_S   15 /* idle seconds before a connection is closed */
+/* A request must arrive whole (line, headers, body) within this long of the
+ * connection opening or of the previous answer: libmicrohttpd's timeout is
+ * an idle one, which a client sending a byte now and then never meets. */
+#define HTTP_ARRIVE_MS 10000
+/* Connections still waiting for their request hold at most this many of
+ * the HTTP_CONN_MAX slots; a new one past it pushes out the oldest, so the
+ * rest stays free for clients that are not slow. */
+#define HTTP_ARRIVING_MAX (HTTP_CONN_MAX * 3 / 4)
 
 /* Token bucket per client for /u/ and /c/: a burst of RATE_BURST requests,
  * then one every 1/RATE_PER_S seconds. IPv6 clients are keyed by their /64,
@@ -67,6 +79,15 @@ struct bucket {
 	int64_t at; /* ms, monotonic */
 };
 
+/* One connection, from its start to its close: in the arriving list while
+ * its next request has not arrived whole. */
+struct conn {
+	struct conn *prev, *next;
+	int fd;
+	int64_t since; /* ms, monotonic: opened, or the previous answer completed */
+	bool arriving;
+};
+
 struct http {
 	struct daemon *d;
 	struct MHD_Daemon *mhd;
@@ -76,6 +97,14 @@ struct http {
 	bool starting;
 	char startmsg[256]; /* MHD's last complaint while starting */
 	struct bucket buckets[RATE_SLOTS];
+	struct conn *oldest, *newest; /* the arriving connections, oldest first */
+	size_t narriving;
+	int64_t cut_logged;          /* ms: when cut connections were last logged */
+	size_t cut_count;            /* cut since then */
+	struct httpreq_net *proxies; /* http.trusted_proxies, parsed */
+	size_t nproxies;
+	char *proxies_text; /* what proxies was parsed from */
+	bool warned_forwarded;
 };
 
 enum method { M_GET, M_HEAD, M_POST, M_OTHER };
@@ -175,17 +204,12 @@ static time_t parse_http_date(const char *s)
 
 /* ---- rate limit ---------------------------------------------------------- */
 
-/* The client behind the request: the peer, or the address a reverse proxy
- * on loopback names in X-Real-IP (docs/nginx.md); a remote peer cannot
- * choose its key that way. */
-static void client_key(struct MHD_Connection *c, unsigned char key[16], char *text, size_t n)
+static void peer_addr(struct MHD_Connection *c, unsigned char key[16])
 {
 	static const unsigned char mapped[12] = {0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff};
 	const union MHD_ConnectionInfo *ci =
 	    MHD_get_connection_info(c, MHD_CONNECTION_INFO_CLIENT_ADDRESS);
 	const struct sockaddr *sa = ci ? ci->client_addr : NULL;
-	struct in_addr v4;
-	struct in6_addr v6;
 	memset(key, 0, 16);
 	if (sa && sa->sa_family == AF_INET) {
 		memcpy(key, mapped, 12);
@@ -193,17 +217,77 @@ static void client_key(struct MHD_Connection *c, unsigned char key[16], char *te
 	} else if (sa && sa->sa_family == AF_INET6) {
 		memcpy(key, &((const struct sockaddr_in6 *)sa)->sin6_addr, 16);
 	}
-	bool is4 = memcmp(key, mapped, 12) == 0;
-	bool loopback = is4 ? key[12] == 127 : memcmp(key, &in6addr_loopback, 16) == 0;
-	const char *real =
-	    loopback ? MHD_lookup_connection_value(c, MHD_HEADER_KIND, "X-Real-IP") : NULL;
-	if (real && inet_pton(AF_INET, real, &v4) == 1) {
-		memcpy(key, mapped, 12);
-		memcpy(key + 12, &v4, 4);
-	} else if (real && inet_pton(AF_INET6, real, &v6) == 1) {
-		memcpy(key, &v6, 16);
+}
+
+struct xff {
+	const char *v[16];
+	size_t len[16], n;
+	bool real_ip;
+};
+
+static enum MHD_Result collect_xff(void *cls, enum MHD_ValueKind kind, const char *key,
+                                   size_t key_size, const char *value, size_t value_size)
+{
+	struct xff *x = cls;
+	(void)kind, (void)key_size;
+	if (strcasecmp(key, "X-Forwarded-For") == 0) {
+		if (x->n == sizeof x->v / sizeof *x->v) {
+			x->n = 0; /* more lines than any chain of proxies: believe none */
+			return MHD_NO;
+		}
+		x->v[x->n] = value;
+		x->len[x->n++] = value_size;
+	} else if (strcasecmp(key, "X-Real-IP") == 0) {
+		x->real_ip = true;
 	}
-	is4 = memcmp(key, mapped, 12) == 0;
+	return MHD_YES;
+}
+
+/* The parsed http.trusted_proxies, parsed again after a reload changed it
+ * (conf_load checked it). */
+static void proxies_update(struct http *h)
+{
+	const char *text = h->d->conf.http.trusted_proxies;
+	if (h->proxies_text && strcmp(h->proxies_text, text) == 0)
+		return;
+	free(h->proxies);
+	free(h->proxies_text);
+	h->proxies = NULL;
+	h->nproxies = 0;
+	struct err e;
+	if (httpreq_nets_parse(text, &h->proxies, &h->nproxies, &e) < 0)
+		log_err("http: %s", e.msg);
+	h->proxies_text = xstrdup(text);
+}
+
+/* The client behind the request: the peer, or from a trusted proxy the
+ * rightmost X-Forwarded-For hop that is not one (lib/httpreq.h). A
+ * forwarding header from anyone else is ignored, and said so once, since
+ * an nginx left out of http.trusted_proxies makes every reader one client. */
+static void client_key(struct http *h, struct MHD_Connection *c, unsigned char key[16], char *text,
+                       size_t n)
+{
+	static const unsigned char mapped[12] = {0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff};
+	unsigned char peer[16];
+	struct xff x = {.n = 0};
+	peer_addr(c, peer);
+	proxies_update(h);
+	MHD_get_connection_values_n(c, MHD_HEADER_KIND, collect_xff, &x);
+	httpreq_client(peer, x.v, x.len, x.n, h->proxies, h->nproxies, key);
+	if ((x.n > 0 || x.real_ip) && !httpreq_nets_match(h->proxies, h->nproxies, peer) &&
+	    !h->warned_forwarded) {
+		char p[INET6_ADDRSTRLEN];
+		bool is4 = memcmp(peer, mapped, 12) == 0;
+		if (inet_ntop(is4 ? AF_INET : AF_INET6, is4 ? peer + 12 : peer, p, sizeof p) ==
+		    NULL)
+			snprintf(p, sizeof p, "?");
+		log_notice("http: X-Forwarded-For or X-Real-IP from %s ignored: it is not in "
+		           "http.trusted_proxies (set it to the address of your reverse proxy, "
+		           "docs/nginx.md)",
+		           p);
+		h->warned_forwarded = true;
+	}
+	bool is4 = memcmp(key, mapped, 12) == 0;
 	if (text &&
 	    inet_ntop(is4 ? AF_INET : AF_INET6, is4 ? key + 12 : key, text, (socklen_t)n) == NULL)
 		snprintf(text, n, "?");
@@ -329,7 +413,7 @@ static enum MHD_Result token_page(struct http *h, struct MHD_Connection *c, stru
 	const char *what = kind == PAGE_UNSUBSCRIBE ? "unsubscribe" : "confirm";
 	unsigned char key[16];
 	char peer[INET6_ADDRSTRLEN];
-	client_key(c, key, peer, sizeof peer);
+	client_key(h, c, key, peer, sizeof peer);
 	if (!rate_take(h, key)) {
 		log_debug("http: rate limited %s link from %s", what, peer);
 		return reply_text(c, MHD_HTTP_TOO_MANY_REQUESTS, "Too Many Requests", NULL);
@@ -479,7 +563,7 @@ static void file_headers(struct MHD_Response *r, const char *etag, const char *l
 }
 
 /*
- * Opens path (decoded, checked by decode_path) under public_dir without
+ * Opens path (decoded, checked by httpreq_path_decode) under public_dir without
  * following any symbolic link, wherever it points (fs_open_under); names
  * starting with '.' (the temp files of an atomic replacement among them)
  * are not served. A directory serves its index.html. Returns the fd (*st
@@ -514,10 +598,13 @@ static enum MHD_Result serve_file(struct http *h, struct MHD_Connection *c, cons
 	int fd = open_public(d->conf.public_dir, path, &st, &name, &isdir);
 	if (fd < 0 && isdir) {
 		/* "issues/60" → "issues/60/", under the public base URL */
+		static const char moved[] = "301 Moved Permanently\n";
 		char *loc = xasprintf("%s%s/", d->conf.site.base_url, raw + 1);
-		struct MHD_Response *r =
-		    MHD_create_response_from_buffer(0, "", MHD_RESPMEM_PERSISTENT);
+		struct MHD_Response *r = MHD_create_response_from_buffer(
+		    sizeof moved - 1, (void *)moved, MHD_RESPMEM_PERSISTENT);
 		MHD_add_response_header(r, MHD_HTTP_HEADER_LOCATION, loc);
+		MHD_add_response_header(r, MHD_HTTP_HEADER_CONTENT_TYPE,
+		                        "text/plain; charset=utf-8");
 		add_security_headers(r);
 		free(loc);
 		return queue(c, MHD_HTTP_MOVED_PERMANENTLY, r);
@@ -546,64 +633,160 @@ static enum MHD_Result serve_file(struct http *h, struct MHD_Connection *c, cons
 	return queue(c, MHD_HTTP_OK, r);
 }
 
-/* ---- requests ------------------------------------------------------------ */
+/* ---- connections: the arriving list -------------------------------------- */
 
-static int hexval(char ch)
+static void arriving_remove(struct http *h, struct conn *k)
 {
-	if (ch >= '0' && ch <= '9')
-		return ch - '0';
-	if (ch >= 'a' && ch <= 'f')
-		return ch - 'a' + 10;
-	if (ch >= 'A' && ch <= 'F')
-		return ch - 'A' + 10;
-	return -1;
+	if (!k->arriving)
+		return;
+	if (k->prev)
+		k->prev->next = k->next;
+	else
+		h->oldest = k->next;
+	if (k->next)
+		k->next->prev = k->prev;
+	else
+		h->newest = k->prev;
+	k->prev = k->next = NULL;
+	k->arriving = false;
+	h->narriving--;
 }
 
-/*
- * Percent-decodes the raw request path (MHD hands it over undecoded, see
- * keep_escaped) into out (room for strlen(raw) + 1). Refuses a path not
- * starting with '/', a bad escape, NUL, a backslash or a control
- * character, and any "." or ".." segment, decoded or not: nothing can climb
- * out of public_dir, and nothing is normalised into something else.
- */
-static int decode_path(const char *raw, char *out, size_t *n)
+static void arriving_add(struct http *h, struct conn *k)
 {
-	size_t o = 0;
-	if (raw[0] != '/')
-		return -1;
-	for (const char *p = raw; *p; p++) {
-		int ch = (unsigned char)*p;
-		if (ch == '%') {
-			int hi = hexval(p[1]), lo = hi < 0 ? -1 : hexval(p[2]);
-			if (lo < 0)
-				return -1;
-			ch = hi * 16 + lo;
-			p += 2;
-		}
-		if (ch < 0x20 || ch == 0x7f || ch == '\\')
-			return -1;
-		out[o++] = (char)ch;
+	arriving_remove(h, k);
+	k->since = now_ms();
+	k->prev = h->newest;
+	if (h->newest)
+		h->newest->next = k;
+	else
+		h->oldest = k;
+	h->newest = k;
+	k->arriving = true;
+	h->narriving++;
+}
+
+/* Ends a connection whose request did not arrive in time: libmicrohttpd
+ * owns the socket, so it is only shut down here; MHD sees the end on its
+ * next round (the shutdown wakes its epoll) and closes it as a client's. */
+static void cut(struct http *h, struct conn *k, const char *why)
+{
+	arriving_remove(h, k);
+	if (shutdown(k->fd, SHUT_RDWR) < 0)
+		log_debug("http: shutdown: %s", strerror(errno));
+	k->fd = -1;
+	h->cut_count++;
+	int64_t now = now_ms();
+	if (h->cut_logged == 0 || now - h->cut_logged >= 60000) {
+		log_notice("http: closed %zu connection%s %s", h->cut_count,
+		           h->cut_count == 1 ? "" : "s", why);
+		h->cut_logged = now;
+		h->cut_count = 0;
 	}
-	out[o] = '\0';
-	*n = o;
-	for (const char *s = out; s; s = strchr(s + 1, '/')) {
-		const char *seg = s + 1;
-		size_t len = strcspn(seg, "/");
-		if ((len == 1 && seg[0] == '.') || (len == 2 && seg[0] == '.' && seg[1] == '.'))
-			return -1;
+}
+
+/* The connections past their deadline, oldest first. */
+static void cut_late(struct http *h)
+{
+	int64_t now = now_ms();
+	while (h->oldest && now - h->oldest->since >= HTTP_ARRIVE_MS)
+		cut(h, h->oldest, "that had not sent a whole request in 10 s (slow clients)");
+}
+
+static struct conn *conn_of(struct MHD_Connection *c)
+{
+	const union MHD_ConnectionInfo *ci =
+	    MHD_get_connection_info(c, MHD_CONNECTION_INFO_SOCKET_CONTEXT);
+	return ci ? ci->socket_context : NULL;
+}
+
+/* The request has arrived (or was refused): its connection is no longer
+ * waiting for one. */
+static void arrived(struct http *h, struct MHD_Connection *c)
+{
+	struct conn *k = conn_of(c);
+	if (k)
+		arriving_remove(h, k);
+}
+
+static void on_connection(void *cls, struct MHD_Connection *c, void **socket_context,
+                          enum MHD_ConnectionNotificationCode toe)
+{
+	struct http *h = cls;
+	struct conn *k = *socket_context;
+	if (toe == MHD_CONNECTION_NOTIFY_STARTED) {
+		const union MHD_ConnectionInfo *ci =
+		    MHD_get_connection_info(c, MHD_CONNECTION_INFO_CONNECTION_FD);
+		k = xcalloc(1, sizeof *k);
+		k->fd = ci ? ci->connect_fd : -1;
+		*socket_context = k;
+		arriving_add(h, k);
+		if (h->narriving > HTTP_ARRIVING_MAX && h->oldest != k)
+			cut(h, h->oldest, "to make room: too many were waiting for their request");
+	} else if (k) {
+		arriving_remove(h, k);
+		free(k);
+		*socket_context = NULL;
 	}
-	return 0;
+}
+
+/* ---- requests ------------------------------------------------------------ */
+
+struct headers {
+	struct httpreq_header *v;
+	size_t n;
+};
+
+static enum MHD_Result collect_header(void *cls, enum MHD_ValueKind kind, const char *key,
+                                      size_t key_size, const char *value, size_t value_size)
+{
+	struct headers *hs = cls;
+	(void)kind;
+	hs->v = xreallocarray(hs->v, hs->n + 1, sizeof *hs->v);
+	hs->v[hs->n++] = (struct httpreq_header){key, value, key_size, value_size};
+	return MHD_YES;
+}
+
+/* A refusal of the request as a whole: the connection is closed after it,
+ * since whatever follows on it cannot be trusted to start a request. */
+static enum MHD_Result refuse(struct MHD_Connection *c, unsigned status, const char *why)
+{
+	static const struct {
+		unsigned status;
+		const char *text;
+	} texts[] = {
+	    {400, "Bad Request"},
+	    {405, "Method Not Allowed"},
+	    {413, "Content Too Large"},
+	    {414, "URI Too Long"},
+	    {431, "Request Header Fields Too Large"},
+	    {501, "Not Implemented"},
+	    {505, "HTTP Version Not Supported"},
+	};
+	const char *text = "Bad Request";
+	for (size_t i = 0; i < sizeof texts / sizeof *texts; i++)
+		if (texts[i].status == status)
+			text = texts[i].text;
+	log_debug("http: refused with %u: %s", status, why ? why : text);
+	char *body = xasprintf("%u %s\n", status, text);
+	struct MHD_Response *r =
+	    MHD_create_response_from_buffer(strlen(body), body, MHD_RESPMEM_MUST_FREE);
+	MHD_add_response_header(r, MHD_HTTP_HEADER_CONTENT_TYPE, "text/plain; charset=utf-8");
+	MHD_add_response_header(r, MHD_HTTP_HEADER_CACHE_CONTROL, "no-store");
+	MHD_add_response_header(r, MHD_HTTP_HEADER_CONNECTION, "close");
+	if (status == MHD_HTTP_METHOD_NOT_ALLOWED)
+		MHD_add_response_header(r, MHD_HTTP_HEADER_ALLOW, "GET, HEAD, POST");
+	add_security_headers(r);
+	return queue(c, status, r);
 }
 
 static enum MHD_Result route(struct http *h, struct MHD_Connection *c, struct req *rq,
                              const char *raw)
 {
 	size_t n, len = strlen(raw);
-	if (len > HTTP_URL_MAX)
-		return reply_text(c, MHD_HTTP_URI_TOO_LONG, "URI Too Long", NULL);
 	char *path = xmalloc(len + 1);
 	enum MHD_Result ret;
-	if (decode_path(raw, path, &n) < 0)
+	if (httpreq_path_decode(raw, path, &n) < 0)
 		ret = reply_text(c, MHD_HTTP_BAD_REQUEST, "Bad Request", NULL);
 	else if (strncmp(path, "/u/", 3) == 0)
 		ret = token_page(h, c, rq, PAGE_UNSUBSCRIBE, path + 3, n - 3);
@@ -621,7 +804,8 @@ static enum MHD_Result route(struct http *h, struct MHD_Connection *c, struct re
  * MHD calls this once when the headers are in, once per piece of body, and
  * once at the end, where every request is answered: an answer queued
  * earlier makes libmicrohttpd 0.9.75 discard the rest of the request and
- * close the connection, which is right only for a refusal (405, 413).
+ * close the connection, which is right only for a refusal (405, 413, and
+ * every request httpreq_judge refuses).
  */
 static enum MHD_Result on_request(void *cls, struct MHD_Connection *c, const char *url,
                                   const char *method, const char *version, const char *upload,
@@ -629,10 +813,9 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *c, const cha
 {
 	struct http *h = cls;
 	struct req *rq = *req_cls;
-	(void)version;
 	if (rq == NULL) {
 		rq = xcalloc(1, sizeof *rq);
-		buf_init(&rq->body, HTTP_POST_MAX);
+		buf_init(&rq->body, HTTPREQ_BODY_MAX);
 		*req_cls = rq;
 		if (strcmp(method, MHD_HTTP_METHOD_GET) == 0)
 			rq->method = M_GET;
@@ -645,18 +828,15 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *c, const cha
 		/* the token is as good as the address: left out */
 		bool secret = strncmp(url, "/u/", 3) == 0 || strncmp(url, "/c/", 3) == 0;
 		log_debug("http: %s %.*s", method, secret ? 3 : 200, url);
-		if (rq->method == M_OTHER)
-			return reply_text(c, MHD_HTTP_METHOD_NOT_ALLOWED, "Method Not Allowed",
-			                  "GET, HEAD, POST");
-		const char *cl =
-		    MHD_lookup_connection_value(c, MHD_HEADER_KIND, MHD_HTTP_HEADER_CONTENT_LENGTH);
-		if (cl) {
-			char *end;
-			errno = 0;
-			unsigned long long v = strtoull(cl, &end, 10);
-			if (errno || end == cl || *end || v > HTTP_POST_MAX)
-				return reply_text(c, MHD_HTTP_CONTENT_TOO_LARGE,
-				                  "Content Too Large", NULL);
+		struct headers hs = {NULL, 0};
+		MHD_get_connection_values_n(c, MHD_HEADER_KIND, collect_header, &hs);
+		struct httpreq_head head = {method, url, version, hs.v, hs.n};
+		const char *why;
+		unsigned status = httpreq_judge(&head, &why);
+		free(hs.v);
+		if (status != 0) {
+			arrived(h, c);
+			return refuse(c, status, why);
 		}
 		return MHD_YES;
 	}
@@ -674,24 +854,29 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *c, const cha
 		*upload_size = 0;
 		return MHD_YES;
 	}
+	arrived(h, c);
 	if (rq->too_big)
-		return reply_text(c, MHD_HTTP_CONTENT_TOO_LARGE, "Content Too Large", NULL);
+		return refuse(c, MHD_HTTP_CONTENT_TOO_LARGE, "chunked body too large");
 	return route(h, c, rq, url);
 }
 
 static void on_completed(void *cls, struct MHD_Connection *c, void **req_cls,
                          enum MHD_RequestTerminationCode toe)
 {
+	struct http *h = cls;
 	struct req *rq = *req_cls;
-	(void)cls, (void)c, (void)toe;
 	if (rq) {
 		buf_free(&rq->body);
 		free(rq);
 		*req_cls = NULL;
 	}
+	/* kept alive: the next request has the same time to arrive */
+	struct conn *k = conn_of(c);
+	if (k && k->fd >= 0 && toe == MHD_REQUEST_TERMINATED_COMPLETED_OK)
+		arriving_add(h, k);
 }
 
-/* Leaves the path as it came: decode_path decodes it with checks MHD's own
+/* Leaves the path as it came: httpreq_path_decode decodes it with checks MHD's own
  * unescaping (which turns %00 into an early end) does not make. */
 static size_t keep_escaped(void *cls, struct MHD_Connection *c, char *s)
 {
@@ -722,14 +907,12 @@ static void mhd_log(void *cls, const char *fmt, va_list ap)
 static void arm(struct http *h)
 {
 	struct itimerspec its = {0};
-	MHD_UNSIGNED_LONG_LONG t;
-	if (MHD_get_timeout(h->mhd, &t) == MHD_YES) {
-		if (t == 0)
-			its.it_value.tv_nsec = 1; /* now: zero would disarm */
-		else {
-			its.it_value.tv_sec = (time_t)(t / 1000);
-			its.it_value.tv_nsec = (long)(t % 1000) * 1000000;
-		}
+	int64_t t = http_timeout_ms(h);
+	if (t == 0) {
+		its.it_value.tv_nsec = 1; /* now: zero would disarm */
+	} else if (t > 0) {
+		its.it_value.tv_sec = (time_t)(t / 1000);
+		its.it_value.tv_nsec = (long)(t % 1000) * 1000000;
 	}
 	if (timerfd_settime(h->tfd, 0, &its, NULL) < 0)
 		log_warn("http: timerfd_settime");
@@ -775,7 +958,8 @@ int http_start(struct daemon *d, struct http **out, struct err *err)
 	    MHD_OPTION_PER_IP_CONNECTION_LIMIT, (unsigned)HTTP_CONN_PER_IP,
 	    MHD_OPTION_CONNECTION_TIMEOUT, (unsigned)HTTP_TIMEOUT_S,
 	    MHD_OPTION_CONNECTION_MEMORY_LIMIT, (size_t)HTTP_MEMORY, MHD_OPTION_NOTIFY_COMPLETED,
-	    on_completed, h, MHD_OPTION_UNESCAPE_CALLBACK, keep_escaped, NULL, MHD_OPTION_END);
+	    on_completed, h, MHD_OPTION_NOTIFY_CONNECTION, on_connection, h,
+	    MHD_OPTION_UNESCAPE_CALLBACK, keep_escaped, NULL, MHD_OPTION_END);
 	h->starting = false;
 	if (h->mhd == NULL) {
 		err_set(err, ERR_IO, "http.listen %s: %s; free the port or change http.listen",
@@ -817,6 +1001,8 @@ void http_free(struct http *h)
 	if (h->tfd >= 0)
 		close(h->tfd);
 	free(h->listen);
+	free(h->proxies);
+	free(h->proxies_text);
 	free(h);
 }
 
@@ -835,13 +1021,25 @@ void http_run(struct daemon *d)
 		log_warn("http: timerfd");
 	if (MHD_run(h->mhd) != MHD_YES)
 		log_warnx("http: libmicrohttpd could not run");
+	cut_late(h);
 	arm(h);
 }
 
 int64_t http_timeout_ms(struct http *h)
 {
 	MHD_UNSIGNED_LONG_LONG t;
-	if (h == NULL || MHD_get_timeout(h->mhd, &t) != MHD_YES)
+	if (h == NULL)
 		return -1;
-	return t > INT64_MAX ? INT64_MAX : (int64_t)t;
+	int64_t ms = -1;
+	if (MHD_get_timeout(h->mhd, &t) == MHD_YES)
+		ms = t > INT64_MAX ? INT64_MAX : (int64_t)t;
+	if (h->oldest) {
+		/* the first arriving connection's deadline */
+		int64_t in = h->oldest->since + HTTP_ARRIVE_MS - now_ms();
+		if (in < 0)
+			in = 0;
+		if (ms < 0 || in < ms)
+			ms = in;
+	}
+	return ms;
 }

@@ -18,6 +18,7 @@
 #include "buf.h"
 #include "conf.h"
 #include "fsutil.h"
+#include "httpreq.h"
 #include "utf8.h"
 #include "xmalloc.h"
 
@@ -60,6 +61,7 @@ static const struct key keys[] = {
     {"smtp", "retry_max_age", K_INT, OFF(smtp.retry_max_age), 60, 60 * 86400},
     {"smtp", "return_path", K_STR, OFF(smtp.return_path), 0, 0},
     {"http", "listen", K_STR, OFF(http.listen), 0, 0},
+    {"http", "trusted_proxies", K_STR, OFF(http.trusted_proxies), 0, 0},
 };
 static const char *groups[] = {"site", "smtp", "http"};
 
@@ -95,6 +97,7 @@ void conf_defaults(struct conf *c)
 	c->smtp.retry_max_age = 259200;
 	set_str(&c->smtp.return_path, ""); /* from site.from: bounces+{token}@ITS-DOMAIN */
 	set_str(&c->http.listen, "127.0.0.1:8025");
+	set_str(&c->http.trusted_proxies, "");
 }
 
 void conf_free(struct conf *c)
@@ -116,6 +119,7 @@ void conf_free(struct conf *c)
 	free(c->smtp.password_file);
 	free(c->smtp.return_path);
 	free(c->http.listen);
+	free(c->http.trusted_proxies);
 	memset(c, 0, sizeof *c);
 }
 
@@ -428,6 +432,13 @@ static int semantic(struct ctx *x, const config_t *cf)
 		    x->err, ERR_CONFIG, x->file, LINE("http.listen"),
 		    "http.listen must be HOST:PORT such as \"127.0.0.1:8025\", or \"\" to "
 		    "disable");
+	struct httpreq_net *nets = NULL;
+	size_t nnets;
+	struct err e;
+	if (httpreq_nets_parse(c->http.trusted_proxies, &nets, &nnets, &e) < 0)
+		return err_at(x->err, ERR_CONFIG, x->file, LINE("http.trusted_proxies"),
+		              "http.trusted_proxies: %s", e.msg);
+	free(nets);
 #undef LINE
 	return 0;
 }

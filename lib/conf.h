@@ -36,7 +36,8 @@ struct conf {
 		char *return_path;
 	} smtp;
 	struct {
-		char *listen; /* "" disables the endpoint */
+		char *listen;          /* "" disables the endpoint */
+		char *trusted_proxies; /* addresses/networks (httpreq_nets_parse); "" = none */
 	} http;
 };
 

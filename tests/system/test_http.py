@@ -1,4 +1,4 @@
-"""The HTTP endpoint of matrixd (issue 7): RFC 8058 one-click unsubscribe,
+"""The HTTP endpoint of matrixd: RFC 8058 one-click unsubscribe,
 the double opt-in link and the archive in public_dir. The real matrixd runs
 in daemon mode (not --once) with http.listen on a free 127.0.0.1 port and
 mail going into a Maildir; the links come from the delivered messages and
@@ -463,3 +463,259 @@ def test_listen_disabled_and_port_taken(tmp_path):
         assert f"http.listen 127.0.0.1:{port}" in p.stderr
     finally:
         s.close()
+
+
+# --- hardening: framing, one header set, forwarded clients, slow clients -----
+#
+# Raw sockets: the requests below are ones no well-behaved client library
+# would send, and the answers are read byte for byte.
+
+def raw_exchange(url, data, timeout=10, src=None):
+    """Sends data on a fresh connection (from source address src), reads
+    until the server closes or timeout; returns (status, headers, body)
+    with header names lowercased, status None when nothing came back."""
+    host, port = url.split("//")[1].rstrip("/").split(":")
+    s = socket.socket()
+    s.settimeout(timeout)
+    if src:
+        s.bind((src, 0))
+    s.connect((host, int(port)))
+    out = b""
+    try:
+        s.sendall(data)
+        while not complete(out):
+            chunk = s.recv(65536)
+            if not chunk:
+                break
+            out += chunk
+    except (socket.timeout, ConnectionResetError):
+        pass
+    finally:
+        s.close()
+    return parse_response(out)
+
+
+def complete(out):
+    """A whole response with a Content-Length has arrived."""
+    head, sep, body = out.partition(b"\r\n\r\n")
+    m = re.search(rb"(?im)^content-length:\s*(\d+)", head)
+    return bool(sep) and m is not None and len(body) >= int(m.group(1))
+
+
+def parse_response(out):
+    if not out:
+        return None, {}, b""
+    head, _, body = out.partition(b"\r\n\r\n")
+    lines = head.decode("latin-1").split("\r\n")
+    status = int(lines[0].split()[1])
+    headers = {}
+    for line in lines[1:]:
+        k, _, v = line.partition(":")
+        headers.setdefault(k.strip().lower(), []).append(v.strip())
+    return status, headers, body
+
+
+def assert_header_set(h, what):
+    """The headers every answer carries, whoever produced it."""
+    one = {k: v[0] for k, v in h.items()}
+    assert "content-type" in one, (what, h)
+    assert one.get("x-content-type-options") == "nosniff", (what, h)
+    assert one.get("referrer-policy") == "no-referrer", (what, h)
+    assert one.get("x-frame-options") == "DENY", (what, h)
+    assert "default-src 'none'" in one.get("content-security-policy", ""), (what, h)
+    for k, v in h.items():
+        assert len(v) == 1 or k == "set-cookie", (what, k, v)
+
+
+def one_click_path(env, to):
+    return "/" + one_click_url(env, to)[len(BASE):]
+
+
+def test_ambiguous_framing_is_refused(site):
+    """Requests two parsers could read two ways are refused with 400 before
+    anything is done: a request smuggled past a proxy must not unsubscribe."""
+    env, url, start = site
+    with_issue(env, "ann@example.org")
+    start()
+    path = one_click_path(env, "ann@example.org")
+    body = ONE_CLICK
+    post = f"POST {path} HTTP/1.1\r\nHost: news.example.org\r\n" \
+           f"Content-Type: {FORM}\r\n"
+    cases = {
+        "two Content-Length": (post + f"Content-Length: {len(body)}\r\n"
+                               "Content-Length: 0\r\n\r\n").encode() + body,
+        "the same Content-Length twice": (post + f"Content-Length: {len(body)}\r\n"
+                                          f"Content-Length: {len(body)}\r\n\r\n").encode() + body,
+        "Content-Length and chunked": (post + f"Content-Length: {len(body)}\r\n"
+                                       "Transfer-Encoding: chunked\r\n\r\n").encode()
+        + b"%x\r\n" % len(body) + body + b"\r\n0\r\n\r\n",
+        "chunked and Content-Length": (post + "Transfer-Encoding: chunked\r\n"
+                                       f"Content-Length: {len(body)}\r\n\r\n").encode()
+        + b"%x\r\n" % len(body) + body + b"\r\n0\r\n\r\n",
+        "space before the colon": (post + f"Content-Length : {len(body)}\r\n\r\n").encode() + body,
+        "Transfer-Encoding in HTTP/1.0": (post.replace("HTTP/1.1", "HTTP/1.0")
+                                          + "Transfer-Encoding: chunked\r\n\r\n").encode()
+        + b"%x\r\n" % len(body) + body + b"\r\n0\r\n\r\n",
+        "no Host in HTTP/1.1": (f"POST {path} HTTP/1.1\r\nContent-Type: {FORM}\r\n"
+                                f"Content-Length: {len(body)}\r\n\r\n").encode() + body,
+        "two Host": (post + "Host: evil.example\r\n"
+                     f"Content-Length: {len(body)}\r\n\r\n").encode() + body,
+        "a Host with a space": (post.replace("news.example.org", "news.example.org x")
+                                + f"Content-Length: {len(body)}\r\n\r\n").encode() + body,
+    }
+    for what, data in cases.items():
+        st, h, _ = raw_exchange(url, data)
+        assert st == 400, (what, st)
+        assert_header_set(h, what)
+        assert h["connection"] == ["close"], what
+        assert status(env, "ann@example.org") == "confirmed", what
+    # a target or a version the next parser could read otherwise
+    for what, data, code in (
+            ("a raw space in the target", f"POST {path} x HTTP/1.1\r\nHost: n\r\n"
+             f"Content-Length: {len(body)}\r\n\r\n".encode() + body, 400),
+            ("HTTP/1.5", f"POST {path} HTTP/1.5\r\nHost: n\r\n"
+             f"Content-Length: {len(body)}\r\n\r\n".encode() + body, 505)):
+        st, h, _ = raw_exchange(url, data)
+        assert st == code, (what, st)
+        assert_header_set(h, what)
+        assert status(env, "ann@example.org") == "confirmed", what
+    # a coding we do not know is not read as something else
+    st, h, _ = raw_exchange(url, (post + "Transfer-Encoding: gzip, chunked\r\n\r\n").encode()
+                            + b"0\r\n\r\n")
+    assert st == 501 and status(env, "ann@example.org") == "confirmed"
+    assert_header_set(h, "gzip")
+    # HTTP/1.0 without Host is fine, and the well-formed POST still works
+    st, _, _ = raw_exchange(url, b"GET /feed.xml HTTP/1.0\r\n\r\n")
+    assert st == 200
+    st, h, _ = raw_exchange(url, (post + f"Content-Length: {len(body)}\r\n\r\n").encode() + body)
+    assert st == 200 and status(env, "ann@example.org") == "unsubscribed"
+    assert_header_set(h, "one-click")
+
+
+def test_limits_answer_with_the_header_set(site):
+    """The refusals libmicrohttpd would otherwise make itself, without a
+    Content-Type or our security headers, come from matrixd."""
+    env, url, start = site
+    start()
+    host = "Host: news.example.org\r\n"
+    cases = {
+        414: f"GET /{'x' * 20000} HTTP/1.1\r\n{host}\r\n",
+        431: f"GET /feed.xml HTTP/1.1\r\n{host}" + "".join(
+            f"X-Pad-{i}: {'y' * 100}\r\n" for i in range(200)) + "\r\n",
+        413: f"POST /u/1-1-{'0' * 32} HTTP/1.1\r\n{host}Content-Length: 100000\r\n\r\n",
+        405: f"PUT /feed.xml HTTP/1.1\r\n{host}Content-Length: 0\r\n\r\n",
+        404: f"GET /nothing-here HTTP/1.1\r\n{host}\r\n",
+        400: f"GET /%zz HTTP/1.1\r\n{host}\r\n",
+    }
+    for code, req in cases.items():
+        st, h, body = raw_exchange(url, req.encode())
+        assert st == code, (code, st, body[:200])
+        assert_header_set(h, code)
+        assert h["content-type"] == ["text/plain; charset=utf-8"], (code, h)
+    st, h, _ = raw_exchange(url, f"GET /issues HTTP/1.1\r\n{host}\r\n".encode())
+    assert st in (301, 404)
+    assert_header_set(h, st)
+
+
+def bad_token_path(i):
+    return f"/c/{i}-1-" + "0" * 32
+
+
+def limited_after(url, headers_of, n=30, src=None):
+    """Sends n requests for invalid confirm tokens with the headers
+    headers_of(i); returns the index of the first 429, or None."""
+    for i in range(n):
+        extra = "".join(f"{k}: {v}\r\n" for k, v in headers_of(i).items())
+        req = f"GET {bad_token_path(i)} HTTP/1.1\r\nHost: x\r\n{extra}\r\n".encode()
+        st, h, _ = raw_exchange(url, req, src=src)
+        assert st in (400, 429), (i, req, st)
+        if st == 429:
+            assert_header_set(h, 429)
+            return i
+    return None
+
+
+def test_forwarding_headers_only_from_trusted_proxies(site):
+    env, url, start = site
+    port = url.rsplit(":", 1)[1].rstrip("/")
+    d = start()
+    # no trusted proxy: whatever a loopback peer claims, it is one client
+    spoof = lambda i: {"X-Real-IP": f"203.0.113.{i}", "X-Forwarded-For": f"198.51.100.{i}"}
+    first = limited_after(url, spoof)
+    assert first is not None and first >= 10
+    assert "X-Forwarded-For" in d.stderr() and "trusted_proxies" in d.stderr()
+    d.stop()
+
+    env.write_conf(http_listen=f'"127.0.0.1:{port}"', http_trusted_proxies='"127.0.0.1, ::1"')
+    start()
+    # the rightmost hop that is not a trusted proxy is the client ...
+    assert limited_after(url, lambda i: {"X-Forwarded-For": f"203.0.113.{i}"}) is None
+    assert limited_after(url, lambda i: {"X-Forwarded-For": f"192.0.2.{i}, 127.0.0.1"}) is None
+    # ... and what the client itself put before it changes nothing
+    first = limited_after(url, lambda i: {"X-Forwarded-For": f"198.51.100.{i}, 203.0.113.250"})
+    assert first is not None and first >= 10
+    # X-Real-IP is not a forwarding header we read
+    first = limited_after(url, lambda i: {"X-Real-IP": f"192.0.2.{100 + i}"})
+    assert first is not None
+    # a peer that is not a trusted proxy is its own client, whatever it says
+    first = limited_after(url, lambda i: {"X-Forwarded-For": f"192.0.2.{i}"}, src="127.0.0.2")
+    assert first is not None and first >= 10
+
+
+def test_slow_clients_do_not_hold_every_slot(site):
+    """Slow-loris: 264 connections from 8 addresses, each sending one more
+    byte of its header every second. A request must arrive in whole within
+    a bounded time, and a client that is not slow is served meanwhile."""
+    env, url, start = site
+    start()
+    host, port = "127.0.0.1", int(url.rsplit(":", 1)[1].rstrip("/"))
+    slow = []
+    for a in range(8):
+        for _ in range(33):
+            s = socket.socket()
+            s.bind((f"127.0.0.{2 + a}", 0))
+            s.setblocking(False)
+            try:
+                s.connect((host, port))
+            except BlockingIOError:
+                pass
+            slow.append(s)
+    t0 = time.time()
+    open_ = set(range(len(slow)))
+    started = set()
+
+    def drip():
+        for i in list(open_):
+            try:
+                slow[i].send(b"a" if i in started else b"GET / HTTP/1.1\r\nHost: x\r\nX-Slow: ")
+                started.add(i)
+            except BlockingIOError:
+                pass
+            except OSError:
+                open_.discard(i)
+            try:
+                if slow[i].recv(4096) == b"":
+                    open_.discard(i)
+            except BlockingIOError:
+                pass
+            except OSError:
+                open_.discard(i)
+
+    served = []
+    try:
+        while time.time() - t0 < 14:
+            drip()
+            if 2 < time.time() - t0 < 12 and len(served) < 3:
+                t = time.time()
+                st, _, _ = raw_exchange(url, b"GET /feed.xml HTTP/1.1\r\nHost: x\r\n\r\n",
+                                        timeout=5, src="127.0.0.20")
+                served.append((st, time.time() - t))
+            time.sleep(1)
+        # a fast client was answered at once while the slow ones hung on
+        assert len(served) == 3 and all(st == 200 and dt < 2 for st, dt in served), served
+        # and after 14 s no slow connection is left open, dripping or not
+        drip()
+        assert not open_, f"{len(open_)} slow connections still open after 14 s"
+    finally:
+        for s in slow:
+            s.close()

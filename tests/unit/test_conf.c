@@ -48,6 +48,7 @@ static void test_minimal_and_defaults(void **state)
 	assert_int_equal(c.smtp.max_attempts, 10);
 	assert_int_equal(c.smtp.retry_max_age, 259200);
 	assert_string_equal(c.http.listen, "127.0.0.1:8025");
+	assert_string_equal(c.http.trusted_proxies, "");
 	/* bounces go back to the sender's own domain, never to example.org */
 	assert_string_equal(c.smtp.return_path, "bounces+{token}@example.org");
 	conf_free(&c);
@@ -75,7 +76,7 @@ static void test_full(void **state)
 				   "};\n"
 				   "smtp = { url = \"maildir:out\"; tls = \"required\"; rate = 10;\n"
 				   "         connections = 16; };\n"
-				   "http = { listen = \"\"; };\n");
+				   "http = { listen = \"\"; trusted_proxies = \"127.0.0.1, ::1\"; };\n");
 	assert_int_equal(conf_load(&c, p, &e), 0);
 	char want[600];
 	snprintf(want, sizeof want, "%s/issues", dir);
@@ -88,6 +89,7 @@ static void test_full(void **state)
 	assert_int_equal(c.smtp.connections, 16);
 	assert_string_equal(c.site.title, "矩阵");
 	assert_string_equal(c.http.listen, "");
+	assert_string_equal(c.http.trusted_proxies, "127.0.0.1, ::1");
 	conf_free(&c);
 }
 
@@ -116,6 +118,8 @@ static void test_errors(void **state)
 	    {"site = {\n  base_url = \"https://x/\";\n};\n", 1, "site.from is required"},
 	    {REQUIRED "x = = 1;\n", 2, "syntax error"},
 	    {REQUIRED "http = { listen = \"localhost\"; };\n", 2, "HOST:PORT"},
+	    {REQUIRED "http = {\n  trusted_proxies = \"127.0.0.1, nginx\";\n};\n", 3,
+	     "http.trusted_proxies: 'nginx' is not an address"},
 	    {REQUIRED "smtp = { rate = \"fast\"; };\n", 2, "smtp.rate must be a number"},
 	    {REQUIRED "smtp = { password_file = \"/x\"; };\n", 2, "smtp.username is empty"},
 	};
