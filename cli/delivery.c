@@ -236,17 +236,25 @@ int cmd_retry(struct cli *c, int argc, char **argv)
 	return EXIT_OK;
 }
 
+/* Before the subject of every test mail. */
+#define TEST_TAG "[测试]"
+
 int cmd_send_test(struct cli *c, int argc, char **argv)
 {
-	static const char usage[] = "send-test ISSUE --to EMAIL";
+	static const char usage[] = "send-test ISSUE --to EMAIL [--digest]";
 	static const struct option opts[] = {{"to", required_argument, NULL, 't'},
+	                                     {"digest", no_argument, NULL, 'd'},
 	                                     {NULL, 0, NULL, 0}};
 	const char *to = NULL;
+	bool digest = false;
 	int ch;
 	while ((ch = getopt_long(argc, argv, "t:", opts, NULL)) != -1) {
-		if (ch != 't')
+		if (ch == 'd')
+			digest = true;
+		else if (ch == 't')
+			to = optarg;
+		else
 			return cli_usage(usage);
-		to = optarg;
 	}
 	if (to == NULL || optind + 1 != argc)
 		return cli_usage(usage);
@@ -275,7 +283,10 @@ int cmd_send_test(struct cli *c, int argc, char **argv)
 	time_t date = is->date ? is->date : time(NULL);
 	struct json_object *arr = c->json ? json_object_new_array() : NULL;
 	struct table *tab = c->json ? NULL : table_new(4, "#", "RESULT", "TITLE", "REPLY");
-	for (size_t i = 1; i <= is->narticles; i++) {
+	/* the digest is mail 0; articles are 1..n */
+	size_t first = digest ? 0 : 1, last = digest ? 0 : is->narticles;
+	for (size_t i = first; i <= last; i++) {
+		const char *title = i ? is->articles[i - 1].title : is->title;
 		struct msg_prep prep;
 		struct buf m;
 		buf_init(&m, BUF_NOLIMIT);
@@ -283,7 +294,8 @@ int cmd_send_test(struct cli *c, int argc, char **argv)
 		struct msg_rcpt r = {to, "", id, l.unsub_url, NULL, NULL, time(NULL)};
 		struct send_result res = {0};
 		const char *outcome, *reply;
-		if (render_mail(&c->conf, t, is, date, (int)i, &list, &prep, &e) < 0 ||
+		if (render_test_mail(&c->conf, t, is, date, (int)i, &list, TEST_TAG, &prep, &e) <
+		        0 ||
 		    msg_build(&prep, &r, &m, &e) < 0) {
 			outcome = "error";
 			reply = e.msg;
@@ -300,13 +312,12 @@ int cmd_send_test(struct cli *c, int argc, char **argv)
 		if (arr) {
 			struct json_object *row = json_object_new_object();
 			json_object_object_add(row, "article", json_object_new_int((int)i));
-			json_object_object_add(row, "title",
-			                       json_object_new_string(is->articles[i - 1].title));
+			json_object_object_add(row, "title", json_object_new_string(title));
 			json_object_object_add(row, "result", json_object_new_string(outcome));
 			json_object_object_add(row, "reply", json_object_new_string(reply));
 			json_object_array_add(arr, row);
 		} else {
-			table_row(tab, idx, outcome, is->articles[i - 1].title, reply);
+			table_row(tab, i ? idx : "digest", outcome, title, reply);
 		}
 		free(id);
 		buf_free(&m);
@@ -316,8 +327,11 @@ int cmd_send_test(struct cli *c, int argc, char **argv)
 		cli_json_print(arr);
 	} else {
 		table_print(tab, stdout);
-		printf("%zu of %zu articles sent to %s\n", is->narticles - (size_t)failed,
-		       is->narticles, to);
+		if (digest)
+			printf("the digest %s to %s\n", failed ? "was not sent" : "sent", to);
+		else
+			printf("%zu of %zu articles sent to %s\n", is->narticles - (size_t)failed,
+			       is->narticles, to);
 	}
 	rc = failed ? EXIT_ERR : EXIT_OK;
 out:

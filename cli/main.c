@@ -40,7 +40,7 @@ static const struct command commands[] = {
     {"forget", cmd_forget, "forget EMAIL"},
     {"inspect", cmd_inspect, "inspect ISSUE"},
     {"render", cmd_render, "render ISSUE --out DIR [--to EMAIL]"},
-    {"send-test", cmd_send_test, "send-test ISSUE --to EMAIL"},
+    {"send-test", cmd_send_test, "send-test ISSUE --to EMAIL [--digest]"},
     {"status", cmd_status, "status"},
     {"retry", cmd_retry, "retry [--issue N]"},
     {"bounce", cmd_bounce, "bounce [--dry-run] < MESSAGE"},

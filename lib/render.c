@@ -224,6 +224,13 @@ static int render_both(const struct tmpl *t, const char *stem, struct json_objec
 int render_mail(const struct conf *c, const struct tmpl *t, const struct issue *is, time_t date,
                 int idx, const struct render_list *list, struct msg_prep *out, struct err *err)
 {
+	return render_test_mail(c, t, is, date, idx, list, NULL, out, err);
+}
+
+int render_test_mail(const struct conf *c, const struct tmpl *t, const struct issue *is,
+                     time_t date, int idx, const struct render_list *list, const char *tag,
+                     struct msg_prep *out, struct err *err)
+{
 	struct json_object *ctx = base_ctx(c, list);
 	struct buf html, text;
 	buf_init(&html, BUF_NOLIMIT);
@@ -251,6 +258,11 @@ int render_mail(const struct conf *c, const struct tmpl *t, const struct issue *
 		                       article_json(c, is, (size_t)idx - 1, true, false));
 		subject = xstrdup(is->articles[idx - 1].title);
 		r = render_both(t, "mail-article", ctx, &html, &text, err);
+	}
+	if (tag && *tag) {
+		char *tagged = xasprintf("%s %s", tag, subject);
+		free(subject);
+		subject = tagged;
 	}
 	h.subject = subject;
 	if (r == 0)

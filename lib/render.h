@@ -33,6 +33,12 @@ struct render_list {
 int render_mail(const struct conf *c, const struct tmpl *t, const struct issue *is, time_t date,
                 int idx, const struct render_list *list, struct msg_prep *out, struct err *err);
 
+/* The same, with tag ("[测试]") put before the subject: a test mail must
+ * never pass for the real one in the editor's inbox. */
+int render_test_mail(const struct conf *c, const struct tmpl *t, const struct issue *is,
+                     time_t date, int idx, const struct render_list *list, const char *tag,
+                     struct msg_prep *out, struct err *err);
+
 /* The double opt-in mail of a list. */
 int render_confirm(const struct conf *c, const struct tmpl *t, const struct render_list *list,
                    struct msg_prep *out, struct err *err);

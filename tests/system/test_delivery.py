@@ -326,9 +326,20 @@ def test_send_test(tmp_path, server):
     assert "4 of 4 articles sent to editor@example.org" in p.stdout
     got = server.to("editor@example.org")
     assert len(got) == 4 and all(r.tls and r.auth for r in got)
+    # a test mail says so in its subject
     assert {r.message()["Subject"] for r in got} == {
-        "量子计算：从实验室走向产业", "\"图学习\"的十年（上）", "小样本学习，真的有用吗？",
-        "科学匠人 | 王小明：做有意义的研究"}
+        "[测试] 量子计算：从实验室走向产业", "[测试] \"图学习\"的十年（上）",
+        "[测试] 小样本学习，真的有用吗？", "[测试] 科学匠人 | 王小明：做有意义的研究"}
+    p = env.ctl("send-test", DATA / "issues" / "toc-zh.txt", "--to", "editor@example.org",
+                "--digest")
+    assert p.returncode == 0, p.stderr
+    assert "the digest sent to editor@example.org" in p.stdout
+    got = server.to("editor@example.org")
+    assert len(got) == 5
+    digest = got[-1].message()
+    assert digest["Subject"] == "[测试] Matrix NO.61 · 2022年4 - 6月"
+    body = digest.get_body(("plain",)).get_content()
+    assert "量子计算：从实验室走向产业" in body and "阅读全文：" in body
     # nothing was recorded: no issue, no subscriber
     assert env.ctl_json("status")["issues"] == []
     server.rules.append(Rule("bad@example.org", "550 5.1.1 no such user"))
