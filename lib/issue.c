@@ -48,6 +48,7 @@ struct doc {
 	struct err *err;
 	/* what the front matter set */
 	bool fm_title, fm_number, fm_period;
+	int period_line; /* where the period was read, 0 when none */
 	/* article boundaries found by a splitter */
 	struct span {
 		size_t title_first, title_last; /* line indexes of the title */
@@ -440,6 +441,7 @@ static int front_matter(struct doc *d)
 			is->period = val;
 			val = NULL;
 			d->fm_period = true;
+			d->period_line = l->no;
 		} else if (strcmp(key, "date") == 0) {
 			if (!parse_date(val, &is->date))
 				r = err_at(d->err, ERR_INPUT, d->path, l->no,
@@ -583,6 +585,7 @@ static void masthead(struct doc *d, size_t first, size_t end)
 				free(is->period);
 				is->period = line_dup(l);
 				d->fm_period = true;
+				d->period_line = l->no;
 			}
 		}
 		return;
@@ -1487,6 +1490,33 @@ out:
 	return r;
 }
 
+bool period_passed(const char *period, time_t now)
+{
+	/* The year is the first 4-digit number, the month the last number from 1
+	 * to 12 after it ("2022年1 - 3月", "Jan–Mar 2022" has none: the year's
+	 * end); the period is over after that month. */
+	long year = 0, month = 12;
+	for (const char *p = period; *p;) {
+		if (!isdigit((unsigned char)*p)) {
+			p++;
+			continue;
+		}
+		char *e;
+		long v = strtol(p, &e, 10);
+		if (e - p == 4 && year == 0)
+			year = v;
+		else if (year && v >= 1 && v <= 12 && e - p <= 2)
+			month = v;
+		p = e;
+	}
+	if (year < 1970 || year > 9999)
+		return false;
+	struct tm end = {.tm_year = (int)(month == 12 ? year + 1 : year) - 1900,
+	                 .tm_mon = (int)(month == 12 ? 0 : month),
+	                 .tm_mday = 1};
+	return now >= timegm(&end);
+}
+
 struct issue_opts issue_opts_of(const struct conf *c)
 {
 	return (struct issue_opts){(size_t)c->max_issue_bytes, c->site.title, c->site.language,
@@ -1561,6 +1591,11 @@ int issue_parse(const char *path, const char *data, size_t len, const struct iss
 		                      is->number);
 	if (build_articles(&d) < 0)
 		goto out;
+	if (!is->date && d.period_line && period_passed(is->period, time(NULL)))
+		add_warning(is, xasprintf("%s:%d: the period \"%s\" is over and the issue has no "
+		                          "date: it will be dated when matrixd picks it up; add "
+		                          "'date: YYYY-MM-DD' to the front matter",
+		                          path, d.period_line, is->period));
 	r = 0;
 out:
 	for (size_t i = 0; i < nh; i++)
@@ -1598,6 +1633,32 @@ static int check_assets(const struct issue *is, const char *file, struct err *er
 		}
 	}
 	return 0;
+}
+
+/* An image the text references but the issue does not hold would be a
+ * broken image in every mail and page: say so, at the line referencing it. */
+static void warn_missing_assets(struct issue *is, const char *file, const char *text)
+{
+	for (size_t i = 0; i < is->nassets; i++) {
+		struct stat st;
+		char *full = is->folder ? xasprintf("%s/%s", is->folder, is->assets[i]) : NULL;
+		bool ok = full && lstat(full, &st) == 0 && S_ISREG(st.st_mode);
+		free(full);
+		if (ok)
+			continue;
+		char *ref = xasprintf("(%s", is->assets[i]);
+		const char *at = strstr(text, ref);
+		free(ref);
+		int no = at ? line_of(text, (size_t)(at - text)) : 1;
+		add_warning(
+		    is, xasprintf(is->folder ? "%s:%d: the image '%s' is not in the issue folder: "
+		                               "mails and pages would show a broken image; add the "
+		                               "file or remove the reference"
+		                             : "%s:%d: the image '%s' cannot be published with a "
+		                               "single-file issue: make the issue a folder holding "
+		                               "issue.md and the image",
+		                  file, no, is->assets[i]));
+	}
 }
 
 int issue_load(const char *path, const struct issue_opts *o, struct issue **out, struct err *err)
@@ -1644,6 +1705,8 @@ int issue_load(const char *path, const struct issue_opts *o, struct issue **out,
 			*out = NULL;
 		}
 	}
+	if (r == 0)
+		warn_missing_assets(*out, file, buf_str(&b));
 	buf_free(&b);
 	free(file);
 	return r;

@@ -85,6 +85,10 @@ int issue_load(const char *path, const struct issue_opts *o, struct issue **out,
 
 void issue_free(struct issue *is);
 
+/* Whether the period ("2022年1 - 3月") ended before now; false when it
+ * names no year. */
+bool period_passed(const char *period, time_t now);
+
 /* The front matter's lists as "a,b" ("" = every list); allocated. */
 char *issue_lists_csv(const struct issue *is);
 

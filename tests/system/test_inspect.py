@@ -87,3 +87,30 @@ def test_inspect_is_fast():
         runs.append(time.perf_counter() - t)
     print(f"inspect seed: best {min(runs) * 1000:.1f} ms")
     assert min(runs) < 2.0
+
+
+def test_warnings_name_file_and_line(tmp_path):
+    """inspect tells the editor every guess it made, FILE:LINE first, on
+    stderr (stdout, with --json too, stays the outline or the object)."""
+    export = DATA / "issues" / "export-62.txt"
+    for args in (("inspect", export), ("--json", "inspect", export)):
+        p = ctl_noconf(*args)
+        assert p.returncode == 0, p.stderr
+        lines = p.stderr.splitlines()
+        assert any(l.startswith(f"{export}:40: taken for the caption") for l in lines)
+        assert any(l.startswith(f"{export}:34: joined with line 36") for l in lines)
+        assert any(l.startswith(f"{export}:64: the text refers to 图 5") for l in lines)
+        assert any(l.startswith(f"{export}:26: the figure") for l in lines)
+        assert any(l.startswith(f"{export}:5: the period") for l in lines)
+    json.loads(ctl_noconf("--json", "inspect", export).stdout)
+    # an image the issue does not hold
+    folder = tmp_path / "matrix-7"
+    folder.mkdir()
+    (folder / "issue.md").write_text("---\nnumber: 7\n---\n# A\n\nText.\n\n![cover](cover.png)\n")
+    p = ctl_noconf("inspect", folder)
+    assert p.returncode == 0
+    assert f"{folder}/issue.md:8: the image 'cover.png' is not in the issue folder" in p.stderr
+    (folder / "cover.png").write_bytes(b"\x89PNG\r\n")
+    assert "cover.png" not in ctl_noconf("inspect", folder).stderr
+    # the example issue is dated: no warning about its period
+    assert "the period" not in ctl_noconf("inspect", SEED).stderr
