@@ -39,7 +39,7 @@ endif
 # silently makes our binaries non-PIE (docs/libraries.md, Packaging).
 # Evaluated once (:=), not once per compiler call.
 PKGS      := libcurl libxml-2.0 libconfig libsystemd sqlite3 libcmark-gfm json-c \
-             libmicrohttpd gnutls libidn2
+             libmicrohttpd gnutls libidn2 opendkim
 PKG_CFLAGS := $(shell pkg-config --cflags $(PKGS))
 PKG_LIBS   := $(shell pkg-config --libs $(PKGS)) -letpan -lcsv -lunistring -lpthread
 

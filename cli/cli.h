@@ -79,6 +79,7 @@ CMD(cmd_send_test);
 CMD(cmd_status);
 CMD(cmd_retry);
 CMD(cmd_bounce);
+CMD(cmd_dkim_keygen);
 #undef CMD
 
 #endif

@@ -44,6 +44,8 @@ static const struct command commands[] = {
     {"status", cmd_status, "status"},
     {"retry", cmd_retry, "retry [--issue N]"},
     {"bounce", cmd_bounce, "bounce [--dry-run] < MESSAGE"},
+    {"dkim-keygen", cmd_dkim_keygen,
+     "dkim-keygen --selector S [--type rsa|ed25519] [--bits N] --out FILE"},
 };
 #define NCOMMANDS (sizeof commands / sizeof commands[0])
 

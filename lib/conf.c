@@ -15,6 +15,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "addr.h"
 #include "buf.h"
 #include "conf.h"
 #include "fsutil.h"
@@ -62,8 +63,10 @@ static const struct key keys[] = {
     {"smtp", "return_path", K_STR, OFF(smtp.return_path), 0, 0},
     {"http", "listen", K_STR, OFF(http.listen), 0, 0},
     {"http", "trusted_proxies", K_STR, OFF(http.trusted_proxies), 0, 0},
+    {"dkim", "domain", K_STR, OFF(dkim.domain), 0, 0},
+    {"dkim", "keys", K_STR, 0, 0, 0}, /* a list of groups, handled apart */
 };
-static const char *groups[] = {"site", "smtp", "http"};
+static const char *groups[] = {"site", "smtp", "http", "dkim"};
 
 static void set_str(char **dst, const char *v)
 {
@@ -98,6 +101,7 @@ void conf_defaults(struct conf *c)
 	set_str(&c->smtp.return_path, ""); /* from site.from: bounces+{token}@ITS-DOMAIN */
 	set_str(&c->http.listen, "127.0.0.1:8025");
 	set_str(&c->http.trusted_proxies, "");
+	set_str(&c->dkim.domain, "");
 }
 
 void conf_free(struct conf *c)
@@ -120,6 +124,12 @@ void conf_free(struct conf *c)
 	free(c->smtp.return_path);
 	free(c->http.listen);
 	free(c->http.trusted_proxies);
+	free(c->dkim.domain);
+	for (size_t i = 0; i < c->dkim.nkeys; i++) {
+		free(c->dkim.keys[i].selector);
+		free(c->dkim.keys[i].key_file);
+	}
+	free(c->dkim.keys);
 	memset(c, 0, sizeof *c);
 }
 
@@ -231,6 +241,74 @@ static const char *valid_keys(const char *group, struct buf *b)
 	return buf_str(b);
 }
 
+/* RFC 6376 §3.1 selectors and d= domains: dot-separated LDH labels
+ * (A-labels for internationalized names). */
+static bool valid_labels(const char *s)
+{
+	size_t label = 0;
+	if (*s == '\0' || strlen(s) > 253)
+		return false;
+	for (const char *p = s;; p++) {
+		if (*p == '.' || *p == '\0') {
+			if (label == 0 || label > 63 || p[-1] == '-')
+				return false;
+			if (*p == '\0')
+				return true;
+			label = 0;
+			continue;
+		}
+		bool ldh = (*p >= 'a' && *p <= 'z') || (*p >= 'A' && *p <= 'Z') ||
+		           (*p >= '0' && *p <= '9') || (*p == '-' && label > 0);
+		if (!ldh)
+			return false;
+		label++;
+	}
+}
+
+/* dkim.keys = ( { selector = "…"; key_file = "…"; }, … ); */
+static int take_dkim_keys(struct ctx *x, const config_setting_t *s)
+{
+	if (config_setting_type(s) != CONFIG_TYPE_LIST)
+		return bad(x, s,
+		           "dkim.keys must be a list of groups: keys = ( { selector = \"s1\"; "
+		           "key_file = \"/etc/matrixd/dkim/s1.pem\"; } );%s%s",
+		           "", "");
+	struct conf *c = x->c;
+	int n = config_setting_length(s);
+	for (int i = 0; i < n; i++) {
+		const config_setting_t *g = config_setting_get_elem(s, (unsigned)i);
+		if (config_setting_type(g) != CONFIG_TYPE_GROUP)
+			return bad(x, g, "dkim.keys: each key is a group { selector = …; key_file = …; }%s%s",
+			           "", "");
+		const char *sel = NULL, *file = NULL;
+		for (int j = 0; j < config_setting_length(g); j++) {
+			const config_setting_t *m = config_setting_get_elem(g, (unsigned)j);
+			const char *name = config_setting_name(m);
+			bool is_sel = strcmp(name, "selector") == 0, is_file = strcmp(name, "key_file") == 0;
+			if (!is_sel && !is_file)
+				return bad(x, m, "unknown key 'dkim.keys.%s' (valid here: selector, key_file)%s",
+				           name, "");
+			if (config_setting_type(m) != CONFIG_TYPE_STRING)
+				return bad(x, m, "dkim.keys.%s must be a string in double quotes%s", name, "");
+			*(is_sel ? &sel : &file) = config_setting_get_string(m);
+		}
+		if (sel == NULL || file == NULL || *file == '\0')
+			return bad(x, g, "dkim.keys: this key needs both selector and key_file%s%s", "", "");
+		if (!valid_labels(sel))
+			return bad(x, g,
+			           "dkim.keys: selector \"%s\" must be letters, digits and '-' "
+			           "(labels separated by dots), e.g. \"rsa2026\"%s",
+			           sel, "");
+		for (size_t k = 0; k < c->dkim.nkeys; k++)
+			if (strcmp(c->dkim.keys[k].selector, sel) == 0)
+				return bad(x, g, "dkim.keys: selector \"%s\" is given twice%s", sel, "");
+		c->dkim.keys = xreallocarray(c->dkim.keys, c->dkim.nkeys + 1, sizeof *c->dkim.keys);
+		c->dkim.keys[c->dkim.nkeys++] = (struct conf_dkim_key){
+		    xstrdup(sel), resolve(x->dir, file), config_setting_source_line(g)};
+	}
+	return 0;
+}
+
 static int take(struct ctx *x, const struct key *k, const config_setting_t *s)
 {
 	int t = config_setting_type(s);
@@ -251,6 +329,9 @@ static int take(struct ctx *x, const struct key *k, const config_setting_t *s)
 			           "");
 		return 0;
 	}
+
+	if (k->group && strcmp(k->group, "dkim") == 0 && strcmp(k->name, "keys") == 0)
+		return take_dkim_keys(x, s);
 
 	char *field = (char *)x->c + k->off;
 	long long v = 0;
@@ -427,6 +508,33 @@ static int semantic(struct ctx *x, const config_t *cf)
 		return err_at(x->err, ERR_CONFIG, x->file, LINE("smtp.return_path"),
 		              "smtp.return_path must be an address such as "
 		              "\"bounces+{token}@example.org\"");
+	if ((s = config_lookup(cf, "dkim")) != NULL) {
+		c->dkim.on = true;
+		c->dkim.line = config_setting_source_line(s);
+		if (c->dkim.nkeys == 0)
+			return err_at(x->err, ERR_CONFIG, x->file, c->dkim.line,
+			              "dkim needs at least one key: keys = ( { selector = \"s1\"; "
+			              "key_file = \"/etc/matrixd/dkim/s1.pem\"; } ); or remove the "
+			              "dkim group to send unsigned mail");
+		if (c->dkim.domain[0] == '\0') {
+			char *name = NULL, *addr = NULL, *key = NULL;
+			if (addr_parse_named(c->site.from, &name, &addr, NULL) == 0)
+				key = addr_key(addr, NULL);
+			free(name);
+			free(addr);
+			if (key == NULL)
+				return err_at(x->err, ERR_CONFIG, x->file, LINE("site.from"),
+				              "site.from has no domain to sign for; set dkim.domain");
+			free(c->dkim.domain);
+			c->dkim.domain = xstrdup(strrchr(key, '@') + 1);
+			free(key);
+		}
+		if (!valid_labels(c->dkim.domain))
+			return err_at(x->err, ERR_CONFIG, x->file, LINE("dkim.domain"),
+			              "dkim.domain \"%s\" must be a domain name in ASCII (an "
+			              "internationalized one as A-labels, xn--…)",
+			              c->dkim.domain);
+	}
 	if (c->http.listen[0] && !valid_hostport(c->http.listen))
 		return err_at(
 		    x->err, ERR_CONFIG, x->file, LINE("http.listen"),

@@ -15,6 +15,13 @@
 
 enum tls_mode { TLS_AUTO, TLS_REQUIRED, TLS_OFF };
 
+/* One DKIM key of the dkim group (lib/sign.h reads and checks the file). */
+struct conf_dkim_key {
+	char *selector;
+	char *key_file; /* absolute */
+	int line;       /* of its { … } in the file, for messages */
+};
+
 struct conf {
 	char *path; /* the file read, absolute; NULL for pure defaults */
 	char *issue_dir, *state_dir, *public_dir, *template_dir;
@@ -39,6 +46,13 @@ struct conf {
 		char *listen;          /* "" disables the endpoint */
 		char *trusted_proxies; /* addresses/networks (httpreq_nets_parse); "" = none */
 	} http;
+	struct {
+		bool on;      /* the group is present: every message is signed */
+		char *domain; /* d=: as given, else the A-label domain of site.from */
+		int line;     /* of the dkim group */
+		struct conf_dkim_key *keys;
+		size_t nkeys;
+	} dkim;
 };
 
 /* Fills c with the built-in defaults (base_url and from are empty). */

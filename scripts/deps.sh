@@ -11,14 +11,14 @@ set -eu
 build="make gcc libc6-dev pkg-config libetpan-dev libcurl4-gnutls-dev
 libxml2-dev libconfig-dev libsystemd-dev libsqlite3-dev libcmark-gfm-dev
 libcmark-gfm-extensions-dev libjson-c-dev libcsv-dev libmicrohttpd-dev
-libgnutls28-dev libidn2-dev libunistring-dev"
+libgnutls28-dev libidn2-dev libunistring-dev libopendkim-dev"
 run="$build sqlite3"
 check="$build libcmocka-dev python3 python3-pytest python3-pytest-xdist
 python3-aiosmtpd python3-feedparser libxml2-utils sqlite3 openssl
 spamassassin systemd procps locales man-db chromium chromium-driver
-python3-selenium"
+python3-selenium python3-dkim"
 fuzz="$build clang libclang-rt-14-dev"
-bench="$build postfix sqlite3 time procps python3"
+bench="$build postfix sqlite3 time procps python3 openssl"
 
 case "${1:-build}" in
 build) want=$build ;;

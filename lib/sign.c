@@ -1,0 +1,444 @@
+/*
+ * DKIM signing with libopendkim (see sign.h). The library does the
+ * canonicalisation, the header selection, the tags and the signature; we
+ * hand it each header field and the body of a finished message and put its
+ * DKIM-Signature in front. Keys are read and checked once, here, with
+ * GnuTLS (type, size, PEM form), then proven with one real signature, so
+ * that a bad key stops `matrixd -n` and the start rather than the first
+ * message. docs/libraries.md (libopendkim) explains the choices: one
+ * library handle per thread, the options passed by pointer size, the PEM
+ * text handed from its "-----BEGIN" line.
+ */
+#include <errno.h>
+#include <fcntl.h>
+#include <stdarg.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <gnutls/abstract.h>
+#include <gnutls/gnutls.h>
+#include <gnutls/x509.h>
+#include <opendkim/dkim.h>
+
+#include "addr.h"
+#include "sign.h"
+#include "xmalloc.h"
+
+#define KEY_FILE_MAX (64 * 1024)
+#define RSA_MIN_BITS 2048
+
+const char *const sign_headers[] = {
+    "from",     "to",           "subject",          "date",
+    "message-id", "mime-version", "content-type",     "content-language",
+    "list-id",  "list-unsubscribe", "list-unsubscribe-post", "list-archive",
+    NULL,
+};
+
+/* Signed once more than they occur (RFC 6376 §8.15): a From, Subject or
+ * To added on the way then breaks the signature instead of showing. */
+static const char *const oversign[] = {"from", "subject", "to", NULL};
+
+struct sign_key {
+	char *selector;
+	char *pem; /* from its "-----BEGIN" line on */
+	bool ed25519;
+};
+
+struct sign_keys {
+	atomic_int refs;
+	char *domain;
+	struct sign_key *k;
+	size_t n;
+};
+
+struct signer {
+	DKIM_LIB *lib;
+};
+
+static void keys_free(struct sign_keys *k)
+{
+	for (size_t i = 0; i < k->n; i++) {
+		free(k->k[i].selector);
+		if (k->k[i].pem) {
+			explicit_bzero(k->k[i].pem, strlen(k->k[i].pem));
+			free(k->k[i].pem);
+		}
+	}
+	free(k->k);
+	free(k->domain);
+	free(k);
+}
+
+struct sign_keys *sign_keys_ref(struct sign_keys *k)
+{
+	if (k)
+		atomic_fetch_add(&k->refs, 1);
+	return k;
+}
+
+void sign_keys_unref(struct sign_keys *k)
+{
+	if (k && atomic_fetch_sub(&k->refs, 1) == 1)
+		keys_free(k);
+}
+
+const char *sign_keys_domain(const struct sign_keys *k)
+{
+	return k->domain;
+}
+
+struct signer *signer_new(struct err *err)
+{
+	DKIM_LIB *lib = dkim_init(NULL, NULL);
+	if (lib == NULL) {
+		err_set(err, ERR_INTERNAL, "libopendkim: dkim_init failed");
+		return NULL;
+	}
+	if (!dkim_libfeature(lib, DKIM_FEATURE_SHA256) ||
+	    !dkim_libfeature(lib, DKIM_FEATURE_ED25519) ||
+	    !dkim_libfeature(lib, DKIM_FEATURE_OVERSIGN)) {
+		dkim_close(lib);
+		err_set(err, ERR_INTERNAL,
+		        "libopendkim was built without SHA-256, Ed25519 or over-signing; "
+		        "install Debian's libopendkim11 (2.11)");
+		return NULL;
+	}
+	/* The option takes the array itself and sizeof(char **): any other
+	 * length is refused, and without the option every header is signed. */
+	if (dkim_options(lib, DKIM_OP_SETOPT, DKIM_OPTS_SIGNHDRS, (void *)sign_headers,
+	                 sizeof(char **)) != DKIM_STAT_OK ||
+	    dkim_options(lib, DKIM_OP_SETOPT, DKIM_OPTS_OVERSIGNHDRS, (void *)oversign,
+	                 sizeof(char **)) != DKIM_STAT_OK) {
+		dkim_close(lib);
+		err_set(err, ERR_INTERNAL, "libopendkim refused the header lists");
+		return NULL;
+	}
+	struct signer *s = xcalloc(1, sizeof *s);
+	s->lib = lib;
+	return s;
+}
+
+void signer_free(struct signer *s)
+{
+	if (s == NULL)
+		return;
+	dkim_close(s->lib);
+	free(s);
+}
+
+/* One signature of msg by key with d=domain, appended to out. */
+static int sign_one(struct signer *s, const struct sign_key *key, const char *domain,
+                    const char *msg, size_t len, struct buf *out, struct err *err)
+{
+	DKIM_STAT st = DKIM_STAT_OK;
+	DKIM *d = dkim_sign(s->lib, (const unsigned char *)"matrixd", NULL,
+	                    (dkim_sigkey_t)key->pem, (const unsigned char *)key->selector,
+	                    (const unsigned char *)domain, DKIM_CANON_RELAXED, DKIM_CANON_RELAXED,
+	                    key->ed25519 ? DKIM_SIGN_ED25519SHA256 : DKIM_SIGN_RSASHA256, -1, &st);
+	if (d == NULL)
+		return err_set(err, ERR_INTERNAL, "DKIM key %s: libopendkim: %s", key->selector,
+		               dkim_getresultstr(st));
+	/* header fields one by one, folding kept, without the final CRLF */
+	const char *p = msg, *end = msg + len;
+	while (st == DKIM_STAT_OK) {
+		if (end - p >= 2 && p[0] == '\r' && p[1] == '\n') {
+			p += 2;
+			break;
+		}
+		const char *q = p;
+		for (;;) {
+			q = memmem(q, (size_t)(end - q), "\r\n", 2);
+			if (q == NULL || q + 2 >= end || (q[2] != ' ' && q[2] != '\t'))
+				break;
+			q += 2;
+		}
+		if (q == NULL) {
+			st = DKIM_STAT_SYNTAX;
+			break;
+		}
+		st = dkim_header(d, (unsigned char *)p, (size_t)(q - p));
+		p = q + 2;
+	}
+	if (st == DKIM_STAT_OK)
+		st = dkim_eoh(d);
+	if (st == DKIM_STAT_OK && p < end)
+		st = dkim_body(d, (unsigned char *)p, (size_t)(end - p));
+	if (st == DKIM_STAT_OK)
+		st = dkim_eom(d, NULL);
+	unsigned char *hdr = NULL;
+	size_t hlen = 0;
+	if (st == DKIM_STAT_OK)
+		st = dkim_getsighdr_d(d, strlen(DKIM_SIGNHEADER ": "), &hdr, &hlen);
+	int rc = 0;
+	if (st != DKIM_STAT_OK) {
+		const char *why = dkim_geterror(d);
+		rc = err_set(err, ERR_INTERNAL, "DKIM key %s: cannot sign: %s%s%s", key->selector,
+		             dkim_getresultstr(st), why ? ": " : "", why ? why : "");
+	} else {
+		buf_adds(out, DKIM_SIGNHEADER ": ");
+		buf_add(out, hdr, hlen);
+		buf_adds(out, "\r\n");
+	}
+	dkim_free(d);
+	return rc;
+}
+
+int sign_message(struct signer *s, const struct sign_keys *k, const char *msg, size_t len,
+                 struct buf *out, struct err *err)
+{
+	for (size_t i = 0; k && i < k->n; i++)
+		if (sign_one(s, &k->k[i], k->domain, msg, len, out, err) < 0)
+			return -1;
+	return 0;
+}
+
+/* ---- loading and checking ---------------------------------------------- */
+
+/* The domain of an address, or of the address in "Name <addr>". */
+static char *domain_of(const char *s)
+{
+	char *name = NULL, *addr = NULL, *key = NULL, *dom = NULL;
+	if (addr_parse_named(s, &name, &addr, NULL) == 0 && (key = addr_key(addr, NULL)) != NULL)
+		dom = xstrdup(strrchr(key, '@') + 1);
+	free(name);
+	free(addr);
+	free(key);
+	return dom;
+}
+
+/* a is b or a subdomain of b (case-insensitive, at a label boundary). */
+static bool within(const char *a, const char *b)
+{
+	size_t la = strlen(a), lb = strlen(b);
+	if (la < lb || strcasecmp(a + la - lb, b) != 0)
+		return false;
+	return la == lb || a[la - lb - 1] == '.';
+}
+
+static void warnf(void (*warn)(void *, const char *), void *arg, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+static void warnf(void (*warn)(void *, const char *), void *arg, const char *fmt, ...)
+{
+	if (warn == NULL)
+		return;
+	char msg[600];
+	va_list ap;
+	va_start(ap, fmt);
+	vsnprintf(msg, sizeof msg, fmt, ap);
+	va_end(ap);
+	warn(arg, msg);
+}
+
+/* Reads one key file: regular, the owner's alone, PEM, RSA >= 2048 or
+ * Ed25519. err reads "CONF:LINE: dkim key SELECTOR (FILE): …". */
+static int read_key(const struct conf *c, const struct conf_dkim_key *ck, struct sign_key *out,
+                    struct err *err)
+{
+	const char *f = ck->key_file;
+	char *text = NULL;
+	gnutls_x509_privkey_t xk = NULL;
+	int fd = -1, rc = -1;
+#define FAIL(...) err_at(err, ERR_CONFIG, c->path, ck->line, __VA_ARGS__)
+	fd = open(f, O_RDONLY | O_CLOEXEC | O_NOFOLLOW | O_NONBLOCK);
+	struct stat st;
+	if (fd < 0 || fstat(fd, &st) < 0) {
+		FAIL("dkim key %s: %s: %s", ck->selector, f, strerror(errno));
+		goto out;
+	}
+	if (!S_ISREG(st.st_mode)) {
+		FAIL("dkim key %s: %s is not a regular file", ck->selector, f);
+		goto out;
+	}
+	if (st.st_mode & (S_IRWXG | S_IRWXO)) {
+		FAIL("dkim key %s: %s is readable by others (mode %03o); run: chmod 600 %s",
+		     ck->selector, f, (unsigned)(st.st_mode & 0777), f);
+		goto out;
+	}
+	if (st.st_size > KEY_FILE_MAX) {
+		FAIL("dkim key %s: %s is %lld bytes: not a private key", ck->selector, f,
+		     (long long)st.st_size);
+		goto out;
+	}
+	text = xmalloc((size_t)st.st_size + 1);
+	ssize_t n = read(fd, text, (size_t)st.st_size);
+	if (n < 0) {
+		FAIL("dkim key %s: %s: %s", ck->selector, f, strerror(errno));
+		goto out;
+	}
+	text[n] = '\0';
+	/* libopendkim takes PEM only when the text starts with "-----" */
+	const char *begin = strstr(text, "-----BEGIN ");
+	if (begin == NULL || memchr(text, '\0', (size_t)n)) {
+		FAIL("dkim key %s: %s is not a PEM private key (make one with: matrixctl "
+		     "dkim-keygen --selector %s --out %s)",
+		     ck->selector, f, ck->selector, f);
+		goto out;
+	}
+	if (strstr(begin, "ENCRYPTED")) {
+		FAIL("dkim key %s: %s is encrypted; matrixd needs it unencrypted (mode 600)",
+		     ck->selector, f);
+		goto out;
+	}
+	gnutls_datum_t d = {(unsigned char *)begin, (unsigned)strlen(begin)};
+	unsigned bits = 0;
+	int alg;
+	if (gnutls_x509_privkey_init(&xk) < 0 ||
+	    gnutls_x509_privkey_import2(xk, &d, GNUTLS_X509_FMT_PEM, NULL, GNUTLS_PKCS_PLAIN) < 0 ||
+	    (alg = gnutls_x509_privkey_get_pk_algorithm2(xk, &bits)) < 0) {
+		FAIL("dkim key %s: %s does not parse as a private key", ck->selector, f);
+		goto out;
+	}
+	if (alg == GNUTLS_PK_RSA) {
+		if (bits < RSA_MIN_BITS) {
+			FAIL("dkim key %s: %s is a %u-bit RSA key; receivers ignore keys under %d "
+			     "bits (RFC 8301): make a new one with matrixctl dkim-keygen",
+			     ck->selector, f, bits, RSA_MIN_BITS);
+			goto out;
+		}
+	} else if (alg != GNUTLS_PK_EDDSA_ED25519) {
+		FAIL("dkim key %s: %s is a %s key; DKIM signs with RSA or Ed25519", ck->selector, f,
+		     gnutls_pk_algorithm_get_name((gnutls_pk_algorithm_t)alg));
+		goto out;
+	}
+	out->selector = xstrdup(ck->selector);
+	out->pem = xstrdup(begin);
+	out->ed25519 = alg == GNUTLS_PK_EDDSA_ED25519;
+	rc = 0;
+out:
+#undef FAIL
+	if (xk)
+		gnutls_x509_privkey_deinit(xk);
+	if (text) {
+		explicit_bzero(text, strlen(text));
+		free(text);
+	}
+	if (fd >= 0)
+		close(fd);
+	return rc;
+}
+
+int sign_keys_load(const struct conf *c, struct sign_keys **out,
+                   void (*warn)(void *arg, const char *msg), void *arg, struct err *err)
+{
+	*out = NULL;
+	char *from = domain_of(c->site.from);
+	const char *rp = strrchr(c->smtp.return_path, '@');
+	/* SPF is checked on the return path's domain; DMARC counts it only
+	 * when that domain is aligned with From (RFC 7489 §3.1.2). */
+	if (from && rp && !within(rp + 1, from))
+		warnf(warn, arg,
+		      "%s: smtp.return_path's domain %s is neither %s (site.from) nor a "
+		      "subdomain of it: an SPF pass there does not count for DMARC",
+		      c->path ? c->path : "defaults", rp + 1, from);
+	if (!c->dkim.on) {
+		free(from);
+		return 0;
+	}
+	struct sign_keys *k = xcalloc(1, sizeof *k);
+	atomic_init(&k->refs, 1);
+	k->domain = xstrdup(c->dkim.domain);
+	k->k = xcalloc(c->dkim.nkeys, sizeof *k->k);
+	struct signer *s = NULL;
+	for (size_t i = 0; i < c->dkim.nkeys; i++) {
+		if (read_key(c, &c->dkim.keys[i], &k->k[i], err) < 0)
+			goto fail;
+		k->n++;
+	}
+	/* one signature with each key: libopendkim (OpenSSL) must read what
+	 * GnuTLS accepted */
+	if ((s = signer_new(err)) == NULL)
+		goto fail;
+	static const char probe[] = "From: <a@example.org>\r\nSubject: probe\r\n\r\nprobe\r\n";
+	for (size_t i = 0; i < k->n; i++) {
+		struct buf b;
+		buf_init(&b, BUF_NOLIMIT);
+		int r = sign_one(s, &k->k[i], k->domain, probe, sizeof probe - 1, &b, err);
+		buf_free(&b);
+		if (r < 0) {
+			err_at(err, ERR_CONFIG, c->path, c->dkim.keys[i].line, "dkim key %s: %s: %s",
+			       c->dkim.keys[i].selector, c->dkim.keys[i].key_file, err->msg);
+			goto fail;
+		}
+	}
+	signer_free(s);
+	if (from && !within(from, k->domain) && !within(k->domain, from))
+		warnf(warn, arg,
+		      "%s:%d: dkim.domain %s is not aligned with %s (site.from): DMARC does "
+		      "not count these signatures unless both share one organizational domain",
+		      c->path, c->dkim.line, k->domain, from);
+	free(from);
+	*out = k;
+	return 0;
+fail:
+	signer_free(s);
+	free(from);
+	keys_free(k);
+	return -1;
+}
+
+/* ---- key generation (GnuTLS) ------------------------------------------- */
+
+static int b64(const gnutls_datum_t *in, struct buf *out)
+{
+	gnutls_datum_t enc = {NULL, 0};
+	if (gnutls_base64_encode2(in, &enc) < 0)
+		return -1;
+	buf_add(out, enc.data, enc.size);
+	gnutls_free(enc.data);
+	return 0;
+}
+
+int sign_keygen(enum sign_type type, int bits, struct buf *pem, struct buf *p, struct err *err)
+{
+	gnutls_x509_privkey_t xk = NULL;
+	gnutls_privkey_t pk = NULL;
+	gnutls_pubkey_t pub = NULL;
+	gnutls_datum_t text = {NULL, 0}, der = {NULL, 0}, x = {NULL, 0};
+	gnutls_ecc_curve_t curve;
+	int rc = -1, r;
+	if (type == SIGN_RSA && (bits < RSA_MIN_BITS || bits > 8192))
+		return err_set(err, ERR_USAGE, "--bits must be between %d and 8192", RSA_MIN_BITS);
+	if ((r = gnutls_x509_privkey_init(&xk)) < 0 ||
+	    (r = type == SIGN_RSA
+	             ? gnutls_x509_privkey_generate2(xk, GNUTLS_PK_RSA, (unsigned)bits, 0, NULL, 0)
+	             : gnutls_x509_privkey_generate2(
+	                   xk, GNUTLS_PK_EDDSA_ED25519,
+	                   GNUTLS_CURVE_TO_BITS(GNUTLS_ECC_CURVE_ED25519), 0, NULL, 0)) < 0 ||
+	    /* PKCS#8, unencrypted: "BEGIN PRIVATE KEY", which OpenSSL (so
+	     * libopendkim) reads for both types */
+	    (r = gnutls_x509_privkey_export2_pkcs8(xk, GNUTLS_X509_FMT_PEM, NULL, GNUTLS_PKCS_PLAIN,
+	                                           &text)) < 0 ||
+	    (r = gnutls_privkey_init(&pk)) < 0 || (r = gnutls_privkey_import_x509(pk, xk, 0)) < 0 ||
+	    (r = gnutls_pubkey_init(&pub)) < 0 || (r = gnutls_pubkey_import_privkey(pub, pk, 0, 0)) < 0)
+		goto fail;
+	if (type == SIGN_RSA)
+		r = gnutls_pubkey_export2(pub, GNUTLS_X509_FMT_DER, &der);
+	else
+		r = gnutls_pubkey_export_ecc_raw2(pub, &curve, &x, NULL, 0);
+	if (r < 0 || b64(type == SIGN_RSA ? &der : &x, p) < 0)
+		goto fail;
+	buf_add(pem, text.data, text.size);
+	rc = 0;
+	goto out;
+fail:
+	err_set(err, ERR_INTERNAL, "cannot make the key: GnuTLS: %s", gnutls_strerror(r));
+out:
+	if (text.data) {
+		explicit_bzero(text.data, text.size);
+		gnutls_free(text.data);
+	}
+	gnutls_free(der.data);
+	gnutls_free(x.data);
+	if (pub)
+		gnutls_pubkey_deinit(pub);
+	if (pk)
+		gnutls_privkey_deinit(pk);
+	if (xk)
+		gnutls_x509_privkey_deinit(xk);
+	return rc;
+}
