@@ -22,6 +22,7 @@
 #include "ledger.h"
 #include "msg.h"
 #include "render.h"
+#include "sign.h"
 #include "store.h"
 #include "tmpl.h"
 #include "token.h"
@@ -239,6 +240,12 @@ int cmd_retry(struct cli *c, int argc, char **argv)
 /* Before the subject of every test mail. */
 #define TEST_TAG "[测试]"
 
+static void warn_stderr(void *arg, const char *msg)
+{
+	(void)arg;
+	fprintf(stderr, "matrixctl: warning: %s\n", msg);
+}
+
 int cmd_send_test(struct cli *c, int argc, char **argv)
 {
 	static const char usage[] = "send-test ISSUE --to EMAIL [--digest]";
@@ -265,12 +272,16 @@ int cmd_send_test(struct cli *c, int argc, char **argv)
 	struct issue *is = NULL;
 	struct tmpl *t = NULL;
 	struct transport *tr = NULL;
+	struct sign_keys *keys = NULL;
+	struct signer *signer = NULL;
 	char *pw = NULL;
 	int rc = EXIT_ERR, failed = 0;
 	curl_global_init(CURL_GLOBAL_DEFAULT);
 	if (cli_issue_for_mail(c, argv[optind], &is, &t) < 0)
 		goto out;
-	if (conf_password(&c->conf, &pw, &e) < 0 ||
+	/* signed as the daemon signs: a test mail shows what receivers see */
+	if (sign_keys_load(&c->conf, &keys, warn_stderr, NULL, &e) < 0 ||
+	    (keys && (signer = signer_new(&e)) == NULL) || conf_password(&c->conf, &pw, &e) < 0 ||
 	    (tr = transport_new(&c->conf, pw, NULL, &e)) == NULL) {
 		rc = cli_fail(&e);
 		goto out;
@@ -295,11 +306,16 @@ int cmd_send_test(struct cli *c, int argc, char **argv)
 		struct send_result res = {0};
 		const char *outcome, *reply;
 		if (render_test_mail(&c->conf, t, is, date, (int)i, &list, TEST_TAG, &prep, &e) <
-		        0 ||
-		    msg_build(&prep, &r, &m, &e) < 0) {
+		    0) {
 			outcome = "error";
 			reply = e.msg;
 			failed++;
+		} else if (msg_build(&prep, &r, &m, &e) < 0 ||
+		           (keys && sign_prepend(signer, keys, &m.data, &m.len, &e) < 0)) {
+			outcome = "error";
+			reply = e.msg;
+			failed++;
+			msg_prep_free(&prep);
 		} else {
 			transport_send(tr, l.return_path, to, m.data, m.len, &res);
 			outcome = res.outcome == SEND_OK ? "sent" : "failed";
@@ -336,6 +352,8 @@ int cmd_send_test(struct cli *c, int argc, char **argv)
 	rc = failed ? EXIT_ERR : EXIT_OK;
 out:
 	transport_free(tr);
+	signer_free(signer);
+	sign_keys_unref(keys);
 	if (pw) {
 		explicit_bzero(pw, strlen(pw));
 		free(pw);

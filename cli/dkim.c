@@ -97,7 +97,8 @@ int cmd_dkim_keygen(struct cli *c, int argc, char **argv)
 	for (const char *p = selector; *p; p++)
 		if (!((*p >= 'a' && *p <= 'z') || (*p >= 'A' && *p <= 'Z') ||
 		      (*p >= '0' && *p <= '9') || *p == '-' || *p == '.'))
-			return cli_failf("--selector %s: letters, digits, '-' and '.' only", selector);
+			return cli_failf("--selector %s: letters, digits, '-' and '.' only",
+			                 selector);
 	if (type == SIGN_ED25519 && bits != 0 && bits != 256)
 		return cli_failf("--bits applies to RSA keys; an Ed25519 key has 256 bits");
 	if (type == SIGN_RSA && bits == 0)
@@ -118,7 +119,8 @@ int cmd_dkim_keygen(struct cli *c, int argc, char **argv)
 	struct err e;
 	err_clear(&e);
 	int rc = EXIT_ERR;
-	if (sign_keygen(type, bits, &pem, &p, &e) < 0 || write_new(out, pem.data, pem.len, &e) < 0) {
+	if (sign_keygen(type, bits, &pem, &p, &e) < 0 ||
+	    write_new(out, pem.data, pem.len, &e) < 0) {
 		rc = cli_fail(&e);
 		goto done;
 	}

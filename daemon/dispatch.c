@@ -199,6 +199,7 @@ static struct sjob *build(struct daemon *d, struct ledger_job *j, struct err *er
 		job->rcpt = xstrdup(j->email);
 		job->len = b.len;
 		job->data = buf_detach(&b);
+		job->keys = sign_keys_ref(d->dkim);
 	}
 	buf_free(&b);
 	render_links_free(&l);

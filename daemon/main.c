@@ -49,16 +49,24 @@ static void warn_line(void *arg, const char *msg)
 	log_warnx("%s", msg);
 }
 
-/* Checks a configuration and its templates; fills c and t on success. */
-static int load_all(const char *path, struct conf *c, struct tmpl **t, struct err *e)
+/* Checks a configuration, its DKIM keys and its templates; fills c, k and
+ * t on success. */
+static int load_all(const char *path, struct conf *c, struct sign_keys **k, struct tmpl **t,
+                    struct err *e)
 {
 	if (conf_load(c, path, e) < 0)
 		return -1;
+	if (sign_keys_load(c, k, warn_line, NULL, e) < 0) {
+		conf_free(c);
+		return -1;
+	}
 	struct stat st;
 	if (stat(c->issue_dir, &st) < 0 || !S_ISDIR(st.st_mode)) {
 		err_set(e, ERR_CONFIG,
 		        "%s: issue_dir %s is not a directory; create it or fix issue_dir", c->path,
 		        c->issue_dir);
+		sign_keys_unref(*k);
+		*k = NULL;
 		conf_free(c);
 		return -1;
 	}
@@ -66,6 +74,8 @@ static int load_all(const char *path, struct conf *c, struct tmpl **t, struct er
 		log_warnx("template_dir %s does not exist: the built-in templates are used",
 		          c->template_dir);
 	if (tmpl_load(t, c->template_dir, e) < 0) {
+		sign_keys_unref(*k);
+		*k = NULL;
 		conf_free(c);
 		return -1;
 	}
@@ -87,10 +97,11 @@ int daemon_reload(struct daemon *d)
 {
 	struct conf c;
 	struct tmpl *t = NULL;
+	struct sign_keys *k = NULL;
 	struct err e;
 	err_clear(&e);
 	sd_notifyf(0, "RELOADING=1\nMONOTONIC_USEC=%" PRId64 "\nSTATUS=reloading", now_ms() * 1000);
-	if (load_all(d->conf_path, &c, &t, &e) < 0) {
+	if (load_all(d->conf_path, &c, &k, &t, &e) < 0) {
 		log_err("reload refused, keeping the running configuration: %s", e.msg);
 		sd_notify(0, "READY=1");
 		return -1;
@@ -110,6 +121,9 @@ int daemon_reload(struct daemon *d)
 	bool new_dir = strcmp(c.issue_dir, d->conf.issue_dir) != 0;
 	tmpl_free(d->tmpl);
 	d->tmpl = t;
+	/* messages already handed to the senders keep their own reference */
+	sign_keys_unref(d->dkim);
+	d->dkim = k;
 	conf_free(&d->conf);
 	d->conf = c;
 	dispatch_invalidate(d->dispatch);
@@ -215,7 +229,7 @@ int main(int argc, char **argv)
 
 	struct err e;
 	err_clear(&e);
-	if (load_all(path, &d.conf, &d.tmpl, &e) < 0) {
+	if (load_all(path, &d.conf, &d.dkim, &d.tmpl, &e) < 0) {
 		fprintf(stderr, "matrixd: %s\n", e.msg);
 		return 1;
 	}
@@ -225,6 +239,7 @@ int main(int argc, char **argv)
 		if (conf_password(&d.conf, &pw, &e) < 0) {
 			fprintf(stderr, "matrixd: %s\n", e.msg);
 			tmpl_free(d.tmpl);
+			sign_keys_unref(d.dkim);
 			conf_free(&d.conf);
 			return 1;
 		}
@@ -232,8 +247,14 @@ int main(int argc, char **argv)
 			explicit_bzero(pw, strlen(pw));
 			free(pw);
 		}
-		printf("%s: configuration ok\n", d.conf.path);
+		if (d.dkim)
+			printf("%s: configuration ok; DKIM: %zu key%s, d=%s\n", d.conf.path,
+			       d.conf.dkim.nkeys, d.conf.dkim.nkeys == 1 ? "" : "s",
+			       sign_keys_domain(d.dkim));
+		else
+			printf("%s: configuration ok\n", d.conf.path);
 		tmpl_free(d.tmpl);
+		sign_keys_unref(d.dkim);
 		conf_free(&d.conf);
 		return 0;
 	}
@@ -311,6 +332,7 @@ out:
 	watch_free(d.watch);
 	store_close(d.store);
 	tmpl_free(d.tmpl);
+	sign_keys_unref(d.dkim);
 	if (d.password) {
 		explicit_bzero(d.password, strlen(d.password));
 		free(d.password);

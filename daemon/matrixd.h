@@ -21,6 +21,7 @@
 #include <time.h>
 
 #include "conf.h"
+#include "sign.h"
 #include "store.h"
 #include "tmpl.h"
 #include "token.h"
@@ -38,9 +39,10 @@ struct daemon {
 	struct tmpl *tmpl;
 	struct token_key key;
 	char *password;
-	bool once;     /* --once: exit when nothing is left to do now */
-	bool progress; /* a live progress line on a terminal */
-	bool stopping; /* SIGTERM/SIGINT: no new work */
+	struct sign_keys *dkim; /* NULL: mail goes out unsigned */
+	bool once;              /* --once: exit when nothing is left to do now */
+	bool progress;          /* a live progress line on a terminal */
+	bool stopping;          /* SIGTERM/SIGINT: no new work */
 	int64_t stop_deadline_ms;
 	int exit_code;
 	struct senders *senders;
@@ -78,7 +80,8 @@ struct sjob {
 	void *ctx; /* the dispatcher's */
 	char *from, *rcpt, *data;
 	size_t len;
-	bool attempted; /* false: returned unsent at shutdown */
+	struct sign_keys *keys; /* a reference: the sender signs with them */
+	bool attempted;         /* false: returned unsent at shutdown */
 	struct send_result res;
 };
 int senders_start(struct senders **out, const struct conf *c, const char *password, int n,

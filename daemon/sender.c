@@ -8,6 +8,7 @@
  */
 #include <errno.h>
 #include <pthread.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/eventfd.h>
@@ -46,6 +47,7 @@ void sjob_free(struct sjob *j)
 	free(j->from);
 	free(j->rcpt);
 	free(j->data);
+	sign_keys_unref(j->keys);
 	free(j);
 }
 
@@ -67,11 +69,33 @@ static void finish(struct senders *s, struct sjob *j)
 		log_warn("sender eventfd");
 }
 
+/*
+ * Signs j in this thread, in front of its message: the signatures cost
+ * more CPU than everything else about a message (docs/libraries.md,
+ * libopendkim), so they are made where the connections run in parallel.
+ * A message that cannot be signed is not sent: the relay could take it,
+ * receivers would not. That is our trouble, not the message's: nothing is
+ * counted and sending pauses.
+ */
+static int sign_job(struct signer **signer, struct sjob *j)
+{
+	struct err e;
+	err_clear(&e);
+	if ((*signer == NULL && (*signer = signer_new(&e)) == NULL) ||
+	    sign_prepend(*signer, j->keys, &j->data, &j->len, &e) < 0) {
+		j->res = (struct send_result){.outcome = SEND_TEMP, .relay_level = true};
+		snprintf(j->res.reply, sizeof j->res.reply, "not signed: %s", e.msg);
+		return -1;
+	}
+	return 0;
+}
+
 static void *run(void *arg)
 {
 	struct worker *w = arg;
 	struct senders *s = w->s;
 	struct transport *t = s->tr[w->i];
+	struct signer *signer = NULL; /* this thread's, made on first use */
 	free(w);
 	pthread_mutex_lock(&s->mu);
 	for (;;) {
@@ -85,7 +109,8 @@ static void *run(void *arg)
 		s->busy++;
 		pthread_mutex_unlock(&s->mu);
 
-		transport_send(t, j->from, j->rcpt, j->data, j->len, &j->res);
+		if (j->keys == NULL || sign_job(&signer, j) == 0)
+			transport_send(t, j->from, j->rcpt, j->data, j->len, &j->res);
 		j->attempted = true;
 
 		pthread_mutex_lock(&s->mu);
@@ -93,6 +118,7 @@ static void *run(void *arg)
 		finish(s, j);
 	}
 	pthread_mutex_unlock(&s->mu);
+	signer_free(signer);
 	return NULL;
 }
 

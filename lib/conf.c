@@ -278,22 +278,29 @@ static int take_dkim_keys(struct ctx *x, const config_setting_t *s)
 	for (int i = 0; i < n; i++) {
 		const config_setting_t *g = config_setting_get_elem(s, (unsigned)i);
 		if (config_setting_type(g) != CONFIG_TYPE_GROUP)
-			return bad(x, g, "dkim.keys: each key is a group { selector = …; key_file = …; }%s%s",
-			           "", "");
+			return bad(
+			    x, g,
+			    "dkim.keys: each key is a group { selector = …; key_file = …; }%s%s",
+			    "", "");
 		const char *sel = NULL, *file = NULL;
 		for (int j = 0; j < config_setting_length(g); j++) {
 			const config_setting_t *m = config_setting_get_elem(g, (unsigned)j);
 			const char *name = config_setting_name(m);
-			bool is_sel = strcmp(name, "selector") == 0, is_file = strcmp(name, "key_file") == 0;
+			bool is_sel = strcmp(name, "selector") == 0,
+			     is_file = strcmp(name, "key_file") == 0;
 			if (!is_sel && !is_file)
-				return bad(x, m, "unknown key 'dkim.keys.%s' (valid here: selector, key_file)%s",
-				           name, "");
+				return bad(
+				    x, m,
+				    "unknown key 'dkim.keys.%s' (valid here: selector, key_file)%s",
+				    name, "");
 			if (config_setting_type(m) != CONFIG_TYPE_STRING)
-				return bad(x, m, "dkim.keys.%s must be a string in double quotes%s", name, "");
+				return bad(x, m, "dkim.keys.%s must be a string in double quotes%s",
+				           name, "");
 			*(is_sel ? &sel : &file) = config_setting_get_string(m);
 		}
 		if (sel == NULL || file == NULL || *file == '\0')
-			return bad(x, g, "dkim.keys: this key needs both selector and key_file%s%s", "", "");
+			return bad(x, g, "dkim.keys: this key needs both selector and key_file%s%s",
+			           "", "");
 		if (!valid_labels(sel))
 			return bad(x, g,
 			           "dkim.keys: selector \"%s\" must be letters, digits and '-' "
@@ -301,7 +308,8 @@ static int take_dkim_keys(struct ctx *x, const config_setting_t *s)
 			           sel, "");
 		for (size_t k = 0; k < c->dkim.nkeys; k++)
 			if (strcmp(c->dkim.keys[k].selector, sel) == 0)
-				return bad(x, g, "dkim.keys: selector \"%s\" is given twice%s", sel, "");
+				return bad(x, g, "dkim.keys: selector \"%s\" is given twice%s", sel,
+				           "");
 		c->dkim.keys = xreallocarray(c->dkim.keys, c->dkim.nkeys + 1, sizeof *c->dkim.keys);
 		c->dkim.keys[c->dkim.nkeys++] = (struct conf_dkim_key){
 		    xstrdup(sel), resolve(x->dir, file), config_setting_source_line(g)};
@@ -523,8 +531,9 @@ static int semantic(struct ctx *x, const config_t *cf)
 			free(name);
 			free(addr);
 			if (key == NULL)
-				return err_at(x->err, ERR_CONFIG, x->file, LINE("site.from"),
-				              "site.from has no domain to sign for; set dkim.domain");
+				return err_at(
+				    x->err, ERR_CONFIG, x->file, LINE("site.from"),
+				    "site.from has no domain to sign for; set dkim.domain");
 			free(c->dkim.domain);
 			c->dkim.domain = xstrdup(strrchr(key, '@') + 1);
 			free(key);

@@ -33,9 +33,18 @@
 #define RSA_MIN_BITS 2048
 
 const char *const sign_headers[] = {
-    "from",     "to",           "subject",          "date",
-    "message-id", "mime-version", "content-type",     "content-language",
-    "list-id",  "list-unsubscribe", "list-unsubscribe-post", "list-archive",
+    "from",
+    "to",
+    "subject",
+    "date",
+    "message-id",
+    "mime-version",
+    "content-type",
+    "content-language",
+    "list-id",
+    "list-unsubscribe",
+    "list-unsubscribe-post",
+    "list-archive",
     NULL,
 };
 
@@ -136,9 +145,9 @@ static int sign_one(struct signer *s, const struct sign_key *key, const char *do
                     const char *msg, size_t len, struct buf *out, struct err *err)
 {
 	DKIM_STAT st = DKIM_STAT_OK;
-	DKIM *d = dkim_sign(s->lib, (const unsigned char *)"matrixd", NULL,
-	                    (dkim_sigkey_t)key->pem, (const unsigned char *)key->selector,
-	                    (const unsigned char *)domain, DKIM_CANON_RELAXED, DKIM_CANON_RELAXED,
+	DKIM *d = dkim_sign(s->lib, (const unsigned char *)"matrixd", NULL, (dkim_sigkey_t)key->pem,
+	                    (const unsigned char *)key->selector, (const unsigned char *)domain,
+	                    DKIM_CANON_RELAXED, DKIM_CANON_RELAXED,
 	                    key->ed25519 ? DKIM_SIGN_ED25519SHA256 : DKIM_SIGN_RSASHA256, -1, &st);
 	if (d == NULL)
 		return err_set(err, ERR_INTERNAL, "DKIM key %s: libopendkim: %s", key->selector,
@@ -194,6 +203,22 @@ int sign_message(struct signer *s, const struct sign_keys *k, const char *msg, s
 	for (size_t i = 0; k && i < k->n; i++)
 		if (sign_one(s, &k->k[i], k->domain, msg, len, out, err) < 0)
 			return -1;
+	return 0;
+}
+
+int sign_prepend(struct signer *s, const struct sign_keys *k, char **data, size_t *len,
+                 struct err *err)
+{
+	struct buf b;
+	buf_init(&b, BUF_NOLIMIT);
+	if (sign_message(s, k, *data, *len, &b, err) < 0) {
+		buf_free(&b);
+		return -1;
+	}
+	buf_add(&b, *data, *len); /* no cap on b */
+	free(*data);
+	*len = b.len;
+	*data = buf_detach(&b);
 	return 0;
 }
 
@@ -357,11 +382,14 @@ int sign_keys_load(const struct conf *c, struct sign_keys **out,
 	for (size_t i = 0; i < k->n; i++) {
 		struct buf b;
 		buf_init(&b, BUF_NOLIMIT);
-		int r = sign_one(s, &k->k[i], k->domain, probe, sizeof probe - 1, &b, err);
+		struct err why;
+		err_clear(&why);
+		int r = sign_one(s, &k->k[i], k->domain, probe, sizeof probe - 1, &b, &why);
 		buf_free(&b);
 		if (r < 0) {
-			err_at(err, ERR_CONFIG, c->path, c->dkim.keys[i].line, "dkim key %s: %s: %s",
-			       c->dkim.keys[i].selector, c->dkim.keys[i].key_file, err->msg);
+			err_at(err, ERR_CONFIG, c->path, c->dkim.keys[i].line,
+			       "dkim key %s: %s: %s", c->dkim.keys[i].selector,
+			       c->dkim.keys[i].key_file, why.msg);
 			goto fail;
 		}
 	}
@@ -406,15 +434,16 @@ int sign_keygen(enum sign_type type, int bits, struct buf *pem, struct buf *p, s
 	if ((r = gnutls_x509_privkey_init(&xk)) < 0 ||
 	    (r = type == SIGN_RSA
 	             ? gnutls_x509_privkey_generate2(xk, GNUTLS_PK_RSA, (unsigned)bits, 0, NULL, 0)
-	             : gnutls_x509_privkey_generate2(
-	                   xk, GNUTLS_PK_EDDSA_ED25519,
-	                   GNUTLS_CURVE_TO_BITS(GNUTLS_ECC_CURVE_ED25519), 0, NULL, 0)) < 0 ||
+	             : gnutls_x509_privkey_generate2(xk, GNUTLS_PK_EDDSA_ED25519,
+	                                             GNUTLS_CURVE_TO_BITS(GNUTLS_ECC_CURVE_ED25519),
+	                                             0, NULL, 0)) < 0 ||
 	    /* PKCS#8, unencrypted: "BEGIN PRIVATE KEY", which OpenSSL (so
 	     * libopendkim) reads for both types */
 	    (r = gnutls_x509_privkey_export2_pkcs8(xk, GNUTLS_X509_FMT_PEM, NULL, GNUTLS_PKCS_PLAIN,
 	                                           &text)) < 0 ||
 	    (r = gnutls_privkey_init(&pk)) < 0 || (r = gnutls_privkey_import_x509(pk, xk, 0)) < 0 ||
-	    (r = gnutls_pubkey_init(&pub)) < 0 || (r = gnutls_pubkey_import_privkey(pub, pk, 0, 0)) < 0)
+	    (r = gnutls_pubkey_init(&pub)) < 0 ||
+	    (r = gnutls_pubkey_import_privkey(pub, pk, 0, 0)) < 0)
 		goto fail;
 	if (type == SIGN_RSA)
 		r = gnutls_pubkey_export2(pub, GNUTLS_X509_FMT_DER, &der);

@@ -60,6 +60,11 @@ void signer_free(struct signer *s);
 int sign_message(struct signer *s, const struct sign_keys *k, const char *msg, size_t len,
                  struct buf *out, struct err *err);
 
+/* sign_message() put in front of the message at *data (allocated, *len
+ * bytes), which is replaced by the signed one (allocated; the old freed). */
+int sign_prepend(struct signer *s, const struct sign_keys *k, char **data, size_t *len,
+                 struct err *err);
+
 enum sign_type { SIGN_RSA, SIGN_ED25519 };
 
 /*
