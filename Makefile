@@ -39,7 +39,7 @@ endif
 # silently makes our binaries non-PIE (docs/libraries.md, Packaging).
 # Evaluated once (:=), not once per compiler call.
 PKGS      := libcurl libxml-2.0 libconfig libsystemd sqlite3 libcmark-gfm json-c \
-             libmicrohttpd gnutls libidn2 opendkim
+             libmicrohttpd gnutls libidn2 opendkim libcrypto
 PKG_CFLAGS := $(shell pkg-config --cflags $(PKGS))
 PKG_LIBS   := $(shell pkg-config --libs $(PKGS)) -letpan -lcsv -lunistring -lpthread
 
@@ -136,7 +136,7 @@ system: all
 # The real flows again with matrixd and matrixctl built with ASan+UBSan
 # (leaks included); the timing-sensitive daemon tests are left to the plain run.
 SAN_SYSTEM := test_inspect.py test_config.py test_render.py test_subscribers.py \
-              test_delivery.py test_failures.py test_bounce.py test_http.py
+              test_delivery.py test_failures.py test_bounce.py test_http.py test_dkim.py
 system-san: all
 	@echo "system tests against the ASan+UBSan build:"
 	@MATRIXD_BUILD=$(abspath $(BUILD)) $(PYTHON) -m pytest -q -n 2 -p no:cacheprovider \

@@ -20,9 +20,15 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <dlfcn.h>
+#include <pthread.h>
+
 #include <gnutls/abstract.h>
 #include <gnutls/gnutls.h>
 #include <gnutls/x509.h>
+#include <openssl/bio.h>
+#include <openssl/evp.h>
+#include <openssl/pem.h>
 #include <opendkim/dkim.h>
 
 #include "addr.h"
@@ -60,14 +66,125 @@ struct sign_key {
 
 struct sign_keys {
 	atomic_int refs;
+	unsigned long id; /* unique per load: a signer's cache names it */
 	char *domain;
 	struct sign_key *k;
 	size_t n;
 };
 
+/*
+ * libopendkim parses the PEM text of the key again for every signature
+ * (dkim_privkey_load), and in Debian 12's OpenSSL 3.0 that parse costs
+ * 0.5 to 0.8 ms, more than an RSA-2048 signature; a freshly parsed RSA key
+ * also pays its blinding and Montgomery set-up again. So each signer keeps
+ * its keys parsed once (pkeys, by index in the sign_keys it last used),
+ * and while it is inside libopendkim (`inside`) our PEM_read_bio_PrivateKey
+ * below hands libopendkim a reference to the parsed key instead of parsing.
+ *
+ * The same hook repairs a leak: for an Ed25519 signature dkim_free()
+ * releases neither the key nor the 64-byte signature buffer (it frees
+ * them for RSA only), 0.5 KB per message. The signer notes both and
+ * releases them after dkim_free(), on the libopendkim version known to
+ * leak (docs/libraries.md, libopendkim).
+ */
 struct signer {
 	DKIM_LIB *lib;
+	unsigned long keys_id; /* the sign_keys whose pkeys these are */
+	EVP_PKEY **pkeys;
+	size_t npkeys;
+	/* the signature in progress */
+	const struct sign_key *key;
+	EVP_PKEY *pkey; /* parsed key of `key` */
+	bool lent;      /* libopendkim took a reference to pkey */
+	bool want_out;  /* the next allocation is libopendkim's signature buffer */
+	void *out;
+	unsigned long hits;
 };
+
+static _Thread_local struct signer *inside;
+static atomic_ulong keys_ids;
+
+/* libopendkim 2.11.0 (Debian 12), whose dkim_free() leaks for Ed25519. */
+#define LEAKY_ED25519 0x020B0000
+
+typedef EVP_PKEY *(*pem_reader)(BIO *, EVP_PKEY **, pem_password_cb *, void *);
+static pem_reader real_pem_read;
+static pthread_once_t real_once = PTHREAD_ONCE_INIT;
+
+static void find_real(void)
+{
+	real_pem_read = (pem_reader)dlsym(RTLD_NEXT, "PEM_read_bio_PrivateKey");
+}
+
+/*
+ * Stands in for OpenSSL's PEM_read_bio_PrivateKey (libopendkim calls it
+ * through the PLT): inside a signature, for the text of the key being
+ * used, a new reference to the key parsed before; for anything else, the
+ * real function.
+ */
+EVP_PKEY *PEM_read_bio_PrivateKey(BIO *bp, EVP_PKEY **x, pem_password_cb *cb, void *u)
+{
+	struct signer *s = inside;
+	pthread_once(&real_once, find_real);
+	if (s && s->pkey && x == NULL && !s->lent) {
+		char *data = NULL;
+		long n = BIO_get_mem_data(bp, &data);
+		if (n > 0 && data && (size_t)n == strlen(s->key->pem) &&
+		    memcmp(data, s->key->pem, (size_t)n) == 0 && EVP_PKEY_up_ref(s->pkey) == 1) {
+			s->lent = true;
+			s->want_out = s->key->ed25519;
+			s->hits++;
+			return s->pkey;
+		}
+	}
+	if (real_pem_read == NULL)
+		return NULL;
+	return real_pem_read(bp, x, cb, u);
+}
+
+/* libopendkim's allocator (dkim_init): plain malloc, but the signature
+ * buffer of an Ed25519 key is noted to be freed after dkim_free(). */
+static void *dk_malloc(void *closure, size_t n)
+{
+	(void)closure;
+	void *p = malloc(n);
+	struct signer *s = inside;
+	if (s && s->want_out) {
+		s->want_out = false;
+		s->out = p;
+	}
+	return p;
+}
+
+static void dk_free(void *closure, void *p)
+{
+	(void)closure;
+	struct signer *s = inside;
+	if (s && p == s->out)
+		s->out = NULL;
+	free(p);
+}
+
+/* This thread's parsed copy of key i of k (parsed on first use). */
+static EVP_PKEY *parsed(struct signer *s, const struct sign_keys *k, size_t i)
+{
+	if (s->keys_id != k->id) {
+		for (size_t j = 0; j < s->npkeys; j++)
+			EVP_PKEY_free(s->pkeys[j]);
+		free(s->pkeys);
+		s->pkeys = xcalloc(k->n, sizeof *s->pkeys);
+		s->npkeys = k->n;
+		s->keys_id = k->id;
+	}
+	if (s->pkeys[i] == NULL) {
+		pthread_once(&real_once, find_real);
+		BIO *b = BIO_new_mem_buf(k->k[i].pem, -1);
+		if (b && real_pem_read)
+			s->pkeys[i] = real_pem_read(b, NULL, NULL, NULL);
+		BIO_free(b);
+	}
+	return s->pkeys[i];
+}
 
 static void keys_free(struct sign_keys *k)
 {
@@ -103,7 +220,7 @@ const char *sign_keys_domain(const struct sign_keys *k)
 
 struct signer *signer_new(struct err *err)
 {
-	DKIM_LIB *lib = dkim_init(NULL, NULL);
+	DKIM_LIB *lib = dkim_init(dk_malloc, dk_free);
 	if (lib == NULL) {
 		err_set(err, ERR_INTERNAL, "libopendkim: dkim_init failed");
 		return NULL;
@@ -137,21 +254,45 @@ void signer_free(struct signer *s)
 	if (s == NULL)
 		return;
 	dkim_close(s->lib);
+	for (size_t j = 0; j < s->npkeys; j++)
+		EVP_PKEY_free(s->pkeys[j]);
+	free(s->pkeys);
 	free(s);
 }
 
-/* One signature of msg by key with d=domain, appended to out. */
-static int sign_one(struct signer *s, const struct sign_key *key, const char *domain,
-                    const char *msg, size_t len, struct buf *out, struct err *err)
+/* After dkim_free(): what libopendkim 2.11.0 leaves behind for Ed25519. */
+static void settle(struct signer *s)
 {
+	if (s->lent && s->key->ed25519 && dkim_libversion() == LEAKY_ED25519) {
+		EVP_PKEY_free(s->pkey);
+		free(s->out);
+	}
+	s->key = NULL;
+	s->pkey = NULL;
+	s->lent = s->want_out = false;
+	s->out = NULL;
+	inside = NULL;
+}
+
+/* One signature of msg by key i of k, appended to out. */
+static int sign_one(struct signer *s, const struct sign_keys *k, size_t i, const char *msg,
+                    size_t len, struct buf *out, struct err *err)
+{
+	const struct sign_key *key = &k->k[i];
+	const char *domain = k->domain;
 	DKIM_STAT st = DKIM_STAT_OK;
+	s->key = key;
+	s->pkey = parsed(s, k, i);
+	inside = s;
 	DKIM *d = dkim_sign(s->lib, (const unsigned char *)"matrixd", NULL, (dkim_sigkey_t)key->pem,
 	                    (const unsigned char *)key->selector, (const unsigned char *)domain,
 	                    DKIM_CANON_RELAXED, DKIM_CANON_RELAXED,
 	                    key->ed25519 ? DKIM_SIGN_ED25519SHA256 : DKIM_SIGN_RSASHA256, -1, &st);
-	if (d == NULL)
+	if (d == NULL) {
+		settle(s);
 		return err_set(err, ERR_INTERNAL, "DKIM key %s: libopendkim: %s", key->selector,
 		               dkim_getresultstr(st));
+	}
 	/* header fields one by one, folding kept, without the final CRLF */
 	const char *p = msg, *end = msg + len;
 	while (st == DKIM_STAT_OK) {
@@ -194,6 +335,7 @@ static int sign_one(struct signer *s, const struct sign_key *key, const char *do
 		buf_adds(out, "\r\n");
 	}
 	dkim_free(d);
+	settle(s);
 	return rc;
 }
 
@@ -201,7 +343,7 @@ int sign_message(struct signer *s, const struct sign_keys *k, const char *msg, s
                  struct buf *out, struct err *err)
 {
 	for (size_t i = 0; k && i < k->n; i++)
-		if (sign_one(s, &k->k[i], k->domain, msg, len, out, err) < 0)
+		if (sign_one(s, k, i, msg, len, out, err) < 0)
 			return -1;
 	return 0;
 }
@@ -366,6 +508,7 @@ int sign_keys_load(const struct conf *c, struct sign_keys **out,
 	}
 	struct sign_keys *k = xcalloc(1, sizeof *k);
 	atomic_init(&k->refs, 1);
+	k->id = atomic_fetch_add(&keys_ids, 1) + 1;
 	k->domain = xstrdup(c->dkim.domain);
 	k->k = xcalloc(c->dkim.nkeys, sizeof *k->k);
 	struct signer *s = NULL;
@@ -384,7 +527,7 @@ int sign_keys_load(const struct conf *c, struct sign_keys **out,
 		buf_init(&b, BUF_NOLIMIT);
 		struct err why;
 		err_clear(&why);
-		int r = sign_one(s, &k->k[i], k->domain, probe, sizeof probe - 1, &b, &why);
+		int r = sign_one(s, k, i, probe, sizeof probe - 1, &b, &why);
 		buf_free(&b);
 		if (r < 0) {
 			err_at(err, ERR_CONFIG, c->path, c->dkim.keys[i].line,

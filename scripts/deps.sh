@@ -11,7 +11,7 @@ set -eu
 build="make gcc libc6-dev pkg-config libetpan-dev libcurl4-gnutls-dev
 libxml2-dev libconfig-dev libsystemd-dev libsqlite3-dev libcmark-gfm-dev
 libcmark-gfm-extensions-dev libjson-c-dev libcsv-dev libmicrohttpd-dev
-libgnutls28-dev libidn2-dev libunistring-dev libopendkim-dev"
+libgnutls28-dev libidn2-dev libunistring-dev libopendkim-dev libssl-dev"
 run="$build sqlite3"
 check="$build libcmocka-dev python3 python3-pytest python3-pytest-xdist
 python3-aiosmtpd python3-feedparser libxml2-utils sqlite3 openssl
