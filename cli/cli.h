@@ -78,6 +78,7 @@ CMD(cmd_render);
 CMD(cmd_send_test);
 CMD(cmd_status);
 CMD(cmd_retry);
+CMD(cmd_release);
 CMD(cmd_bounce);
 CMD(cmd_dkim_keygen);
 #undef CMD

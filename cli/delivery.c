@@ -52,6 +52,22 @@ static double issue_rate(struct store *s, int64_t issue_id)
 	return r;
 }
 
+/* What status calls an issue: publish (sent or going out), draft,
+ * scheduled or held. */
+static const char *phase_name(const struct archive_issue *a, int64_t now, int grace)
+{
+	switch (archive_phase(a, now, grace)) {
+	case ARCHIVE_DRAFT:
+		return "draft";
+	case ARCHIVE_SCHEDULED:
+		return "scheduled";
+	case ARCHIVE_HELD:
+		return "held";
+	default:
+		return "publish";
+	}
+}
+
 static struct json_object *counts_json(const struct ledger_counts *k)
 {
 	struct json_object *o = json_object_new_object();
@@ -97,6 +113,8 @@ int cmd_status(struct cli *c, int argc, char **argv)
 		return cli_fail(&e);
 	}
 	char ts[64];
+	int64_t now = store_now();
+	int grace = c->conf.schedule_grace;
 	if (c->json) {
 		struct json_object *o = json_object_new_object(), *dj = json_object_new_object();
 		json_object_object_add(dj, "running", json_object_new_boolean(running));
@@ -114,8 +132,12 @@ int cmd_status(struct cli *c, int argc, char **argv)
 			json_object_object_add(j, "number", json_object_new_int(is[i].number));
 			json_object_object_add(j, "title", json_object_new_string(is[i].title));
 			json_object_object_add(
-			    j, "status",
-			    json_object_new_string(is[i].is_draft ? "draft" : "publish"));
+			    j, "status", json_object_new_string(phase_name(&is[i], now, grace)));
+			char at[48];
+			if (is[i].send_at)
+				issue_format_time((time_t)is[i].send_at, at, sizeof at);
+			json_object_object_add(j, "send_at",
+			                       is[i].send_at ? json_object_new_string(at) : NULL);
 			json_object_object_add(j, "path", json_object_new_string(is[i].path));
 			json_object_object_add(j, "rate",
 			                       json_object_new_double(issue_rate(s, is[i].id)));
@@ -155,9 +177,19 @@ int cmd_status(struct cli *c, int argc, char **argv)
 			counts_cells(&k, cnt);
 			double rate = issue_rate(s, is[i].id);
 			snprintf(rt, sizeof rt, rate > 0 ? "%.0f" : "-", rate);
-			table_row(t, num, is[i].title, is[i].is_draft ? "draft" : "publish",
-			          cnt[LEDGER_QUEUED], cnt[LEDGER_SENDING], cnt[LEDGER_SENT],
-			          cnt[LEDGER_DEFERRED], cnt[LEDGER_FAILED], rt);
+			const char *ph = phase_name(&is[i], now, grace);
+			char phase[80];
+			if (strcmp(ph, "scheduled") == 0) {
+				time_t at = (time_t)is[i].send_at;
+				struct tm tm;
+				localtime_r(&at, &tm);
+				strftime(phase, sizeof phase, "scheduled %Y-%m-%d %H:%M %z", &tm);
+			} else {
+				snprintf(phase, sizeof phase, "%s", ph);
+			}
+			table_row(t, num, is[i].title, phase, cnt[LEDGER_QUEUED],
+			          cnt[LEDGER_SENDING], cnt[LEDGER_SENT], cnt[LEDGER_DEFERRED],
+			          cnt[LEDGER_FAILED], rt);
 		}
 		if (ledger_counts_total(&conf_counts) > 0) {
 			char cnt[LEDGER_NSTATES][24];
@@ -169,6 +201,17 @@ int cmd_status(struct cli *c, int argc, char **argv)
 		table_print(t, stdout);
 		if (n == 0)
 			printf("no issues yet\n");
+		for (size_t i = 0; i < n; i++) {
+			if (archive_phase(&is[i], now, grace) != ARCHIVE_HELD)
+				continue;
+			char at[48];
+			issue_format_time((time_t)is[i].send_at, at, sizeof at);
+			printf(
+			    "\nissue %d is held: its send_at %s passed more than schedule_grace "
+			    "(%d s) before matrixd could send it.\n  `matrixctl release %d` sends "
+			    "it; or give it a new send_at.\n",
+			    is[i].number, at, grace, is[i].number);
+		}
 		if (nerr > 0) {
 			printf("\nerrors:\n");
 			for (size_t i = 0; i < nerr; i++) {

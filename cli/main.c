@@ -43,6 +43,7 @@ static const struct command commands[] = {
     {"send-test", cmd_send_test, "send-test ISSUE --to EMAIL [--digest]"},
     {"status", cmd_status, "status"},
     {"retry", cmd_retry, "retry [--issue N]"},
+    {"release", cmd_release, "release N"},
     {"bounce", cmd_bounce, "bounce [--dry-run] < MESSAGE"},
     {"dkim-keygen", cmd_dkim_keygen,
      "dkim-keygen --selector S [--type rsa|ed25519] [--bits N] --out FILE"},
@@ -122,6 +123,7 @@ int cli_need_conf(struct cli *c)
 		return -1;
 	}
 	c->have_conf = true;
+	conf_apply_timezone(&c->conf);
 	return 0;
 }
 

@@ -39,6 +39,8 @@ struct entry {
 	bool folder; /* NAME is a folder issue: it is loaded as such (its images) */
 	int wd;      /* inotify watch of a folder issue, or -1 */
 	time_t mtime;
+	long mtime_ns; /* an edit in the same second with the same size still shows */
+	ino_t ino;     /* a file renamed over the old one is another file */
 	off_t size;
 	int64_t changed_ms; /* monotonic time of the last change we saw */
 	bool done;          /* processed in this (mtime, size) state */
@@ -134,11 +136,34 @@ static void drop(struct daemon *d, struct entry *e)
 	         e->path);
 	if (archive_error_clear(d->store, e->path, &err) < 0)
 		log_warnx("%s", err.msg);
+	int64_t cancelled = 0;
+	if (archive_cancel_scheduled(d->store, e->path, &cancelled, &err) < 0)
+		log_warnx("%s", err.msg);
+	else if (cancelled)
+		log_notice("%s was removed before its send_at: the schedule is cancelled, nothing "
+		           "is sent",
+		           e->path);
+	if (cancelled)
+		schedule_refresh(d);
 	if (e->wd >= 0 && w->fd >= 0)
 		inotify_rm_watch(w->fd, e->wd);
 	free(e->name);
 	free(e->path);
 	*e = w->e[--w->n];
+}
+
+static bool same_file(const struct entry *e, const struct stat *st)
+{
+	return e->mtime == st->st_mtime && e->mtime_ns == st->st_mtim.tv_nsec &&
+	       e->size == st->st_size && e->ino == st->st_ino;
+}
+
+static void remember(struct entry *e, const struct stat *st)
+{
+	e->mtime = st->st_mtime;
+	e->mtime_ns = st->st_mtim.tv_nsec;
+	e->size = st->st_size;
+	e->ino = st->st_ino;
 }
 
 /* Looks at one name in issue_dir: new, changed, unchanged or gone. */
@@ -158,8 +183,9 @@ static void look(struct daemon *d, const char *name)
 		path = xasprintf("%s/issue.md", top);
 		if (stat(path, &st) != 0) {
 			/* a folder without issue.md (yet): watch it for one */
-			st.st_mtime = 0;
+			st.st_mtim = (struct timespec){0};
 			st.st_size = -1;
+			st.st_ino = 0;
 		}
 	} else if (issue_file(name) && lstat(top, &st) == 0) {
 		/* links, FIFOs and the like too: loading refuses them with an
@@ -188,9 +214,8 @@ static void look(struct daemon *d, const char *name)
 			                              IN_CREATE | IN_ONLYDIR);
 	}
 	e->seen = true;
-	if (e->mtime != st.st_mtime || e->size != st.st_size) {
-		e->mtime = st.st_mtime;
-		e->size = st.st_size;
+	if (!same_file(e, &st)) {
+		remember(e, &st);
 		/* The quiet time counts from the last write: a file found old at a
 		 * scan (start, --once) is ready at once, one just written waits. */
 		int64_t age = (int64_t)time(NULL) - (int64_t)st.st_mtime;
@@ -275,8 +300,8 @@ int publish_listing(struct daemon *d)
 	struct render_feed_item *feed = xcalloc(want, sizeof *feed);
 	for (size_t i = 0; i < n; i++) {
 		const struct archive_issue *a = &all[i];
-		if (a->is_draft)
-			continue; /* rendered for the editors, not listed */
+		if (!archive_is_public(a))
+			continue; /* a draft or a schedule: rendered for the editors, not listed */
 		items[k++] = (struct render_index_item){
 		    a->number, a->title, a->period, a->lead, (time_t)a->date, (size_t)a->narticles};
 		if (have >= want)
@@ -317,6 +342,62 @@ static void reject(struct daemon *d, const char *path, const char *hash, const s
 		d->exit_code = 1; /* --once: an error, after the rest is done */
 }
 
+static void process(struct daemon *d, const char *load, const char *path);
+
+bool watch_settling(struct watch *w, const char *path)
+{
+	for (size_t i = 0; w && i < w->n; i++)
+		if (!w->e[i].done && strcmp(w->e[i].path, path) == 0)
+			return true;
+	return false;
+}
+
+/* A scheduled, held or draft issue: rendered into state_dir/preview for its
+ * editors (not into public_dir, where readers could guess its URL). */
+static void preview(struct daemon *d, const struct issue *is, const struct archive_issue *a,
+                    enum archive_phase ph, bool changed)
+{
+	char *dir = xasprintf("%s/preview", d->conf.state_dir);
+	char when[48] = "";
+	struct err e;
+	if (a->send_at)
+		issue_format_time((time_t)a->send_at, when, sizeof when);
+	if (changed && render_issue_pages(&d->conf, d->tmpl, is, (time_t)a->date, dir, &e) < 0)
+		log_err("issue=%d pages: %s", is->number, e.msg);
+	else if (ph == ARCHIVE_SCHEDULED)
+		log_info("issue=%d scheduled for %s: %s rendered to %s/issues/%d/ (not published, "
+		         "nothing queued until then)",
+		         is->number, when, is->title, dir, is->number);
+	else if (ph == ARCHIVE_HELD)
+		log_notice("issue=%d held: its send_at %s passed more than schedule_grace (%d s) "
+		           "before matrixd could send it; nothing is sent. `matrixctl release %d` "
+		           "sends it",
+		           is->number, when, d->conf.schedule_grace, is->number);
+	else if (changed)
+		log_info("issue=%d draft: %s rendered to %s/issues/%d/ (not published, never "
+		         "sent)",
+		         is->number, is->title, dir, is->number);
+	free(dir);
+}
+
+void issue_process(struct daemon *d, const char *path)
+{
+	/* a folder issue is loaded as its folder (its images come along) */
+	char *load = NULL;
+	size_t n = strlen(path);
+	struct stat st;
+	if (n > 9 && strcmp(path + n - 9, "/issue.md") == 0) {
+		load = xstrndup(path, n - 9);
+		if (stat(load, &st) != 0 || !S_ISDIR(st.st_mode)) {
+			free(load);
+			load = NULL;
+		}
+	}
+	process(d, load ? load : path, path);
+	free(load);
+	schedule_refresh(d);
+}
+
 /* load: what issue_load reads (the folder of a folder issue, so that its
  * images are published); path: the file, as recorded and reported. */
 static void process(struct daemon *d, const char *load, const char *path)
@@ -345,7 +426,9 @@ static void process(struct daemon *d, const char *load, const char *path)
 	}
 	int64_t id = 0;
 	enum archive_change change;
-	if (archive_save(d->store, is, path, is->date, &id, &change, &e) < 0) {
+	/* a scheduled issue is dated by its send_at unless it says otherwise */
+	if (archive_save(d->store, is, path, is->date ? is->date : is->send_at, &id, &change, &e) <
+	    0) {
 		reject(d, path, is->hash, &e);
 		issue_free(is);
 		return;
@@ -357,24 +440,18 @@ static void process(struct daemon *d, const char *load, const char *path)
 		issue_free(is);
 		return;
 	}
-	if (change != ARCHIVE_UNCHANGED && is->is_draft) {
-		/* A draft is rendered for its editors, outside public_dir: its
-		 * pages must not be reachable by guessing the next issue number. */
-		char *dir = xasprintf("%s/preview", d->conf.state_dir);
-		if (render_issue_pages(&d->conf, d->tmpl, is, (time_t)a->date, dir, &e) < 0)
-			log_err("issue=%d pages: %s", is->number, e.msg);
-		else
-			log_info(
-			    "issue=%d draft: %s rendered to %s/issues/%d/ (not published, never "
-			    "sent)",
-			    is->number, is->title, dir, is->number);
-		free(dir);
-		publish_listing(d);
-	} else if (change != ARCHIVE_UNCHANGED) {
+	enum archive_phase ph = archive_phase(a, store_now(), d->conf.schedule_grace);
+	if (ph == ARCHIVE_HELD && a->held_at == 0 &&
+	    archive_hold(d->store, id, store_now(), &e) < 0)
+		log_warnx("issue=%d: %s", is->number, e.msg);
+	bool listing = change != ARCHIVE_UNCHANGED; /* the index and feeds to rewrite */
+	if (ph == ARCHIVE_DRAFT || ph == ARCHIVE_SCHEDULED || ph == ARCHIVE_HELD) {
+		preview(d, is, a, ph, change != ARCHIVE_UNCHANGED);
+	} else if (change != ARCHIVE_UNCHANGED || ph == ARCHIVE_DUE) {
 		if (render_issue_pages(&d->conf, d->tmpl, is, (time_t)a->date, d->conf.public_dir,
 		                       &e) < 0)
 			log_err("issue=%d pages: %s", is->number, e.msg);
-		publish_listing(d);
+		listing = true;
 		dispatch_invalidate(d->dispatch);
 		log_info("issue=%d %s: %s, %zu article%s%s", is->number,
 		         change == ARCHIVE_NEW || a->queued_at == 0 ? "published" : "corrected",
@@ -383,7 +460,7 @@ static void process(struct daemon *d, const char *load, const char *path)
 		             ? " (pages and feeds updated; nothing is sent again)"
 		             : "");
 	}
-	if (!is->is_draft && a->queued_at == 0) {
+	if (ph == ARCHIVE_DUE) {
 		int64_t added = 0;
 		char *lists = issue_lists_csv(is);
 		if (ledger_enqueue_issue(d->store, id, (int)is->narticles, lists, store_now(),
@@ -394,6 +471,9 @@ static void process(struct daemon *d, const char *load, const char *path)
 			log_err("issue=%d cannot queue deliveries: %s", is->number, e.msg);
 		free(lists);
 	}
+	/* after the queueing: a scheduled issue is listed once it is out */
+	if (listing)
+		publish_listing(d);
 	archive_issues_free(a, 1);
 	issue_free(is);
 }
@@ -418,20 +498,21 @@ int64_t watch_settle(struct daemon *d)
 			struct stat st;
 			int r =
 			    e->folder ? stat(e->path, &st) : lstat(e->path, &st); /* as look() */
-			if (r != 0 || (st.st_mtime == e->mtime && st.st_size == e->size)) {
+			if (r != 0 || same_file(e, &st)) {
 				e->done = true;
 				char *path = xstrdup(e->path);
 				char *load = e->folder
 				                 ? xasprintf("%s/%s", d->conf.issue_dir, e->name)
 				                 : NULL;
 				/* may log; entries stay valid (no rescan here) */
+				schedule_retry_now(d->schedule);
 				process(d, load ? load : path, path);
+				schedule_refresh(d);
 				free(load);
 				free(path);
 				continue;
 			}
-			e->mtime = st.st_mtime;
-			e->size = st.st_size;
+			remember(e, &st);
 			e->changed_ms = now_ms();
 			due = e->changed_ms + settle_ms;
 		}

@@ -42,7 +42,7 @@ int64_t now_ms(void)
 	return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
 }
 
-enum { EV_SIGNAL = 1, EV_INOTIFY, EV_TIMER, EV_SENDERS, EV_HTTP, EV_WAKE };
+enum { EV_SIGNAL = 1, EV_INOTIFY, EV_TIMER, EV_SENDERS, EV_HTTP, EV_WAKE, EV_SCHEDULE };
 
 static int add_fd(int ep, int fd, int tag)
 {
@@ -165,7 +165,9 @@ int loop_run(struct daemon *d)
 	    add_fd(ep, tfd, EV_TIMER) < 0 || add_fd(ep, senders_fd(d->senders), EV_SENDERS) < 0 ||
 	    (watch_fd(d->watch) >= 0 && add_fd(ep, watch_fd(d->watch), EV_INOTIFY) < 0) ||
 	    (d->http && http_fd(d->http) >= 0 && add_fd(ep, http_fd(d->http), EV_HTTP) < 0) ||
-	    (!d->once && (wfd = wake_start(d)) >= 0 && add_fd(ep, wfd, EV_WAKE) < 0)) {
+	    (!d->once && (wfd = wake_start(d)) >= 0 && add_fd(ep, wfd, EV_WAKE) < 0) ||
+	    (schedule_fd(d->schedule) >= 0 &&
+	     add_fd(ep, schedule_fd(d->schedule), EV_SCHEDULE) < 0)) {
 		log_warn("event loop setup");
 		d->exit_code = 1;
 		goto out;
@@ -173,6 +175,7 @@ int loop_run(struct daemon *d)
 	d->epfd = ep;
 	watch_rescan(d);
 	publish_listing(d);
+	schedule_refresh(d);
 
 	uint64_t wd_usec = 0;
 	int64_t next_wd = 0, next_status = 0;
@@ -285,6 +288,10 @@ int loop_run(struct daemon *d)
 				break;
 			case EV_WAKE:
 				wake_read(wfd);
+				schedule_run(d); /* matrixctl release */
+				break;
+			case EV_SCHEDULE:
+				schedule_run(d);
 				break;
 			}
 		}

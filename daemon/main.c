@@ -112,12 +112,17 @@ int daemon_reload(struct daemon *d)
 	if (strcmp(c.http.listen, d->conf.http.listen) != 0)
 		log_warnx("http.listen changed in %s: restart matrixd for it to take effect",
 		          d->conf_path);
+	if (strcmp(c.site.timezone, d->conf.site.timezone) != 0)
+		log_warnx("site.timezone changed in %s: restart matrixd for it to take effect",
+		          d->conf_path);
 	if (!smtp_same(&c, &d->conf))
 		log_warnx("smtp settings changed in %s: restart matrixd for them to take effect",
 		          d->conf_path);
 	/* what needs a restart keeps its running value */
 	free(c.state_dir);
 	c.state_dir = xstrdup(d->conf.state_dir);
+	free(c.site.timezone);
+	c.site.timezone = xstrdup(d->conf.site.timezone);
 	bool new_dir = strcmp(c.issue_dir, d->conf.issue_dir) != 0;
 	tmpl_free(d->tmpl);
 	d->tmpl = t;
@@ -258,6 +263,7 @@ int main(int argc, char **argv)
 		conf_free(&d.conf);
 		return 0;
 	}
+	conf_apply_timezone(&d.conf); /* before any thread: TZ is process-wide */
 	d.progress = isatty(STDERR_FILENO) && getenv("JOURNAL_STREAM") == NULL && !d.once;
 	log_set_progress(d.progress);
 	/* Blocked before any thread exists, so that every thread inherits the
@@ -312,7 +318,7 @@ int main(int argc, char **argv)
 		log_err("%s", e.msg);
 		goto out;
 	}
-	if (watch_start(&d, &d.watch) < 0)
+	if (watch_start(&d, &d.watch) < 0 || schedule_start(&d.schedule) < 0)
 		goto out;
 	if (!d.once && http_start(&d, &d.http, &e) < 0) {
 		log_err("%s", e.msg);
@@ -330,6 +336,7 @@ out:
 		close(lock_fd);
 	dispatch_free(d.dispatch);
 	watch_free(d.watch);
+	schedule_free(d.schedule);
 	store_close(d.store);
 	tmpl_free(d.tmpl);
 	sign_keys_unref(d.dkim);

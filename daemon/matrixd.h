@@ -8,6 +8,7 @@
  *
  *   loop.c      the event loop, signals, timers, systemd notification
  *   issues.c    the issue directory: scanning, settling, publishing
+ *   schedule.c  the timer of scheduled issues (send_at)
  *   dispatch.c  ledger → messages → senders → ledger; rate limit; progress
  *   sender.c    the sender threads and their queues
  *   http.c      one-click unsubscribe, confirmation, the archive
@@ -31,6 +32,7 @@ struct senders;
 struct dispatch;
 struct watch;
 struct http;
+struct schedule;
 
 struct daemon {
 	const char *conf_path;
@@ -49,6 +51,7 @@ struct daemon {
 	struct dispatch *dispatch;
 	struct watch *watch;
 	struct http *http;
+	struct schedule *schedule;
 	int epfd;
 };
 
@@ -73,6 +76,21 @@ void watch_rescan(struct daemon *d);   /* full scan (start, IN_Q_OVERFLOW) */
 int64_t watch_settle(struct daemon *d);
 /* Rewrites index.html, feed.xml and atom.xml from the store. */
 int publish_listing(struct daemon *d);
+/* Parses, saves, renders and (when it is due) queues the issue at path. */
+void issue_process(struct daemon *d, const char *path);
+/* The file at path changed and is waiting to settle (it is processed then). */
+bool watch_settling(struct watch *w, const char *path);
+
+/* ---- schedule.c ---------------------------------------------------------- */
+int schedule_start(struct schedule **out);
+void schedule_free(struct schedule *s);
+int schedule_fd(struct schedule *s); /* the timer: readable when an issue is due */
+/* Arms the timer for the earliest scheduled or released issue in the store. */
+void schedule_refresh(struct daemon *d);
+/* The timer fired (or matrixctl woke us): processes what is due, re-arms. */
+void schedule_run(struct daemon *d);
+/* Issues that failed at their time are tried again on the next run. */
+void schedule_retry_now(struct schedule *s);
 
 /* ---- sender.c ------------------------------------------------------------ */
 struct sjob {

@@ -51,13 +51,17 @@ int archive_save(struct store *s, const struct issue *is, const char *path, int6
 	static const char find[] = "SELECT id, path, hash FROM issues WHERE number = ?1";
 	static const char ins[] =
 	    "INSERT INTO issues(number, title, period, language, status, lists, path, hash, date, "
-	    "colophon, preface, created_at, updated_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, "
-	    "?9, "
-	    "?10, ?13, ?11, ?11) RETURNING id";
+	    "colophon, preface, created_at, updated_at, send_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6, "
+	    "?7, ?8, ?9, ?10, ?13, ?11, ?11, nullif(?14, 0)) RETURNING id";
 	static const char upd[] =
 	    "UPDATE issues SET title = ?2, period = ?3, language = ?4, status = ?5, lists = ?6, "
 	    "path = ?7, hash = ?8, date = CASE WHEN ?12 > 0 THEN ?12 ELSE date END, "
-	    "colophon = ?10, preface = ?13, updated_at = ?11 WHERE number = ?1 RETURNING id";
+	    "colophon = ?10, preface = ?13, updated_at = ?11, "
+	    /* a new send_at is a new schedule: what held or released the old
+	     * one does not carry over (SET reads the row as it was) */
+	    "held_at = CASE WHEN send_at IS nullif(?14, 0) THEN held_at END, "
+	    "released_at = CASE WHEN send_at IS nullif(?14, 0) THEN released_at END, "
+	    "send_at = nullif(?14, 0) WHERE number = ?1 RETURNING id";
 	int64_t now = store_now();
 	char *old_path = NULL, *old_hash = NULL, *lists = issue_lists_csv(is);
 	int rc = -1;
@@ -102,6 +106,7 @@ int archive_save(struct store *s, const struct issue *is, const char *path, int6
 	sqlite3_bind_int64(st, 11, now);
 	sqlite3_bind_int64(st, 12, date);
 	sqlite3_bind_text(st, 13, is->preface_html ? is->preface_html : "", -1, SQLITE_STATIC);
+	sqlite3_bind_int64(st, 14, (int64_t)is->send_at);
 	if (sqlite3_step(st) != SQLITE_ROW) {
 		store_fail(s, err, "save issue");
 		sqlite3_reset(st);
@@ -133,11 +138,149 @@ int archive_mark_queued(struct store *s, int64_t id, int64_t now, struct err *er
 	return store_step_done(s, st, err, "mark queued");
 }
 
+enum archive_phase archive_phase(const struct archive_issue *a, int64_t now, int grace)
+{
+	if (a->is_draft)
+		return ARCHIVE_DRAFT;
+	if (a->queued_at)
+		return ARCHIVE_PUBLISHED;
+	if (a->send_at == 0 || a->released_at)
+		return ARCHIVE_DUE;
+	if (a->held_at)
+		return ARCHIVE_HELD;
+	if (a->send_at > now)
+		return ARCHIVE_SCHEDULED;
+	return now - a->send_at > grace ? ARCHIVE_HELD : ARCHIVE_DUE;
+}
+
+bool archive_is_public(const struct archive_issue *a)
+{
+	return !a->is_draft && (a->send_at == 0 || a->queued_at != 0);
+}
+
+int archive_hold(struct store *s, int64_t id, int64_t now, struct err *err)
+{
+	static const char sql[] = "UPDATE issues SET held_at = ?2 WHERE id = ?1 AND held_at IS "
+	                          "NULL AND queued_at IS NULL";
+	sqlite3_stmt *st = store_stmt(s, sql, err);
+	if (st == NULL)
+		return -1;
+	sqlite3_bind_int64(st, 1, id);
+	sqlite3_bind_int64(st, 2, now);
+	return store_step_done(s, st, err, "hold issue");
+}
+
+int archive_release(struct store *s, int number, int64_t now, struct err *err)
+{
+	static const char sql[] = "UPDATE issues SET released_at = ?2 WHERE id = ?1";
+	if (store_begin(s, err) < 0)
+		return -1;
+	struct archive_issue *a = archive_get(s, number, 0, err);
+	if (a == NULL)
+		goto fail;
+	char when[48] = "";
+	if (a->send_at)
+		issue_format_time((time_t)a->send_at, when, sizeof when);
+	int refused = 0;
+	if (a->is_draft)
+		refused = err_set(err, ERR_INPUT,
+		                  "issue %d is a draft: set status: publish in its file to send it",
+		                  number);
+	else if (a->queued_at)
+		refused = err_set(err, ERR_INPUT,
+		                  "issue %d was already sent (see matrixctl status)", number);
+	else if (a->send_at == 0)
+		refused = err_set(
+		    err, ERR_INPUT,
+		    "issue %d has no send_at: it goes out as soon as matrixd picks it up", number);
+	else if (a->send_at > now)
+		refused = err_set(
+		    err, ERR_INPUT,
+		    "issue %d is scheduled for %s, which is still to come; change or remove "
+		    "its send_at to send it sooner",
+		    number, when);
+	else if (a->released_at)
+		refused =
+		    err_set(err, ERR_INPUT,
+		            "issue %d is released already; matrixd sends it when it runs", number);
+	if (refused < 0)
+		goto fail;
+	sqlite3_stmt *st = store_stmt(s, sql, err);
+	if (st == NULL)
+		goto fail;
+	sqlite3_bind_int64(st, 1, a->id);
+	sqlite3_bind_int64(st, 2, now);
+	if (store_step_done(s, st, err, "release issue") < 0)
+		goto fail;
+	archive_issues_free(a, 1);
+	return store_commit(s, err);
+fail:
+	archive_issues_free(a, a ? 1 : 0);
+	store_rollback(s);
+	return -1;
+}
+
+/* Not yet published issues with a send_at, that are not waiting for a release. */
+#define SCHEDULED_WHERE                                                                            \
+	"WHERE status = 'publish' AND queued_at IS NULL AND send_at IS NOT NULL "                  \
+	"AND (held_at IS NULL OR released_at IS NOT NULL) "
+
+int archive_scheduled_list(struct store *s, struct archive_scheduled **out, size_t *n,
+                           struct err *err)
+{
+	static const char sql[] = "SELECT id, number, path, send_at, released_at IS NOT NULL "
+	                          "FROM issues " SCHEDULED_WHERE "ORDER BY send_at";
+	*out = NULL;
+	*n = 0;
+	sqlite3_stmt *st = store_stmt(s, sql, err);
+	if (st == NULL)
+		return -1;
+	int rc;
+	while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
+		*out = xreallocarray(*out, *n + 1, sizeof **out);
+		(*out)[(*n)++] = (struct archive_scheduled){
+		    sqlite3_column_int64(st, 0), sqlite3_column_int(st, 1), col_dup(st, 2),
+		    sqlite3_column_int64(st, 3), sqlite3_column_int(st, 4) != 0};
+	}
+	sqlite3_reset(st);
+	if (rc != SQLITE_DONE) {
+		archive_scheduled_free(*out, *n);
+		*out = NULL;
+		*n = 0;
+		return store_fail(s, err, "scheduled issues");
+	}
+	return 0;
+}
+
+void archive_scheduled_free(struct archive_scheduled *a, size_t n)
+{
+	for (size_t i = 0; a && i < n; i++)
+		free(a[i].path);
+	free(a);
+}
+
+int archive_cancel_scheduled(struct store *s, const char *path, int64_t *n, struct err *err)
+{
+	static const char sql[] = "DELETE FROM issues WHERE path = ?1 AND status = 'publish' "
+	                          "AND queued_at IS NULL AND send_at IS NOT NULL";
+	sqlite3_stmt *st = store_stmt(s, sql, err);
+	if (st == NULL)
+		return -1;
+	sqlite3_bind_text(st, 1, path, -1, SQLITE_STATIC);
+	if (store_step_done(s, st, err, "cancel schedule") < 0)
+		return -1;
+	if (n)
+		*n = sqlite3_changes(s->db);
+	return 0;
+}
+
 #define ISSUE_COLS                                                                                 \
 	"SELECT i.id, i.number, i.title, i.period, i.path, i.hash, i.lists, i.status, i.date, "    \
 	"coalesce(i.queued_at, 0), i.updated_at, "                                                 \
 	"(SELECT count(*) FROM articles a WHERE a.issue_id = i.id), "                              \
-	"(SELECT title FROM articles a WHERE a.issue_id = i.id AND a.idx = 1) FROM issues i "
+	"(SELECT title FROM articles a WHERE a.issue_id = i.id AND a.idx = 1), "                   \
+	"coalesce(i.send_at, 0), coalesce(i.held_at, 0), coalesce(i.released_at, 0) FROM issues "  \
+	"i "
 
 static void issue_row(sqlite3_stmt *st, struct archive_issue *a)
 {
@@ -154,6 +297,9 @@ static void issue_row(sqlite3_stmt *st, struct archive_issue *a)
 	a->updated_at = sqlite3_column_int64(st, 10);
 	a->narticles = sqlite3_column_int(st, 11);
 	a->lead = col_dup(st, 12);
+	a->send_at = sqlite3_column_int64(st, 13);
+	a->held_at = sqlite3_column_int64(st, 14);
+	a->released_at = sqlite3_column_int64(st, 15);
 }
 
 void archive_issues_free(struct archive_issue *a, size_t n)

@@ -25,6 +25,8 @@ struct archive_issue {
 	char *title, *period, *path, *hash, *lists;
 	bool is_draft;
 	int64_t date, queued_at, updated_at; /* queued_at 0: no deliveries yet */
+	int64_t send_at;                     /* 0: not scheduled */
+	int64_t held_at, released_at;        /* 0: not held, not released */
 	int narticles;
 	char *lead; /* the first article's title */
 };
@@ -38,6 +40,59 @@ struct archive_issue {
  */
 int archive_save(struct store *s, const struct issue *is, const char *path, int64_t date,
                  int64_t *id, enum archive_change *change, struct err *err);
+
+/*
+ * Where an issue stands (docs/design.md, "Scheduled issues"):
+ *   DRAFT      status: draft; rendered for the editors, never sent
+ *   SCHEDULED  send_at still to come: rendered for the editors only
+ *   HELD       send_at missed by more than the grace: waits for release
+ *   DUE        to be published and queued now
+ *   PUBLISHED  its deliveries exist (queued_at)
+ * A send_at missed by more than grace seconds at now is HELD even before
+ * archive_hold() recorded it.
+ */
+enum archive_phase {
+	ARCHIVE_DRAFT,
+	ARCHIVE_SCHEDULED,
+	ARCHIVE_HELD,
+	ARCHIVE_DUE,
+	ARCHIVE_PUBLISHED
+};
+enum archive_phase archive_phase(const struct archive_issue *a, int64_t now, int grace);
+/* Readers see it (index, feeds, pages in public_dir): published, or an
+ * unscheduled issue that is not a draft. */
+bool archive_is_public(const struct archive_issue *a);
+
+/* Records that issue id is held (its send_at was missed). */
+int archive_hold(struct store *s, int64_t id, int64_t now, struct err *err);
+/*
+ * matrixctl release: lets issue number go out although its send_at was
+ * missed. ERR_NOTFOUND for no such issue; ERR_INPUT (with what to do) for a
+ * draft, an issue already sent, one without send_at, or one whose send_at
+ * is still to come.
+ */
+int archive_release(struct store *s, int number, int64_t now, struct err *err);
+
+/* The issues waiting for their send_at or released, not yet published
+ * (held ones wait for a release, not for a time): ids, paths (allocated),
+ * send_at, and whether an admin released them, earliest first. */
+struct archive_scheduled {
+	int64_t id;
+	int number;
+	char *path;
+	int64_t send_at;
+	bool released;
+};
+int archive_scheduled_list(struct store *s, struct archive_scheduled **out, size_t *n,
+                           struct err *err);
+void archive_scheduled_free(struct archive_scheduled *a, size_t n);
+
+/*
+ * The file of a scheduled issue was removed before its time: the schedule
+ * is cancelled (the issue, never published, leaves the store). Published
+ * issues and drafts stay. *n (may be NULL) counts the issues cancelled.
+ */
+int archive_cancel_scheduled(struct store *s, const char *path, int64_t *n, struct err *err);
 
 /* Notes that the issue's deliveries were created. */
 int archive_mark_queued(struct store *s, int64_t id, int64_t now, struct err *err);

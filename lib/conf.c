@@ -13,6 +13,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "addr.h"
@@ -46,11 +47,13 @@ static const struct key keys[] = {
     {NULL, "issue_settle_seconds", K_INT, OFF(issue_settle_seconds), 0, 3600},
     {NULL, "max_issue_bytes", K_INT64, OFF(max_issue_bytes), 1024, 1LL << 30},
     {NULL, "bounce_threshold", K_INT, OFF(bounce_threshold), 1, 1000},
+    {NULL, "schedule_grace", K_INT, OFF(schedule_grace), 0, 366 * 86400},
     {"site", "title", K_STR, OFF(site.title), 0, 0},
     {"site", "base_url", K_STR, OFF(site.base_url), 0, 0},
     {"site", "language", K_STR, OFF(site.language), 0, 0},
     {"site", "from", K_STR, OFF(site.from), 0, 0},
     {"site", "feed_items", K_INT, OFF(site.feed_items), 1, 10000},
+    {"site", "timezone", K_STR, OFF(site.timezone), 0, 0},
     {"smtp", "url", K_STR, OFF(smtp.url), 0, 0},
     {"smtp", "tls", K_STR, 0, 0, 0}, /* enum, handled apart */
     {"smtp", "ca_file", K_PATH, OFF(smtp.ca_file), 0, 0},
@@ -84,11 +87,13 @@ void conf_defaults(struct conf *c)
 	c->issue_settle_seconds = 5;
 	c->max_issue_bytes = 16777216;
 	c->bounce_threshold = 3;
+	c->schedule_grace = 86400;
 	set_str(&c->site.title, "Matrix");
 	set_str(&c->site.base_url, "");
 	set_str(&c->site.language, "zh-CN");
 	set_str(&c->site.from, "");
 	c->site.feed_items = 50;
+	set_str(&c->site.timezone, "");
 	set_str(&c->smtp.url, "smtp://127.0.0.1:25");
 	c->smtp.tls = TLS_AUTO;
 	set_str(&c->smtp.ca_file, "");
@@ -117,6 +122,7 @@ void conf_free(struct conf *c)
 	free(c->site.base_url);
 	free(c->site.language);
 	free(c->site.from);
+	free(c->site.timezone);
 	free(c->smtp.url);
 	free(c->smtp.ca_file);
 	free(c->smtp.username);
@@ -448,6 +454,42 @@ static bool valid_hostport(const char *s)
 	return *end == '\0' && colon[1] != '\0' && port > 0 && port < 65536;
 }
 
+/*
+ * A time zone name as tzset(3) reads it from TZ: a file of the zoneinfo
+ * database ("Asia/Shanghai", "UTC"), checked to exist and to be a TZif
+ * file (RFC 8536), because glibc quietly takes an unknown name for UTC.
+ */
+static bool valid_timezone(const char *name)
+{
+	if (name[0] == '/' || strstr(name, "..") || strlen(name) > 200)
+		return false;
+	for (const char *p = name; *p; p++)
+		if (!((*p >= 'a' && *p <= 'z') || (*p >= 'A' && *p <= 'Z') ||
+		      (*p >= '0' && *p <= '9') || strchr("/_+-", *p)))
+			return false;
+	const char *dir = getenv("TZDIR");
+	char *path = xasprintf("%s/%s", dir && *dir ? dir : "/usr/share/zoneinfo", name);
+	int fd = open(path, O_RDONLY | O_CLOEXEC | O_NONBLOCK);
+	free(path);
+	if (fd < 0)
+		return false;
+	struct stat st;
+	char magic[4];
+	bool ok = fstat(fd, &st) == 0 && S_ISREG(st.st_mode) &&
+	          read(fd, magic, sizeof magic) == (ssize_t)sizeof magic &&
+	          memcmp(magic, "TZif", 4) == 0;
+	close(fd);
+	return ok;
+}
+
+void conf_apply_timezone(const struct conf *c)
+{
+	if (c->site.timezone == NULL || c->site.timezone[0] == '\0')
+		return;
+	setenv("TZ", c->site.timezone, 1);
+	tzset();
+}
+
 static int semantic(struct ctx *x, const config_t *cf)
 {
 	struct conf *c = x->c;
@@ -484,6 +526,12 @@ static int semantic(struct ctx *x, const config_t *cf)
 		      (*p >= '0' && *p <= '9') || *p == '-'))
 			return err_at(x->err, ERR_CONFIG, x->file, LINE("site.language"),
 			              "site.language must be a language tag such as zh-CN");
+	if (c->site.timezone[0] && !valid_timezone(c->site.timezone))
+		return err_at(x->err, ERR_CONFIG, x->file, LINE("site.timezone"),
+		              "site.timezone \"%s\" is not a time zone of the zoneinfo database; "
+		              "use a name such as \"Asia/Shanghai\" or \"UTC\" (see "
+		              "timedatectl list-timezones), or \"\" for the system's",
+		              c->site.timezone);
 	if (strncmp(c->smtp.url, "smtp://", 7) != 0 && strncmp(c->smtp.url, "smtps://", 8) != 0 &&
 	    strncmp(c->smtp.url, "maildir:", 8) != 0)
 		return err_at(x->err, ERR_CONFIG, x->file, LINE("smtp.url"),

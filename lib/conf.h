@@ -28,9 +28,11 @@ struct conf {
 	int issue_settle_seconds;
 	long long max_issue_bytes;
 	int bounce_threshold;
+	int schedule_grace; /* seconds a missed send_at may be late and still go out */
 	struct {
 		char *title, *base_url, *language, *from;
 		int feed_items;
+		char *timezone; /* a zoneinfo name; "" = the system's */
 	} site;
 	struct {
 		char *url;
@@ -64,6 +66,14 @@ void conf_defaults(struct conf *c);
  */
 int conf_load(struct conf *c, const char *path, struct err *err);
 void conf_free(struct conf *c);
+
+/*
+ * Makes site.timezone the process's local time zone (TZ, tzset), for
+ * send_at dates without a time and for the times people read. Call it
+ * before any thread starts: TZ is process-wide and getenv is not safe
+ * against a concurrent setenv. Nothing happens when site.timezone is "".
+ */
+void conf_apply_timezone(const struct conf *c);
 
 /*
  * Reads the SMTP password from smtp.password_file into an allocated string

@@ -375,6 +375,101 @@ static bool parse_date(const char *v, time_t *out)
 	return true;
 }
 
+/* n digits at *p into *v; advances *p. */
+static bool digits(const char **p, int n, int *v)
+{
+	*v = 0;
+	for (int i = 0; i < n; i++, (*p)++) {
+		if (!isdigit((unsigned char)**p))
+			return false;
+		*v = *v * 10 + (**p - '0');
+	}
+	return true;
+}
+
+int issue_parse_send_at(const char *v, time_t *out, const char **why)
+{
+	static const char form[] =
+	    "must be a date and time with an offset such as 2022-04-15 08:00 +08:00 (or "
+	    "2022-04-15T08:00:00Z), or a bare date for 00:00 in site.timezone";
+	const char *p = v;
+	int y, mo, d, h = 0, mi = 0, sec = 0;
+	*why = form;
+	if (!digits(&p, 4, &y) || *p++ != '-' || !digits(&p, 2, &mo) || *p++ != '-' ||
+	    !digits(&p, 2, &d) || y < 1970 || mo < 1 || mo > 12 || d < 1 || d > 31)
+		return -1;
+	struct tm tm = {.tm_year = y - 1900, .tm_mon = mo - 1, .tm_mday = d};
+	if (*p == '\0') {
+		/* midnight where the newsletter lives; mktime settles DST itself */
+		tm.tm_isdst = -1;
+		struct tm want = tm;
+		time_t t = mktime(&tm);
+		if (t == (time_t)-1 || tm.tm_mday != want.tm_mday)
+			return -1; /* 2022-02-30 */
+		*out = t;
+		return 0;
+	}
+	if (*p != 'T' && *p != 't' && *p != ' ')
+		return -1;
+	while (*p == ' ')
+		p++;
+	if (*p == 'T' || *p == 't')
+		p++;
+	if (!digits(&p, 2, &h) || *p++ != ':' || !digits(&p, 2, &mi) || h > 23 || mi > 59)
+		return -1;
+	if (*p == ':') {
+		p++;
+		if (!digits(&p, 2, &sec) || sec > 60)
+			return -1;
+	}
+	while (*p == ' ')
+		p++;
+	long off = 0;
+	if (*p == 'Z' || *p == 'z') {
+		p++;
+	} else if (*p == '+' || *p == '-') {
+		int sign = *p++ == '-' ? -1 : 1, oh, om = 0;
+		if (!digits(&p, 2, &oh) || oh > 14)
+			return -1;
+		if (*p == ':')
+			p++;
+		if (isdigit((unsigned char)*p) && (!digits(&p, 2, &om) || om > 59))
+			return -1;
+		off = sign * (oh * 3600L + om * 60L);
+	} else if (*p == '\0') {
+		*why = "has a time but no offset: add one, e.g. 2022-04-15 08:00 +08:00 (Z for "
+		       "UTC), so that the time means the same on every server";
+		return -1;
+	} else {
+		return -1;
+	}
+	if (*p != '\0')
+		return -1;
+	tm.tm_hour = h;
+	tm.tm_min = mi;
+	tm.tm_sec = sec == 60 ? 59 : sec;
+	time_t t = timegm(&tm);
+	struct tm back;
+	gmtime_r(&t, &back);
+	if (back.tm_mday != d)
+		return -1;
+	*out = t - off;
+	return 0;
+}
+
+void issue_format_time(time_t t, char *out, size_t n)
+{
+	struct tm tm;
+	if (localtime_r(&t, &tm) == NULL) {
+		snprintf(out, n, "@%lld", (long long)t);
+		return;
+	}
+	long off = tm.tm_gmtoff / 60, a = off < 0 ? -off : off;
+	char day[32];
+	strftime(day, sizeof day, "%Y-%m-%dT%H:%M:%S", &tm);
+	snprintf(out, n, "%s%c%02ld:%02ld", day, off < 0 ? '-' : '+', a / 60, a % 60);
+}
+
 static bool parse_number(const char *v, int *out)
 {
 	long x = 0;
@@ -446,6 +541,12 @@ static int front_matter(struct doc *d)
 			if (!parse_date(val, &is->date))
 				r = err_at(d->err, ERR_INPUT, d->path, l->no,
 				           "date must be YYYY-MM-DD, not '%s'", val);
+		} else if (strcmp(key, "send_at") == 0) {
+			const char *why;
+			is->send_at_line = l->no;
+			if (issue_parse_send_at(val, &is->send_at, &why) < 0)
+				r = err_at(d->err, ERR_INPUT, d->path, l->no, "send_at '%s' %s",
+				           val, why);
 		} else if (strcmp(key, "language") == 0) {
 			bool ok = val[0] != '\0' && strlen(val) < 36;
 			for (const char *p = val; *p; p++)
@@ -495,7 +596,7 @@ static int front_matter(struct doc *d)
 			r = err_at(
 			    d->err, ERR_INPUT, d->path, l->no,
 			    "unknown front matter key '%s' (known: title, number, period, date, "
-			    "language, lists, status)",
+			    "language, lists, status, send_at)",
 			    key);
 		}
 		free(key);
@@ -1767,6 +1868,10 @@ struct json_object *issue_to_json(const struct issue *is)
 	json_object_object_add(o, "language", json_object_new_string(is->language));
 	json_object_object_add(o, "status",
 	                       json_object_new_string(is->is_draft ? "draft" : "publish"));
+	char when[48];
+	if (is->send_at)
+		issue_format_time(is->send_at, when, sizeof when);
+	json_object_object_add(o, "send_at", is->send_at ? json_object_new_string(when) : NULL);
 	struct json_object *arr = json_object_new_array();
 	for (size_t i = 0; i < is->narticles; i++) {
 		const struct article *a = &is->articles[i];

@@ -45,6 +45,8 @@ struct issue {
 	size_t nlists;
 	int lists_line; /* where the front matter names them */
 	time_t date;    /* front matter date (UTC midnight); 0 when not given */
+	time_t send_at; /* front matter send_at; 0 when not given */
+	int send_at_line;
 	enum issue_mode mode;
 	struct article *articles;
 	size_t narticles;
@@ -88,6 +90,17 @@ void issue_free(struct issue *is);
 /* Whether the period ("2022年1 - 3月") ended before now; false when it
  * names no year. */
 bool period_passed(const char *period, time_t now);
+
+/*
+ * The front matter's send_at: an ISO 8601 date and time with an offset
+ * ("2022-04-15 08:00 +08:00", "2022-04-15T08:00:00Z"; seconds optional,
+ * offsets as Z, +HH:MM, +HHMM or +HH), or a bare date, which is 00:00 in
+ * the process's local time zone (site.timezone, conf_apply_timezone).
+ * 0 with *out set, or -1 with *why saying what is wrong.
+ */
+int issue_parse_send_at(const char *v, time_t *out, const char **why);
+/* t as ISO 8601 in the local time zone: "2022-04-15T08:00:00+08:00". */
+void issue_format_time(time_t t, char *out, size_t n);
 
 /* The front matter's lists as "a,b" ("" = every list); allocated. */
 char *issue_lists_csv(const struct issue *is);

@@ -168,11 +168,21 @@ static const char schema_v3[] =
     "  found_at INTEGER NOT NULL);"
     "CREATE INDEX IF NOT EXISTS address_conflicts_key ON address_conflicts(key);";
 
+/*
+ * Version 4: scheduled issues (the front matter's send_at). held_at: the
+ * daemon found the time missed by more than schedule_grace and holds the
+ * issue; released_at: an admin released it (matrixctl release). Both are
+ * reset when a correction changes send_at.
+ */
+static const char schema_v4[] = "ALTER TABLE issues ADD COLUMN send_at INTEGER;"
+                                "ALTER TABLE issues ADD COLUMN held_at INTEGER;"
+                                "ALTER TABLE issues ADD COLUMN released_at INTEGER;";
+
 /* Each step: SQL, then (when not NULL) a function in the same transaction. */
 static const struct migration {
 	const char *sql;
 	int (*fn)(struct store *s, struct err *err);
-} migrations[] = {{schema_v1, NULL}, {schema_v2, NULL}, {schema_v3, subs_rekey}};
+} migrations[] = {{schema_v1, NULL}, {schema_v2, NULL}, {schema_v3, subs_rekey}, {schema_v4, NULL}};
 #define NMIGRATIONS (int)(sizeof migrations / sizeof migrations[0])
 _Static_assert(NMIGRATIONS == STORE_SCHEMA_VERSION, "STORE_SCHEMA_VERSION is the last migration");
 

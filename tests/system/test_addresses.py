@@ -171,7 +171,7 @@ def test_migration_rekeys_and_reports_conflicts(env):
     con.close()
 
     got = env.ctl_json("subscribers", "--conflicts")  # opens the store: migrates
-    assert q(env, "PRAGMA user_version")[0][0] == 3
+    assert q(env, "PRAGMA user_version")[0][0] >= 3  # later versions migrate on
     assert q(env, "SELECT count(*) FROM subscribers")[0][0] == 6  # nothing merged
     by_id = {c["id"]: c for c in got}
     holder = ids[2]  # its old key was already the new one
