@@ -1868,10 +1868,11 @@ struct json_object *issue_to_json(const struct issue *is)
 	json_object_object_add(o, "language", json_object_new_string(is->language));
 	json_object_object_add(o, "status",
 	                       json_object_new_string(is->is_draft ? "draft" : "publish"));
-	char when[48];
-	if (is->send_at)
+	if (is->send_at) { /* only then: an unscheduled issue keeps the documented shape */
+		char when[48];
 		issue_format_time(is->send_at, when, sizeof when);
-	json_object_object_add(o, "send_at", is->send_at ? json_object_new_string(when) : NULL);
+		json_object_object_add(o, "send_at", json_object_new_string(when));
+	}
 	struct json_object *arr = json_object_new_array();
 	for (size_t i = 0; i < is->narticles; i++) {
 		const struct article *a = &is->articles[i];

@@ -105,6 +105,21 @@ def ctl_noconf(*args, input=None):
                           capture_output=True, text=True, env=e, timeout=60)
 
 
+# What each schema version after 3 added, undone: the tests that fake an
+# older store (to test a migration) first take the store back to it.
+LATER_SCHEMA = {
+    4: "ALTER TABLE issues DROP COLUMN send_at; ALTER TABLE issues DROP COLUMN held_at;"
+       "ALTER TABLE issues DROP COLUMN released_at;",
+}
+
+
+def schema_back_to(con, version):
+    """Undoes the migrations after version (down to 3) on a sqlite3 connection."""
+    for v in sorted(LATER_SCHEMA, reverse=True):
+        if v > max(version, 3):
+            con.executescript(LATER_SCHEMA[v])
+
+
 def have(cmd):
     return shutil.which(cmd) is not None
 

@@ -10,7 +10,7 @@ import shutil
 
 import pytest
 
-from conftest import DATA, SEED
+from conftest import DATA, SEED, schema_back_to
 
 SAMPLES = DATA / "bounces"
 SAMPLE_VERP = "bounces+1234-0123456789abcdef@example.org"
@@ -236,6 +236,7 @@ def test_a_v1_store_keeps_its_bounce_scores(env):
     env.ctl("subscribe", "old@example.org", check=0)
     env.ctl("subscribe", "old@example.org", "--list", "extra", check=0)
     con = sqlite3.connect(env.db)
+    schema_back_to(con, 1)
     con.executescript(
         "ALTER TABLE memberships DROP COLUMN bounce_score;"
         "ALTER TABLE deliveries DROP COLUMN bounced_at;"
