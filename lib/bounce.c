@@ -1,6 +1,6 @@
 /*
  * Bounce, complaint and unsubscribe-mail parser (see bounce.h). libetpan
- * splits the MIME tree and the header fields (LIBNOTES.md §1.4); a
+ * splits the MIME tree and the header fields (docs/libraries.md, libetpan); a
  * message/delivery-status part is read as RFC 3464 status groups, a
  * message/feedback-report part as RFC 5965 fields. Everything else falls to
  * text heuristics written after the formats in the sisimai corpus
@@ -20,6 +20,7 @@
 
 #include "bounce.h"
 #include "buf.h"
+#include "htmltext.h"
 #include "utf8.h"
 #include "xmalloc.h"
 
@@ -688,6 +689,11 @@ static void dsn_group(struct ctx *c, const struct fv *f, size_t n)
 	 * "delivered" reports a failure. */
 	if (cls == 0 || cls == 2)
 		cls = strcmp(action, "delayed") == 0 ? 4 : 5;
+	/* "failed" means the reporting MTA gave up (RFC 3464 §2.3.3): Postfix
+	 * and Sendmail say 4.4.1 or 4.4.7 when mail expired in their queue.
+	 * The status is kept as reported; the verdict is a failure. */
+	if (cls == 4 && strcmp(action, "failed") == 0)
+		cls = 5;
 	if (!*action) {
 		free(action);
 		action = xstrdup(cls == 4 ? "delayed" : "failed");
@@ -925,44 +931,6 @@ static void add_text(struct buf *out, const char *s, size_t n, struct mailmime_c
 		charconv_buffer_free(conv);
 }
 
-/* Crude text from HTML (Office 365 and Exchange notices come as HTML only). */
-static void html_to_text(struct buf *out, const char *s, size_t n)
-{
-	const char *end = s + n;
-	for (const char *p = s; p < end; p++) {
-		if (*p == '<') {
-			const char *e = memchr(p, '>', (size_t)(end - p));
-			if (!e)
-				break;
-			if (ci_starts(p, e, "<br") || ci_starts(p, e, "</p") ||
-			    ci_starts(p, e, "</div") || ci_starts(p, e, "</tr") ||
-			    ci_starts(p, e, "</li") || ci_starts(p, e, "<p"))
-				buf_addc(out, '\n');
-			else
-				buf_addc(out, ' ');
-			p = e;
-		} else if (*p == '&') {
-			static const struct {
-				const char *ent;
-				char c;
-			} ents[] = {{"&lt;", '<'},   {"&gt;", '>'},   {"&amp;", '&'},
-			            {"&quot;", '"'}, {"&nbsp;", ' '}, {"&#64;", '@'}};
-			size_t i;
-			for (i = 0; i < sizeof ents / sizeof ents[0]; i++)
-				if (ci_starts(p, end, ents[i].ent))
-					break;
-			if (i < sizeof ents / sizeof ents[0]) {
-				buf_addc(out, ents[i].c);
-				p += strlen(ents[i].ent) - 1;
-			} else {
-				buf_addc(out, '&');
-			}
-		} else {
-			buf_addc(out, *p);
-		}
-	}
-}
-
 static void walk(struct ctx *c, struct mailmime *m, int depth)
 {
 	char ct[128];
@@ -1036,7 +1004,10 @@ static void walk(struct ctx *c, struct mailmime *m, int depth)
 			struct buf tmp;
 			buf_init(&tmp, MAX_NOTICE);
 			add_text(&tmp, s, n, m->mm_content_type);
-			html_to_text(&c->html, buf_str(&tmp), tmp.len);
+			/* Office 365 and Exchange notices come as HTML only. */
+			if (c->html.len > 0)
+				buf_addc(&c->html, '\n');
+			html_text(&c->html, buf_str(&tmp), tmp.len);
 			buf_free(&tmp);
 		}
 		if (tofree)
@@ -1539,22 +1510,20 @@ out:
 	free(msg_diag);
 }
 
-/* The first "Message-ID:" line of the quoted original in a text bounce. */
+/* The first "Message-ID:" line of the original a text bounce returns after
+ * its separator line (from); none when it returns none (from == n). */
 static char *msgid_in_text(const char *s, size_t n, size_t from)
 {
 	const char *end = s + n;
-	for (int pass = 0; pass < 2; pass++) {
-		const char *p = pass == 0 ? s + from : s;
-		for (; p < end; p = next_line(p, end)) {
-			const char *q = skip_ws(p, end);
-			if (ci_starts(q, end, "message-id:")) {
-				const char *e = line_end(q, end);
-				char *v = xstrndup(q + 11, (size_t)(e - q - 11));
-				char *id = msgid_value(v);
-				free(v);
-				if (id)
-					return id;
-			}
+	for (const char *p = s + from; p < end; p = next_line(p, end)) {
+		const char *q = skip_ws(p, end);
+		if (ci_starts(q, end, "message-id:")) {
+			const char *e = line_end(q, end);
+			char *v = xstrndup(q + 11, (size_t)(e - q - 11));
+			char *id = msgid_value(v);
+			free(v);
+			if (id)
+				return id;
 		}
 	}
 	return NULL;
@@ -1601,6 +1570,73 @@ static void set_kind_from_rcpts(struct ctx *c, int fallback)
 	if (worst == 0)
 		worst = fallback;
 	c->b->kind = worst == 4 ? BOUNCE_SOFT : worst == 5 ? BOUNCE_HARD : BOUNCE_NOT;
+}
+
+/*
+ * Whether an address of a From value is a mail system's own: its local
+ * part, without the separators people put in it (post_master, Mailer-Daemon,
+ * mailer.daemon), is one of the names RFC 5321 §4.5.1 and RFC 2142 give
+ * the mail system, or "MAILER-DAEMON", which Sendmail made the custom.
+ */
+static bool daemon_sender(const char *from)
+{
+	static const char *const names[] = {"postmaster",   "mailerdaemon", "maildaemon",
+	                                    "maildelivery", "mailerdeamon", NULL};
+	const char *end = from + strlen(from), *as, *ae;
+	for (const char *p = from; find_addr(p, end, false, &as, &ae); p = ae) {
+		char local[32];
+		size_t n = 0;
+		for (const char *q = as; q < ae && *q != '@' && n + 1 < sizeof local; q++)
+			if (*q != '-' && *q != '_' && *q != '.')
+				local[n++] = (char)lower((unsigned char)*q);
+		local[n] = '\0';
+		for (const char *const *nm = names; *nm; nm++)
+			if (strcmp(local, *nm) == 0)
+				return true;
+	}
+	return false;
+}
+
+/*
+ * Whether a subject is a reply's: it opens, after any "[list]" tags, with
+ * one of the reply prefixes mail programs write ("Re:", "AW:", "SV:",
+ * "回复：" …; "Re[2]:" and "Re(2):" counted too). Forwards ("Fwd:") are not
+ * replies: people forward real bounces.
+ */
+static bool reply_subject(const char *subject)
+{
+	/* clang-format off */
+	static const char *const prefixes[] = {
+	    "re", "aw", "sv", "vs", "antw", "odp", "ynt", "rif", "r", "res", "vá", "atb",
+	    "回复", "回覆", "答复", "答覆", "返信", "회신", "ответ", "απ", NULL};
+	/* clang-format on */
+	const char *p = subject, *end = subject + strlen(subject);
+	for (int tags = 0; tags < 4; tags++) {
+		p = skip_ws(p, end);
+		const char *close = *p == '[' ? memchr(p, ']', (size_t)(end - p)) : NULL;
+		if (!close)
+			break;
+		p = close + 1;
+	}
+	const char *w = p;
+	while (p < end && *p != ':' && *p != ' ' && *p != '[' && *p != '(' &&
+	       !ci_starts(p, end, "\xef\xbc\x9a")) /* U+FF1A, the full-width colon */
+		p++;
+	size_t wn = (size_t)(p - w);
+	if ((*p == '[' || *p == '(') && p < end) {
+		const char *q = p + 1;
+		while (q < end && is_digit((unsigned char)*q))
+			q++;
+		if (q < end && q > p + 1 && (*q == ']' || *q == ')'))
+			p = q + 1;
+	}
+	p = skip_ws(p, end);
+	if (!(p < end && (*p == ':' || ci_starts(p, end, "\xef\xbc\x9a"))) || wn == 0)
+		return false;
+	for (const char *const *x = prefixes; *x; x++)
+		if (strlen(*x) == wn && ci_starts(w, w + wn, *x))
+			return true;
+	return false;
 }
 
 static void classify(struct ctx *c, const char *msg, size_t len, size_t body_off)
@@ -1663,7 +1699,7 @@ static void classify(struct ctx *c, const char *msg, size_t len, size_t body_off
 	size_t tlen = c->notice.len;
 	size_t area = returned_start(text, tlen);
 
-	bool by_from = from && ci_has_any(from, from_daemon);
+	bool by_from = from && (ci_has_any(from, from_daemon) || daemon_sender(from));
 	bool by_subject = subject && ci_has_any(subject, bounce_subjects);
 	bool by_failed = field(c->top, "X-Failed-Recipients", 0) != NULL;
 	bool by_text = false;
@@ -1679,6 +1715,17 @@ static void classify(struct ctx *c, const char *msg, size_t len, size_t body_off
 		b->how = "auto-reply";
 		goto out;
 	}
+	/* A person's reply is no bounce, whatever its words ("Re: delivery
+	 * failed … permanent error"): the text heuristics read only mail that
+	 * an MTA wrote, which comes from a mail daemon or names its failed
+	 * recipients in a header or in delivery-status fields. */
+	if (!by_from && !by_failed && !by_fields &&
+	    (field(c->top, "In-Reply-To", 0) || (subject && reply_subject(subject)))) {
+		b->kind = BOUNCE_NOT;
+		b->how = "reply";
+		goto out;
+	}
+
 	if (!strong && !by_text && !by_subject && !b->verp_token) {
 		b->kind = BOUNCE_NOT;
 		b->how = "no bounce signature";
@@ -1702,10 +1749,10 @@ out:
 			    msgid_in_text(buf_str(&c->notice), c->notice.len,
 			                  returned_start(buf_str(&c->notice), c->notice.len));
 		/* Exim and Gmail point at the original with In-Reply-To or
-		 * References even when they return no copy of it. */
-		if (!b->message_id &&
-		    ((v = field(c->top, "In-Reply-To", 0)) || (v = field(c->top, "References", 0))))
-			b->message_id = msgid_value(v);
+		 * References even when they return no copy of it; so does every
+		 * reply, from anyone: only a hint, kept apart. */
+		if ((v = field(c->top, "In-Reply-To", 0)) || (v = field(c->top, "References", 0)))
+			b->in_reply_to = msgid_value(v);
 	}
 	free(subject);
 	free(from);
@@ -1806,6 +1853,7 @@ void bounce_free(struct bounce *b)
 	free(b->verp_token);
 	free(b->unsubscribe_token);
 	free(b->message_id);
+	free(b->in_reply_to);
 	free(b);
 }
 

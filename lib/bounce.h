@@ -3,8 +3,9 @@
  * (RFC 3464), an abuse report (ARF, RFC 5965), an unsubscribe request sent to
  * the List-Unsubscribe mailto address, one of the many non-standard bounces
  * MTAs still write (Exim, qmail, old Sendmail, Gmail …), or none of these (an
- * auto-reply, anything else). Parsing only: the caller maps the tokens and
- * the Message-ID to a delivery and records the result (`matrixctl bounce`).
+ * auto-reply, a person's reply, anything else). Parsing only: the caller
+ * maps the tokens and the Message-ID to a delivery and records the result
+ * (`matrixctl bounce`).
  * Bounces are hostile input; everything here is bounded (size, MIME depth,
  * parts, recipients, string lengths) and every string handed out is valid
  * UTF-8 without control characters.
@@ -23,9 +24,12 @@ struct json_object;
 
 enum bounce_kind {
 	BOUNCE_NOT = 0,     /* "not-a-bounce": auto-reply, success DSN, anything else */
-	BOUNCE_HARD,        /* "hard": 5.x.x, or a permanent failure without a code */
-	BOUNCE_SOFT,        /* "soft": 4.x.x, Action: delayed, "will retry", and a
-	                     * "mailbox full" without any code */
+	BOUNCE_HARD,        /* "hard": the delivery failed for good: Action: failed
+	                     * whatever the status class (an MTA that gave up on a
+	                     * 4.x.x), a 5.x.x, or a permanent failure without a code */
+	BOUNCE_SOFT,        /* "soft": only delayed: Action: delayed, a 4.x.x with no
+	                     * Action: failed, "will retry", and a "mailbox full"
+	                     * without any code */
 	BOUNCE_COMPLAINT,   /* "complaint": an ARF feedback report */
 	BOUNCE_UNSUBSCRIBE, /* "unsubscribe": mail to the unsubscribe+TOKEN address */
 };
@@ -56,11 +60,17 @@ struct bounce {
 	 * request (not a report, not an auto-reply). */
 	char *unsubscribe_token;
 	/* The Message-ID of the returned original message, without the angle
-	 * brackets ("m.60.4.1234.abc@example.org"); NULL when not found. From
-	 * a message/rfc822 or text/rfc822-headers part; for a bounce or a
-	 * complaint also from a "Message-ID:" line quoted in its text, or else
-	 * its In-Reply-To or References. */
+	 * brackets ("matrix.1234-abc@example.org"); NULL when not found. Only
+	 * from the returned message: a message/rfc822 or text/rfc822-headers
+	 * part, or, in a text bounce, the copy after its separator line
+	 * ("------ This is a copy of the message …"). Never from the headers
+	 * of the message itself: any reply carries our Message-ID there. */
 	char *message_id;
+	/* For a bounce or a complaint: the first Message-ID of its own
+	 * In-Reply-To (else References). Some MTAs point at the original only
+	 * this way, but so does every reply from anyone: a hint for the
+	 * admin, never proof that the report is about that message. */
+	char *in_reply_to;
 	/* How the verdict was reached, for logs: "delivery-status",
 	 * "feedback-report", "unsubscribe request", "auto-reply", "text: …".
 	 * Static string, not owned. */
@@ -94,7 +104,7 @@ const char *bounce_kind_name(enum bounce_kind k);
 /*
  * {"kind": …, "recipients": [{"address", "status", "action", "diagnostic"}],
  *  "delivery": delivery} — the shape of `matrixctl --json bounce --dry-run`
- * (SPEC.md). Takes over the caller's reference to delivery; NULL gives
+ * (matrixctl(8)). Takes over the caller's reference to delivery; NULL gives
  * "delivery": null. Returns a new object (json_object_put()).
  */
 struct json_object *bounce_to_json(const struct bounce *b, struct json_object *delivery);

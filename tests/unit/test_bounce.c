@@ -19,6 +19,7 @@
 
 #include "bounce.h"
 #include "buf.h"
+#include "htmltext.h"
 #include "utf8.h"
 #include "xmalloc.h"
 
@@ -171,8 +172,10 @@ static void test_exim_delay(void **state)
 	assert_rcpt(b, 0, "huang.tao@example.com", "4.7.1", "delayed",
 	            "451 4.7.1 <huang.tao@example.com>: Recipient address rejected: Greylisted, "
 	            "see http://postgrey.schweikert.ch/help/example.com.html");
-	/* no copy returned: the References header names the original */
-	assert_str_or_null(b->message_id, "m.60.5.1242.a1b2c3d4e5f60718@news.example.org");
+	/* no copy returned: the References header names the original, which is
+	 * a hint only (every reply has one) */
+	assert_null(b->message_id);
+	assert_str_or_null(b->in_reply_to, "m.60.5.1242.a1b2c3d4e5f60718@news.example.org");
 	bounce_free(b);
 }
 
@@ -610,6 +613,195 @@ static void test_json(void **state)
 	bounce_free(NULL);
 }
 
+/* --- final failures, replies, forged identifiers --------------------------- */
+
+static void test_postfix_expired(void **state)
+{
+	(void)state;
+	/* Postfix 3.7's own DSN after maximal_queue_lifetime: a 4.x.x status,
+	 * but the MTA gave up: a failure, the status kept as reported */
+	struct bounce *b = parse_file("postfix-expired-hard.eml");
+	assert_int_equal(b->kind, BOUNCE_HARD);
+	assert_int_equal(b->nrcpts, 1);
+	assert_rcpt(b, 0, "wang.fang@example.net", "4.4.1", "failed",
+	            "connect to mx.example.net[192.0.2.25]:25: Connection timed out");
+	assert_str_or_null(b->verp_token, "1250-0123456789abcdef");
+	assert_str_or_null(b->message_id, "matrix.7-0123456789abcdef@news.example.org");
+	bounce_free(b);
+
+	/* the same report with Action: delayed is only a delay */
+	size_t len;
+	char *msg = slurp(SAMPLES "postfix-expired-hard.eml", &len);
+	char *at = strstr(msg, "Action: failed");
+	assert_non_null(at);
+	memcpy(at, "Action: delayd", 14); /* an unknown action: a failure too */
+	b = parse_mem(msg, len, &opts);
+	assert_int_equal(b->kind, BOUNCE_SOFT);
+	bounce_free(b);
+	memcpy(at, "Action:delayed", 14);
+	b = parse_mem(msg, len, &opts);
+	assert_int_equal(b->kind, BOUNCE_SOFT);
+	assert_string_equal(b->rcpts[0].action, "delayed");
+	bounce_free(b);
+	free(msg);
+}
+
+static void test_reply_is_not_a_bounce(void **state)
+{
+	(void)state;
+	/* "Re: delivery failed … permanent error" from a person */
+	struct bounce *b = parse_file("reply-delivery-failed.eml");
+	assert_int_equal(b->kind, BOUNCE_NOT);
+	assert_string_equal(b->how, "reply");
+	assert_null(b->message_id);
+	bounce_free(b);
+
+	size_t len;
+	char *msg = slurp(SAMPLES "reply-delivery-failed.eml", &len);
+	struct buf m;
+	buf_init(&m, BUF_NOLIMIT);
+	/* other reply marks: a prefix in another language, a counted one,
+	 * behind a list tag, the full-width colon */
+	static const char *const subjects[] = {"AW: Unzustellbar", "Re[2]: delivery failed",
+	                                       "[matrix] RE: Undeliverable",
+	                                       "回复：退信 delivery failed", NULL};
+	for (const char *const *sj = subjects; *sj; sj++) {
+		const char *line = strstr(msg, "Subject: ");
+		const char *eol = strchr(line, '\n');
+		buf_reset(&m);
+		buf_add(&m, msg, (size_t)(line - msg));
+		buf_printf(&m, "Subject: %s", *sj);
+		buf_adds(&m, eol);
+		/* without In-Reply-To the subject alone says "reply" */
+		char *irt = strstr(m.data, "In-Reply-To:");
+		memcpy(irt, "X-Reply-To-:", 12);
+		b = parse_mem(m.data, m.len, &opts);
+		assert_int_equal(b->kind, BOUNCE_NOT);
+		assert_string_equal(b->how, "reply");
+		bounce_free(b);
+	}
+	/* No reply marks: the text heuristics read it, and the only link to
+	 * our message is the hint in References. */
+	buf_reset(&m);
+	buf_adds(&m, msg);
+	char *sj = strstr(m.data, "Subject: Re: ");
+	memmove(sj + 9, sj + 13, strlen(sj + 13) + 1);
+	m.len -= 4;
+	char *irt = strstr(m.data, "In-Reply-To:");
+	memcpy(irt, "X-Reply-To-:", 12);
+	b = parse_mem(m.data, m.len, &opts);
+	assert_int_equal(b->kind, BOUNCE_HARD);
+	assert_null(b->message_id);
+	assert_str_or_null(b->in_reply_to, "m.60.4.1244.ffeeddccbbaa9988@news.example.org");
+	bounce_free(b);
+	/* A mail daemon's notice with a reply's subject is still a bounce
+	 * (Verizon's post_master writes "Re:" bounces) */
+	buf_reset(&m);
+	buf_adds(&m, msg);
+	char *from = strstr(m.data, "Mallory <mallory@example.com>");
+	memcpy(from, "Post M. <post_master@example.com>", 29); /* same length */
+	b = parse_mem(m.data, m.len, &opts);
+	assert_int_equal(b->kind, BOUNCE_HARD);
+	assert_string_equal(b->rcpts[0].address, "wang.fang@example.net");
+	bounce_free(b);
+	buf_free(&m);
+	free(msg);
+}
+
+static void test_identifiers_only_from_the_returned_message(void **state)
+{
+	(void)state;
+	/* An ARF report whose returned message has no Message-ID: its own
+	 * In-Reply-To is a hint, not the message it reports */
+	struct bounce *b = parse_file("arf-in-reply-to.eml");
+	assert_int_equal(b->kind, BOUNCE_COMPLAINT);
+	assert_null(b->message_id);
+	assert_null(b->verp_token);
+	assert_str_or_null(b->in_reply_to, "m.60.4.1239.0f0e0d0c0b0a0908@news.example.org");
+	bounce_free(b);
+
+	/* a "Message-ID:" line in the notice, before any returned copy */
+	static const char notice[] =
+	    "From: MAILER-DAEMON@mx.example.net\n"
+	    "To: bounces@example.org\n"
+	    "Subject: Mail delivery failed\n"
+	    "\n"
+	    "Your message Message-ID: <matrix.5-0011223344556677@example.org> could not be\n"
+	    "delivered to:\n"
+	    "  u@example.com\n"
+	    "    550 5.1.1 no such user\n";
+	b = parse_mem(notice, sizeof notice - 1, &opts);
+	assert_int_equal(b->kind, BOUNCE_HARD);
+	assert_null(b->message_id);
+	bounce_free(b);
+}
+
+static void test_html_only_notice(void **state)
+{
+	(void)state;
+	/* libxml2 reads it: style and script text is no part of the notice,
+	 * every entity is decoded, block elements break lines */
+	static const char msg[] =
+	    "From: Microsoft Outlook <postmaster@outlook.example.com>\n"
+	    "To: bounces+5-0011223344556677@example.org\n"
+	    "Subject: Undeliverable: NO.60\n"
+	    "MIME-Version: 1.0\n"
+	    "Content-Type: text/html; charset=utf-8\n"
+	    "\n"
+	    "<html><head><style>/* support@style.example.com */ p{margin:0}</style>\n"
+	    "<title>help@title.example.com</title></head><body>\n"
+	    "<script>var a = 'js@script.example.com';</script>\n"
+	    "<p><b>Delivery has failed to these recipients or groups:</b></p>"
+	    "<p><a href=\"mailto:li.lei&#x40;example.com\">li.lei&#64;example.com</a></p>"
+	    "<p>The email address couldn&rsquo;t be found.&nbsp;Remote server returned "
+	    "&#39;550 5.1.10 RESOLVER.ADR.RecipientNotFound; not found&#39;</p>"
+	    "</body></html>\n";
+	struct bounce *b = parse_mem(msg, sizeof msg - 1, &opts);
+	assert_int_equal(b->kind, BOUNCE_HARD);
+	assert_int_equal(b->nrcpts, 1);
+	assert_string_equal(b->rcpts[0].address, "li.lei@example.com");
+	assert_string_equal(b->rcpts[0].status, "5.1.10");
+	bounce_free(b);
+}
+
+static void test_html_text(void **state)
+{
+	(void)state;
+	static const char html[] =
+	    "<!DOCTYPE html><html><head><title>t</title><style>p{x:y}</style></head>"
+	    "<body><div>one&nbsp;&amp;   two</div><p>three<br>four</p>"
+	    "<table><tr><td>a</td><td>b</td></tr><tr><td>c</td></tr></table>"
+	    "<pre>  keep\n   this</pre><script>gone()</script>"
+	    "<ul><li>&eacute;l&egrave;ve</li><li>&#x4e2d;&#25991;</li></ul>end &lt;x&gt;"
+	    "<!-- a comment --> &#1;</body></html>";
+	struct buf out;
+	buf_init(&out, BUF_NOLIMIT);
+	assert_int_equal(html_text(&out, html, sizeof html - 1), 0);
+	assert_string_equal(buf_str(&out), "one & two\n\nthree\nfour\n\na b\nc\n\n  keep\n"
+	                                   "   this\n\nélève\n中文\n\nend <x>\n");
+	/* nothing but markup; not HTML at all; nothing */
+	buf_reset(&out);
+	assert_int_equal(html_text(&out, "<p></p>", 7), 0);
+	assert_string_equal(buf_str(&out), "");
+	buf_reset(&out);
+	assert_int_equal(html_text(&out, "plain words", 11), 0);
+	assert_string_equal(buf_str(&out), "plain words\n");
+	assert_int_equal(html_text(&out, "", 0), -1);
+	/* hostile nesting: libxml2 stops at its depth limit, the text before
+	 * it stays */
+	struct buf deep;
+	buf_init(&deep, BUF_NOLIMIT);
+	buf_adds(&deep, "<p>top</p>");
+	for (int i = 0; i < 5000; i++)
+		buf_adds(&deep, "<div><span>");
+	buf_adds(&deep, "bottom");
+	buf_reset(&out);
+	assert_int_equal(html_text(&out, deep.data, deep.len), 0);
+	assert_non_null(strstr(buf_str(&out), "top\n"));
+	buf_free(&deep);
+	buf_free(&out);
+}
+
 /* --- the real corpus against Sisimai ----------------------------------------- */
 
 static int class_of(const struct bounce *b, size_t i)
@@ -738,6 +930,11 @@ int main(void)
 	    cmocka_unit_test(test_deep_nesting),
 	    cmocka_unit_test(test_prefix_and_tokens),
 	    cmocka_unit_test(test_json),
+	    cmocka_unit_test(test_postfix_expired),
+	    cmocka_unit_test(test_reply_is_not_a_bounce),
+	    cmocka_unit_test(test_identifiers_only_from_the_returned_message),
+	    cmocka_unit_test(test_html_only_notice),
+	    cmocka_unit_test(test_html_text),
 	    cmocka_unit_test(test_corpus),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
