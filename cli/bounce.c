@@ -1,97 +1,132 @@
 /*
- * matrixctl bounce: one message from stdin (the MTA pipes bounces to the
- * VERP address and mail to unsubscribe+TOKEN@ here), parsed by lib/bounce.c
- * and recorded:
+ * matrixctl bounce: the MTA pipes each message for our VERP and
+ * unsubscribe addresses here (docs/postfix.md). This file reads standard
+ * input and the options, hands the message to lib/inbound.c, prints what
+ * happened and turns it into the exit status the MTA acts on
+ * (<sysexits.h>, as pipe(8) and Exim read it):
  *
- *   unsubscribe request  → the membership the token names is unsubscribed
- *   hard bounce (5.x.x)  → the delivery fails, the subscriber's bounce score
- *                          grows; at bounce_threshold they become bounced
- *   soft bounce (4.x.x)  → recorded in the subscriber's history only
- *   complaint (ARF)      → unsubscribed, recorded as a complaint
- *   anything else        → reported and dropped
- *
- * A delivery is found only through what we signed: the VERP token in the
- * address the bounce came to, or our Message-ID in the returned message.
- * Exit status 0 whatever the message says, so the MTA never bounces a
- * bounce; 75 (EX_TEMPFAIL) when the store is unavailable, so it retries.
+ *   0             recorded, or certainly not ours (the MTA must never
+ *                 bounce a bounce)
+ *   75 TEMPFAIL   the configuration, the key or the store failed: nothing
+ *                 was recorded, and the MTA keeps the message and offers it
+ *                 again later
  */
+#include <errno.h>
 #include <getopt.h>
 #include <inttypes.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sysexits.h>
 #include <unistd.h>
 
-#include "addr.h"
-#include "buf.h"
 #include "bounce.h"
+#include "buf.h"
 #include "cli.h"
-#include "ledger.h"
-#include "store.h"
-#include "subs.h"
+#include "inbound.h"
 #include "token.h"
-#include "xmalloc.h"
 
-#define EX_TEMPFAIL 75
-
-struct found {
-	int64_t delivery_id, subscriber_id, list_id, issue_id;
-	int part, number;
-	char *email;
-};
-
+/* Reads all of standard input; past the limit it still drains it, so the
+ * MTA sees the message taken. */
 static int read_stdin(struct buf *b, bool *too_big)
 {
 	char chunk[65536];
 	ssize_t n;
 	*too_big = false;
-	while ((n = read(STDIN_FILENO, chunk, sizeof chunk)) > 0) {
-		if (buf_add(b, chunk, (size_t)n) < 0) {
+	for (;;) {
+		n = read(STDIN_FILENO, chunk, sizeof chunk);
+		if (n < 0 && errno == EINTR)
+			continue;
+		if (n <= 0)
+			break;
+		if (!*too_big && buf_add(b, chunk, (size_t)n) < 0)
 			*too_big = true;
-			while (read(STDIN_FILENO, chunk, sizeof chunk) > 0)
-				; /* drain, so the MTA sees us take it */
-			return 0;
-		}
 	}
 	return n < 0 ? -1 : 0;
 }
 
-/* The delivery a VERP token names (verified). */
-static bool delivery_of(struct store *s, const struct token_key *k, const char *tok,
-                        struct found *f, struct err *err)
+/* What happened, in one line for a human or an MTA's log. */
+static void print_what(const struct inbound_result *r, int threshold)
 {
-	int64_t id;
-	if (tok == NULL || !token_check(k, TOKEN_VERP, tok, strlen(tok), &id, NULL))
-		return false;
-	static const char sql[] =
-	    "SELECT d.subscriber_id, d.list_id, d.issue_id, d.part, coalesce(i.number, 0), s.email "
-	    "FROM deliveries d JOIN subscribers s ON s.id = d.subscriber_id "
-	    "LEFT JOIN issues i ON i.id = d.issue_id WHERE d.id = ?1";
-	sqlite3_stmt *st = store_stmt(s, sql, err);
-	if (st == NULL)
-		return false;
-	sqlite3_bind_int64(st, 1, id);
-	bool ok = sqlite3_step(st) == SQLITE_ROW;
-	if (ok) {
-		f->delivery_id = id;
-		f->subscriber_id = sqlite3_column_int64(st, 0);
-		f->list_id = sqlite3_column_int64(st, 1);
-		f->issue_id = sqlite3_column_int64(st, 2);
-		f->part = sqlite3_column_int(st, 3);
-		f->number = sqlite3_column_int(st, 4);
-		f->email = xstrdup((const char *)sqlite3_column_text(st, 5));
+	const struct ledger_delivery *d = &r->delivery;
+	bool complaint = r->report && r->report->kind == BOUNCE_COMPLAINT;
+	switch (r->action) {
+	case INBOUND_FAILED:
+	case INBOUND_BOUNCED:
+		printf("delivery=%" PRId64 " subscriber=%" PRId64 " list=%" PRId64
+		       " failed: bounce score %d of %d%s\n",
+		       d->id, d->subscriber_id, d->list_id, r->score, threshold,
+		       r->action == INBOUND_BOUNCED ? "; now bounced, no more mail from this list"
+		                                    : "");
+		break;
+	case INBOUND_REFUSED:
+		printf("delivery=%" PRId64 " subscriber=%" PRId64
+		       " failed: the receiver refused us, not the address; not counted toward "
+		       "the bounce score\n",
+		       d->id, d->subscriber_id);
+		break;
+	case INBOUND_REPEATED:
+		printf("delivery=%" PRId64 ": bounce already recorded for this delivery; "
+		       "nothing changed\n",
+		       d->id);
+		break;
+	case INBOUND_DELAYED:
+		printf("delivery=%" PRId64 " subscriber=%" PRId64
+		       " delayed: noted in the history\n",
+		       d->id, d->subscriber_id);
+		break;
+	case INBOUND_UNSUBSCRIBED:
+		printf("subscriber=%" PRId64 " list=%" PRId64 " %s\n", r->subscriber_id, r->list_id,
+		       complaint ? "complained: unsubscribed" : "unsubscribed");
+		break;
+	case INBOUND_UNCHANGED:
+		printf("subscriber=%" PRId64 " list=%" PRId64 " %s%s\n", r->subscriber_id,
+		       r->list_id, complaint ? "complained, " : "", r->why);
+		break;
+	case INBOUND_HINT_ONLY:
+		printf("names delivery=%" PRId64 " only in its In-Reply-To or References, which "
+		       "any reply has: not acted on; dropped\n",
+		       d->id);
+		break;
+	case INBOUND_DRY_RUN:
+		printf("dry run: nothing recorded\n");
+		break;
+	case INBOUND_DROPPED:
+		printf("%s; dropped\n", r->why);
+		break;
 	}
-	sqlite3_reset(st);
-	return ok;
 }
 
-/* Our Message-ID is "matrix.TOKEN@domain" (TOKEN = the VERP token). */
-static char *token_of_msgid(const char *mid)
+static void print_result(const struct cli *c, const struct inbound_result *r, bool dry)
 {
-	if (mid == NULL || strncmp(mid, "matrix.", 7) != 0)
-		return NULL;
-	const char *at = strchr(mid, '@');
-	return at ? xstrndup(mid + 7, (size_t)(at - mid - 7)) : NULL;
+	const struct bounce *b = r->report;
+	bool show = r->delivery.id != 0 && r->action != INBOUND_HINT_ONLY;
+	if (c->json) {
+		struct json_object *dj = NULL;
+		if (show) {
+			dj = json_object_new_object();
+			json_object_object_add(dj, "issue", json_object_new_int(r->delivery.issue));
+			json_object_object_add(dj, "article",
+			                       json_object_new_int(r->delivery.article));
+			json_object_object_add(dj, "subscriber",
+			                       json_object_new_string(r->delivery.email));
+		}
+		struct json_object *o = bounce_to_json(b, dj);
+		if (!dry)
+			json_object_object_add(
+			    o, "result", json_object_new_string(inbound_action_name(r->action)));
+		cli_json_print(o);
+		return;
+	}
+	printf("%s", bounce_kind_name(b->kind));
+	for (size_t i = 0; i < b->nrcpts && i < 5; i++)
+		printf(" %s %s%s%s", b->rcpts[i].address, b->rcpts[i].status,
+		       b->rcpts[i].diagnostic[0] ? ": " : "", b->rcpts[i].diagnostic);
+	if (show)
+		printf(" [issue %d, article %d, subscriber %s]", r->delivery.issue,
+		       r->delivery.article, r->delivery.email);
+	printf("\n");
+	print_what(r, c->conf.bounce_threshold);
 }
 
 int cmd_bounce(struct cli *c, int argc, char **argv)
@@ -115,9 +150,11 @@ int cmd_bounce(struct cli *c, int argc, char **argv)
 	bool too_big;
 	if (read_stdin(&in, &too_big) < 0) {
 		buf_free(&in);
-		return cli_failf("cannot read the message from standard input");
+		fprintf(stderr, "matrixctl: bounce: cannot read the message from standard input\n");
+		return EX_TEMPFAIL;
 	}
 	if (too_big) {
+		/* Our messages are far smaller: no report of ours is this big. */
 		fprintf(stderr, "matrixctl: bounce: message over %d bytes; dropped\n",
 		        BOUNCE_MAX_BYTES);
 		buf_free(&in);
@@ -125,157 +162,42 @@ int cmd_bounce(struct cli *c, int argc, char **argv)
 	}
 	struct err e;
 	err_clear(&e);
-	char *verp = bounce_verp_prefix(c->conf.smtp.return_path);
-	struct bounce_opts o = {verp, "unsubscribe+"};
-	struct bounce *b = NULL;
-	int rc = EXIT_OK;
-	if (bounce_parse(buf_str(&in), in.len, &o, &b, &e) < 0) {
-		fprintf(stderr, "matrixctl: bounce: %s; dropped\n", e.msg);
-		free(verp);
-		buf_free(&in);
-		return EXIT_OK;
-	}
-	buf_free(&in);
-	free(verp);
-
 	struct token_key key;
-	struct found f = {0};
 	bool have_key = token_key_load(&key, c->conf.state_dir, &e) == 0;
-	if (!have_key) {
+	if (!have_key && !dry) {
 		/* without the key nothing can be verified: let the MTA retry later */
 		fprintf(stderr, "matrixctl: bounce: %s\n", e.msg);
-		rc = EX_TEMPFAIL;
-		goto out;
+		buf_free(&in);
+		return EX_TEMPFAIL;
 	}
+	if (!have_key)
+		fprintf(stderr,
+		        "matrixctl: bounce: %s; the deliveries it names are not looked up (run as "
+		        "the daemon's user to see them)\n",
+		        e.msg);
 	if (cli_need_store(c) < 0) {
-		rc = EX_TEMPFAIL;
-		goto out;
+		buf_free(&in);
+		return EX_TEMPFAIL;
 	}
-	struct store *s = c->store;
-	bool found = delivery_of(s, &key, b->verp_token, &f, &e);
-	if (!found) {
-		char *t = token_of_msgid(b->message_id);
-		found = delivery_of(s, &key, t, &f, &e);
-		free(t);
+	struct inbound_opts o = {
+	    .return_path = c->conf.smtp.return_path,
+	    .bounce_threshold = c->conf.bounce_threshold,
+	    .dry_run = dry,
+	};
+	struct inbound_result r;
+	err_clear(&e);
+	int rc = inbound_apply(c->store, have_key ? &key : NULL, &o, buf_str(&in), in.len, &r, &e);
+	buf_free(&in);
+	if (rc < 0) {
+		fprintf(stderr, "matrixctl: bounce: %s; nothing recorded, try again later\n",
+		        e.msg);
+		inbound_result_free(&r);
+		return EX_TEMPFAIL;
 	}
-	int64_t sub = 0, list = 0;
-	bool unsub_token = b->kind == BOUNCE_UNSUBSCRIBE && b->unsubscribe_token &&
-	                   token_check(&key, TOKEN_UNSUBSCRIBE, b->unsubscribe_token,
-	                               strlen(b->unsubscribe_token), &sub, &list);
-
-	struct json_object *dj = NULL;
-	if (found && f.delivery_id) {
-		dj = json_object_new_object();
-		json_object_object_add(dj, "issue", json_object_new_int(f.number));
-		json_object_object_add(dj, "article", json_object_new_int(f.part));
-		json_object_object_add(dj, "subscriber", json_object_new_string(f.email));
-	}
-	char what[600] = "";
-	const struct bounce_rcpt *r0 = b->nrcpts ? &b->rcpts[0] : NULL;
-	if (!dry) {
-		int w = 0;
-		bool changed = false, bounced = false;
-		switch (b->kind) {
-		case BOUNCE_UNSUBSCRIBE:
-			if (!unsub_token) {
-				snprintf(what, sizeof what,
-				         "unsubscribe request with no valid token; "
-				         "dropped");
-				break;
-			}
-			w = subs_unsubscribe_id(s, sub, list, "mail", "mail", &changed, &e);
-			snprintf(what, sizeof what, "subscriber=%" PRId64 " list=%" PRId64 " %s",
-			         sub, list, changed ? "unsubscribed" : "was already unsubscribed");
-			if (w < 0 && e.kind == ERR_NOTFOUND) {
-				w = 0;
-				snprintf(what, sizeof what,
-				         "subscriber=%" PRId64 " is not subscribed", sub);
-			}
-			break;
-		case BOUNCE_HARD:
-			if (!found) {
-				snprintf(what, sizeof what,
-				         "hard bounce for no delivery of ours; dropped");
-				break;
-			}
-			w = store_begin(s, &e);
-			bool fresh = false;
-			char *reply = xasprintf("bounced: %s", r0 && r0->diagnostic[0]
-			                                           ? r0->diagnostic
-			                                           : "no reason");
-			if (w == 0)
-				w = ledger_bounced(s, f.delivery_id,
-				                   r0 && r0->status[0] ? r0->status : "5.0.0", reply,
-				                   store_now(), &fresh, &e);
-			free(reply);
-			if (w == 0 && fresh)
-				w = ledger_hard_bounce(s, f.subscriber_id, f.list_id,
-				                       c->conf.bounce_threshold,
-				                       r0 ? r0->diagnostic : "", &bounced, &e);
-			if (w == 0)
-				w = store_commit(s, &e);
-			else
-				store_rollback(s);
-			snprintf(what, sizeof what,
-			         "delivery=%" PRId64 " subscriber=%" PRId64 " hard bounce %s%s",
-			         f.delivery_id, f.subscriber_id, r0 ? r0->status : "",
-			         !fresh    ? " (already recorded for this delivery)"
-			         : bounced  ? "; now bounced, no more mail"
-			                    : "");
-			break;
-		case BOUNCE_SOFT:
-			if (found)
-				w = subs_event_add(s, f.subscriber_id, f.list_id, "soft-bounce",
-				                   "bounce", "mail", r0 ? r0->diagnostic : "", &e);
-			snprintf(what, sizeof what, "soft bounce %s%s", r0 ? r0->status : "",
-			         found ? " recorded" : " for no delivery of ours; dropped");
-			break;
-		case BOUNCE_COMPLAINT:
-			if (!found) {
-				/* Only what we signed names a subscriber: a complaint
-				 * naming an address could be forged by anyone. */
-				snprintf(
-				    what, sizeof what,
-				    "complaint without a token or Message-ID of ours; dropped");
-				break;
-			}
-			w = subs_unsubscribe_id(s, f.subscriber_id, f.list_id, "complaint", "mail",
-			                        &changed, &e);
-			if (w == 0)
-				w = subs_event_add(s, f.subscriber_id, f.list_id, "complaint",
-				                   "mail", "mail", "abuse report (ARF)", &e);
-			snprintf(what, sizeof what,
-			         "subscriber=%" PRId64 " complained: unsubscribed",
-			         f.subscriber_id);
-			break;
-		case BOUNCE_NOT:
-			snprintf(what, sizeof what, "not a bounce (%s); dropped",
-			         b->how ? b->how : "");
-			break;
-		}
-		if (w < 0) {
-			json_object_put(dj);
-			rc = e.kind == ERR_TEMP || e.kind == ERR_DB ? EX_TEMPFAIL : EXIT_OK;
-			fprintf(stderr, "matrixctl: bounce: %s\n", e.msg);
-			goto out;
-		}
-	}
-	if (c->json) {
-		cli_json_print(bounce_to_json(b, dj));
-	} else {
-		json_object_put(dj);
-		printf("%s", bounce_kind_name(b->kind));
-		for (size_t i = 0; i < b->nrcpts && i < 5; i++)
-			printf(" %s %s%s%s", b->rcpts[i].address, b->rcpts[i].status,
-			       b->rcpts[i].diagnostic[0] ? ": " : "", b->rcpts[i].diagnostic);
-		if (found && f.delivery_id)
-			printf(" [issue %d, article %d, subscriber %s]", f.number, f.part, f.email);
-		printf("\n");
-		if (what[0])
-			printf("%s\n", what);
-	}
-out:
-	free(f.email);
-	bounce_free(b);
-	return rc;
+	if (r.report)
+		print_result(c, &r, dry);
+	else
+		fprintf(stderr, "matrixctl: bounce: %s; dropped\n", r.why);
+	inbound_result_free(&r);
+	return EXIT_OK;
 }

@@ -20,6 +20,7 @@
 #include "cli.h"
 #include "issue.h"
 #include "ledger.h"
+#include "mailconv.h"
 #include "msg.h"
 #include "render.h"
 #include "sign.h"
@@ -344,7 +345,8 @@ int cmd_send_test(struct cli *c, int argc, char **argv)
 		struct msg_prep prep;
 		struct buf m;
 		buf_init(&m, BUF_NOLIMIT);
-		char *id = xasprintf("matrix.test.%d.%zu.%ld", is->number, i, (long)time(NULL));
+		char *id = xasprintf(MAILCONV_MSGID_PREFIX "test.%d.%zu.%ld", is->number, i,
+		                     (long)time(NULL));
 		struct msg_rcpt r = {to, "", id, l.unsub_url, NULL, NULL, time(NULL)};
 		struct send_result res = {0};
 		const char *outcome, *reply;

@@ -12,6 +12,7 @@
 #include "cli.h"
 #include "fsutil.h"
 #include "issue.h"
+#include "mailconv.h"
 #include "md.h"
 #include "msg.h"
 #include "render.h"
@@ -165,7 +166,7 @@ int cmd_render(struct cli *c, int argc, char **argv)
 		struct msg_prep prep;
 		struct buf m;
 		buf_init(&m, BUF_NOLIMIT);
-		char *id = xasprintf("matrix.preview.%d.%zu", is->number, i);
+		char *id = xasprintf(MAILCONV_MSGID_PREFIX "preview.%d.%zu", is->number, i);
 		struct msg_rcpt r = {to, "", id, l.unsub_url, l.unsub_mailto, NULL, time(NULL)};
 		int ok = render_mail(&c->conf, t, is, date, (int)i, &list, &prep, &e) == 0 &&
 		         msg_build(&prep, &r, &m, &e) == 0;

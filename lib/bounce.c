@@ -370,14 +370,6 @@ char *bounce_token_in(const char *s, size_t n, const char *prefix)
 	return NULL;
 }
 
-char *bounce_verp_prefix(const char *return_path)
-{
-	const char *t = return_path ? strstr(return_path, "{token}") : NULL;
-	if (!t || t == return_path || memchr(return_path, '@', (size_t)(t - return_path)))
-		return NULL;
-	return xstrndup(return_path, (size_t)(t - return_path));
-}
-
 static char *token_in_field(const struct mailimf_fields *f, const char *name, const char *prefix)
 {
 	int seen = 0;

@@ -3,9 +3,8 @@
  * (RFC 3464), an abuse report (ARF, RFC 5965), an unsubscribe request sent to
  * the List-Unsubscribe mailto address, one of the many non-standard bounces
  * MTAs still write (Exim, qmail, old Sendmail, Gmail …), or none of these (an
- * auto-reply, a person's reply, anything else). Parsing only: the caller
- * maps the tokens and the Message-ID to a delivery and records the result
- * (`matrixctl bounce`).
+ * auto-reply, a person's reply, anything else). Parsing only: lib/inbound.c
+ * maps the tokens and the Message-ID to a delivery and records the result.
  * Bounces are hostile input; everything here is bounded (size, MIME depth,
  * parts, recipients, string lengths) and every string handed out is valid
  * UTF-8 without control characters.
@@ -108,13 +107,6 @@ const char *bounce_kind_name(enum bounce_kind k);
  * "delivery": null. Returns a new object (json_object_put()).
  */
 struct json_object *bounce_to_json(const struct bounce *b, struct json_object *delivery);
-
-/*
- * The prefix of a return-path template before "{token}" ("bounces+" for
- * "bounces+{token}@example.org"), allocated; NULL when the template holds no
- * "{token}" in its local part or nothing before it.
- */
-char *bounce_verp_prefix(const char *return_path);
 
 /*
  * Finds `<prefix>TOKEN@` in s (n bytes; an address list, a header value, or

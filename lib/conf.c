@@ -21,6 +21,7 @@
 #include "conf.h"
 #include "fsutil.h"
 #include "httpreq.h"
+#include "mailconv.h"
 #include "utf8.h"
 #include "xmalloc.h"
 
@@ -558,7 +559,7 @@ static int semantic(struct ctx *x, const config_t *cf)
 		const char *at = strrchr(c->site.from, '@');
 		size_t n = strcspn(at + 1, "> \t");
 		free(c->smtp.return_path);
-		c->smtp.return_path = xasprintf("bounces+{token}@%.*s", (int)n, at + 1);
+		c->smtp.return_path = xasprintf(MAILCONV_VERP_LOCAL "@%.*s", (int)n, at + 1);
 	}
 	if (strchr(c->smtp.return_path, '@') == NULL || strpbrk(c->smtp.return_path, " <>\r\n"))
 		return err_at(x->err, ERR_CONFIG, x->file, LINE("smtp.return_path"),

@@ -260,7 +260,7 @@ int64_t ledger_backoff(int attempts)
 }
 
 int ledger_hard_bounce(struct store *s, int64_t subscriber_id, int64_t list_id, int threshold,
-                       const char *detail, bool *bounced, struct err *err)
+                       const char *detail, bool *bounced, int *score_out, struct err *err)
 {
 	/* Only a live membership counts: an unsubscribed or bounced one gets
 	 * no more mail, and its score would only surprise a resubscription. */
@@ -269,6 +269,8 @@ int ledger_hard_bounce(struct store *s, int64_t subscriber_id, int64_t list_id, 
 	    "WHERE subscriber_id = ?1 AND list_id = ?2 AND status IN ('pending', 'confirmed') "
 	    "RETURNING bounce_score";
 	*bounced = false;
+	if (score_out)
+		*score_out = 0;
 	if (store_begin(s, err) < 0)
 		return -1;
 	sqlite3_stmt *st = store_stmt(s, bump, err);
@@ -286,6 +288,8 @@ int ledger_hard_bounce(struct store *s, int64_t subscriber_id, int64_t list_id, 
 	}
 	if (rc == SQLITE_DONE) /* forgotten, left or bounced meanwhile: nothing to count */
 		return store_commit(s, err);
+	if (score_out)
+		*score_out = score;
 	if (subs_event_add(s, subscriber_id, list_id, "bounce", "bounce", "", detail, err) < 0)
 		goto fail;
 	if (score >= threshold) {
@@ -298,6 +302,32 @@ int ledger_hard_bounce(struct store *s, int64_t subscriber_id, int64_t list_id, 
 fail:
 	store_rollback(s);
 	return -1;
+}
+
+int ledger_delivery_get(struct store *s, int64_t id, struct ledger_delivery *d, struct err *err)
+{
+	static const char sql[] =
+	    "SELECT d.subscriber_id, d.list_id, coalesce(i.number, 0), d.part, s.email "
+	    "FROM deliveries d JOIN subscribers s ON s.id = d.subscriber_id "
+	    "LEFT JOIN issues i ON i.id = d.issue_id WHERE d.id = ?1";
+	memset(d, 0, sizeof *d);
+	sqlite3_stmt *st = store_stmt(s, sql, err);
+	if (st == NULL)
+		return -1;
+	sqlite3_bind_int64(st, 1, id);
+	int rc = sqlite3_step(st);
+	if (rc == SQLITE_ROW) {
+		d->id = id;
+		d->subscriber_id = sqlite3_column_int64(st, 0);
+		d->list_id = sqlite3_column_int64(st, 1);
+		d->issue = sqlite3_column_int(st, 2);
+		d->article = sqlite3_column_int(st, 3);
+		d->email = xstrdup((const char *)sqlite3_column_text(st, 4));
+	}
+	sqlite3_reset(st);
+	if (rc != SQLITE_ROW && rc != SQLITE_DONE)
+		return store_fail(s, err, "looking up a delivery");
+	return rc == SQLITE_ROW;
 }
 
 /* Sets the bounce marker of a delivery: 1 when set now, 0 when it was set. */
@@ -429,9 +459,9 @@ int ledger_record(struct store *s, const struct ledger_job *j, const struct send
 		 * counted once like a report */
 		bool bounced;
 		int fresh = mark_bounced(s, j->id, now, err);
-		if (fresh < 0 ||
-		    (fresh && ledger_hard_bounce(s, j->subscriber_id, j->list_id,
-		                                 p->bounce_threshold, r->reply, &bounced, err) < 0))
+		if (fresh < 0 || (fresh && ledger_hard_bounce(s, j->subscriber_id, j->list_id,
+		                                              p->bounce_threshold, r->reply,
+		                                              &bounced, NULL, err) < 0))
 			goto fail;
 	}
 	if (store_commit(s, err) < 0)

@@ -106,11 +106,21 @@ int ledger_bounced(struct store *s, int64_t id, const char *status, const char *
 /*
  * One hard bounce for the membership (subscriber, list): its bounce_score
  * + 1 when it is pending or confirmed, and it becomes 'bounced' when the
- * score reaches threshold (*bounced says whether that happened now). Other
+ * score reaches threshold (*bounced says whether that happened now; *score,
+ * which may be NULL, the score after, 0 when nothing was counted). Other
  * lists of the subscriber are left alone.
  */
 int ledger_hard_bounce(struct store *s, int64_t subscriber_id, int64_t list_id, int threshold,
-                       const char *detail, bool *bounced, struct err *err);
+                       const char *detail, bool *bounced, int *score, struct err *err);
+
+/* One delivery, as a bounce report names it. */
+struct ledger_delivery {
+	int64_t id, subscriber_id, list_id;
+	int issue, article; /* the issue's number (0: a confirmation mail), the part */
+	char *email;        /* the subscriber's address, allocated */
+};
+/* Looks delivery id up: 1 found (d filled; free d->email), 0 none, -1 error. */
+int ledger_delivery_get(struct store *s, int64_t id, struct ledger_delivery *d, struct err *err);
 
 /* Deliveries by state: n[LEDGER_SENT] … */
 struct ledger_counts {

@@ -13,6 +13,7 @@
 
 #include "feed.h"
 #include "fsutil.h"
+#include "mailconv.h"
 #include "mailhtml.h"
 #include "md.h"
 #include "render.h"
@@ -27,10 +28,8 @@ void render_links(const struct conf *c, const struct token_key *k, int64_t subsc
 	char unsub[TOKEN_MAX], verp[TOKEN_MAX];
 	token_make(k, TOKEN_UNSUBSCRIBE, subscriber, list, unsub);
 	token_make(k, TOKEN_VERP, delivery, 0, verp);
-	const char *rp = c->smtp.return_path, *at = strrchr(rp, '@'), *t = strstr(rp, "{token}");
 	l->unsub_url = xasprintf("%su/%s", c->site.base_url, unsub);
-	/* the unsubscribe mail goes to the bounces' domain: the MTA routes both */
-	l->unsub_mailto = xasprintf("unsubscribe+%s%s", unsub, at ? at : "@localhost");
+	l->unsub_mailto = mailconv_unsub_mailto(c->smtp.return_path, unsub);
 	l->confirm_url = NULL;
 	if (confirm) {
 		/* only the confirmation mail has one: an HMAC saved on every other */
@@ -38,9 +37,8 @@ void render_links(const struct conf *c, const struct token_key *k, int64_t subsc
 		token_make(k, TOKEN_CONFIRM, subscriber, list, tok);
 		l->confirm_url = xasprintf("%sc/%s", c->site.base_url, tok);
 	}
-	l->return_path =
-	    t ? xasprintf("%.*s%s%s", (int)(t - rp), rp, verp, t + strlen("{token}")) : xstrdup(rp);
-	l->message_id = xasprintf("matrix.%s", verp);
+	l->return_path = mailconv_return_path(c->smtp.return_path, verp);
+	l->message_id = mailconv_message_id(verp);
 }
 
 void render_links_free(struct render_links *l)

@@ -254,3 +254,157 @@ def test_a_v1_store_keeps_its_bounce_scores(env):
         [(1, 5), (2, None)]
     assert "bounce_score" not in [r[1] for r in con.execute("PRAGMA table_info(subscribers)")]
     con.close()
+
+
+def with_ids(sample, mid):
+    """A sample whose In-Reply-To/References (and nothing else) name mid."""
+    text = (SAMPLES / sample).read_text()
+    return re.sub(r"^(In-Reply-To|References): <[^>]+>", rf"\1: {mid}", text, flags=re.M)
+
+
+def test_forged_replies_change_nothing(env):
+    """Replies carry our Message-IDs in In-Reply-To/References; three of
+    them saying "Re: delivery failed … permanent error" bounced a
+    subscriber on every list. A person's reply is no bounce, and a
+    Message-ID only in a report's own headers proves nothing."""
+    env.ctl("list-create", "extra", check=0)
+    env.ctl("subscribe", "victim@example.org", check=0)
+    env.ctl("subscribe", "victim@example.org", "--list", "extra", check=0)
+    publish(env)
+    mails = [m for m in delivered(env) if m["To"] == "victim@example.org"]
+    for m in mails[:3]:
+        p = env.ctl("bounce", input=with_ids("reply-delivery-failed.eml", m["Message-ID"]))
+        assert p.returncode == 0, p.stderr
+        assert p.stdout.startswith("not-a-bounce") and "reply" in p.stdout
+    # the same words without the reply's marks: a "bounce" for no delivery
+    for m in mails[3:6]:
+        text = with_ids("reply-delivery-failed.eml", m["Message-ID"])
+        text = text.replace("Subject: Re: delivery failed", "Subject: delivery failed")
+        text = re.sub(r"^In-Reply-To: .*\n", "", text, flags=re.M)
+        p = env.ctl("bounce", input=text)
+        assert p.returncode == 0, p.stderr
+        assert "not acted on" in p.stdout
+        d = json.loads(env.ctl("--json", "bounce", "--dry-run", input=text).stdout)
+        assert d["delivery"] is None
+    show = env.ctl_json("show", "victim@example.org")
+    assert [(m["status"], m["bounce_score"]) for m in show["memberships"]] == \
+        [("confirmed", 0), ("confirmed", 0)]
+    assert not [e for e in show["events"] if e["kind"] != "subscribe"]
+    assert show["deliveries"]["failed"] == 0
+
+
+def test_a_complaint_naming_us_only_in_in_reply_to_changes_nothing(env):
+    env.ctl("subscribe", "victim@example.org", check=0)
+    publish(env)
+    m = delivered(env)[0]
+    p = env.ctl("bounce", input=with_ids("arf-in-reply-to.eml", m["Message-ID"]))
+    assert p.returncode == 0, p.stderr
+    assert p.stdout.startswith("complaint") and "dropped" in p.stdout
+    show = env.ctl_json("show", "victim@example.org")
+    assert show["memberships"][0]["status"] == "confirmed"
+
+
+def test_a_queue_expiry_fails_the_delivery(env):
+    """Postfix gives up on mail it could not deliver for its whole queue
+    lifetime with Action: failed and a 4.x.x status: a failure, counted."""
+    env.ctl("subscribe", "down@example.org", check=0)
+    publish(env)
+    m = delivered(env)[0]
+    p = env.ctl("bounce", input=dsn_for(m, "down@example.org", "postfix-expired-hard.eml"))
+    assert p.returncode == 0, p.stderr
+    assert p.stdout.startswith("hard") and "4.4.1" in p.stdout
+    show = env.ctl_json("show", "down@example.org")
+    assert show["memberships"][0]["bounce_score"] == 1
+    assert show["deliveries"]["failed"] == 1
+    assert [e["kind"] for e in show["events"]][-1] == "bounce"
+    assert "4.4.1" in show["events"][-1]["detail"]
+
+
+def test_a_receiver_refusing_us_is_not_the_subscribers_bounce(env):
+    """A final 4.7.x failure is a receiver that kept refusing our IP or our
+    volume: the delivery is lost, but the address is not to blame."""
+    env.ctl("subscribe", "big@example.org", check=0)
+    publish(env)
+    m = delivered(env)[0]
+    text = dsn_for(m, "big@example.org", "postfix-expired-hard.eml")
+    text = text.replace("Status: 4.4.1", "Status: 4.7.0").replace(
+        "X-Postfix; connect to mx.example.net[192.0.2.25]:25:\n    Connection timed out",
+        "smtp; 421 4.7.0 [TS04] Messages from 198.51.100.7 temporarily deferred")
+    p = env.ctl("bounce", input=text)
+    assert p.returncode == 0, p.stderr
+    assert "not counted" in p.stdout
+    show = env.ctl_json("show", "big@example.org")
+    assert show["memberships"][0] == {**show["memberships"][0], "status": "confirmed",
+                                      "bounce_score": 0}
+    assert show["deliveries"]["failed"] == 1
+    assert show["events"][-1]["kind"] == "refused"
+
+
+def test_a_delay_is_noted_apart_from_failures(env):
+    env.ctl("subscribe", "slow@example.org", check=0)
+    publish(env)
+    mails = delivered(env)
+    p = env.ctl("bounce", input=dsn_for(mails[0], "slow@example.org", "postfix-delay-soft.eml"))
+    assert p.returncode == 0 and "delayed" in p.stdout
+    p = env.ctl("bounce", input=dsn_for(mails[1], "slow@example.org"))
+    assert p.returncode == 0 and "failed" in p.stdout
+    show = env.ctl_json("show", "slow@example.org")
+    assert [e["kind"] for e in show["events"]] == ["subscribe", "delayed", "bounce"]
+    assert show["deliveries"]["failed"] == 1 and show["deliveries"]["sent"] == 14
+
+
+def test_a_store_that_fails_the_lookup_exits_75(env):
+    """The MTA keeps what we could not record: exit 75, never 0."""
+    import sqlite3
+    env.ctl("subscribe", "gone@example.org", check=0)
+    publish(env)
+    dsn = dsn_for(delivered(env)[0], "gone@example.org")
+    con = sqlite3.connect(env.db)
+    con.execute("ALTER TABLE deliveries RENAME TO deliveries_broken")
+    con.commit()
+    con.close()
+    p = env.ctl("bounce", input=dsn)
+    assert p.returncode == 75, (p.stdout, p.stderr)
+    assert "try again later" in p.stderr
+    assert env.ctl("--json", "bounce", "--dry-run", input=dsn).returncode == 75
+    # a configuration that does not load: 75 as well
+    env.conf.write_text(env.conf.read_text() + "\nbounce_treshold = 3;\n")
+    assert env.ctl("bounce", input=dsn).returncode == 75
+
+
+def test_dry_run_needs_no_secret(env):
+    """An admin in the daemon's group may read the store but not the 0600
+    secret: --dry-run still says what the message is; recording needs it."""
+    import os
+    import subprocess
+    from conftest import MATRIXCTL
+    if os.geteuid() != 0 or not shutil.which("setpriv"):
+        pytest.skip("needs root and setpriv to run matrixctl as another user")
+    env.ctl("subscribe", "gone@example.org", check=0)
+    publish(env)
+    dsn = dsn_for(delivered(env)[0], "gone@example.org")
+    os.chmod(env.tmp, 0o755)
+    for p in (env.tmp / "state").iterdir():
+        if p.name != "secret":
+            os.chown(p, 0, 65534)
+            os.chmod(p, 0o660 if p.is_file() else 0o2770)
+    os.chown(env.tmp / "state", 0, 65534)
+    os.chmod(env.tmp / "state", 0o2770)
+    os.chmod(env.conf, 0o644)
+    parents = [q for q in env.tmp.parents if str(q).startswith("/tmp/")]
+    modes = {q: q.stat().st_mode for q in parents}
+    try:
+        for q in parents:
+            os.chmod(q, modes[q] | 0o005)
+        run = lambda *a: subprocess.run(
+            ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", str(MATRIXCTL),
+             "-c", str(env.conf), *a], input=dsn, capture_output=True, text=True, timeout=60)
+        p = run("--json", "bounce", "--dry-run")
+        assert p.returncode == 0, p.stderr
+        d = json.loads(p.stdout)
+        assert d["kind"] == "hard" and d["delivery"] is None
+        assert "daemon's user" in p.stderr
+        assert run("bounce").returncode == 75
+    finally:
+        for q in parents:
+            os.chmod(q, modes[q])

@@ -20,6 +20,7 @@
 #include "bounce.h"
 #include "buf.h"
 #include "htmltext.h"
+#include "mailconv.h"
 #include "utf8.h"
 #include "xmalloc.h"
 
@@ -539,13 +540,13 @@ static void test_deep_nesting(void **state)
 static void test_prefix_and_tokens(void **state)
 {
 	(void)state;
-	char *p = bounce_verp_prefix("bounces+{token}@example.org");
+	char *p = mailconv_verp_prefix("bounces+{token}@example.org");
 	assert_string_equal(p, "bounces+");
 	free(p);
-	assert_null(bounce_verp_prefix("bounces@example.org"));
-	assert_null(bounce_verp_prefix("bounces@{token}.example.org"));
-	assert_null(bounce_verp_prefix("{token}@example.org"));
-	assert_null(bounce_verp_prefix(NULL));
+	assert_null(mailconv_verp_prefix("bounces@example.org"));
+	assert_null(mailconv_verp_prefix("bounces@{token}.example.org"));
+	assert_null(mailconv_verp_prefix("{token}@example.org"));
+	assert_null(mailconv_verp_prefix(NULL));
 
 	static const struct {
 		const char *in, *want;
