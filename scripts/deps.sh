@@ -13,7 +13,7 @@ libxml2-dev libconfig-dev libsystemd-dev libsqlite3-dev libcmark-gfm-dev
 libcmark-gfm-extensions-dev libjson-c-dev libcsv-dev libmicrohttpd-dev
 libgnutls28-dev libidn2-dev libunistring-dev libopendkim-dev libssl-dev"
 run="$build sqlite3"
-check="$build libcmocka-dev python3 python3-pytest python3-pytest-xdist
+check="$build libcmocka-dev python3 python3-pytest python3-pytest-xdist postfix
 python3-aiosmtpd python3-feedparser libxml2-utils sqlite3 openssl
 spamassassin systemd procps locales man-db chromium chromium-driver
 python3-selenium python3-dkim"
