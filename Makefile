@@ -136,7 +136,8 @@ system: all
 # The real flows again with matrixd and matrixctl built with ASan+UBSan
 # (leaks included); the timing-sensitive daemon tests are left to the plain run.
 SAN_SYSTEM := test_inspect.py test_config.py test_render.py test_subscribers.py \
-              test_delivery.py test_failures.py test_bounce.py test_http.py test_dkim.py
+              test_delivery.py test_failures.py test_bounce.py test_http.py test_dkim.py \
+              test_addresses.py
 system-san: all
 	@echo "system tests against the ASan+UBSan build:"
 	@MATRIXD_BUILD=$(abspath $(BUILD)) $(PYTHON) -m pytest -q -n 2 -p no:cacheprovider \

@@ -409,10 +409,8 @@ int subs_queue_confirmation(struct store *s, int64_t subscriber_id, int64_t list
 	return 0;
 }
 
-/* Inserts a membership. consent: record now/via/by (an opt-in); a
- * membership created as unsubscribed or bounced has no consent. */
-static int membership_insert(struct store *s, int64_t sid, int64_t lid, enum subs_status status,
-                             enum subs_mode mode, const char *via, const char *by, struct err *err)
+int subs_membership_add(struct store *s, int64_t sid, int64_t lid, enum subs_status status,
+                        enum subs_mode mode, const char *via, const char *by, struct err *err)
 {
 	static const char sql[] =
 	    "INSERT INTO memberships(list_id, subscriber_id, status, mode, consent_at,"
@@ -435,29 +433,46 @@ static int membership_insert(struct store *s, int64_t sid, int64_t lid, enum sub
 	return store_step_done(s, st, err, "adding a membership");
 }
 
-/* Changes a membership's status; an opt-in (pending, confirmed) renews the
- * consent record, a suppression keeps the old one for the history. */
-static int membership_set_status(struct store *s, int64_t sid, int64_t lid, enum subs_status status,
-                                 const char *via, const char *by, struct err *err)
+int subs_transition(struct store *s, int64_t sid, int64_t lid, enum subs_status from,
+                    enum subs_status to, const char *via, const char *by, const char *actor,
+                    const char *why, struct err *err)
 {
 	static const char optin_sql[] =
 	    "UPDATE memberships SET status = ?3, status_at = ?4, consent_at = ?4,"
-	    " consent_via = ?5, consent_by = ?6 WHERE list_id = ?1 AND subscriber_id = ?2";
+	    " consent_via = ?5, consent_by = ?6,"
+	    " bounce_score = CASE WHEN ?7 THEN 0 ELSE bounce_score END"
+	    " WHERE list_id = ?1 AND subscriber_id = ?2";
 	static const char optout_sql[] = "UPDATE memberships SET status = ?3, status_at = ?4"
 	                                 " WHERE list_id = ?1 AND subscriber_id = ?2";
-	bool optin = !subs_is_suppressed(status);
+	static const char touch_sql[] = "UPDATE subscribers SET updated_at = ?2 WHERE id = ?1";
+	if (from == to)
+		return 0;
+	bool optin = !subs_is_suppressed(to);
+	int64_t now = store_now();
 	sqlite3_stmt *st = store_stmt(s, optin ? optin_sql : optout_sql, err);
 	if (st == NULL)
 		return -1;
 	sqlite3_bind_int64(st, 1, lid);
 	sqlite3_bind_int64(st, 2, sid);
-	sqlite3_bind_text(st, 3, subs_status_name(status), -1, SQLITE_STATIC);
-	sqlite3_bind_int64(st, 4, store_now());
+	sqlite3_bind_text(st, 3, subs_status_name(to), -1, SQLITE_STATIC);
+	sqlite3_bind_int64(st, 4, now);
 	if (optin) {
-		sqlite3_bind_text(st, 5, via, -1, SQLITE_STATIC);
-		sqlite3_bind_text(st, 6, by, -1, SQLITE_STATIC);
+		sqlite3_bind_text(st, 5, via ? via : "", -1, SQLITE_STATIC);
+		sqlite3_bind_text(st, 6, by ? by : actor ? actor : "", -1, SQLITE_STATIC);
+		sqlite3_bind_int(st, 7, from == SUBS_BOUNCED);
 	}
-	return store_step_done(s, st, err, "changing a membership");
+	if (store_step_done(s, st, err, "changing a membership") < 0)
+		return -1;
+	if ((st = store_stmt(s, touch_sql, err)) == NULL)
+		return -1;
+	sqlite3_bind_int64(st, 1, sid);
+	sqlite3_bind_int64(st, 2, now);
+	if (store_step_done(s, st, err, "changing a subscriber") < 0)
+		return -1;
+	char detail[512];
+	snprintf(detail, sizeof detail, "%s -> %s%s%s", subs_status_name(from),
+	         subs_status_name(to), why && *why ? ": " : "", why && *why ? why : "");
+	return subs_event_add(s, sid, lid, subs_transition_kind(from, to), via, actor, detail, err);
 }
 
 int subs_membership_set_mode(struct store *s, int64_t sid, int64_t lid, enum subs_mode mode,
@@ -486,18 +501,6 @@ const char *subs_transition_kind(enum subs_status from, enum subs_status to)
 	if (from == SUBS_PENDING && to == SUBS_CONFIRMED)
 		return "confirm";
 	return "status";
-}
-
-static int reset_bounce_score(struct store *s, int64_t sid, int64_t lid, struct err *err)
-{
-	static const char sql[] = "UPDATE memberships SET bounce_score = 0"
-	                          " WHERE subscriber_id = ?1 AND list_id = ?2";
-	sqlite3_stmt *st = store_stmt(s, sql, err);
-	if (st == NULL)
-		return -1;
-	sqlite3_bind_int64(st, 1, sid);
-	sqlite3_bind_int64(st, 2, lid);
-	return store_step_done(s, st, err, "resetting the bounce score");
 }
 
 /* Looks up a subscriber by key and its membership of lid. Returns 1 found
@@ -613,7 +616,7 @@ int subs_subscribe(struct store *s, const struct subs_request *rq, struct subs_r
 	char detail[64];
 	if (!member) {
 		mode = rq->mode >= 0 ? (enum subs_mode)rq->mode : SUBS_ARTICLE;
-		if (membership_insert(s, sid, lid, target, mode, via, actor, err) < 0)
+		if (subs_membership_add(s, sid, lid, target, mode, via, actor, err) < 0)
 			goto out;
 		snprintf(detail, sizeof detail, "%s, %s", subs_status_name(target),
 		         subs_mode_name(mode));
@@ -630,12 +633,8 @@ int subs_subscribe(struct store *s, const struct subs_request *rq, struct subs_r
 		if (subs_is_suppressed(status) || (status == SUBS_PENDING && !rq->confirm))
 			to = target;
 		if (to != status) {
-			if (membership_set_status(s, sid, lid, to, via, actor, err) < 0)
-				goto out;
-			if (status == SUBS_BOUNCED && reset_bounce_score(s, sid, lid, err) < 0)
-				goto out;
-			if (subs_event_add(s, sid, lid, subs_transition_kind(status, to), via,
-			                   actor, subs_status_name(to), err) < 0)
+			if (subs_transition(s, sid, lid, status, to, via, NULL, actor, NULL, err) <
+			    0)
 				goto out;
 			status = to;
 			status_at = now;
@@ -710,9 +709,8 @@ int subs_unsubscribe(struct store *s, const char *email, const char *list, const
 		res->status_at = status_at;
 		return store_commit(s, err); /* nothing written */
 	}
-	if (membership_set_status(s, sid, lid, SUBS_UNSUBSCRIBED, via, actor, err) < 0 ||
-	    subs_event_add(s, sid, lid, "unsubscribe", via, actor, subs_status_name(status), err) <
-	        0)
+	if (subs_transition(s, sid, lid, status, SUBS_UNSUBSCRIBED, via, NULL, actor, NULL, err) <
+	    0)
 		goto fail;
 	if (store_commit(s, err) < 0)
 		return -1;
@@ -754,9 +752,7 @@ static int transition_id(struct store *s, int64_t sid, int64_t lid, unsigned fro
 	}
 	if (cur == to || !(from_mask & (1u << cur)))
 		return store_commit(s, err); /* nothing written */
-	if (membership_set_status(s, sid, lid, to, via, actor, err) < 0 ||
-	    subs_event_add(s, sid, lid, subs_transition_kind(cur, to), via, actor,
-	                   detail ? detail : "", err) < 0)
+	if (subs_transition(s, sid, lid, cur, to, via, NULL, actor, detail, err) < 0)
 		goto fail;
 	if (store_commit(s, err) < 0)
 		return -1;

@@ -169,6 +169,20 @@ int subs_event_add(struct store *s, int64_t subscriber_id, int64_t list_id, cons
 const char *subs_transition_kind(enum subs_status from, enum subs_status to);
 
 /*
+ * The one way a membership's status changes (subscribe, unsubscribe, the
+ * confirmation link, a bounce report, an import all come here): the status
+ * and status_at; on an opt-in (to pending or confirmed) the consent record
+ * renewed (now, via, by; by NULL = actor) and, after bounced, the bounce score reset; on a
+ * suppression the consent kept for the history; the subscriber's
+ * updated_at; and an events row (via, actor) of kind subs_transition_kind() with the
+ * detail "FROM -> TO" (": why" added when why is not NULL or ""). Nothing
+ * when from == to. In the caller's transaction.
+ */
+int subs_transition(struct store *s, int64_t subscriber_id, int64_t list_id, enum subs_status from,
+                    enum subs_status to, const char *via, const char *by, const char *actor,
+                    const char *why, struct err *err);
+
+/*
  * Queues the confirmation mail of a pending membership: a deliveries row
  * (issue_id 0, part = list_id, state queued, next_attempt now). An existing
  * row that was sent or failed is queued again (attempts 0); one still on its
@@ -177,6 +191,13 @@ const char *subs_transition_kind(enum subs_status from, enum subs_status to);
  */
 int subs_queue_confirmation(struct store *s, int64_t subscriber_id, int64_t list_id, bool *queued,
                             struct err *err);
+
+/* Adds a membership of subscriber_id to list_id (the batched import writes
+ * its new rows itself). An opt-in records its consent (now, via, by); one
+ * created unsubscribed or bounced has none. */
+int subs_membership_add(struct store *s, int64_t subscriber_id, int64_t list_id,
+                        enum subs_status status, enum subs_mode mode, const char *via,
+                        const char *by, struct err *err);
 
 int subs_membership_set_mode(struct store *s, int64_t subscriber_id, int64_t list_id,
                              enum subs_mode mode, struct err *err);

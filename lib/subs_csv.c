@@ -239,17 +239,6 @@ static int apply_existing(struct imp *im, const struct row *r)
 	static const char upd_sql[] =
 	    "UPDATE subscribers SET name = ?2, attrs = ?3, updated_at = ?4"
 	    " WHERE id = ?1";
-	static const char ins_sql[] =
-	    "INSERT INTO memberships(list_id, subscriber_id, status, mode, consent_at, consent_via,"
-	    " consent_by, status_at, created_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?8)";
-	static const char status_sql[] =
-	    "UPDATE memberships SET status = ?3, status_at = ?4,"
-	    " consent_at = CASE WHEN ?5 THEN ?4 ELSE consent_at END,"
-	    " consent_via = CASE WHEN ?5 THEN 'import' ELSE consent_via END,"
-	    " consent_by = CASE WHEN ?5 THEN ?6 ELSE consent_by END,"
-	    " mode = ?7 WHERE list_id = ?1 AND subscriber_id = ?2";
-	static const char bounce_sql[] =
-	    "UPDATE memberships SET bounce_score = 0 WHERE subscriber_id = ?1 AND list_id = ?2";
 	struct store *s = im->s;
 	char *old_name = NULL, *old_attrs = NULL, *new_attrs = NULL;
 	bool member, changed = false;
@@ -303,19 +292,8 @@ static int apply_existing(struct imp *im, const struct row *r)
 
 	if (!member) {
 		mode = r->mode >= 0 ? (enum subs_mode)r->mode : SUBS_ARTICLE;
-		if ((st = store_stmt(s, ins_sql, im->err)) == NULL)
-			goto out;
-		sqlite3_bind_int64(st, 1, im->list_id);
-		sqlite3_bind_int64(st, 2, sid);
-		sqlite3_bind_text(st, 3, subs_status_name(target), -1, SQLITE_STATIC);
-		sqlite3_bind_text(st, 4, subs_mode_name(mode), -1, SQLITE_STATIC);
-		if (!subs_is_suppressed(target)) {
-			sqlite3_bind_int64(st, 5, now);
-			sqlite3_bind_text(st, 6, "import", -1, SQLITE_STATIC);
-			sqlite3_bind_text(st, 7, im->consent_by, -1, SQLITE_STATIC);
-		}
-		sqlite3_bind_int64(st, 8, now);
-		if (store_step_done(s, st, im->err, "adding a membership") < 0)
+		if (subs_membership_add(s, sid, im->list_id, target, mode, "import", im->consent_by,
+		                        im->err) < 0)
 			goto out;
 		im->st->added++;
 		rc = 0;
@@ -324,30 +302,12 @@ static int apply_existing(struct imp *im, const struct row *r)
 
 	enum subs_mode new_mode = r->mode >= 0 ? (enum subs_mode)r->mode : mode;
 	if (target != cur) {
-		if ((st = store_stmt(s, status_sql, im->err)) == NULL)
+		if (subs_transition(s, sid, im->list_id, cur, target, "import", im->consent_by,
+		                    im->o->actor, NULL, im->err) < 0)
 			goto out;
-		sqlite3_bind_int64(st, 1, im->list_id);
-		sqlite3_bind_int64(st, 2, sid);
-		sqlite3_bind_text(st, 3, subs_status_name(target), -1, SQLITE_STATIC);
-		sqlite3_bind_int64(st, 4, now);
-		sqlite3_bind_int(st, 5, !subs_is_suppressed(target));
-		sqlite3_bind_text(st, 6, im->consent_by, -1, SQLITE_STATIC);
-		sqlite3_bind_text(st, 7, subs_mode_name(new_mode), -1, SQLITE_STATIC);
-		if (store_step_done(s, st, im->err, "changing a membership") < 0)
-			goto out;
-		if (subs_event_add(s, sid, im->list_id, subs_transition_kind(cur, target), "import",
-		                   im->o->actor, im->consent_by, im->err) < 0)
-			goto out;
-		if (cur == SUBS_BOUNCED && !subs_is_suppressed(target)) {
-			if ((st = store_stmt(s, bounce_sql, im->err)) == NULL)
-				goto out;
-			sqlite3_bind_int64(st, 1, sid);
-			sqlite3_bind_int64(st, 2, im->list_id);
-			if (store_step_done(s, st, im->err, "resetting the bounce score") < 0)
-				goto out;
-		}
 		changed = true;
-	} else if (new_mode != mode) {
+	}
+	if (new_mode != mode) {
 		if (subs_membership_set_mode(s, sid, im->list_id, new_mode, im->err) < 0)
 			goto out;
 		changed = true;
@@ -667,6 +627,22 @@ static int header(struct imp *im, int line)
 	return 0;
 }
 
+/* reject() for a row whose attributes were partly collected. */
+static int rejected(struct json_object **attrs, struct imp *im, int line, const char *fmt, ...)
+    __attribute__((format(printf, 4, 5)));
+
+static int rejected(struct json_object **attrs, struct imp *im, int line, const char *fmt, ...)
+{
+	char msg[900];
+	va_list ap;
+	va_start(ap, fmt);
+	vsnprintf(msg, sizeof msg, fmt, ap);
+	va_end(ap);
+	json_object_put(*attrs);
+	*attrs = NULL;
+	return reject(im, line, "%s", msg);
+}
+
 /* One record: the header, or a row that is imported or rejected (0);
  * -1 when the import stops (a bad header, the store failed). */
 static int record(struct imp *im, int line)
@@ -704,13 +680,13 @@ static int record(struct imp *im, int line)
 		switch (im->kind[i]) {
 		case COL_EMAIL:
 			if (addr_check(f, n, r.key, &e) < 0)
-				return reject(im, line, "%s", e.msg);
+				return rejected(&attrs, im, line, "%s", e.msg);
 			r.email = f;
 			break;
 		case COL_NAME:
 			if ((why = subs_text_check(f, n, SUBS_NAME_MAX)) != NULL)
-				return reject(
-				    im, line,
+				return rejected(
+				    &attrs, im, line,
 				    "the name %s; a name is one line of at most %d characters", why,
 				    SUBS_NAME_MAX);
 			r.name = f;
@@ -720,8 +696,8 @@ static int record(struct imp *im, int line)
 				break;
 			enum subs_mode m;
 			if (subs_mode_parse(f, &m) < 0)
-				return reject(
-				    im, line,
+				return rejected(
+				    &attrs, im, line,
 				    "mode must be 'article' or 'digest' (or empty), not '%.40s'",
 				    f);
 			r.mode = (int)m;
@@ -730,8 +706,8 @@ static int record(struct imp *im, int line)
 			if (n == 0)
 				break;
 			if (subs_status_parse(f, &r.status) < 0)
-				return reject(
-				    im, line,
+				return rejected(
+				    &attrs, im, line,
 				    "status must be confirmed, pending, unsubscribed or bounced "
 				    "(or empty), not '%.40s'",
 				    f);

@@ -849,6 +849,65 @@ static void test_export_round_trip(void **state)
 	free(h);
 }
 
+/*
+ * One transition rule: a bounced membership resubscribed by an admin and
+ * one resubscribed by an import end up alike (status, its time, consent
+ * renewed, bounce score reset, the subscriber's updated_at, the event's
+ * kind and detail); only how and by whom differ.
+ */
+static void test_one_transition(void **state)
+{
+	struct fx *f = *state;
+	struct subs_import_opts o = {.resubscribe = true};
+	struct subs_import_stats st;
+	struct rej rj;
+	struct err e;
+	sub(f->s, "a@example.org", NULL, false, false, -1, NULL, 0);
+	sub(f->s, "b@example.org", NULL, false, false, -1, NULL, 0);
+	assert_int_equal(subs_bounce_id(f->s, 1, 1, "3 hard bounces", NULL, &e), 0);
+	assert_int_equal(subs_bounce_id(f->s, 2, 1, "3 hard bounces", NULL, &e), 0);
+	assert_int_equal(store_exec(f->s, "UPDATE memberships SET bounce_score = 3", &e), 0);
+
+	setenv("MATRIXD_FAKE_NOW", "1700000900", 1);
+	struct subs_result r = sub(f->s, "a@example.org", NULL, false, true, -1, NULL, 0);
+	assert_int_equal(r.outcome, SUBS_UPDATED);
+	const char csv[] = "email\nb@example.org\n";
+	assert_int_equal(import_str(f, csv, sizeof csv - 1, &o, &st, &rj, &e), 0);
+	assert_int_equal(st.updated, 1);
+	rej_free(&rj);
+
+	static const char *const what[] = {
+	    "SELECT m.status || '|' || m.status_at || '|' || m.consent_at || '|' || m.bounce_score"
+	    " || '|' || s.updated_at FROM memberships m JOIN subscribers s ON s.id = "
+	    "m.subscriber_id WHERE s.id = %d",
+	    "SELECT kind || '|' || detail FROM events WHERE subscriber_id = %d ORDER BY id DESC"
+	    " LIMIT 1",
+	};
+	for (size_t k = 0; k < 2; k++) {
+		char qa[400], qb[400];
+		snprintf(qa, sizeof qa, what[k], 1);
+		snprintf(qb, sizeof qb, what[k], 2);
+		char *a = q_text(f->s, qa), *b = q_text(f->s, qb);
+		if (strcmp(a, b) != 0)
+			fail_msg("subscribe gave '%s', import '%s'", a, b);
+		free(a);
+		free(b);
+	}
+	assert_q(f->s, "SELECT status || '|' || bounce_score FROM memberships WHERE subscriber_id = 2",
+	         "confirmed|0");
+	assert_q(f->s, "SELECT updated_at FROM subscribers WHERE id = 2", "1700000900");
+	assert_q(f->s, "SELECT kind || '|' || detail FROM events WHERE subscriber_id = 2"
+	               " ORDER BY id DESC LIMIT 1",
+	         "resubscribe|bounced -> confirmed");
+	assert_q(f->s, "SELECT consent_via || '|' || consent_by FROM memberships"
+	               " WHERE subscriber_id = 1",
+	         "cli|cli:tester");
+	char *by = q_text(f->s, "SELECT consent_via || '|' || consent_by FROM memberships"
+	                        " WHERE subscriber_id = 2");
+	assert_non_null(strstr(by, "import|import:"));
+	free(by);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -866,6 +925,7 @@ int main(void)
 	    cmocka_unit_test_setup_teardown(test_import_status_attrs, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_import_atomic_dry, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_export_round_trip, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_one_transition, setup, teardown),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }
