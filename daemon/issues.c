@@ -43,8 +43,10 @@ struct entry {
 	ino_t ino;     /* a file renamed over the old one is another file */
 	off_t size;
 	int64_t changed_ms; /* monotonic time of the last change we saw */
-	bool done;          /* processed in this (mtime, size) state */
-	bool seen;          /* still present in the last scan */
+	/* publishing failed (public_dir not writable): tried again then */
+	int64_t retry_ms, backoff_ms;
+	bool done; /* processed in this (mtime, size) state */
+	bool seen; /* still present in the last scan */
 };
 
 struct watch {
@@ -53,7 +55,18 @@ struct watch {
 	struct entry *e;
 	size_t n;
 	int64_t give_up_ms; /* --once: a file not settled by then waits for the next run */
+	/* index.html and the feeds could not be written: tried again then */
+	int64_t listing_retry_ms, listing_backoff_ms;
 };
+
+/* Publishing that failed is tried again after 5 s, doubling to 5 min. */
+static int64_t backoff(int64_t *ms)
+{
+	*ms = *ms ? *ms * 2 : 5000;
+	if (*ms > 300000)
+		*ms = 300000;
+	return now_ms() + *ms;
+}
 
 static bool ignored(const char *name)
 {
@@ -221,6 +234,7 @@ static void look(struct daemon *d, const char *name)
 		int64_t age = (int64_t)time(NULL) - (int64_t)st.st_mtime;
 		e->changed_ms = now_ms() - (age > 0 ? age * 1000 : 0);
 		e->done = st.st_size < 0; /* nothing to parse yet */
+		e->retry_ms = e->backoff_ms = 0;
 	}
 	free(path);
 	free(top);
@@ -283,6 +297,38 @@ void watch_on_event(struct daemon *d)
 	}
 }
 
+/*
+ * index.html and the feeds: a failure (public_dir read-only, full) is shown
+ * by `matrixctl status` under public_dir's name and tried again; success
+ * clears it.
+ */
+static void listing_result(struct daemon *d, bool ok, const struct err *e)
+{
+	struct watch *w = d->watch;
+	struct err e2;
+	if (ok) {
+		if (archive_error_clear(d->store, d->conf.public_dir, &e2) < 0)
+			log_warnx("%s", e2.msg);
+		if (w)
+			w->listing_retry_ms = w->listing_backoff_ms = 0;
+		return;
+	}
+	char msg[sizeof e->msg + 200];
+	snprintf(msg, sizeof msg,
+	         "index.html and feeds not written: %s; make public_dir writable (tried again "
+	         "every few minutes, at SIGHUP and at the next start)",
+	         e->msg);
+	log_err("%s", msg);
+	if (archive_error_set(d->store, d->conf.public_dir, "", msg, &e2) < 0)
+		log_warnx("%s", e2.msg);
+	if (d->once) {
+		if (d->exit_code == 0)
+			d->exit_code = 75; /* nothing lost: the next run tries again */
+	} else if (w) {
+		w->listing_retry_ms = backoff(&w->listing_backoff_ms);
+	}
+}
+
 int publish_listing(struct daemon *d)
 {
 	struct err e;
@@ -317,8 +363,7 @@ int publish_listing(struct daemon *d)
 	int r = render_index(&d->conf, d->tmpl, items, k, d->conf.public_dir, &e);
 	if (r == 0)
 		r = render_feeds(&d->conf, feed, have, d->conf.public_dir, &e);
-	if (r < 0)
-		log_warnx("publishing the archive: %s", e.msg);
+	listing_result(d, r == 0, &e);
 	for (size_t i = 0; i < nloaded; i++)
 		issue_free(loaded[i]);
 	free(loaded);
@@ -342,7 +387,7 @@ static void reject(struct daemon *d, const char *path, const char *hash, const s
 		d->exit_code = 1; /* --once: an error, after the rest is done */
 }
 
-static void process(struct daemon *d, const char *load, const char *path);
+static int process(struct daemon *d, const char *load, const char *path);
 
 bool watch_settling(struct watch *w, const char *path)
 {
@@ -398,9 +443,51 @@ void issue_process(struct daemon *d, const char *path)
 	schedule_refresh(d);
 }
 
-/* load: what issue_load reads (the folder of a folder issue, so that its
- * images are published); path: the file, as recorded and reported. */
-static void process(struct daemon *d, const char *load, const char *path)
+/*
+ * Writes the issue's pages into public_dir and notes it in the store. A
+ * failure is the issue's error in `matrixctl status` until the pages are
+ * written, and -1: the caller tries again.
+ */
+static int publish_pages(struct daemon *d, const struct issue *is, const struct archive_issue *a,
+                         const char *path)
+{
+	struct err e;
+	err_clear(&e);
+	int r = render_issue_pages(&d->conf, d->tmpl, is, (time_t)a->date, d->conf.public_dir, &e);
+	if (r < 0) {
+		char msg[sizeof e.msg + 300];
+		snprintf(msg, sizeof msg,
+		         "%s: issue %d: pages not written: %s; %s (tried again every few minutes, "
+		         "at SIGHUP and at the next start)",
+		         path, is->number, e.msg,
+		         a->queued_at
+		             ? "make public_dir writable"
+		             : "nothing is sent before they are: make public_dir writable");
+		log_err("%s", msg);
+		struct err e2;
+		if (archive_error_set(d->store, path, is->hash, msg, &e2) < 0)
+			log_warnx("%s", e2.msg);
+	} else if ((r = archive_mark_published(d->store, a->id, is->hash, &e)) < 0) {
+		log_warnx("issue=%d: %s", is->number, e.msg);
+	} else {
+		log_info("issue=%d %s: %s, %zu article%s%s", is->number,
+		         a->queued_at == 0 ? "published" : "corrected", is->title, is->narticles,
+		         is->narticles == 1 ? "" : "s",
+		         a->queued_at ? " (pages and feeds updated; nothing is sent again)" : "");
+	}
+	return r;
+}
+
+/*
+ * Processes one settled issue: load (path is the file as recorded and
+ * reported; load what issue_load reads, the folder of a folder issue so
+ * that its images are published), save, write its pages, queue its
+ * deliveries once its pages are written and it is due, rewrite the
+ * listing. Returns -1 when the pages could not be written: the caller
+ * tries again later; an error of the file itself is recorded and waits for
+ * the file to change.
+ */
+static int process(struct daemon *d, const char *load, const char *path)
 {
 	struct issue_opts o = issue_opts_of(&d->conf);
 	struct issue *is = NULL;
@@ -408,7 +495,7 @@ static void process(struct daemon *d, const char *load, const char *path)
 	err_clear(&e);
 	if (issue_load(load, &o, &is, &e) < 0) {
 		reject(d, path, "", &e);
-		return;
+		return 0;
 	}
 	/* A list name that does not exist would quietly send the issue to
 	 * nobody: refuse it like any other error in the file. */
@@ -422,7 +509,7 @@ static void process(struct daemon *d, const char *load, const char *path)
 		       is->lists[i]);
 		reject(d, path, is->hash, &e);
 		issue_free(is);
-		return;
+		return 0;
 	}
 	int64_t id = 0;
 	enum archive_change change;
@@ -431,35 +518,32 @@ static void process(struct daemon *d, const char *load, const char *path)
 	    0) {
 		reject(d, path, is->hash, &e);
 		issue_free(is);
-		return;
+		return 0;
 	}
-	archive_error_clear(d->store, path, &e);
 	struct archive_issue *a = archive_get(d->store, 0, id, &e);
 	if (a == NULL) {
 		log_warnx("issue %d: %s", is->number, e.msg);
 		issue_free(is);
-		return;
+		return 0;
 	}
 	enum archive_phase ph = archive_phase(a, store_now(), d->conf.schedule_grace);
 	if (ph == ARCHIVE_HELD && a->held_at == 0 &&
 	    archive_hold(d->store, id, store_now(), &e) < 0)
 		log_warnx("issue=%d: %s", is->number, e.msg);
 	bool listing = change != ARCHIVE_UNCHANGED; /* the index and feeds to rewrite */
+	int r = 0;
 	if (ph == ARCHIVE_DRAFT || ph == ARCHIVE_SCHEDULED || ph == ARCHIVE_HELD) {
 		preview(d, is, a, ph, change != ARCHIVE_UNCHANGED);
-	} else if (change != ARCHIVE_UNCHANGED || ph == ARCHIVE_DUE) {
-		if (render_issue_pages(&d->conf, d->tmpl, is, (time_t)a->date, d->conf.public_dir,
-		                       &e) < 0)
-			log_err("issue=%d pages: %s", is->number, e.msg);
+	} else if (change != ARCHIVE_UNCHANGED || !a->is_published || ph == ARCHIVE_DUE) {
+		/* new, changed, due, or its pages failed before */
+		if (publish_pages(d, is, a, path) < 0) {
+			r = -1;
+			goto out; /* nothing is queued before the pages are written */
+		}
 		listing = true;
 		dispatch_invalidate(d->dispatch);
-		log_info("issue=%d %s: %s, %zu article%s%s", is->number,
-		         change == ARCHIVE_NEW || a->queued_at == 0 ? "published" : "corrected",
-		         is->title, is->narticles, is->narticles == 1 ? "" : "s",
-		         change == ARCHIVE_CORRECTED && a->queued_at
-		             ? " (pages and feeds updated; nothing is sent again)"
-		             : "");
 	}
+	archive_error_clear(d->store, path, &e);
 	if (ph == ARCHIVE_DUE) {
 		int64_t added = 0;
 		char *lists = issue_lists_csv(is);
@@ -474,8 +558,18 @@ static void process(struct daemon *d, const char *load, const char *path)
 	/* after the queueing: a scheduled issue is listed once it is out */
 	if (listing)
 		publish_listing(d);
+out:
 	archive_issues_free(a, 1);
 	issue_free(is);
+	return r;
+}
+
+void watch_retry_now(struct daemon *d)
+{
+	struct watch *w = d->watch;
+	for (size_t i = 0; w && i < w->n; i++)
+		if (w->e[i].retry_ms)
+			w->e[i].retry_ms = now_ms();
 }
 
 int64_t watch_settle(struct daemon *d)
@@ -483,11 +577,16 @@ int64_t watch_settle(struct daemon *d)
 	struct watch *w = d->watch;
 	int64_t settle_ms = (int64_t)d->conf.issue_settle_seconds * 1000, next = 0;
 	time_t wall = time(NULL);
+	if (w->listing_retry_ms && w->listing_retry_ms <= now_ms())
+		publish_listing(d);
+	next = w->listing_retry_ms;
 	for (size_t i = 0; i < w->n; i++) {
 		struct entry *e = &w->e[i];
 		if (e->done)
 			continue;
 		int64_t due = e->changed_ms + settle_ms;
+		if (e->retry_ms > due)
+			due = e->retry_ms;
 		/* Also wait for the file's own mtime to be settle seconds old: a
 		 * writer may have been busy before we looked. */
 		int64_t by_mtime = ((int64_t)e->mtime + d->conf.issue_settle_seconds - wall) * 1000;
@@ -506,7 +605,19 @@ int64_t watch_settle(struct daemon *d)
 				                 : NULL;
 				/* may log; entries stay valid (no rescan here) */
 				schedule_retry_now(d->schedule);
-				process(d, load ? load : path, path);
+				if (process(d, load ? load : path, path) < 0) {
+					if (d->once) {
+						if (d->exit_code == 0)
+							d->exit_code =
+							    75; /* the next run tries again */
+					} else {
+						e = &w->e[i];
+						e->done = false;
+						e->retry_ms = backoff(&e->backoff_ms);
+						if (next == 0 || e->retry_ms < next)
+							next = e->retry_ms;
+					}
+				}
 				schedule_refresh(d);
 				free(load);
 				free(path);

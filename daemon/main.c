@@ -135,6 +135,7 @@ int daemon_reload(struct daemon *d)
 	if (new_dir)
 		log_warnx("issue_dir changed: restart matrixd to watch %s", d->conf.issue_dir);
 	publish_listing(d);
+	watch_retry_now(d);
 	log_info("reloaded %s", d->conf_path);
 	sd_notify(0, "READY=1\nSTATUS=reloaded");
 	return 0;

@@ -74,7 +74,8 @@ void watch_rescan(struct daemon *d);   /* full scan (start, IN_Q_OVERFLOW) */
  * that has not settled within issue_settle_seconds of the start is left for
  * the next run. */
 int64_t watch_settle(struct daemon *d);
-/* Rewrites index.html, feed.xml and atom.xml from the store. */
+/* Rewrites index.html, feed.xml and atom.xml from the store (a failure is
+ * shown in status and tried again by watch_settle). */
 int publish_listing(struct daemon *d);
 /* Parses, saves, renders and (when it is due) queues the issue at path. */
 void issue_process(struct daemon *d, const char *path);
@@ -91,6 +92,8 @@ void schedule_refresh(struct daemon *d);
 void schedule_run(struct daemon *d);
 /* Issues that failed at their time are tried again on the next run. */
 void schedule_retry_now(struct schedule *s);
+/* Issues whose publishing failed are tried again now (SIGHUP). */
+void watch_retry_now(struct daemon *d);
 
 /* ---- sender.c ------------------------------------------------------------ */
 struct sjob {

@@ -127,6 +127,17 @@ out:
 	return rc;
 }
 
+int archive_mark_published(struct store *s, int64_t id, const char *hash, struct err *err)
+{
+	static const char sql[] = "UPDATE issues SET pages_hash = ?2 WHERE id = ?1";
+	sqlite3_stmt *st = store_stmt(s, sql, err);
+	if (st == NULL)
+		return -1;
+	sqlite3_bind_int64(st, 1, id);
+	sqlite3_bind_text(st, 2, hash, -1, SQLITE_STATIC);
+	return store_step_done(s, st, err, "mark published");
+}
+
 int archive_mark_queued(struct store *s, int64_t id, int64_t now, struct err *err)
 {
 	static const char sql[] = "UPDATE issues SET queued_at = ?2 WHERE id = ?1";
@@ -155,7 +166,7 @@ enum archive_phase archive_phase(const struct archive_issue *a, int64_t now, int
 
 bool archive_is_public(const struct archive_issue *a)
 {
-	return !a->is_draft && (a->send_at == 0 || a->queued_at != 0);
+	return !a->is_draft && a->is_published && (a->send_at == 0 || a->queued_at != 0);
 }
 
 int archive_hold(struct store *s, int64_t id, int64_t now, struct err *err)
@@ -279,8 +290,8 @@ int archive_cancel_scheduled(struct store *s, const char *path, int64_t *n, stru
 	"coalesce(i.queued_at, 0), i.updated_at, "                                                 \
 	"(SELECT count(*) FROM articles a WHERE a.issue_id = i.id), "                              \
 	"(SELECT title FROM articles a WHERE a.issue_id = i.id AND a.idx = 1), "                   \
-	"coalesce(i.send_at, 0), coalesce(i.held_at, 0), coalesce(i.released_at, 0) FROM issues "  \
-	"i "
+	"coalesce(i.send_at, 0), coalesce(i.held_at, 0), coalesce(i.released_at, 0), "             \
+	"i.pages_hash = i.hash FROM issues i "
 
 static void issue_row(sqlite3_stmt *st, struct archive_issue *a)
 {
@@ -300,6 +311,7 @@ static void issue_row(sqlite3_stmt *st, struct archive_issue *a)
 	a->send_at = sqlite3_column_int64(st, 13);
 	a->held_at = sqlite3_column_int64(st, 14);
 	a->released_at = sqlite3_column_int64(st, 15);
+	a->is_published = sqlite3_column_int(st, 16) != 0;
 }
 
 void archive_issues_free(struct archive_issue *a, size_t n)

@@ -24,6 +24,9 @@ struct archive_issue {
 	int number;
 	char *title, *period, *path, *hash, *lists;
 	bool is_draft;
+	/* its pages in public_dir are written for its current content: only
+	 * then is it queued or listed */
+	bool is_published;
 	int64_t date, queued_at, updated_at; /* queued_at 0: no deliveries yet */
 	int64_t send_at;                     /* 0: not scheduled */
 	int64_t held_at, released_at;        /* 0: not held, not released */
@@ -59,8 +62,9 @@ enum archive_phase {
 	ARCHIVE_PUBLISHED
 };
 enum archive_phase archive_phase(const struct archive_issue *a, int64_t now, int grace);
-/* Readers see it (index, feeds, pages in public_dir): published, or an
- * unscheduled issue that is not a draft. */
+/* Readers see it (index, feeds, pages in public_dir): its pages are
+ * written, and it is published, or an unscheduled issue that is not a
+ * draft. */
 bool archive_is_public(const struct archive_issue *a);
 
 /* Records that issue id is held (its send_at was missed). */
@@ -93,6 +97,9 @@ void archive_scheduled_free(struct archive_scheduled *a, size_t n);
  * issues and drafts stay. *n (may be NULL) counts the issues cancelled.
  */
 int archive_cancel_scheduled(struct store *s, const char *path, int64_t *n, struct err *err);
+
+/* Notes that the issue's pages are written for the content of hash. */
+int archive_mark_published(struct store *s, int64_t id, const char *hash, struct err *err);
 
 /* Notes that the issue's deliveries were created. */
 int archive_mark_queued(struct store *s, int64_t id, int64_t now, struct err *err);

@@ -178,11 +178,23 @@ static const char schema_v4[] = "ALTER TABLE issues ADD COLUMN send_at INTEGER;"
                                 "ALTER TABLE issues ADD COLUMN held_at INTEGER;"
                                 "ALTER TABLE issues ADD COLUMN released_at INTEGER;";
 
+/*
+ * Version 5: the hash of the issue content whose pages are in public_dir.
+ * Nothing is queued or listed before its pages are written (docs/design.md, "Publishing"); the
+ * issues from before were published when they were saved.
+ */
+static const char schema_v5[] = "ALTER TABLE issues ADD COLUMN pages_hash TEXT NOT NULL DEFAULT '';"
+                                "UPDATE issues SET pages_hash = hash;";
+
 /* Each step: SQL, then (when not NULL) a function in the same transaction. */
 static const struct migration {
 	const char *sql;
 	int (*fn)(struct store *s, struct err *err);
-} migrations[] = {{schema_v1, NULL}, {schema_v2, NULL}, {schema_v3, subs_rekey}, {schema_v4, NULL}};
+} migrations[] = {{schema_v1, NULL},
+                  {schema_v2, NULL},
+                  {schema_v3, subs_rekey},
+                  {schema_v4, NULL},
+                  {schema_v5, NULL}};
 #define NMIGRATIONS (int)(sizeof migrations / sizeof migrations[0])
 _Static_assert(NMIGRATIONS == STORE_SCHEMA_VERSION, "STORE_SCHEMA_VERSION is the last migration");
 

@@ -110,6 +110,7 @@ def ctl_noconf(*args, input=None):
 LATER_SCHEMA = {
     4: "ALTER TABLE issues DROP COLUMN send_at; ALTER TABLE issues DROP COLUMN held_at;"
        "ALTER TABLE issues DROP COLUMN released_at;",
+    5: "ALTER TABLE issues DROP COLUMN pages_hash;",
 }
 
 

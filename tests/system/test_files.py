@@ -299,3 +299,90 @@ def test_render_never_writes_through_planted_links(env, tmp_path):
     assert victim.read_text() == "precious\n"
     for f in written:
         assert f.is_file() and not f.is_symlink() and f.stat().st_size > 0
+
+
+# --- a public_dir that cannot be written ------------------------------------------
+#
+# The rule (docs/design.md, "Publishing"): nothing is queued before the
+# issue's pages are written; the failure is shown by `matrixctl status`
+# and retried (and at SIGHUP and restart) until the pages are there.
+
+
+def mail_links_resolve(env, pub, number):
+    """Every article URL in every mail names a page that exists."""
+    base = f"https://news.example.org/matrix/issues/{number}/"
+    files = maildir_files(env)
+    assert files
+    for f in files:
+        m, _ = complete(f)
+        html = m.get_body(("html",)).get_content()
+        slugs = {s.split('"')[0] for s in html.split(base)[1:]}
+        assert slugs, f.name
+        for s in slugs:
+            assert (pub / "issues" / str(number) / (s or "index.html")).is_file(), s
+
+
+def test_read_only_public_dir_queues_nothing_until_written(env):
+    env.ctl("subscribe", "ann@example.org", check=0)
+    with tmpfs(env.tmp / "public", "16m") as pub:
+        remount(pub, "ro")
+        shutil.copy(DATA / "issues" / "toc-zh.txt", env.tmp / "issues")
+        for _ in range(2):  # and a restart changes nothing
+            p = once(env)
+            assert p.returncode == 75, p.stderr
+            assert "Read-only file system" in p.stderr
+            st = env.ctl_json("status")
+            assert [(i["number"], i["queued"], i["sent"]) for i in st["issues"]] == [(61, 0, 0)]
+            errs = [e for e in st["errors"] if "Read-only file system" in e["error"]]
+            assert any(e["path"].endswith("toc-zh.txt") for e in errs), st["errors"]
+            assert not (env.tmp / "maildir" / "new").exists() or maildir_files(env) == []
+        remount(pub, "rw")
+        p = once(env)
+        assert p.returncode == 0, p.stderr
+        st = env.ctl_json("status")
+        assert [(i["number"], i["sent"]) for i in st["issues"]] == [(61, 4)]
+        assert st["errors"] == []
+        assert (pub / "index.html").is_file() and (pub / "feed.xml").is_file()
+        mail_links_resolve(env, pub, 61)
+
+
+def test_full_public_dir_is_retried_by_the_daemon(env):
+    """A public_dir without room: the running daemon shows the error, queues
+    nothing, and publishes and sends by itself once there is room; SIGHUP
+    retries at once."""
+    from test_daemon import Daemon
+    env.ctl("subscribe", "ann@example.org", check=0)
+    with tmpfs(env.tmp / "public", "12k") as pub:
+        # fill what is left, so that no page fits
+        (pub / "filler").write_bytes(b"x" * 4096)
+        with pytest.raises(OSError):
+            (pub / "filler2").write_bytes(b"x" * 65536)
+        d = Daemon(env)
+        try:
+            assert d.wait_log("ready")
+            shutil.copy(DATA / "issues" / "toc-zh.txt", env.tmp / "issues")
+            assert d.wait_log("No space left on device", timeout=30), d.stderr()
+            st = env.ctl_json("status")
+            assert [(i["number"], i["queued"], i["sent"]) for i in st["issues"]] == [(61, 0, 0)]
+            assert any("No space left on device" in e["error"] for e in st["errors"])
+            # wait for the daemon's own second try, then make room and SIGHUP:
+            # the next one is 10 s away, the reload does not wait for it
+            end = time.time() + 30
+            while d.stderr().count("pages not written") < 2 and time.time() < end:
+                time.sleep(0.1)
+            assert d.stderr().count("pages not written") >= 2, d.stderr()
+            (pub / "filler").unlink()
+            (pub / "filler2").unlink(missing_ok=True)
+            remount(pub, "size=16m")
+            t = time.time()
+            d.p.send_signal(signal.SIGHUP)
+            end = t + 8
+            while time.time() < end and len(list((env.tmp / "maildir" / "new").glob("*"))
+                                            if (env.tmp / "maildir" / "new").exists() else []) < 4:
+                time.sleep(0.1)
+            assert len(maildir_files(env)) == 4, d.stderr()
+            assert time.time() - t < 8
+            assert env.ctl_json("status")["errors"] == []
+            mail_links_resolve(env, pub, 61)
+        finally:
+            d.kill()

@@ -183,13 +183,16 @@ static void test_phases(void **state)
 		                          .queued_at = rows[i].queued,
 		                          .send_at = rows[i].send_at,
 		                          .held_at = rows[i].held,
-		                          .released_at = rows[i].released};
+		                          .released_at = rows[i].released,
+		                          .is_published = true};
 		if (archive_phase(&a, NOW, grace) != rows[i].want)
 			fail_msg("row %zu: phase %d, want %d", i, archive_phase(&a, NOW, grace),
 			         rows[i].want);
 		bool pub = rows[i].want == ARCHIVE_PUBLISHED ||
 		           (rows[i].want == ARCHIVE_DUE && rows[i].send_at == 0);
 		assert_int_equal(archive_is_public(&a), pub);
+		a.is_published = false; /* its pages are not written: never listed */
+		assert_false(archive_is_public(&a));
 	}
 }
 
