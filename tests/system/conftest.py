@@ -36,7 +36,7 @@ def conf_text(tmp, **over):
         "smtp_return_path": '"bounces+{token}@example.org"',
         "http_listen": '""',
     }
-    v.update({k: (str(x) if not isinstance(x, str) else x) for k, x in over.items()})
+    v.update({k: (x if x is None or isinstance(x, str) else str(x)) for k, x in over.items()})
     top, groups = [], {}
     for k, x in v.items():
         if x is None:
