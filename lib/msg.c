@@ -308,7 +308,7 @@ static struct mailmime *part(const struct msg_body *b, const char *type, const c
 		return NULL;
 	}
 	/* "Already encoded" (dt_encoded = 1): libetpan writes the marker as is.
-	 * mailmime_free() does not free the bytes (LIBNOTES.md §1.1). */
+	 * mailmime_free() does not free the bytes (docs/libraries.md, libetpan). */
 	m->mm_data.mm_single =
 	    mailmime_data_new(MAILMIME_DATA_TEXT, b->mechanism, 1, mark, strlen(mark), NULL);
 	if (m->mm_data.mm_single == NULL) {

@@ -1,7 +1,8 @@
 /*
- * Mail messages, built with libetpan (LIBNOTES.md §1): one multipart/
+ * Mail messages, built with libetpan (docs/libraries.md): one multipart/
  * alternative message (text/plain then text/html, both UTF-8) per
- * subscriber, with the headers of SPEC.md.
+ * subscriber: From, To, Subject, Date, Message-ID, List-Id,
+ * List-Unsubscribe (+ -Post, RFC 8058), List-Archive, Content-Language.
  *
  * What every recipient of one article shares is prepared once
  * (msg_prepare): the rendered bodies, whose per-subscriber places are

@@ -1,12 +1,12 @@
 /*
- * SMTP over one libcurl easy handle (LIBNOTES.md §2). The handle is reused
+ * SMTP over one libcurl easy handle (docs/libraries.md, libcurl). The handle is reused
  * for every message, so libcurl keeps the connection (and its TLS session
  * and AUTH) open between them; one recipient per transaction gives an
  * unambiguous result per delivery. Not the multi interface: in curl 7.88
  * its SMTP DONE phase blocks the whole loop until the server answers the
  * final dot (curl#8555); threads, one handle each, don't share that stall.
  *
- * Classification (LIBNOTES.md §2.2): curl's result first, the reply code
+ * Classification (docs/libraries.md, libcurl): curl's result first, the reply code
  * second, because a dropped connection can leave the previous transfer's
  * 250 as the response code.
  *
@@ -141,7 +141,7 @@ static bool relay_curl_error(CURLcode rc)
 
 /*
  * Maps curl's result, the last reply and the stage of the transaction to an
- * outcome (curl's result first, the reply second: LIBNOTES.md §2.2).
+ * outcome (curl's result first, the reply second: docs/libraries.md).
  *   5xx to RCPT TO          permanent, counts as a bounce (but 5.7.x, our
  *                           relay refusing to relay, is the relay's problem)
  *   5xx after DATA          permanent for this message, no bounce

@@ -16,7 +16,7 @@ from test_delivery import drop_issue, once, smtp_env, subscribe
 
 dkim = pytest.importorskip("dkim", reason="python3-dkim (Debian) is needed to verify signatures")
 
-# What every signature must cover (SPEC "Outputs"; RFC 8058 §4 for the two
+# What every signature must cover (matrixd.conf(5), dkim; RFC 8058 §4 for the two
 # List-Unsubscribe fields) and what is signed once more than it occurs.
 SIGNED = {"from", "to", "subject", "date", "message-id", "list-id", "list-unsubscribe",
           "list-unsubscribe-post", "mime-version", "content-type"}
