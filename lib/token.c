@@ -108,8 +108,14 @@ static void mac_hex(const struct token_key *k, enum token_purpose p, const char 
 	unsigned char mac[32];
 	int n = snprintf(msg, sizeof msg, "%s:%s", purpose_word(p), ids);
 	gnutls_hmac_fast(GNUTLS_MAC_SHA256, k->secret, sizeof k->secret, msg, (size_t)n, mac);
-	for (size_t i = 0; i < nhex / 2; i++)
-		snprintf(out + 2 * i, 3, "%02x", mac[i]);
+	/* two tokens per message: a snprintf per byte was a third of
+	 * token_make's instructions (callgrind, bench/send) */
+	static const char digits[] = "0123456789abcdef";
+	for (size_t i = 0; i < nhex / 2; i++) {
+		out[2 * i] = digits[mac[i] >> 4];
+		out[2 * i + 1] = digits[mac[i] & 15];
+	}
+	out[nhex] = '\0';
 }
 
 void token_make(const struct token_key *k, enum token_purpose p, int64_t a, int64_t b, char *out)

@@ -20,6 +20,7 @@ RSA-2048 signs/s; unsigned, matrixd's CPU per message <= 2 x smtp-source's.
 import argparse
 import importlib.util
 import json
+import os
 import re
 import shutil
 import statistics
@@ -131,6 +132,15 @@ def report(res):
         print(f"   {k:24s} {med(k, 'rate'):8,.0f}   {med(k, 'cpu_us'):10,.0f}   "
               f"{med(k, 'sink_cpu_us'):11,.0f}")
     print(f"   openssl speed rsa2048: {ossl:,.0f} signs/s on one core")
+    # What the machine's cores could carry if matrixd and the sink had them
+    # to themselves: a figure other load disturbs less than msg/s (CPU
+    # time still stretches under contention, but nobody else's work counts).
+    cores = os.cpu_count() or 1
+    cap = lambda k: cores * 1e6 / (med(k, "cpu_us") + med(k, "sink_cpu_us"))
+    print(f"   CPU-bound capacity of {cores} cores (matrixd + sink CPU per message): "
+          + ", ".join(f"{k} {cap(k):,.0f} msg/s" for k in ("unsigned", "RSA-2048",
+                                                          "RSA-2048 + Ed25519"))
+          + f"; both keys = {cap('RSA-2048 + Ed25519') / ossl:.2f} x OpenSSL")
     # ratios per run (each run's figures share its background load)
     sign = statistics.median(a["rate"] / o for a, o in zip(r["RSA-2048 + Ed25519"], r["openssl"]))
     cpu = statistics.median(a["cpu_us"] / b["cpu_us"] for a, b in zip(r["unsigned"],
