@@ -18,6 +18,7 @@
 #include <libxml/xmlwriter.h>
 
 #include "feed.h"
+#include "text.h"
 #include "utf8.h"
 #include "xmalloc.h"
 
@@ -120,27 +121,10 @@ static const char *clean_body(struct feed_writer *fw, const char *s)
 }
 
 /* Plain text as HTML text: RSS readers render <description> as HTML. */
-static const char *html_escape(struct feed_writer *fw, const char *s)
+static const char *feed_html_escape(struct feed_writer *fw, const char *s)
 {
 	buf_reset(&fw->esc);
-	for (; *s; s++) {
-		switch (*s) {
-		case '&':
-			buf_adds(&fw->esc, "&amp;");
-			break;
-		case '<':
-			buf_adds(&fw->esc, "&lt;");
-			break;
-		case '>':
-			buf_adds(&fw->esc, "&gt;");
-			break;
-		case '"':
-			buf_adds(&fw->esc, "&quot;");
-			break;
-		default:
-			buf_addc(&fw->esc, *s);
-		}
-	}
+	html_escape(&fw->esc, s, strlen(s));
 	return buf_str(&fw->esc);
 }
 
@@ -288,7 +272,7 @@ static int rss_item(struct feed_writer *fw, const struct feed_meta *m, const str
 		return -1;
 	/* Optional in RSS (the item has a title); an empty one only draws warnings. */
 	const char *summary = clean_body(fw, e->summary);
-	if (summary[0] && el_body(fw, "description", NULL, html_escape(fw, summary)) < 0)
+	if (summary[0] && el_body(fw, "description", NULL, feed_html_escape(fw, summary)) < 0)
 		return -1;
 	if (el_body(fw, "content:encoded", NULL, clean_body(fw, e->html)) < 0)
 		return -1;

@@ -6,6 +6,7 @@
 #include <strings.h>
 
 #include "httpreq.h"
+#include "text.h"
 #include "utf8.h"
 #include "xmalloc.h"
 
@@ -186,17 +187,6 @@ unsigned httpreq_judge(const struct httpreq_head *h, const char **why)
 
 /* ---- the path ------------------------------------------------------------ */
 
-static int hexval(int ch)
-{
-	if (ch >= '0' && ch <= '9')
-		return ch - '0';
-	if (ch >= 'a' && ch <= 'f')
-		return ch - 'a' + 10;
-	if (ch >= 'A' && ch <= 'F')
-		return ch - 'A' + 10;
-	return -1;
-}
-
 int httpreq_path_decode(const char *raw, char *out, size_t *n)
 {
 	size_t o = 0;
@@ -205,8 +195,8 @@ int httpreq_path_decode(const char *raw, char *out, size_t *n)
 	for (const char *p = raw; *p; p++) {
 		int ch = (unsigned char)*p;
 		if (ch == '%') {
-			int hi = hexval((unsigned char)p[1]);
-			int lo = hi < 0 ? -1 : hexval((unsigned char)p[2]);
+			int hi = hex_value((unsigned char)p[1]);
+			int lo = hi < 0 ? -1 : hex_value((unsigned char)p[2]);
 			if (lo < 0)
 				return -1;
 			ch = hi * 16 + lo;
@@ -351,8 +341,8 @@ static char *form_decode(const char *s, size_t n)
 		if (ch == '+') {
 			ch = ' ';
 		} else if (ch == '%') {
-			int h1 = i + 1 < n ? hexval((unsigned char)s[i + 1]) : -1;
-			int h2 = i + 2 < n ? hexval((unsigned char)s[i + 2]) : -1;
+			int h1 = i + 1 < n ? hex_value((unsigned char)s[i + 1]) : -1;
+			int h2 = i + 2 < n ? hex_value((unsigned char)s[i + 2]) : -1;
 			if (h1 < 0 || h2 < 0) {
 				free(out);
 				return NULL;

@@ -23,6 +23,7 @@
 
 #include "buf.h"
 #include "md.h"
+#include "text.h"
 #include "utf8.h"
 #include "xmalloc.h"
 
@@ -1071,28 +1072,6 @@ static bool is_text_block(cmark_node *n)
 	       t == CMARK_NODE_BLOCK_QUOTE || t == CMARK_NODE_CUSTOM_BLOCK || t == CMARK_NODE_TABLE;
 }
 
-static void escape_html(struct buf *out, const char *s)
-{
-	for (; *s; s++) {
-		switch (*s) {
-		case '&':
-			buf_adds(out, "&amp;");
-			break;
-		case '<':
-			buf_adds(out, "&lt;");
-			break;
-		case '>':
-			buf_adds(out, "&gt;");
-			break;
-		case '"':
-			buf_adds(out, "&quot;");
-			break;
-		default:
-			buf_addc(out, *s);
-		}
-	}
-}
-
 /* Replaces a paragraph by one of our blocks holding its inline content. */
 static cmark_node *retype(cmark_node *para, const char *enter, const char *exit)
 {
@@ -1219,7 +1198,7 @@ static void raw_export(const struct ctx *x, cmark_node *doc, unsigned flags)
 		while (n > 0 && (s[n - 1] == '\n' || s[n - 1] == ' '))
 			n--;
 		char *title = xstrndup(s, n);
-		escape_html(&enter, title);
+		html_escape(&enter, title, strlen(title));
 		buf_adds(&enter, "</p>\n");
 		cmark_node *box = custom(buf_str(&enter), "</div>\n");
 		buf_free(&enter);

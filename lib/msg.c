@@ -17,6 +17,7 @@
 
 #include "addr.h"
 #include "msg.h"
+#include "text.h"
 #include "utf8.h"
 #include "xmalloc.h"
 
@@ -221,23 +222,10 @@ void msg_prep_free(struct msg_prep *p)
 
 static void add_escaped(struct buf *out, const char *s, bool html)
 {
-	if (!html) {
+	if (html)
+		html_escape(out, s, strlen(s));
+	else
 		buf_adds(out, s);
-		return;
-	}
-	for (;;) {
-		size_t run = strcspn(s, "&<>\"'");
-		buf_add(out, s, run);
-		s += run;
-		if (*s == '\0')
-			return;
-		buf_adds(out, *s == '&'   ? "&amp;"
-		              : *s == '<' ? "&lt;"
-		              : *s == '>' ? "&gt;"
-		              : *s == '"' ? "&quot;"
-		                          : "&#39;");
-		s++;
-	}
 }
 
 /* The tail with every placeholder replaced by the recipient's value. */

@@ -23,6 +23,7 @@
 #include <json-c/json_object.h>
 
 #include "mustache.h"
+#include "text.h"
 #include "xmalloc.h"
 
 enum kind {
@@ -711,33 +712,7 @@ static int emit_text(struct render *r, const struct tmpl *t, const struct node *
 
 static int add_escaped(struct buf *b, const char *s, size_t n)
 {
-	size_t run = 0;
-	for (size_t i = 0; i < n; i++) {
-		const char *e;
-		switch (s[i]) {
-		case '&':
-			e = "&amp;";
-			break;
-		case '<':
-			e = "&lt;";
-			break;
-		case '>':
-			e = "&gt;";
-			break;
-		case '"':
-			e = "&quot;";
-			break;
-		case '\'':
-			e = "&#39;";
-			break;
-		default:
-			continue;
-		}
-		if (buf_add(b, s + run, i - run) < 0 || buf_adds(b, e) < 0)
-			return -1;
-		run = i + 1;
-	}
-	return buf_add(b, s + run, n - run);
+	return html_escape(b, s, n);
 }
 
 /* The shortest %g form that reads back as d, as JavaScript and Python print

@@ -12,6 +12,7 @@
 #include <gnutls/gnutls.h>
 
 #include "fsutil.h"
+#include "text.h"
 #include "token.h"
 
 static const char *purpose_word(enum token_purpose p)
@@ -25,17 +26,6 @@ static const char *purpose_word(enum token_purpose p)
 		return "verp";
 	}
 	return "?";
-}
-
-static int hexval(int c)
-{
-	if (c >= '0' && c <= '9')
-		return c - '0';
-	if (c >= 'a' && c <= 'f')
-		return c - 'a' + 10;
-	if (c >= 'A' && c <= 'F')
-		return c - 'A' + 10;
-	return -1;
 }
 
 int token_key_load(struct token_key *k, const char *state_dir, struct err *err)
@@ -87,7 +77,7 @@ int token_key_load(struct token_key *k, const char *state_dir, struct err *err)
 		               "(outstanding links stop working)",
 		               path);
 	for (int i = 0; i < 32; i++) {
-		int hi = hexval(hex[2 * i]), lo = hexval(hex[2 * i + 1]);
+		int hi = hex_value(hex[2 * i]), lo = hex_value(hex[2 * i + 1]);
 		if (hi < 0 || lo < 0)
 			return err_set(err, ERR_CONFIG, "%s: expected 64 hex digits", path);
 		k->secret[i] = (unsigned char)(hi << 4 | lo);

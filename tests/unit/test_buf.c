@@ -9,6 +9,7 @@
 #include <cmocka.h>
 
 #include "buf.h"
+#include "text.h"
 
 static void test_grow_and_terminate(void **state)
 {
@@ -63,12 +64,30 @@ static void test_detach(void **state)
 	buf_free(&b);
 }
 
+/* The one HTML escape every output uses: safe in text and in attributes
+ * of either quote. */
+static void test_html_escape(void **state)
+{
+	(void)state;
+	struct buf b;
+	buf_init(&b, BUF_NOLIMIT);
+	const char *s = "a<b>&\"c\"'d' 中文";
+	assert_int_equal(html_escape(&b, s, strlen(s)), 0);
+	assert_string_equal(buf_str(&b), "a&lt;b&gt;&amp;&quot;c&quot;&#39;d&#39; 中文");
+	buf_free(&b);
+	assert_int_equal(hex_value('0'), 0);
+	assert_int_equal(hex_value('f'), 15);
+	assert_int_equal(hex_value('F'), 15);
+	assert_int_equal(hex_value('g'), -1);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
 	    cmocka_unit_test(test_grow_and_terminate),
 	    cmocka_unit_test(test_cap),
 	    cmocka_unit_test(test_detach),
+	    cmocka_unit_test(test_html_escape),
 	};
 	return cmocka_run_group_tests_name("buf", tests, NULL, NULL);
 }
