@@ -20,6 +20,7 @@
 #include <cmark-gfm-core-extensions.h>
 #include <cmark-gfm.h>
 #include <cmark-gfm/registry.h>
+#include <unilbrk.h>
 
 #include "buf.h"
 #include "md.h"
@@ -1293,86 +1294,51 @@ static void inline_text(cmark_node *n, struct buf *out)
 	}
 }
 
-/* Breaking is not allowed before these (kinsoku): they stay with the
- * character before them. */
-static bool no_break_before(uint32_t c)
+static void trim_spaces(struct buf *out)
 {
-	static const uint32_t p[] = {0xff0c, 0x3002, 0x3001, 0xff01, 0xff1f, 0xff1a, 0xff1b, 0xff09,
-	                             0x300d, 0x300f, 0x201d, 0x2019, 0x300b, 0x3009, ',',    '.',
-	                             '!',    '?',    ':',    ';',    ')',    0x2026, 0x3011};
-	for (size_t i = 0; i < sizeof p / sizeof p[0]; i++)
-		if (c == p[i])
-			return true;
-	return false;
+	while (out->len > 0 && out->data[out->len - 1] == ' ')
+		buf_truncate(out, out->len - 1);
 }
 
-static bool no_break_after(uint32_t c)
-{
-	return c == 0x201c || c == 0x2018 || c == 0x300c || c == 0x300e || c == 0xff08 ||
-	       c == 0x300a || c == 0x3010 || c == '(';
-}
-
+/*
+ * Line breaking is UAX #14 through libunistring: it knows which marks may
+ * not start or end a line in Chinese (kinsoku) and never breaks inside a
+ * word or a URL. A line is broken where a break is allowed and needed; the
+ * spaces before a break go.
+ */
 void md_wrap(struct buf *out, const char *text, size_t width, const char *indent)
 {
 	size_t ind = utf8_width(indent);
-	const char *line = text;
-	while (line) {
+	int avail = width > ind + 8 ? (int)(width - ind) : 8;
+	for (const char *line = text; line;) {
 		const char *nl = strchr(line, '\n');
-		const char *end = nl ? nl : line + strlen(line);
-		size_t col = 0;
-		bool space = false;
+		size_t n = nl ? (size_t)(nl - line) : strlen(line);
+		while (n > 0 && *line == ' ') {
+			line++;
+			n--;
+		}
+		/* An ASCII run without spaces (a URL, "IN-22K-14M", "v2.0,") stays
+		 * whole: UAX #14 would break after '/' or '-'. */
+		char *brk = xmalloc(n + 1), *keep = xcalloc(n + 1, 1);
+		for (size_t i = 1; i < n; i++)
+			if ((unsigned char)line[i] > ' ' && (unsigned char)line[i] < 0x80 &&
+			    (unsigned char)line[i - 1] > ' ' && (unsigned char)line[i - 1] < 0x80)
+				keep[i] = UC_BREAK_PROHIBITED;
+		if (n > 0)
+			u8_width_linebreaks((const uint8_t *)line, n, avail, 0, 0, keep, "UTF-8",
+			                    brk);
+		free(keep);
 		buf_adds(out, indent);
-		col = ind;
-		const char *p = line;
-		while (p < end) {
-			if (*p == ' ') {
-				space = col > ind;
-				p++;
-				continue;
-			}
-			/* A unit: an ASCII word, or one wide character with the punctuation
-			 * that may not start a line. */
-			const char *u = p;
-			int32_t c = utf8_next(&p, end);
-			bool wide =
-			    c >= 0 && utf8_cp_width((uint32_t)c) == 2 && c != 0x201c && c != 0x201d;
-			if (!wide) {
-				while (p < end && *p != ' ') {
-					const char *q = p;
-					int32_t d = utf8_next(&q, end);
-					if (d >= 0 && utf8_cp_width((uint32_t)d) == 2 &&
-					    !no_break_before((uint32_t)d))
-						break;
-					p = q;
-				}
-			} else if (no_break_after((uint32_t)c) && p < end) {
-				utf8_next(&p, end);
-			}
-			while (p < end) {
-				const char *q = p;
-				int32_t d = utf8_next(&q, end);
-				if (d < 0 || !no_break_before((uint32_t)d))
-					break;
-				p = q;
-			}
-			char *unit = xstrndup(u, (size_t)(p - u));
-			size_t w = utf8_width(unit);
-			bool need_space = space;
-			if (col > ind && col + (need_space ? 1 : 0) + w > width) {
+		for (size_t i = 0; i < n; i++) {
+			if (i > 0 && brk[i] == UC_BREAK_POSSIBLE) {
+				trim_spaces(out);
 				buf_addc(out, '\n');
 				buf_adds(out, indent);
-				col = ind;
-				need_space = false;
 			}
-			if (need_space) {
-				buf_addc(out, ' ');
-				col++;
-			}
-			buf_adds(out, unit);
-			col += w;
-			space = false;
-			free(unit);
+			buf_addc(out, line[i]);
 		}
+		free(brk);
+		trim_spaces(out);
 		buf_addc(out, '\n');
 		line = nl ? nl + 1 : NULL;
 	}

@@ -56,7 +56,9 @@ int md_render(const char *src, size_t len, const struct md_opts *o, struct md_do
               struct err *err);
 void md_doc_free(struct md_doc *d);
 
-/* Plain text wrapped to width display columns (CJK-aware); appends to out. */
+/* Plain text wrapped to width display columns, broken where UAX #14 allows
+ * (libunistring); ASCII runs without spaces (URLs) are never broken.
+ * Appends to out. */
 struct buf;
 void md_wrap(struct buf *out, const char *text, size_t width, const char *indent);
 

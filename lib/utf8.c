@@ -8,6 +8,8 @@
 #include <gnutls/gnutls.h>
 #include <unictype.h>
 
+#include <uniwidth.h>
+
 #include "utf8.h"
 #include "xmalloc.h"
 
@@ -119,18 +121,11 @@ bool utf8_is_cjk(uint32_t cp)
 
 int utf8_cp_width(uint32_t cp)
 {
-	if ((cp >= 0x0300 && cp <= 0x036f) || (cp >= 0x200b && cp <= 0x200f) ||
-	    (cp >= 0xfe00 && cp <= 0xfe0f))
-		return 0;
-	if ((cp >= 0x1100 && cp <= 0x115f) || (cp >= 0x2e80 && cp <= 0x303e) ||
-	    (cp >= 0x3041 && cp <= 0x33ff) || (cp >= 0x3400 && cp <= 0x4dbf) ||
-	    (cp >= 0x4e00 && cp <= 0x9fff) || (cp >= 0xa000 && cp <= 0xa4cf) ||
-	    (cp >= 0xac00 && cp <= 0xd7a3) || (cp >= 0xf900 && cp <= 0xfaff) ||
-	    (cp >= 0xfe30 && cp <= 0xfe4f) || (cp >= 0xff00 && cp <= 0xff60) ||
-	    (cp >= 0xffe0 && cp <= 0xffe6) || (cp >= 0x1f300 && cp <= 0x1f64f) ||
-	    (cp >= 0x1f900 && cp <= 0x1f9ff) || (cp >= 0x20000 && cp <= 0x3fffd))
-		return 2;
-	return 1;
+	/* libunistring's tables follow Unicode's East Asian Width and its
+	 * combining marks; "UTF-8" counts ambiguous characters as narrow, as
+	 * terminals in a UTF-8 locale do. Control characters count 0. */
+	int w = uc_width(cp, "UTF-8");
+	return w < 0 ? 0 : w;
 }
 
 size_t utf8_width(const char *s)

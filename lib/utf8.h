@@ -30,7 +30,8 @@ int32_t utf8_next(const char **p, const char *end);
 /* Writes cp as UTF-8 into out (4 bytes room); returns the length. */
 size_t utf8_put(char *out, uint32_t cp);
 
-/* Terminal columns of cp: 0 for combining marks, 2 for East Asian wide. */
+/* Terminal columns of cp (libunistring uc_width): 0 for combining marks and
+ * controls, 2 for East Asian wide and full width. */
 int utf8_cp_width(uint32_t cp);
 /* Columns of a (valid) UTF-8 string. */
 size_t utf8_width(const char *s);

@@ -138,6 +138,14 @@ static void test_wrap(void **state)
 		free(line);
 		p = nl + 1;
 	}
+	/* a word after an opening bracket stays whole (it was "（S" / "oftware") */
+	for (size_t w = 10; w < 40; w++) {
+		buf_reset(&b);
+		md_wrap(&b, "两位科学家携手开创了软件分析学（Software Analytics）这一新领域。", w, "");
+		HASNT(buf_str(&b), "S\noftware");
+		for (const char *q = buf_str(&b); (q = strstr(q, "\n")) != NULL; q++)
+			assert_true(strncmp(q + 1, "）", 3) != 0 && strncmp(q - 3, "（", 3) != 0);
+	}
 	buf_reset(&b);
 	md_wrap(&b, "a https://example.org/a/very/long/url/that/must/not/be/broken end", 20, "  ");
 	HAS(buf_str(&b), "  https://example.org/a/very/long/url/that/must/not/be/broken\n");
