@@ -65,6 +65,7 @@ void table_print(struct table *t, FILE *f); /* prints and frees */
 #define CMD(name) int name(struct cli *c, int argc, char **argv) __attribute__((weak))
 CMD(cmd_lists);
 CMD(cmd_list_create);
+CMD(cmd_list_set);
 CMD(cmd_list_delete);
 CMD(cmd_subscribe);
 CMD(cmd_unsubscribe);

@@ -139,6 +139,13 @@ int cmd_status(struct cli *c, int argc, char **argv)
 				issue_format_time((time_t)is[i].send_at, at, sizeof at);
 			json_object_object_add(j, "send_at",
 			                       is[i].send_at ? json_object_new_string(at) : NULL);
+			int64_t waiting = 0, next = 0;
+			ledger_waiting(s, is[i].id, now, &waiting, &next, &e);
+			if (next)
+				issue_format_time((time_t)next, at, sizeof at);
+			json_object_object_add(j, "waiting", json_object_new_int64(waiting));
+			json_object_object_add(j, "next_at",
+			                       waiting ? json_object_new_string(at) : NULL);
 			json_object_object_add(j, "path", json_object_new_string(is[i].path));
 			json_object_object_add(j, "rate",
 			                       json_object_new_double(issue_rate(s, is[i].id)));
@@ -202,6 +209,18 @@ int cmd_status(struct cli *c, int argc, char **argv)
 		table_print(t, stdout);
 		if (n == 0)
 			printf("no issues yet\n");
+		for (size_t i = 0; i < n; i++) {
+			int64_t waiting = 0, next = 0;
+			if (ledger_waiting(s, is[i].id, now, &waiting, &next, &e) < 0 ||
+			    waiting == 0)
+				continue;
+			char at[48];
+			issue_format_time((time_t)next, at, sizeof at);
+			printf("\nissue %d: %" PRId64
+			       " of the queued deliveries wait for their time "
+			       "(a list's pace); the next at %s\n",
+			       is[i].number, waiting, at);
+		}
 		for (size_t i = 0; i < n; i++) {
 			if (archive_phase(&is[i], now, grace) != ARCHIVE_HELD)
 				continue;

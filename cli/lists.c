@@ -1,5 +1,5 @@
 /*
- * matrixctl lists, list-create, list-delete: the mailing lists themselves.
+ * matrixctl lists, list-create, list-set, list-delete: the mailing lists themselves.
  * The rules (names, the default list, what --force removes) are in
  * lib/subs.c; this file parses argv and prints.
  */
@@ -13,7 +13,9 @@
 #include "subs.h"
 
 static const char lists_usage[] = "lists";
-static const char create_usage[] = "list-create NAME [--title T] [--description D]";
+static const char create_usage[] =
+    "list-create NAME [--title T] [--description D] [--pace DURATION]";
+static const char set_usage[] = "list-set NAME [--title T] [--description D] [--pace DURATION]";
 static const char delete_usage[] = "list-delete NAME [--force]";
 
 static void iso_time(char *out, size_t n, int64_t t)
@@ -51,6 +53,7 @@ int cmd_lists(struct cli *c, int argc, char **argv)
 			json_object_object_add(o, "description",
 			                       json_object_new_string(l[i].description));
 			json_object_object_add(o, "created_at", json_object_new_string(when));
+			json_object_object_add(o, "pace", json_object_new_int64(l[i].pace));
 			for (int k = 0; k < SUBS_NSTATUS; k++) {
 				json_object_object_add(counts,
 				                       subs_status_name((enum subs_status)k),
@@ -63,18 +66,84 @@ int cmd_lists(struct cli *c, int argc, char **argv)
 		}
 		cli_json_print(arr);
 	} else {
-		struct table *t = table_new(6, "LIST", "TITLE", "CONFIRMED", "PENDING",
-		                            "UNSUBSCRIBED", "BOUNCED");
+		struct table *t = table_new(7, "LIST", "TITLE", "CONFIRMED", "PENDING",
+		                            "UNSUBSCRIBED", "BOUNCED", "PACE");
 		for (size_t i = 0; i < n; i++) {
 			char num[SUBS_NSTATUS][24];
 			for (int k = 0; k < SUBS_NSTATUS; k++)
 				snprintf(num[k], sizeof num[k], "%lld", (long long)l[i].count[k]);
+			char pace[32];
+			subs_pace_format(l[i].pace, pace, sizeof pace);
 			table_row(t, l[i].name, l[i].title, num[SUBS_CONFIRMED], num[SUBS_PENDING],
-			          num[SUBS_UNSUBSCRIBED], num[SUBS_BOUNCED]);
+			          num[SUBS_UNSUBSCRIBED], num[SUBS_BOUNCED], pace);
 		}
 		table_print(t, stdout);
 	}
 	subs_lists_free(l, n);
+	return EXIT_OK;
+}
+
+static int bad_pace(const char *v)
+{
+	return cli_failf("--pace %s: a duration such as 90s, 15m, 3h, 1d or 1h30m (0: no pace), "
+	                 "at most 30d",
+	                 v);
+}
+
+int cmd_list_set(struct cli *c, int argc, char **argv)
+{
+	static const struct option opts[] = {
+	    {"title", required_argument, NULL, 't'},
+	    {"description", required_argument, NULL, 'd'},
+	    {"pace", required_argument, NULL, 'p'},
+	    {NULL, 0, NULL, 0},
+	};
+	const char *title = NULL, *desc = NULL;
+	int64_t pace = -1;
+	struct err e;
+	int ch;
+	while ((ch = getopt_long(argc, argv, "", opts, NULL)) != -1) {
+		switch (ch) {
+		case 't':
+			title = optarg;
+			break;
+		case 'd':
+			desc = optarg;
+			break;
+		case 'p':
+			if (subs_pace_parse(optarg, &pace) < 0)
+				return bad_pace(optarg);
+			break;
+		default:
+			return cli_usage(set_usage);
+		}
+	}
+	if (optind + 1 != argc || (title == NULL && desc == NULL && pace < 0))
+		return cli_usage(set_usage);
+	const char *name = argv[optind];
+	if (cli_need_store(c) < 0)
+		return EXIT_ERR;
+	err_clear(&e);
+	if (subs_list_set(c->store, name, title, desc, pace, cli_actor(), &e) < 0)
+		return cli_fail(&e);
+	char p[32];
+	if (pace >= 0)
+		subs_pace_format(pace, p, sizeof p);
+	if (c->json) {
+		struct json_object *o = json_object_new_object();
+		json_object_object_add(o, "name", json_object_new_string(name));
+		if (title)
+			json_object_object_add(o, "title", json_object_new_string(title));
+		if (desc)
+			json_object_object_add(o, "description", json_object_new_string(desc));
+		if (pace >= 0)
+			json_object_object_add(o, "pace", json_object_new_int64(pace));
+		cli_json_print(o);
+	} else if (pace >= 0) {
+		printf("list %s changed; pace %s (for issues queued from now on)\n", name, p);
+	} else {
+		printf("list %s changed\n", name);
+	}
 	return EXIT_OK;
 }
 
@@ -83,9 +152,11 @@ int cmd_list_create(struct cli *c, int argc, char **argv)
 	static const struct option opts[] = {
 	    {"title", required_argument, NULL, 't'},
 	    {"description", required_argument, NULL, 'd'},
+	    {"pace", required_argument, NULL, 'p'},
 	    {NULL, 0, NULL, 0},
 	};
 	const char *title = NULL, *desc = NULL;
+	int64_t pace = 0;
 	struct err e;
 	int ch;
 
@@ -97,6 +168,10 @@ int cmd_list_create(struct cli *c, int argc, char **argv)
 		case 'd':
 			desc = optarg;
 			break;
+		case 'p':
+			if (subs_pace_parse(optarg, &pace) < 0)
+				return bad_pace(optarg);
+			break;
 		default:
 			return cli_usage(create_usage);
 		}
@@ -107,7 +182,8 @@ int cmd_list_create(struct cli *c, int argc, char **argv)
 	if (cli_need_store(c) < 0)
 		return EXIT_ERR;
 	err_clear(&e);
-	if (subs_list_create(c->store, name, title, desc, cli_actor(), &e) < 0)
+	if (subs_list_create(c->store, name, title, desc, cli_actor(), &e) < 0 ||
+	    (pace > 0 && subs_list_set(c->store, name, NULL, NULL, pace, cli_actor(), &e) < 0))
 		return cli_fail(&e);
 	if (c->json) {
 		struct json_object *o = json_object_new_object();
@@ -115,6 +191,7 @@ int cmd_list_create(struct cli *c, int argc, char **argv)
 		json_object_object_add(o, "title",
 		                       json_object_new_string(title && *title ? title : name));
 		json_object_object_add(o, "description", json_object_new_string(desc ? desc : ""));
+		json_object_object_add(o, "pace", json_object_new_int64(pace));
 		json_object_object_add(o, "created", json_object_new_boolean(1));
 		cli_json_print(o);
 	} else {

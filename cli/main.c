@@ -27,7 +27,9 @@ struct command {
 
 static const struct command commands[] = {
     {"lists", cmd_lists, "lists"},
-    {"list-create", cmd_list_create, "list-create NAME [--title T] [--description D]"},
+    {"list-create", cmd_list_create,
+     "list-create NAME [--title T] [--description D] [--pace DURATION]"},
+    {"list-set", cmd_list_set, "list-set NAME [--title T] [--description D] [--pace DURATION]"},
     {"list-delete", cmd_list_delete, "list-delete NAME [--force]"},
     {"subscribe", cmd_subscribe,
      "subscribe EMAIL [--list NAME] [--name N] [--mode article|digest] [--confirm] "

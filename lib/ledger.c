@@ -39,8 +39,10 @@ int ledger_enqueue_issue(struct store *s, int64_t issue_id, int nparts, const ch
 	static const char articles[] =
 	    "WITH RECURSIVE parts(p) AS (SELECT 1 UNION ALL SELECT p + 1 FROM parts WHERE p < ?2) "
 	    "INSERT INTO deliveries(issue_id, part, subscriber_id, list_id, state, next_attempt, "
-	    "                       created_at, updated_at) "
-	    "SELECT ?1, parts.p, m.subscriber_id, m.list_id, 'queued', ?3, ?3, ?3 "
+	    "                       not_before, created_at, updated_at) "
+	    "SELECT ?1, parts.p, m.subscriber_id, m.list_id, 'queued', "
+	    "       ?3 + (parts.p - 1) * l.pace, "
+	    "       CASE WHEN l.pace > 0 THEN ?3 + (parts.p - 1) * l.pace END, ?3, ?3 "
 	    "FROM parts, memberships m JOIN lists l ON l.id = m.list_id "
 	    "WHERE m.status = 'confirmed' AND m.mode = 'article' "
 	    "  AND (?4 = '' OR instr(',' || ?4 || ',', ',' || l.name || ',') > 0) "
@@ -141,6 +143,19 @@ static const char *cancel_reason(const char *stored, enum subs_status want)
 	}
 }
 
+/*
+ * A paced delivery waits for its turn: while an earlier article of the same
+ * issue for the same subscriber is still to go (queued, being sent, or
+ * deferred), the later one is not claimed, so that a reader gets a paced
+ * list's articles in the order of the table of contents even when several
+ * came due together (the relay was down, the daemon stopped) or one was
+ * deferred. deliveries_subscriber makes it a look at one subscriber's rows.
+ */
+#define LEDGER_IN_TURN                                                                             \
+	"(d.not_before IS NULL OR NOT EXISTS (SELECT 1 FROM deliveries e "                         \
+	"  WHERE e.subscriber_id = d.subscriber_id AND e.issue_id = d.issue_id "                   \
+	"  AND e.part > 0 AND e.part < d.part AND e.state IN ('queued', 'sending', 'deferred')))"
+
 int ledger_claim(struct store *s, int64_t now, size_t max, struct ledger_job **out, size_t *n,
                  size_t *cancelled, struct err *err)
 {
@@ -154,7 +169,7 @@ int ledger_claim(struct store *s, int64_t now, size_t max, struct ledger_job **o
 	    "LEFT JOIN memberships m ON m.subscriber_id = d.subscriber_id AND m.list_id = "
 	    "d.list_id "
 	    "LEFT JOIN issues i ON i.id = d.issue_id "
-	    "WHERE d.state = ?1 AND d.next_attempt <= ?2 LIMIT ?3";
+	    "WHERE d.state = ?1 AND d.next_attempt <= ?2 AND " LEDGER_IN_TURN " LIMIT ?3";
 	static const enum ledger_state states[] = {LEDGER_QUEUED, LEDGER_DEFERRED};
 	struct ledger_job *j = NULL;
 	size_t k = 0;
@@ -387,10 +402,12 @@ enum ledger_state ledger_next_state(const struct ledger_job *j, const struct sen
 		return LEDGER_FAILED;
 	if (r->relay_level) {
 		/* the relay's trouble, not this message's: the attempt does not
-		 * count, and only retry_max_age ends the wait */
+		 * count, the row goes back in line where it was (another relay, or
+		 * this one once it is back, takes it in order), and only
+		 * retry_max_age ends the wait */
 		if (*attempts > 0)
 			(*attempts)--;
-		return now - j->first_attempt >= p->retry_max_age ? LEDGER_FAILED : LEDGER_DEFERRED;
+		return now - j->first_attempt >= p->retry_max_age ? LEDGER_FAILED : LEDGER_QUEUED;
 	}
 	if (*attempts >= p->max_attempts || now - j->first_attempt >= p->retry_max_age)
 		return LEDGER_FAILED;
@@ -424,7 +441,9 @@ int ledger_record(struct store *s, const struct ledger_job *j, const struct send
 	 * left it meanwhile was changed by someone who knew more (a bounce
 	 * report that overtook the relay's 250) and keeps what they wrote. */
 	static const char sql[] =
-	    "UPDATE deliveries SET state = ?2, attempts = ?3, next_attempt = ?4, last_code = ?5, "
+	    "UPDATE deliveries SET state = ?2, attempts = ?3, "
+	    "  next_attempt = CASE WHEN ?2 = 'queued' THEN next_attempt ELSE ?4 END, last_code = "
+	    "?5, "
 	    "  last_status = nullif(?6, ''), last_reply = ?7, queue_id = nullif(?8, ''), "
 	    "  updated_at = ?9, sent_at = CASE WHEN ?2 = 'sent' THEN ?9 ELSE sent_at END "
 	    "WHERE id = ?1 AND state = 'sending'";
@@ -548,17 +567,48 @@ int ledger_send_rate(struct store *s, int64_t issue_id, double *rate, struct err
 
 int ledger_next_due(struct store *s, int64_t *when, struct err *err)
 {
-	static const char sql[] =
-	    "SELECT min(next_attempt) FROM deliveries WHERE state IN ('queued', 'deferred')";
+	/* per state, so that SQLite walks deliveries_due in order and stops at
+	 * the first row in its turn */
+	static const char sql[] = "SELECT d.next_attempt FROM deliveries d WHERE d.state = ?1 "
+	                          "AND " LEDGER_IN_TURN " ORDER BY d.next_attempt LIMIT 1";
+	static const enum ledger_state states[] = {LEDGER_QUEUED, LEDGER_DEFERRED};
+	*when = 0;
+	for (int i = 0; i < 2; i++) {
+		sqlite3_stmt *st = store_stmt(s, sql, err);
+		if (st == NULL)
+			return -1;
+		sqlite3_bind_text(st, 1, ledger_state_name(states[i]), -1, SQLITE_STATIC);
+		int rc = sqlite3_step(st);
+		if (rc == SQLITE_ROW) {
+			int64_t t = sqlite3_column_int64(st, 0);
+			if (*when == 0 || t < *when)
+				*when = t;
+		}
+		sqlite3_reset(st);
+		if (rc != SQLITE_ROW && rc != SQLITE_DONE)
+			return store_fail(s, err, "next due");
+	}
+	return 0;
+}
+
+int ledger_waiting(struct store *s, int64_t issue_id, int64_t now, int64_t *n, int64_t *next,
+                   struct err *err)
+{
+	static const char sql[] = "SELECT count(*), min(next_attempt) FROM deliveries "
+	                          "WHERE issue_id = ?1 AND state = 'queued' AND next_attempt > ?2";
+	*n = *next = 0;
 	sqlite3_stmt *st = store_stmt(s, sql, err);
 	if (st == NULL)
 		return -1;
-	*when = 0;
+	sqlite3_bind_int64(st, 1, issue_id);
+	sqlite3_bind_int64(st, 2, now);
 	int rc = sqlite3_step(st);
-	if (rc == SQLITE_ROW && sqlite3_column_type(st, 0) != SQLITE_NULL)
-		*when = sqlite3_column_int64(st, 0);
+	if (rc == SQLITE_ROW) {
+		*n = sqlite3_column_int64(st, 0);
+		*next = sqlite3_column_int64(st, 1);
+	}
 	sqlite3_reset(st);
-	return rc == SQLITE_ROW || rc == SQLITE_DONE ? 0 : store_fail(s, err, "next due");
+	return rc == SQLITE_ROW ? 0 : store_fail(s, err, "waiting deliveries");
 }
 
 int ledger_retry(struct store *s, int issue_number, int64_t now, int64_t *n, struct err *err)

@@ -5,7 +5,13 @@
  *
  *   queued ──claim──> sending ──result──> sent | deferred | failed
  *   deferred ──due──> sending               (exponential backoff, jitter)
+ *   sending ──relay trouble──> queued       (no attempt counted, same place)
  *   sending ──restart──> queued             (ledger_recover after a crash)
+ *
+ * A row is due at its next_attempt. For a list with a pace, article k's is
+ * the issue's send time + (k - 1) x pace, kept in not_before too; such a
+ * row is also claimed only in its turn (after the earlier articles of the
+ * same issue for the same subscriber are sent or failed).
  *
  * A claim commits 'sending' before the message is handed to a sender, and
  * each result is committed after the server's reply, so a crash loses no
@@ -52,7 +58,9 @@ struct ledger_policy {
  * Creates the deliveries of an issue: articles 1..nparts for confirmed
  * members in article mode, part 0 (the digest) for those in digest mode,
  * of the lists named in lists (comma-separated; "" = every list). Existing
- * rows are left alone (idempotent). *added counts new rows.
+ * rows are left alone (idempotent). *added counts new rows. now is the
+ * issue's send time: article k of a list with a pace is due at now +
+ * (k - 1) x pace; digests at once.
  */
 int ledger_enqueue_issue(struct store *s, int64_t issue_id, int nparts, const char *lists,
                          int64_t now, int64_t *added, struct err *err);
@@ -83,7 +91,8 @@ int ledger_unclaim(struct store *s, int64_t id, struct err *err);
  * "failed". A refusal of the recipient (r->bounce) is the delivery's bounce:
  * it adds to the bounce score of the membership (subscriber, list) once per
  * delivery. A failure of the relay itself (r->relay_level) does not use up
- * an attempt. *state_out (may be NULL) is the state the row is in.
+ * an attempt and puts the row back in the queue where it was (queued, its
+ * next_attempt kept). *state_out (may be NULL) is the state the row is in.
  */
 int ledger_record(struct store *s, const struct ledger_job *j, const struct send_result *r,
                   int64_t now, const struct ledger_policy *p, enum ledger_state *state_out,
@@ -145,8 +154,15 @@ int ledger_subscriber_counts(struct store *s, int64_t subscriber_id, struct ledg
  */
 int ledger_send_rate(struct store *s, int64_t issue_id, double *rate, struct err *err);
 
-/* The earliest next_attempt of a queued or deferred row; 0 when none. */
+/* The earliest next_attempt of a queued or deferred row in its turn (a
+ * paced row behind an earlier article that is still to go does not count:
+ * that one comes first); 0 when none. */
 int ledger_next_due(struct store *s, int64_t *when, struct err *err);
+
+/* Deliveries of an issue waiting for their time (queued, due after now:
+ * a paced list's later articles): *n of them, the first at *next. */
+int ledger_waiting(struct store *s, int64_t issue_id, int64_t now, int64_t *n, int64_t *next,
+                   struct err *err);
 
 /* Requeues failed deliveries (of one issue number; 0 = all). */
 int ledger_retry(struct store *s, int issue_number, int64_t now, int64_t *n, struct err *err);

@@ -186,6 +186,15 @@ static const char schema_v4[] = "ALTER TABLE issues ADD COLUMN send_at INTEGER;"
 static const char schema_v5[] = "ALTER TABLE issues ADD COLUMN pages_hash TEXT NOT NULL DEFAULT '';"
                                 "UPDATE issues SET pages_hash = hash;";
 
+/*
+ * Version 6: paced lists. lists.pace spreads an issue's article mails
+ * (seconds between article k and k + 1); deliveries.not_before is the
+ * moment a paced delivery may go out, set when it is queued and kept
+ * across restarts (NULL: not paced, due when queued).
+ */
+static const char schema_v6[] = "ALTER TABLE lists ADD COLUMN pace INTEGER NOT NULL DEFAULT 0;"
+                                "ALTER TABLE deliveries ADD COLUMN not_before INTEGER;";
+
 /* Each step: SQL, then (when not NULL) a function in the same transaction. */
 static const struct migration {
 	const char *sql;
@@ -194,7 +203,8 @@ static const struct migration {
                   {schema_v2, NULL},
                   {schema_v3, subs_rekey},
                   {schema_v4, NULL},
-                  {schema_v5, NULL}};
+                  {schema_v5, NULL},
+                  {schema_v6, NULL}};
 #define NMIGRATIONS (int)(sizeof migrations / sizeof migrations[0])
 _Static_assert(NMIGRATIONS == STORE_SCHEMA_VERSION, "STORE_SCHEMA_VERSION is the last migration");
 

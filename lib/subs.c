@@ -334,8 +334,8 @@ struct subs_list *subs_lists(struct store *s, size_t *n, struct err *err)
 	    "'confirmed'),"
 	    " (SELECT count(*) FROM memberships m WHERE m.list_id = l.id"
 	    "   AND m.status = 'unsubscribed'),"
-	    " (SELECT count(*) FROM memberships m WHERE m.list_id = l.id AND m.status = 'bounced')"
-	    " FROM lists l ORDER BY l.name";
+	    " (SELECT count(*) FROM memberships m WHERE m.list_id = l.id AND m.status = 'bounced'),"
+	    " l.pace FROM lists l ORDER BY l.name";
 	sqlite3_stmt *st = store_stmt(s, sql, err);
 	struct subs_list *v = NULL;
 	size_t len = 0, cap = 0;
@@ -356,6 +356,7 @@ struct subs_list *subs_lists(struct store *s, size_t *n, struct err *err)
 		l->created_at = sqlite3_column_int64(st, 4);
 		for (int i = 0; i < SUBS_NSTATUS; i++)
 			l->count[i] = sqlite3_column_int64(st, 5 + i);
+		l->pace = sqlite3_column_int64(st, 5 + SUBS_NSTATUS);
 	}
 	sqlite3_reset(st);
 	if (rc != SQLITE_DONE) {
@@ -1286,4 +1287,107 @@ int subs_forget_id(struct store *s, int64_t id, const char *actor, struct subs_f
                    struct err *err)
 {
 	return forget(s, NULL, id, actor, out, err);
+}
+
+/* ---- pace ---------------------------------------------------------------- */
+
+int subs_pace_parse(const char *s, int64_t *seconds)
+{
+	static const struct {
+		char unit;
+		int64_t seconds;
+	} units[] = {{'d', 86400}, {'h', 3600}, {'m', 60}, {'s', 1}};
+	int64_t total = 0;
+	const char *p = s;
+	if (strcmp(s, "0") == 0) {
+		*seconds = 0;
+		return 0;
+	}
+	if (*p == '\0')
+		return -1;
+	while (*p) {
+		int64_t v = 0;
+		const char *start = p;
+		while (*p >= '0' && *p <= '9' && v <= SUBS_PACE_MAX)
+			v = v * 10 + (*p++ - '0');
+		if (p == start)
+			return -1;
+		size_t u = 0;
+		while (u < sizeof units / sizeof units[0] && units[u].unit != *p)
+			u++;
+		if (u == sizeof units / sizeof units[0] || v > SUBS_PACE_MAX)
+			return -1;
+		total += v * units[u].seconds;
+		if (total > SUBS_PACE_MAX)
+			return -1;
+		p++;
+	}
+	*seconds = total;
+	return 0;
+}
+
+void subs_pace_format(int64_t seconds, char *out, size_t n)
+{
+	static const struct {
+		char unit;
+		int64_t seconds;
+	} units[] = {{'d', 86400}, {'h', 3600}, {'m', 60}, {'s', 1}};
+	size_t o = 0;
+	if (seconds <= 0) {
+		snprintf(out, n, "0");
+		return;
+	}
+	out[0] = '\0';
+	for (size_t i = 0; i < sizeof units / sizeof units[0] && o < n; i++) {
+		int64_t q = seconds / units[i].seconds;
+		if (q == 0)
+			continue;
+		seconds -= q * units[i].seconds;
+		int w = snprintf(out + o, n - o, "%lld%c", (long long)q, units[i].unit);
+		o += w > 0 ? (size_t)w : 0;
+	}
+}
+
+int subs_list_set(struct store *s, const char *name, const char *title, const char *description,
+                  int64_t pace, const char *actor, struct err *err)
+{
+	static const char sql[] = "UPDATE lists SET title = coalesce(?2, title), description = "
+	                          "coalesce(?3, description), "
+	                          "pace = CASE WHEN ?4 >= 0 THEN ?4 ELSE pace END WHERE name = ?1";
+	const char *why;
+	if (title && *title == '\0')
+		title = name;
+	if (title && (why = subs_text_check(title, strlen(title), 200)) != NULL)
+		return err_set(err, ERR_INPUT,
+		               "the title %s; a title is one line of at most 200 characters", why);
+	if (description && !utf8_valid(description, strlen(description), NULL))
+		return err_set(err, ERR_INPUT, "the description is not valid UTF-8");
+	if (pace > SUBS_PACE_MAX)
+		return err_set(err, ERR_INPUT, "a pace is at most 30 days");
+	if (store_begin(s, err) < 0)
+		return -1;
+	int64_t id = subs_list_id(s, name, err);
+	if (id < 0)
+		goto fail;
+	sqlite3_stmt *st = store_stmt(s, sql, err);
+	if (st == NULL)
+		goto fail;
+	sqlite3_bind_text(st, 1, name, -1, SQLITE_STATIC);
+	if (title)
+		sqlite3_bind_text(st, 2, title, -1, SQLITE_STATIC);
+	if (description)
+		sqlite3_bind_text(st, 3, description, -1, SQLITE_STATIC);
+	sqlite3_bind_int64(st, 4, pace);
+	if (store_step_done(s, st, err, "changing a list") < 0)
+		goto fail;
+	char detail[160], p[32] = "";
+	if (pace >= 0)
+		subs_pace_format(pace, p, sizeof p);
+	snprintf(detail, sizeof detail, "%s%s%s", name, pace >= 0 ? " pace " : "", p);
+	if (subs_event_add(s, 0, id, "list-set", "cli", actor, detail, err) < 0)
+		goto fail;
+	return store_commit(s, err);
+fail:
+	store_rollback(s);
+	return -1;
 }

@@ -54,6 +54,7 @@ struct subs_list {
 	char *name, *title, *description;
 	int64_t created_at;
 	int64_t count[SUBS_NSTATUS]; /* memberships by status */
+	int64_t pace;                /* seconds between an issue's article mails, 0 = none */
 };
 
 /* Creates a list. ERR_INPUT for a bad name (listname.h) or title and for
@@ -69,6 +70,23 @@ int subs_list_create(struct store *s, const char *name, const char *title, const
  */
 int subs_list_delete(struct store *s, const char *name, bool force, const char *actor,
                      int64_t *removed, struct err *err);
+
+/*
+ * A list's pace spreads an issue's article mails for its members: article
+ * k goes at the issue's send time + (k - 1) x pace (ledger.h). A duration
+ * is a number with a unit, s m h or d, or several ("1h30m"), or "0";
+ * at most 30 days. -1 for anything else.
+ */
+#define SUBS_PACE_MAX (30 * 86400)
+int subs_pace_parse(const char *s, int64_t *seconds);
+/* "90s", "3h", "1d2h", "0": the shortest spelling; out holds 32 bytes. */
+void subs_pace_format(int64_t seconds, char *out, size_t n);
+
+/* Changes a list: title and description NULL keep theirs, pace < 0 keeps
+ * its pace. ERR_NOTFOUND for no such list; ERR_INPUT for a bad title. A
+ * new pace applies to issues queued from then on. */
+int subs_list_set(struct store *s, const char *name, const char *title, const char *description,
+                  int64_t pace, const char *actor, struct err *err);
 
 /* The list's id, or -1 with ERR_NOTFOUND ("no list 'x'; see matrixctl lists"). */
 int64_t subs_list_id(struct store *s, const char *name, struct err *err);

@@ -111,6 +111,7 @@ LATER_SCHEMA = {
     4: "ALTER TABLE issues DROP COLUMN send_at; ALTER TABLE issues DROP COLUMN held_at;"
        "ALTER TABLE issues DROP COLUMN released_at;",
     5: "ALTER TABLE issues DROP COLUMN pages_hash;",
+    6: "ALTER TABLE lists DROP COLUMN pace; ALTER TABLE deliveries DROP COLUMN not_before;",
 }
 
 

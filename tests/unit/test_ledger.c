@@ -53,11 +53,11 @@ static void test_next_state_for_each_reply_class(void **state)
 	    {reply(SEND_TEMP, false, false, 451, "451 4.7.1 greylisted"), LEDGER_DEFERRED, 2},
 	    {reply(SEND_TEMP, false, false, 452, "452 4.3.1 after DATA"), LEDGER_DEFERRED, 2},
 	    {reply(SEND_TEMP, false, false, 0, "no reply after the message"), LEDGER_DEFERRED, 2},
-	    {reply(SEND_TEMP, true, false, 0, "connection refused"), LEDGER_DEFERRED, 1},
-	    {reply(SEND_TEMP, true, false, 421, "421 4.3.2 closing"), LEDGER_DEFERRED, 1},
-	    {reply(SEND_TEMP, true, false, 530, "530 5.7.0 AUTH first (MAIL FROM)"),
-	     LEDGER_DEFERRED, 1},
-	    {reply(SEND_TEMP, true, false, 554, "554 5.7.1 relaying denied"), LEDGER_DEFERRED, 1},
+	    {reply(SEND_TEMP, true, false, 0, "connection refused"), LEDGER_QUEUED, 1},
+	    {reply(SEND_TEMP, true, false, 421, "421 4.3.2 closing"), LEDGER_QUEUED, 1},
+	    {reply(SEND_TEMP, true, false, 530, "530 5.7.0 AUTH first (MAIL FROM)"), LEDGER_QUEUED,
+	     1},
+	    {reply(SEND_TEMP, true, false, 554, "554 5.7.1 relaying denied"), LEDGER_QUEUED, 1},
 	};
 	struct ledger_job j = {.id = 1, .issue_id = 1, .attempts = 2, .first_attempt = NOW - 60};
 	for (size_t i = 0; i < sizeof rows / sizeof rows[0]; i++) {
@@ -80,8 +80,8 @@ static void test_retry_limits(void **state)
 	assert_int_equal(ledger_next_state(&j, &temp, NOW, &POLICY, &a), LEDGER_DEFERRED);
 	j.attempts = POLICY.max_attempts;
 	assert_int_equal(ledger_next_state(&j, &temp, NOW, &POLICY, &a), LEDGER_FAILED);
-	/* the relay's trouble never uses up attempts … */
-	assert_int_equal(ledger_next_state(&j, &relay, NOW, &POLICY, &a), LEDGER_DEFERRED);
+	/* the relay's trouble never uses up attempts: back in the queue … */
+	assert_int_equal(ledger_next_state(&j, &relay, NOW, &POLICY, &a), LEDGER_QUEUED);
 	assert_int_equal(a, POLICY.max_attempts - 1);
 	/* … and retry_max_age counts from the first attempt, for both */
 	j.attempts = 1;
@@ -89,10 +89,10 @@ static void test_retry_limits(void **state)
 	assert_int_equal(ledger_next_state(&j, &temp, NOW, &POLICY, &a), LEDGER_FAILED);
 	assert_int_equal(ledger_next_state(&j, &relay, NOW, &POLICY, &a), LEDGER_FAILED);
 	j.first_attempt = NOW - POLICY.retry_max_age + 1;
-	assert_int_equal(ledger_next_state(&j, &relay, NOW, &POLICY, &a), LEDGER_DEFERRED);
+	assert_int_equal(ledger_next_state(&j, &relay, NOW, &POLICY, &a), LEDGER_QUEUED);
 	/* a relay-level result of a claim that counted nothing stays at 0 */
 	j.attempts = 0;
-	assert_int_equal(ledger_next_state(&j, &relay, NOW, &POLICY, &a), LEDGER_DEFERRED);
+	assert_int_equal(ledger_next_state(&j, &relay, NOW, &POLICY, &a), LEDGER_QUEUED);
 	assert_int_equal(a, 0);
 }
 
