@@ -33,8 +33,8 @@ def member(env, email, list_="matrix"):
 def test_lists_default_and_json(env):
     p = env.ctl("lists", check=0)
     assert p.stdout.split("\n")[0].split() == ["LIST", "TITLE", "CONFIRMED", "PENDING",
-                                               "UNSUBSCRIBED", "BOUNCED"]
-    assert p.stdout.split("\n")[1].split() == ["matrix", "Matrix", "0", "0", "0", "0"]
+                                               "UNSUBSCRIBED", "BOUNCED", "PACE"]
+    assert p.stdout.split("\n")[1].split() == ["matrix", "Matrix", "0", "0", "0", "0", "0"]
     env.ctl("subscribe", "a@example.org", check=0)
     env.ctl("subscribe", "b@example.org", "--confirm", check=0)
     env.ctl("subscribe", "c@example.org", check=0)
@@ -68,7 +68,8 @@ def test_list_create_and_delete(env):
     env.ctl("list-create", "a", "b", check=2)
     env.ctl("list-create", "x", "--colour", "red", check=2)
     j = env.ctl_json("list-create", "plain")
-    assert j == {"name": "plain", "title": "plain", "description": "", "created": True}
+    assert j == {"name": "plain", "title": "plain", "description": "", "pace": 0,
+                 "created": True}
 
     env.ctl("subscribe", "a@example.org", "--list", "matrix-en", check=0)
     env.ctl("subscribe", "b@example.org", "--list", "matrix-en", "--confirm", check=0)
