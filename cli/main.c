@@ -2,6 +2,7 @@
  * matrixctl: the admin's tool. Global options, the command table and the
  * helpers every command shares (config, store, errors, JSON, tables).
  */
+#include <errno.h>
 #include <getopt.h>
 #include <pwd.h>
 #include <stdarg.h>
@@ -225,6 +226,13 @@ int main(int argc, char **argv)
 	optind = 0; /* GNU getopt: full re-initialisation for the command's options */
 	rc = cmd->fn(&c, argc - at, argv + at);
 	cli_close(&c);
+	/* What was printed is a write too: a full disk or a closed pipe must not
+	 * end in exit 0 with the output lost (stdio only says so here). */
+	if (fflush(stdout) != 0 || ferror(stdout)) {
+		fprintf(stderr, "matrixctl: writing the output: %s\n", strerror(errno ? errno : EIO));
+		if (rc == EXIT_OK)
+			rc = EXIT_ERR;
+	}
 	return rc;
 }
 

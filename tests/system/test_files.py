@@ -386,3 +386,16 @@ def test_full_public_dir_is_retried_by_the_daemon(env):
             mail_links_resolve(env, pub, 61)
         finally:
             d.kill()
+
+
+def test_matrixctl_output_to_a_full_disk_fails(env):
+    """What matrixctl prints is a write too: on a full disk (/dev/full) it
+    says so and exits 1, instead of 0 with nothing written."""
+    env.ctl("subscribe", "ann@example.org", check=0)
+    for args in (["--json", "status"], ["export"], ["lists"], ["--json", "inspect",
+                                                               DATA / "issues" / "toc-zh.txt"]):
+        with open("/dev/full", "w") as full:
+            p = subprocess.run([str(MATRIXCTL), "-c", str(env.conf), *map(str, args)],
+                               stdout=full, stderr=subprocess.PIPE, text=True, timeout=60)
+        assert p.returncode == 1, (args, p.stderr)
+        assert "No space left on device" in p.stderr, (args, p.stderr)
