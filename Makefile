@@ -5,6 +5,8 @@
 #   make check      install missing packages, unit tests (plain and ASan+UBSan),
 #                   system tests (pytest)
 #   make lint       banned functions, clang-format, cppcheck when present
+#   make torture    the kill -9 campaign with TORTURE_TRIALS kills (default 50)
+#                   per transport; make check runs it with 10
 #   make fuzz       libFuzzer targets, FUZZ_SECONDS each (default 60)
 #   make bench      benchmarks under bench/ (needs root for packages)
 #   make install    DESTDIR=… PREFIX=… (default /usr/local)
@@ -26,6 +28,7 @@ DESTDIR   ?=
 CC        ?= cc
 PYTHON    := /usr/bin/python3
 FUZZ_SECONDS ?= 60
+TORTURE_TRIALS ?= 50
 
 ifeq ($(SAN),1)
 BUILD     ?= build/san
@@ -77,7 +80,7 @@ CLI_OBJ   := $(CLI_SRC:%.c=$(BUILD)/obj/%.o)
 UNIT_BIN  := $(UNIT_SRC:tests/unit/%.c=$(BUILD)/tests/%)
 LIBA      := $(BUILD)/libmatrix.a
 
-.PHONY: all run check unit units system system-san lint fuzz bench install clean fresh-check
+.PHONY: all run check unit units system system-san lint torture fuzz bench install clean fresh-check
 all: $(BUILD)/matrixd $(BUILD)/matrixctl
 
 $(BUILD)/obj/%.o: %.c
@@ -145,6 +148,12 @@ system-san: all
 
 lint:
 	@sh scripts/lint.sh
+
+# The kill -9 campaign of tests/system/test_crash.py, longer than make
+# check's 10 kills (it prints the duplicates per kill).
+torture: all
+	@MATRIXD_BUILD=$(abspath $(BUILD)) MATRIXD_KILL_TRIALS=$(TORTURE_TRIALS) $(PYTHON) -m pytest \
+		-q -s -p no:cacheprovider tests/system/test_crash.py
 
 # --- fuzzing (clang + libFuzzer + ASan) ---------------------------------------
 
