@@ -229,7 +229,8 @@ int main(int argc, char **argv)
 	/* What was printed is a write too: a full disk or a closed pipe must not
 	 * end in exit 0 with the output lost (stdio only says so here). */
 	if (fflush(stdout) != 0 || ferror(stdout)) {
-		fprintf(stderr, "matrixctl: writing the output: %s\n", strerror(errno ? errno : EIO));
+		fprintf(stderr, "matrixctl: writing the output: %s\n",
+		        strerror(errno ? errno : EIO));
 		if (rc == EXIT_OK)
 			rc = EXIT_ERR;
 	}
