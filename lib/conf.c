@@ -29,85 +29,106 @@
 #define MATRIXD_TEMPLATE_DIR "/usr/share/matrixd/templates"
 #endif
 
-enum ktype { K_STR, K_PATH, K_INT, K_INT64, K_FLOAT };
+/* K_TLS and K_DKIM_KEYS are read by their own functions (take). */
+enum ktype { K_STR, K_PATH, K_INT, K_INT64, K_FLOAT, K_TLS, K_DKIM_KEYS };
 
+/*
+ * Every key of the file, with its type, range and default: the one place
+ * a key is described. conf_defaults(), conf_free(), the parser and the
+ * "valid here" list of an unknown key all walk it, so a new key is a
+ * member of struct conf and a row here (and its lines in matrixd.conf(5)
+ * and conf/matrixd.conf.example).
+ */
 struct key {
 	const char *group; /* NULL: top level */
 	const char *name;
 	enum ktype type;
-	size_t off;
-	long long min, max;
+	size_t off;         /* of the member in struct conf */
+	long long min, max; /* numbers */
+	const char *def;    /* the default, as it would be written in the file */
 };
 
 #define OFF(f) offsetof(struct conf, f)
 static const struct key keys[] = {
-    {NULL, "issue_dir", K_PATH, OFF(issue_dir), 0, 0},
-    {NULL, "state_dir", K_PATH, OFF(state_dir), 0, 0},
-    {NULL, "public_dir", K_PATH, OFF(public_dir), 0, 0},
-    {NULL, "template_dir", K_PATH, OFF(template_dir), 0, 0},
-    {NULL, "issue_settle_seconds", K_INT, OFF(issue_settle_seconds), 0, 3600},
-    {NULL, "max_issue_bytes", K_INT64, OFF(max_issue_bytes), 1024, 1LL << 30},
-    {NULL, "bounce_threshold", K_INT, OFF(bounce_threshold), 1, 1000},
-    {NULL, "schedule_grace", K_INT, OFF(schedule_grace), 0, 366 * 86400},
-    {"site", "title", K_STR, OFF(site.title), 0, 0},
-    {"site", "base_url", K_STR, OFF(site.base_url), 0, 0},
-    {"site", "language", K_STR, OFF(site.language), 0, 0},
-    {"site", "from", K_STR, OFF(site.from), 0, 0},
-    {"site", "feed_items", K_INT, OFF(site.feed_items), 1, 10000},
-    {"site", "timezone", K_STR, OFF(site.timezone), 0, 0},
-    {"smtp", "url", K_STR, OFF(smtp.url), 0, 0},
-    {"smtp", "tls", K_STR, 0, 0, 0}, /* enum, handled apart */
-    {"smtp", "ca_file", K_PATH, OFF(smtp.ca_file), 0, 0},
-    {"smtp", "username", K_STR, OFF(smtp.username), 0, 0},
-    {"smtp", "password_file", K_PATH, OFF(smtp.password_file), 0, 0},
-    {"smtp", "connections", K_INT, OFF(smtp.connections), 1, 256},
-    {"smtp", "rate", K_FLOAT, OFF(smtp.rate), 0, 1000000},
-    {"smtp", "max_attempts", K_INT, OFF(smtp.max_attempts), 1, 1000},
-    {"smtp", "retry_max_age", K_INT, OFF(smtp.retry_max_age), 60, 60 * 86400},
-    {"smtp", "return_path", K_STR, OFF(smtp.return_path), 0, 0},
-    {"http", "listen", K_STR, OFF(http.listen), 0, 0},
-    {"http", "trusted_proxies", K_STR, OFF(http.trusted_proxies), 0, 0},
-    {"dkim", "domain", K_STR, OFF(dkim.domain), 0, 0},
-    {"dkim", "keys", K_STR, 0, 0, 0}, /* a list of groups, handled apart */
+    {NULL, "issue_dir", K_PATH, OFF(issue_dir), 0, 0, "/var/lib/matrixd/issues"},
+    {NULL, "state_dir", K_PATH, OFF(state_dir), 0, 0, "/var/lib/matrixd"},
+    {NULL, "public_dir", K_PATH, OFF(public_dir), 0, 0, "/var/lib/matrixd/public"},
+    {NULL, "template_dir", K_PATH, OFF(template_dir), 0, 0, MATRIXD_TEMPLATE_DIR},
+    {NULL, "issue_settle_seconds", K_INT, OFF(issue_settle_seconds), 0, 3600, "5"},
+    {NULL, "max_issue_bytes", K_INT64, OFF(max_issue_bytes), 1024, 1LL << 30, "16777216"},
+    {NULL, "bounce_threshold", K_INT, OFF(bounce_threshold), 1, 1000, "3"},
+    {NULL, "schedule_grace", K_INT, OFF(schedule_grace), 0, 366 * 86400, "86400"},
+    {"site", "title", K_STR, OFF(site.title), 0, 0, "Matrix"},
+    {"site", "base_url", K_STR, OFF(site.base_url), 0, 0, ""}, /* required */
+    {"site", "language", K_STR, OFF(site.language), 0, 0, "zh-CN"},
+    {"site", "from", K_STR, OFF(site.from), 0, 0, ""}, /* required */
+    {"site", "feed_items", K_INT, OFF(site.feed_items), 1, 10000, "50"},
+    {"site", "timezone", K_STR, OFF(site.timezone), 0, 0, ""},
+    {"smtp", "url", K_STR, OFF(smtp.url), 0, 0, "smtp://127.0.0.1:25"},
+    {"smtp", "tls", K_TLS, OFF(smtp.tls), 0, 0, "auto"},
+    {"smtp", "ca_file", K_PATH, OFF(smtp.ca_file), 0, 0, ""},
+    {"smtp", "username", K_STR, OFF(smtp.username), 0, 0, ""},
+    {"smtp", "password_file", K_PATH, OFF(smtp.password_file), 0, 0, ""},
+    {"smtp", "connections", K_INT, OFF(smtp.connections), 1, 256, "4"},
+    {"smtp", "rate", K_FLOAT, OFF(smtp.rate), 0, 1000000, "0"},
+    {"smtp", "max_attempts", K_INT, OFF(smtp.max_attempts), 1, 1000, "10"},
+    {"smtp", "retry_max_age", K_INT, OFF(smtp.retry_max_age), 60, 60 * 86400, "259200"},
+    /* "": bounces+{token}@ the domain of site.from (semantic) */
+    {"smtp", "return_path", K_STR, OFF(smtp.return_path), 0, 0, ""},
+    {"http", "listen", K_STR, OFF(http.listen), 0, 0, "127.0.0.1:8025"},
+    {"http", "trusted_proxies", K_STR, OFF(http.trusted_proxies), 0, 0, ""},
+    /* "": the A-label domain of site.from (semantic) */
+    {"dkim", "domain", K_STR, OFF(dkim.domain), 0, 0, ""},
+    {"dkim", "keys", K_DKIM_KEYS, 0, 0, 0, NULL},
 };
 static const char *groups[] = {"site", "smtp", "http", "dkim"};
 
-static void set_str(char **dst, const char *v)
+static const char *const tls_names[] = {
+    [TLS_AUTO] = "auto", [TLS_REQUIRED] = "required", [TLS_OFF] = "off"};
+
+static bool parse_tls(const char *v, enum tls_mode *out)
 {
-	free(*dst);
-	*dst = v ? xstrdup(v) : NULL;
+	for (size_t i = 0; i < sizeof tls_names / sizeof tls_names[0]; i++)
+		if (strcmp(v, tls_names[i]) == 0) {
+			*out = (enum tls_mode)i;
+			return true;
+		}
+	return false;
+}
+
+/* Stores k's default (k->def, written as the file would write it). */
+static void set_default(struct conf *c, const struct key *k)
+{
+	char *field = (char *)c + k->off;
+	switch (k->type) {
+	case K_STR:
+	case K_PATH:
+		*(char **)field = xstrdup(k->def);
+		break;
+	case K_INT:
+		*(int *)field = (int)strtol(k->def, NULL, 10);
+		break;
+	case K_INT64:
+		*(long long *)field = strtoll(k->def, NULL, 10);
+		break;
+	case K_FLOAT: {
+		double f = strtod(k->def, NULL);
+		memcpy(field, &f, sizeof f); /* the member is a double */
+		break;
+	}
+	case K_TLS:
+		parse_tls(k->def, (enum tls_mode *)field);
+		break;
+	case K_DKIM_KEYS:
+		break; /* none */
+	}
 }
 
 void conf_defaults(struct conf *c)
 {
 	memset(c, 0, sizeof *c);
-	set_str(&c->issue_dir, "/var/lib/matrixd/issues");
-	set_str(&c->state_dir, "/var/lib/matrixd");
-	set_str(&c->public_dir, "/var/lib/matrixd/public");
-	set_str(&c->template_dir, MATRIXD_TEMPLATE_DIR);
-	c->issue_settle_seconds = 5;
-	c->max_issue_bytes = 16777216;
-	c->bounce_threshold = 3;
-	c->schedule_grace = 86400;
-	set_str(&c->site.title, "Matrix");
-	set_str(&c->site.base_url, "");
-	set_str(&c->site.language, "zh-CN");
-	set_str(&c->site.from, "");
-	c->site.feed_items = 50;
-	set_str(&c->site.timezone, "");
-	set_str(&c->smtp.url, "smtp://127.0.0.1:25");
-	c->smtp.tls = TLS_AUTO;
-	set_str(&c->smtp.ca_file, "");
-	set_str(&c->smtp.username, "");
-	set_str(&c->smtp.password_file, "");
-	c->smtp.connections = 4;
-	c->smtp.rate = 0.0;
-	c->smtp.max_attempts = 10;
-	c->smtp.retry_max_age = 259200;
-	set_str(&c->smtp.return_path, ""); /* from site.from: bounces+{token}@ITS-DOMAIN */
-	set_str(&c->http.listen, "127.0.0.1:8025");
-	set_str(&c->http.trusted_proxies, "");
-	set_str(&c->dkim.domain, "");
+	for (size_t i = 0; i < sizeof keys / sizeof keys[0]; i++)
+		set_default(c, &keys[i]);
 }
 
 void conf_free(struct conf *c)
@@ -115,23 +136,9 @@ void conf_free(struct conf *c)
 	if (c == NULL)
 		return;
 	free(c->path);
-	free(c->issue_dir);
-	free(c->state_dir);
-	free(c->public_dir);
-	free(c->template_dir);
-	free(c->site.title);
-	free(c->site.base_url);
-	free(c->site.language);
-	free(c->site.from);
-	free(c->site.timezone);
-	free(c->smtp.url);
-	free(c->smtp.ca_file);
-	free(c->smtp.username);
-	free(c->smtp.password_file);
-	free(c->smtp.return_path);
-	free(c->http.listen);
-	free(c->http.trusted_proxies);
-	free(c->dkim.domain);
+	for (size_t i = 0; i < sizeof keys / sizeof keys[0]; i++)
+		if (keys[i].type == K_STR || keys[i].type == K_PATH)
+			free(*(char **)((char *)c + keys[i].off));
 	for (size_t i = 0; i < c->dkim.nkeys; i++) {
 		free(c->dkim.keys[i].selector);
 		free(c->dkim.keys[i].key_file);
@@ -175,6 +182,9 @@ static const char *want_name(enum ktype t)
 		return "an integer";
 	case K_FLOAT:
 		return "a number";
+	case K_TLS:
+	case K_DKIM_KEYS:
+		break; /* said by their own messages */
 	}
 	return "?";
 }
@@ -331,23 +341,6 @@ static int take(struct ctx *x, const struct key *k, const config_setting_t *s)
 	snprintf(full, sizeof full, "%s%s%s", k->group ? k->group : "", k->group ? "." : "",
 	         k->name);
 
-	if (k->group && strcmp(k->group, "smtp") == 0 && strcmp(k->name, "tls") == 0) {
-		const char *v = t == CONFIG_TYPE_STRING ? config_setting_get_string(s) : NULL;
-		if (v && strcmp(v, "auto") == 0)
-			x->c->smtp.tls = TLS_AUTO;
-		else if (v && strcmp(v, "required") == 0)
-			x->c->smtp.tls = TLS_REQUIRED;
-		else if (v && strcmp(v, "off") == 0)
-			x->c->smtp.tls = TLS_OFF;
-		else
-			return bad(x, s, "%s must be \"auto\", \"required\" or \"off\"%s", full,
-			           "");
-		return 0;
-	}
-
-	if (k->group && strcmp(k->group, "dkim") == 0 && strcmp(k->name, "keys") == 0)
-		return take_dkim_keys(x, s);
-
 	char *field = (char *)x->c + k->off;
 	long long v = 0;
 	switch (k->type) {
@@ -388,6 +381,15 @@ static int take(struct ctx *x, const struct key *k, const config_setting_t *s)
 		memcpy(field, &f, sizeof f); /* the member is a double (keys[]) */
 		return 0;
 	}
+	case K_TLS: {
+		const char *tv = t == CONFIG_TYPE_STRING ? config_setting_get_string(s) : NULL;
+		if (tv == NULL || !parse_tls(tv, (enum tls_mode *)field))
+			return bad(x, s, "%s must be \"auto\", \"required\" or \"off\"%s", full,
+			           "");
+		return 0;
+	}
+	case K_DKIM_KEYS:
+		return take_dkim_keys(x, s);
 	}
 	if (v < k->min || v > k->max) {
 		char range[64];
