@@ -24,6 +24,7 @@
 #include <gnutls/crypto.h>
 #include <gnutls/gnutls.h>
 
+#include "buf.h"
 #include "fsutil.h"
 #include "issue.h"
 #include "listname.h"
@@ -486,9 +487,143 @@ static bool parse_number(const char *v, int *out)
 	return true;
 }
 
-static int front_matter(struct doc *d)
+/*
+ * The front matter's keys, as conf.c has its table: each takes the
+ * unquoted, cleaned value of its line and keeps it (*val = NULL) or leaves
+ * it to be freed; it reports what is wrong at line no. The "known" list of
+ * an unknown key is this table.
+ */
+typedef int fm_take(struct doc *d, int no, char **val);
+
+static int fm_title(struct doc *d, int no, char **val)
+{
+	free(d->is->title);
+	d->is->title = *val;
+	*val = NULL;
+	d->fm_title = true;
+	if (d->is->title[0] == '\0')
+		return err_at(d->err, ERR_INPUT, d->path, no, "title is empty");
+	return 0;
+}
+
+static int fm_number(struct doc *d, int no, char **val)
+{
+	d->fm_number = true;
+	if (!parse_number(*val, &d->is->number))
+		return err_at(d->err, ERR_INPUT, d->path, no,
+		              "number must be a positive integer, not '%s'", *val);
+	return 0;
+}
+
+static int fm_period(struct doc *d, int no, char **val)
+{
+	free(d->is->period);
+	d->is->period = *val;
+	*val = NULL;
+	d->fm_period = true;
+	d->period_line = no;
+	return 0;
+}
+
+static int fm_date(struct doc *d, int no, char **val)
+{
+	if (!parse_date(*val, &d->is->date))
+		return err_at(d->err, ERR_INPUT, d->path, no, "date must be YYYY-MM-DD, not '%s'",
+		              *val);
+	return 0;
+}
+
+static int fm_send_at(struct doc *d, int no, char **val)
+{
+	const char *why;
+	d->is->send_at_line = no;
+	if (issue_parse_send_at(*val, &d->is->send_at, &why) < 0)
+		return err_at(d->err, ERR_INPUT, d->path, no, "send_at '%s' %s", *val, why);
+	return 0;
+}
+
+static int fm_language(struct doc *d, int no, char **val)
+{
+	const char *v = *val;
+	bool ok = v[0] != '\0' && strlen(v) < 36;
+	for (const char *p = v; *p; p++)
+		ok &= isalnum((unsigned char)*p) || *p == '-';
+	int r = ok ? 0
+	           : err_at(d->err, ERR_INPUT, d->path, no,
+	                    "language must be a tag such as zh-CN, not '%s'", v);
+	free(d->is->language);
+	d->is->language = *val;
+	*val = NULL;
+	return r;
+}
+
+/* "a, b" or "[a, b]", each name possibly quoted. */
+static int fm_lists(struct doc *d, int no, char **val)
 {
 	struct issue *is = d->is;
+	is->lists_line = no;
+	char *v = *val;
+	size_t vn = strlen(v);
+	if (vn >= 2 && v[0] == '[' && v[vn - 1] == ']') {
+		v[vn - 1] = '\0';
+		v++;
+	}
+	char *save = NULL;
+	for (char *tok = strtok_r(v, ",", &save); tok; tok = strtok_r(NULL, ",", &save)) {
+		const char *t = tok;
+		size_t tn = strlen(tok);
+		trim(&t, &tn);
+		char *name = unquote(t, tn);
+		if (!list_name_valid(name)) {
+			err_at(d->err, ERR_INPUT, d->path, no,
+			       "'%s' is not a list name: " LIST_NAME_RULE
+			       " (as matrixctl list-create takes)",
+			       name);
+			free(name);
+			return -1;
+		}
+		is->lists = xreallocarray(is->lists, is->nlists + 1, sizeof *is->lists);
+		is->lists[is->nlists++] = name;
+	}
+	return 0;
+}
+
+static int fm_status(struct doc *d, int no, char **val)
+{
+	if (strcmp(*val, "publish") == 0)
+		d->is->is_draft = false;
+	else if (strcmp(*val, "draft") == 0)
+		d->is->is_draft = true;
+	else
+		return err_at(d->err, ERR_INPUT, d->path, no,
+		              "status must be 'publish' or 'draft', not '%s'", *val);
+	return 0;
+}
+
+static const struct fm_key {
+	const char *name;
+	fm_take *take;
+} fm_keys[] = {
+    {"title", fm_title},   {"number", fm_number},     {"period", fm_period},
+    {"date", fm_date},     {"language", fm_language}, {"lists", fm_lists},
+    {"status", fm_status}, {"send_at", fm_send_at},
+};
+
+static int fm_unknown(struct doc *d, int no, const char *key)
+{
+	struct buf known;
+	buf_init(&known, BUF_NOLIMIT);
+	for (size_t i = 0; i < sizeof fm_keys / sizeof fm_keys[0]; i++)
+		buf_printf(&known, "%s%s", i ? ", " : "", fm_keys[i].name);
+	err_at(d->err, ERR_INPUT, d->path, no, "unknown front matter key '%s' (known: %s)", key,
+	       buf_str(&known));
+	buf_free(&known);
+	return -1;
+}
+
+/* The lines between a first line '---' and the next one: "key: value". */
+static int front_matter(struct doc *d)
+{
 	if (d->nlines == 0 || !is_fence(&d->lines[0]))
 		return 0;
 	size_t end = 0;
@@ -517,88 +652,12 @@ static int front_matter(struct doc *d)
 		while (kn > 0 && s[kn - 1] == ' ')
 			kn--;
 		char *key = xstrndup(s, kn);
-		char *val = unquote(colon + 1, n - kn - 1 - (size_t)(colon - s - (long)kn));
-		int r = 0;
-		if (strcmp(key, "title") == 0) {
-			if (val[0] == '\0')
-				r = err_at(d->err, ERR_INPUT, d->path, l->no, "title is empty");
-			free(is->title);
-			is->title = val;
-			val = NULL;
-			d->fm_title = true;
-		} else if (strcmp(key, "number") == 0) {
-			if (!parse_number(val, &is->number))
-				r = err_at(d->err, ERR_INPUT, d->path, l->no,
-				           "number must be a positive integer, not '%s'", val);
-			d->fm_number = true;
-		} else if (strcmp(key, "period") == 0) {
-			free(is->period);
-			is->period = val;
-			val = NULL;
-			d->fm_period = true;
-			d->period_line = l->no;
-		} else if (strcmp(key, "date") == 0) {
-			if (!parse_date(val, &is->date))
-				r = err_at(d->err, ERR_INPUT, d->path, l->no,
-				           "date must be YYYY-MM-DD, not '%s'", val);
-		} else if (strcmp(key, "send_at") == 0) {
-			const char *why;
-			is->send_at_line = l->no;
-			if (issue_parse_send_at(val, &is->send_at, &why) < 0)
-				r = err_at(d->err, ERR_INPUT, d->path, l->no, "send_at '%s' %s",
-				           val, why);
-		} else if (strcmp(key, "language") == 0) {
-			bool ok = val[0] != '\0' && strlen(val) < 36;
-			for (const char *p = val; *p; p++)
-				ok &= isalnum((unsigned char)*p) || *p == '-';
-			if (!ok)
-				r = err_at(d->err, ERR_INPUT, d->path, l->no,
-				           "language must be a tag such as zh-CN, not '%s'", val);
-			free(is->language);
-			is->language = val;
-			val = NULL;
-		} else if (strcmp(key, "lists") == 0) {
-			is->lists_line = l->no;
-			char *v = val;
-			size_t vn = strlen(v);
-			if (vn >= 2 && v[0] == '[' && v[vn - 1] == ']') {
-				v[vn - 1] = '\0';
-				v++;
-			}
-			char *save = NULL;
-			for (char *tok = strtok_r(v, ",", &save); tok && r == 0;
-			     tok = strtok_r(NULL, ",", &save)) {
-				const char *t = tok;
-				size_t tn = strlen(tok);
-				trim(&t, &tn);
-				char *name = unquote(t, tn);
-				if (!list_name_valid(name)) {
-					r = err_at(d->err, ERR_INPUT, d->path, l->no,
-					           "'%s' is not a list name: " LIST_NAME_RULE
-					           " (as matrixctl list-create takes)",
-					           name);
-					free(name);
-					break;
-				}
-				is->lists =
-				    xreallocarray(is->lists, is->nlists + 1, sizeof *is->lists);
-				is->lists[is->nlists++] = name;
-			}
-		} else if (strcmp(key, "status") == 0) {
-			if (strcmp(val, "publish") == 0)
-				is->is_draft = false;
-			else if (strcmp(val, "draft") == 0)
-				is->is_draft = true;
-			else
-				r = err_at(d->err, ERR_INPUT, d->path, l->no,
-				           "status must be 'publish' or 'draft', not '%s'", val);
-		} else {
-			r = err_at(
-			    d->err, ERR_INPUT, d->path, l->no,
-			    "unknown front matter key '%s' (known: title, number, period, date, "
-			    "language, lists, status, send_at)",
-			    key);
-		}
+		char *val = unquote(colon + 1, n - (size_t)(colon - s) - 1);
+		const struct fm_key *k = NULL;
+		for (size_t j = 0; j < sizeof fm_keys / sizeof fm_keys[0] && k == NULL; j++)
+			if (strcmp(key, fm_keys[j].name) == 0)
+				k = &fm_keys[j];
+		int r = k ? k->take(d, l->no, &val) : fm_unknown(d, l->no, key);
 		free(key);
 		free(val);
 		if (r < 0)
