@@ -110,6 +110,9 @@ int cli_issue_for_mail(struct cli *c, const char *path, struct issue **is, struc
 		*t = NULL;
 		return -1;
 	}
+	/* a preview shows what the editor has to check, as inspect does */
+	for (size_t i = 0; i < (*is)->nwarnings; i++)
+		fprintf(stderr, "%s\n", (*is)->warnings[i]);
 	return 0;
 }
 

@@ -366,7 +366,12 @@ int render_issue_pages(const struct conf *c, const struct tmpl *t, const struct 
 	}
 	for (size_t i = 0; i < is->nassets && r == 0 && is->folder; i++) {
 		char *dest = xasprintf("%s/issues/%d/%s", dir, is->number, is->assets[i]);
-		r = copy_asset(is->folder, is->assets[i], dest, err);
+		struct err e;
+		r = copy_asset(is->folder, is->assets[i], dest, &e);
+		if (r < 0 && e.kind == ERR_NOTFOUND)
+			r = 0; /* not in the folder: the issue's warning (issue.h), not ours */
+		else if (r < 0 && err)
+			*err = e;
 		free(dest);
 	}
 	return r;

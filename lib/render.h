@@ -44,7 +44,9 @@ int render_confirm(const struct conf *c, const struct tmpl *t, const struct rend
                    struct msg_prep *out, struct err *err);
 
 /* issues/N/index.html, issues/N/SLUG.html, and the issue folder's images,
- * under dir (public_dir). */
+ * under dir (public_dir). An image the folder does not hold is skipped
+ * (the issue warns about it); one that is a link, a FIFO or a device is
+ * refused (ERR_INPUT), as is any write that fails (ERR_IO). */
 int render_issue_pages(const struct conf *c, const struct tmpl *t, const struct issue *is,
                        time_t date, const char *dir, struct err *err);
 

@@ -399,3 +399,23 @@ def test_matrixctl_output_to_a_full_disk_fails(env):
                                stdout=full, stderr=subprocess.PIPE, text=True, timeout=60)
         assert p.returncode == 1, (args, p.stderr)
         assert "No space left on device" in p.stderr, (args, p.stderr)
+
+
+def test_missing_image_is_warned_not_blocking(env, tmp_path):
+    """An image the folder does not hold is the editor's to fix (inspect and
+    the log say so, file:line); it does not hold the issue back as an
+    unwritable public_dir does: the rest is published and sent."""
+    from test_daemon import Daemon
+    env.ctl("subscribe", "ann@example.org", check=0)
+    d = folder_issue(env, "matrix-72", 72)
+    (d / "img" / "b.png").unlink()
+    r = env.ctl("render", d, "--out", tmp_path / "out")
+    assert r.returncode == 0, r.stderr
+    assert "img/b.png" in r.stderr and "not in the issue folder" in r.stderr
+    assert (tmp_path / "out" / "public" / "issues" / "72" / "img" / "cover.png").is_file()
+    p = once(env)
+    assert p.returncode == 0, p.stderr
+    assert "issue.md:" in p.stderr and "'img/b.png' is not in the issue folder" in p.stderr
+    assert (env.tmp / "public" / "issues" / "72" / "img" / "cover.png").is_file()
+    assert len(maildir_files(env)) == 2
+    assert env.ctl_json("status")["errors"] == []
