@@ -107,8 +107,12 @@ $(BUILD)/matrixctl: $(CLI_OBJ) $(LIBA)
 
 $(BUILD)/tests/%: tests/unit/%.c $(LIBA)
 	@mkdir -p $(dir $@)
-	$(call say,CC,$<)$(CC) $(CFLAGS) -Itests/unit -o $@ $< $(LIBA) $(PKG_LIBS) -lcmocka \
-		$(LDFLAGS)
+	$(call say,CC,$<)$(CC) $(CFLAGS) -Itests/unit -o $@ $< $(filter %.o,$^) $(LIBA) \
+		$(PKG_LIBS) -lcmocka $(LDFLAGS)
+
+# Unit programs for a pure part of the daemon link its object too.
+$(BUILD)/tests/test_deadline: $(BUILD)/obj/daemon/deadline.o
+$(BUILD)/tests/test_deadline: CFLAGS += -Idaemon
 
 -include $(LIB_OBJ:.o=.d) $(DAEMON_OBJ:.o=.d) $(CLI_OBJ:.o=.d)
 

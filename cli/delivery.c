@@ -10,6 +10,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/statvfs.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -29,6 +30,9 @@
 #include "token.h"
 #include "transport.h"
 #include "xmalloc.h"
+
+/* state_dir free space under which status warns (or a tenth of it) */
+#define STATUS_LOW_SPACE (16 * 1024 * 1024)
 
 static void when(int64_t t, char *out, size_t n)
 {
@@ -84,6 +88,234 @@ static void counts_cells(const struct ledger_counts *k, char out[LEDGER_NSTATES]
 		snprintf(out[i], 24, "%" PRId64, k->n[i]);
 }
 
+/* What status shows, read once. */
+struct status {
+	bool running;
+	long pid;
+	int64_t since;
+	char *conf, *line; /* the daemon's configuration and status line */
+	struct archive_issue *is;
+	size_t n;
+	struct archive_error *errs;
+	size_t nerr;
+	struct ledger_counts confirm;
+	char **warn; /* what needs the admin's eye besides the errors */
+	size_t nwarn;
+	int64_t free_bytes; /* in state_dir; -1 unknown */
+	int64_t now;
+	int grace; /* schedule_grace */
+};
+
+static void warn_add(struct status *st, char *msg)
+{
+	st->warn = xreallocarray(st->warn, st->nwarn + 1, sizeof *st->warn);
+	st->warn[st->nwarn++] = msg;
+}
+
+/*
+ * An issue due without deliveries (their enqueue failed: the store busy
+ * or state_dir full; the daemon retries) and a state_dir nearly full
+ * are shown here, since neither can be written into the store when the
+ * disk is what is full.
+ */
+static void status_warnings(struct cli *c, struct status *st)
+{
+	for (size_t i = 0; i < st->n; i++)
+		if (archive_phase(&st->is[i], st->now, st->grace) == ARCHIVE_DUE)
+			warn_add(st, xasprintf("issue %d is due but its deliveries are not "
+			                       "queued yet; matrixd retries (see its log: is "
+			                       "state_dir full?)",
+			                       st->is[i].number));
+	struct statvfs v;
+	st->free_bytes = -1;
+	if (statvfs(c->conf.state_dir, &v) != 0)
+		return;
+	st->free_bytes = (int64_t)v.f_bavail * (int64_t)v.f_frsize;
+	int64_t size = (int64_t)v.f_blocks * (int64_t)v.f_frsize, low = size / 10;
+	if (low > STATUS_LOW_SPACE)
+		low = STATUS_LOW_SPACE;
+	if (st->free_bytes < low)
+		warn_add(st, xasprintf("state_dir %s has only %" PRId64
+		                       " KiB free: matrixd cannot queue or record deliveries "
+		                       "when it is full; free some space",
+		                       c->conf.state_dir, st->free_bytes / 1024));
+}
+
+static int status_read(struct cli *c, struct status *st, struct err *e)
+{
+	struct store *s = c->store;
+	memset(st, 0, sizeof *st);
+	st->now = store_now();
+	st->grace = c->conf.schedule_grace;
+	char *pid_s = store_kv_get(s, "daemon.pid", e);
+	char *started = store_kv_get(s, "daemon.started", e);
+	st->conf = store_kv_get(s, "daemon.config", e);
+	st->line = store_kv_get(s, "daemon.status", e);
+	st->pid = pid_s && *pid_s ? strtol(pid_s, NULL, 10) : 0;
+	st->running = st->pid > 0 && (kill((pid_t)st->pid, 0) == 0 || errno == EPERM);
+	st->since = started ? strtoll(started, NULL, 10) : 0;
+	free(pid_s);
+	free(started);
+	st->is = archive_list(s, &st->n, e);
+	st->errs = archive_errors(s, &st->nerr, e);
+	if (st->is == NULL || st->errs == NULL || ledger_counts(s, 0, &st->confirm, e) < 0)
+		return -1;
+	status_warnings(c, st);
+	return 0;
+}
+
+static void status_free(struct status *st)
+{
+	archive_issues_free(st->is, st->n);
+	archive_errors_free(st->errs, st->nerr);
+	for (size_t i = 0; i < st->nwarn; i++)
+		free(st->warn[i]);
+	free(st->warn);
+	free(st->conf);
+	free(st->line);
+}
+
+static void status_json(struct store *s, const struct status *st)
+{
+	struct err e;
+	struct json_object *o = json_object_new_object(), *dj = json_object_new_object();
+	json_object_object_add(dj, "running", json_object_new_boolean(st->running));
+	json_object_object_add(dj, "pid", st->running ? json_object_new_int64(st->pid) : NULL);
+	json_object_object_add(dj, "since", json_object_new_int64(st->since));
+	json_object_object_add(dj, "config", json_object_new_string(st->conf ? st->conf : ""));
+	json_object_object_add(dj, "status",
+	                       json_object_new_string(st->running && st->line ? st->line : ""));
+	json_object_object_add(o, "daemon", dj);
+	struct json_object *arr = json_object_new_array();
+	for (size_t i = 0; i < st->n; i++) {
+		const struct archive_issue *a = &st->is[i];
+		struct ledger_counts k;
+		ledger_counts(s, a->id, &k, &e);
+		struct json_object *j = counts_json(&k);
+		json_object_object_add(j, "number", json_object_new_int(a->number));
+		json_object_object_add(j, "title", json_object_new_string(a->title));
+		json_object_object_add(
+		    j, "status", json_object_new_string(phase_name(a, st->now, st->grace)));
+		char at[48];
+		if (a->send_at)
+			issue_format_time((time_t)a->send_at, at, sizeof at);
+		json_object_object_add(j, "send_at", a->send_at ? json_object_new_string(at) : NULL);
+		int64_t waiting = 0, next = 0;
+		ledger_waiting(s, a->id, st->now, &waiting, &next, &e);
+		if (next)
+			issue_format_time((time_t)next, at, sizeof at);
+		json_object_object_add(j, "waiting", json_object_new_int64(waiting));
+		json_object_object_add(j, "next_at", waiting ? json_object_new_string(at) : NULL);
+		json_object_object_add(j, "path", json_object_new_string(a->path));
+		json_object_object_add(j, "queued_at",
+		                       a->queued_at ? json_object_new_int64(a->queued_at) : NULL);
+		json_object_object_add(j, "rate", json_object_new_double(issue_rate(s, a->id)));
+		json_object_array_add(arr, j);
+	}
+	json_object_object_add(o, "issues", arr);
+	json_object_object_add(o, "confirmations", counts_json(&st->confirm));
+	struct json_object *ea = json_object_new_array();
+	for (size_t i = 0; i < st->nerr; i++) {
+		struct json_object *j = json_object_new_object();
+		json_object_object_add(j, "path", json_object_new_string(st->errs[i].path));
+		json_object_object_add(j, "error", json_object_new_string(st->errs[i].msg));
+		json_object_object_add(j, "at", json_object_new_int64(st->errs[i].at));
+		json_object_array_add(ea, j);
+	}
+	json_object_object_add(o, "errors", ea);
+	struct json_object *wa = json_object_new_array();
+	for (size_t i = 0; i < st->nwarn; i++)
+		json_object_array_add(wa, json_object_new_string(st->warn[i]));
+	json_object_object_add(o, "warnings", wa);
+	json_object_object_add(o, "state_dir_free",
+	                       st->free_bytes >= 0 ? json_object_new_int64(st->free_bytes) : NULL);
+	cli_json_print(o);
+}
+
+static void status_text(struct store *s, const struct status *st)
+{
+	struct err e;
+	char ts[64];
+	when(st->since, ts, sizeof ts);
+	const char *conf = st->conf ? st->conf : "";
+	if (st->running)
+		printf("matrixd: running (pid %ld) since %s, config %s\n", st->pid, ts,
+		       *conf ? conf : "?");
+	else
+		printf("matrixd: not running%s%s%s\n", *conf ? " (last config " : "", conf,
+		       *conf ? ")" : "");
+	if (st->running && st->line && *st->line)
+		printf("         %s\n", st->line);
+	printf("\n");
+	struct table *t = table_new(9, "ISSUE", "TITLE", "STATUS", "QUEUED", "SENDING", "SENT",
+	                            "DEFERRED", "FAILED", "MSG/S");
+	for (size_t i = 0; i < st->n; i++) {
+		const struct archive_issue *a = &st->is[i];
+		struct ledger_counts k;
+		ledger_counts(s, a->id, &k, &e);
+		char num[16], cnt[LEDGER_NSTATES][24], rt[24];
+		snprintf(num, sizeof num, "%d", a->number);
+		counts_cells(&k, cnt);
+		double rate = issue_rate(s, a->id);
+		snprintf(rt, sizeof rt, rate > 0 ? "%.0f" : "-", rate);
+		char phase[80];
+		if (archive_phase(a, st->now, st->grace) == ARCHIVE_SCHEDULED) {
+			time_t at = (time_t)a->send_at;
+			struct tm tm;
+			localtime_r(&at, &tm);
+			strftime(phase, sizeof phase, "scheduled %Y-%m-%d %H:%M %z", &tm);
+		} else {
+			snprintf(phase, sizeof phase, "%s", phase_name(a, st->now, st->grace));
+		}
+		table_row(t, num, a->title, phase, cnt[LEDGER_QUEUED], cnt[LEDGER_SENDING],
+		          cnt[LEDGER_SENT], cnt[LEDGER_DEFERRED], cnt[LEDGER_FAILED], rt);
+	}
+	if (ledger_counts_total(&st->confirm) > 0) {
+		char cnt[LEDGER_NSTATES][24];
+		counts_cells(&st->confirm, cnt);
+		table_row(t, "-", "(confirmation mails)", "", cnt[LEDGER_QUEUED],
+		          cnt[LEDGER_SENDING], cnt[LEDGER_SENT], cnt[LEDGER_DEFERRED],
+		          cnt[LEDGER_FAILED], "");
+	}
+	table_print(t, stdout);
+	if (st->n == 0)
+		printf("no issues yet\n");
+	for (size_t i = 0; i < st->n; i++) {
+		int64_t waiting = 0, next = 0;
+		if (ledger_waiting(s, st->is[i].id, st->now, &waiting, &next, &e) < 0 ||
+		    waiting == 0)
+			continue;
+		char at[48];
+		issue_format_time((time_t)next, at, sizeof at);
+		printf("\nissue %d: %" PRId64
+		       " of the queued deliveries wait for their time (a list's pace); the next at "
+		       "%s\n",
+		       st->is[i].number, waiting, at);
+	}
+	for (size_t i = 0; i < st->n; i++) {
+		if (archive_phase(&st->is[i], st->now, st->grace) != ARCHIVE_HELD)
+			continue;
+		char at[48];
+		issue_format_time((time_t)st->is[i].send_at, at, sizeof at);
+		printf("\nissue %d is held: its send_at %s passed more than schedule_grace "
+		       "(%d s) before matrixd could send it.\n  `matrixctl release %d` sends "
+		       "it; or give it a new send_at.\n",
+		       st->is[i].number, at, st->grace, st->is[i].number);
+	}
+	if (st->nerr > 0) {
+		printf("\nerrors:\n");
+		for (size_t i = 0; i < st->nerr; i++) {
+			when(st->errs[i].at, ts, sizeof ts);
+			printf("  %s  %s\n", ts, st->errs[i].msg);
+		}
+	}
+	if (st->nwarn > 0) {
+		printf("\nwarnings:\n");
+		for (size_t i = 0; i < st->nwarn; i++)
+			printf("  %s\n", st->warn[i]);
+	}
+}
+
 int cmd_status(struct cli *c, int argc, char **argv)
 {
 	static const struct option opts[] = {{NULL, 0, NULL, 0}};
@@ -92,160 +324,17 @@ int cmd_status(struct cli *c, int argc, char **argv)
 	if (cli_need_store(c) < 0)
 		return EXIT_ERR;
 	struct err e;
+	struct status st;
 	err_clear(&e);
-	struct store *s = c->store;
-
-	char *pid_s = store_kv_get(s, "daemon.pid", &e);
-	char *started = store_kv_get(s, "daemon.started", &e);
-	char *conf = store_kv_get(s, "daemon.config", &e);
-	char *dstatus = store_kv_get(s, "daemon.status", &e);
-	long pid = pid_s && *pid_s ? strtol(pid_s, NULL, 10) : 0;
-	bool running = pid > 0 && (kill((pid_t)pid, 0) == 0 || errno == EPERM);
-	int64_t since = started ? strtoll(started, NULL, 10) : 0;
-
-	size_t n = 0, nerr = 0;
-	struct archive_issue *is = archive_list(s, &n, &e);
-	struct archive_error *errs = archive_errors(s, &nerr, &e);
-	struct ledger_counts conf_counts = {0};
-	if (is == NULL || errs == NULL || ledger_counts(s, 0, &conf_counts, &e) < 0) {
-		archive_issues_free(is, n);
-		archive_errors_free(errs, nerr);
-		free(pid_s), free(started), free(conf), free(dstatus);
+	if (status_read(c, &st, &e) < 0) {
+		status_free(&st);
 		return cli_fail(&e);
 	}
-	char ts[64];
-	int64_t now = store_now();
-	int grace = c->conf.schedule_grace;
-	if (c->json) {
-		struct json_object *o = json_object_new_object(), *dj = json_object_new_object();
-		json_object_object_add(dj, "running", json_object_new_boolean(running));
-		json_object_object_add(dj, "pid", running ? json_object_new_int64(pid) : NULL);
-		json_object_object_add(dj, "since", json_object_new_int64(since));
-		json_object_object_add(dj, "config", json_object_new_string(conf ? conf : ""));
-		json_object_object_add(dj, "status",
-		                       json_object_new_string(running && dstatus ? dstatus : ""));
-		json_object_object_add(o, "daemon", dj);
-		struct json_object *arr = json_object_new_array();
-		for (size_t i = 0; i < n; i++) {
-			struct ledger_counts k;
-			ledger_counts(s, is[i].id, &k, &e);
-			struct json_object *j = counts_json(&k);
-			json_object_object_add(j, "number", json_object_new_int(is[i].number));
-			json_object_object_add(j, "title", json_object_new_string(is[i].title));
-			json_object_object_add(
-			    j, "status", json_object_new_string(phase_name(&is[i], now, grace)));
-			char at[48];
-			if (is[i].send_at)
-				issue_format_time((time_t)is[i].send_at, at, sizeof at);
-			json_object_object_add(j, "send_at",
-			                       is[i].send_at ? json_object_new_string(at) : NULL);
-			int64_t waiting = 0, next = 0;
-			ledger_waiting(s, is[i].id, now, &waiting, &next, &e);
-			if (next)
-				issue_format_time((time_t)next, at, sizeof at);
-			json_object_object_add(j, "waiting", json_object_new_int64(waiting));
-			json_object_object_add(j, "next_at",
-			                       waiting ? json_object_new_string(at) : NULL);
-			json_object_object_add(j, "path", json_object_new_string(is[i].path));
-			json_object_object_add(j, "rate",
-			                       json_object_new_double(issue_rate(s, is[i].id)));
-			json_object_array_add(arr, j);
-		}
-		json_object_object_add(o, "issues", arr);
-		json_object_object_add(o, "confirmations", counts_json(&conf_counts));
-		struct json_object *ea = json_object_new_array();
-		for (size_t i = 0; i < nerr; i++) {
-			struct json_object *j = json_object_new_object();
-			json_object_object_add(j, "path", json_object_new_string(errs[i].path));
-			json_object_object_add(j, "error", json_object_new_string(errs[i].msg));
-			json_object_object_add(j, "at", json_object_new_int64(errs[i].at));
-			json_object_array_add(ea, j);
-		}
-		json_object_object_add(o, "errors", ea);
-		cli_json_print(o);
-	} else {
-		when(since, ts, sizeof ts);
-		if (running)
-			printf("matrixd: running (pid %ld) since %s, config %s\n", pid, ts,
-			       conf ? conf : "?");
-		else
-			printf("matrixd: not running%s%s%s\n",
-			       conf && *conf ? " (last config " : "", conf && *conf ? conf : "",
-			       conf && *conf ? ")" : "");
-		if (running && dstatus && *dstatus)
-			printf("         %s\n", dstatus);
-		printf("\n");
-		struct table *t = table_new(9, "ISSUE", "TITLE", "STATUS", "QUEUED", "SENDING",
-		                            "SENT", "DEFERRED", "FAILED", "MSG/S");
-		for (size_t i = 0; i < n; i++) {
-			struct ledger_counts k;
-			ledger_counts(s, is[i].id, &k, &e);
-			char num[16], cnt[LEDGER_NSTATES][24], rt[24];
-			snprintf(num, sizeof num, "%d", is[i].number);
-			counts_cells(&k, cnt);
-			double rate = issue_rate(s, is[i].id);
-			snprintf(rt, sizeof rt, rate > 0 ? "%.0f" : "-", rate);
-			const char *ph = phase_name(&is[i], now, grace);
-			char phase[80];
-			if (strcmp(ph, "scheduled") == 0) {
-				time_t at = (time_t)is[i].send_at;
-				struct tm tm;
-				localtime_r(&at, &tm);
-				strftime(phase, sizeof phase, "scheduled %Y-%m-%d %H:%M %z", &tm);
-			} else {
-				snprintf(phase, sizeof phase, "%s", ph);
-			}
-			table_row(t, num, is[i].title, phase, cnt[LEDGER_QUEUED],
-			          cnt[LEDGER_SENDING], cnt[LEDGER_SENT], cnt[LEDGER_DEFERRED],
-			          cnt[LEDGER_FAILED], rt);
-		}
-		if (ledger_counts_total(&conf_counts) > 0) {
-			char cnt[LEDGER_NSTATES][24];
-			counts_cells(&conf_counts, cnt);
-			table_row(t, "-", "(confirmation mails)", "", cnt[LEDGER_QUEUED],
-			          cnt[LEDGER_SENDING], cnt[LEDGER_SENT], cnt[LEDGER_DEFERRED],
-			          cnt[LEDGER_FAILED], "");
-		}
-		table_print(t, stdout);
-		if (n == 0)
-			printf("no issues yet\n");
-		for (size_t i = 0; i < n; i++) {
-			int64_t waiting = 0, next = 0;
-			if (ledger_waiting(s, is[i].id, now, &waiting, &next, &e) < 0 ||
-			    waiting == 0)
-				continue;
-			char at[48];
-			issue_format_time((time_t)next, at, sizeof at);
-			printf("\nissue %d: %" PRId64
-			       " of the queued deliveries wait for their time "
-			       "(a list's pace); the next at %s\n",
-			       is[i].number, waiting, at);
-		}
-		for (size_t i = 0; i < n; i++) {
-			if (archive_phase(&is[i], now, grace) != ARCHIVE_HELD)
-				continue;
-			char at[48];
-			issue_format_time((time_t)is[i].send_at, at, sizeof at);
-			printf(
-			    "\nissue %d is held: its send_at %s passed more than schedule_grace "
-			    "(%d s) before matrixd could send it.\n  `matrixctl release %d` sends "
-			    "it; or give it a new send_at.\n",
-			    is[i].number, at, grace, is[i].number);
-		}
-		if (nerr > 0) {
-			printf("\nerrors:\n");
-			for (size_t i = 0; i < nerr; i++) {
-				when(errs[i].at, ts, sizeof ts);
-				printf("  %s  %s\n", ts, errs[i].msg);
-			}
-		}
-	}
-	archive_issues_free(is, n);
-	archive_errors_free(errs, nerr);
-	free(pid_s);
-	free(started);
-	free(conf);
-	free(dstatus);
+	if (c->json)
+		status_json(c->store, &st);
+	else
+		status_text(c->store, &st);
+	status_free(&st);
 	return EXIT_OK;
 }
 

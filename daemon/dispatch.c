@@ -62,6 +62,8 @@ struct dispatch {
 	/* finished jobs whose result could not be recorded yet (store busy) */
 	struct sjob **unrecorded;
 	size_t nunrecorded;
+	bool recovered;     /* the rows a crash left 'sending' are queued again */
+	int64_t enqueue_at; /* ms: look for published issues without deliveries */
 	int64_t rate_t0, rate_n;
 	double rate;
 	bool idle;
@@ -74,6 +76,7 @@ int dispatch_new(struct daemon *d, struct dispatch **out)
 	p->refill_ms = now_ms();
 	p->rate_t0 = now_ms();
 	p->idle = true;
+	p->enqueue_at = now_ms(); /* a crash between publishing and queueing */
 	*out = p;
 	return 0;
 }
@@ -295,9 +298,17 @@ static void progress_result(struct daemon *d, const struct ledger_job *j, enum l
 	}
 }
 
+static void keep_unrecorded(struct dispatch *p, struct sjob *job)
+{
+	p->unrecorded = xreallocarray(p->unrecorded, p->nunrecorded + 1, sizeof *p->unrecorded);
+	p->unrecorded[p->nunrecorded++] = job;
+}
+
 /* A message that cannot be built (its article was removed by a correction,
  * a template fails) is not the subscriber's problem: recorded as a
- * temporary failure, or cancelled when its article is gone. */
+ * temporary failure, or cancelled when its article is gone. A result the
+ * store cannot take now is kept and recorded later, like a sender's: the
+ * row must not stay 'sending'. */
 static void build_failed(struct daemon *d, struct ledger_job *j, const struct err *e)
 {
 	struct send_result r = {.outcome = SEND_TEMP};
@@ -311,70 +322,220 @@ static void build_failed(struct daemon *d, struct ledger_job *j, const struct er
 	}
 	enum ledger_state state = LEDGER_DEFERRED;
 	struct err e2;
-	if (ledger_record(d->store, j, &r, store_now(), policy(d), &state, &e2) < 0)
-		log_warnx("delivery=%" PRId64 " cannot record: %s", j->id, e2.msg);
-	progress_result(d, j, state);
+	if (ledger_record(d->store, j, &r, store_now(), policy(d), &state, &e2) == 0) {
+		progress_result(d, j, state);
+		return;
+	}
+	if (e2.kind == ERR_TEMP)
+		daemon_store_trouble(d, "recording results waits", &e2);
+	else
+		log_warnx("delivery=%" PRId64 " cannot record its result yet: %s", j->id, e2.msg);
+	struct sjob *job = xcalloc(1, sizeof *job);
+	struct ledger_job *copy = xmalloc(sizeof *copy);
+	*copy = *j;
+	j->email = j->name = NULL;
+	job->delivery_id = j->id;
+	job->ctx = copy;
+	job->attempted = true;
+	job->res = r;
+	keep_unrecorded(d->dispatch, job);
+}
+
+/* ---- queueing a published issue's deliveries ------------------------------ */
+
+static void min_time(int64_t *acc, int64_t t)
+{
+	if (t > 0 && (*acc == 0 || t < *acc))
+		*acc = t;
+}
+
+int dispatch_enqueue(struct daemon *d, int64_t issue_id, int number, int nparts, const char *lists)
+{
+	struct dispatch *p = d->dispatch;
+	struct err e;
+	int64_t added = 0, now = store_now();
+	err_clear(&e);
+	/* One transaction: an issue is either queued and marked so, or
+	 * neither, and then found again by enqueue_pending. */
+	if (store_begin(d->store, &e) == 0) {
+		if (ledger_enqueue_issue(d->store, issue_id, nparts, lists, now, &added, &e) < 0 ||
+		    archive_mark_queued(d->store, issue_id, now, &e) < 0) {
+			store_rollback(d->store);
+		} else if (store_commit(d->store, &e) == 0) {
+			log_info("issue=%d queued %" PRId64 " deliveries", number, added);
+			return 0;
+		}
+	}
+	int64_t retry;
+	if (e.kind == ERR_TEMP) {
+		log_err("issue=%d cannot queue deliveries yet (matrixd tries again): %s", number,
+		        e.msg);
+		daemon_store_trouble(d, "queueing deliveries waits", &e);
+		retry = daemon_store_retry(d);
+	} else {
+		log_err("issue=%d cannot queue deliveries (matrixd tries again in 30 s): %s",
+		        number, e.msg);
+		retry = now_ms() + 30000;
+	}
+	min_time(&p->enqueue_at, retry);
+	return -1;
+}
+
+/* Issues due without deliveries (an enqueue that failed, a crash right
+ * after publishing) are queued. Returns when to look again, or 0. */
+static int64_t enqueue_pending(struct daemon *d)
+{
+	struct dispatch *p = d->dispatch;
+	if (p->enqueue_at == 0 || p->enqueue_at > now_ms())
+		return p->enqueue_at;
+	p->enqueue_at = 0;
+	struct err e;
+	size_t n = 0;
+	struct archive_issue *all = archive_list(d->store, &n, &e);
+	if (all == NULL) {
+		log_warnx("looking for issues to queue: %s", e.msg);
+		p->enqueue_at = now_ms() + 5000;
+		return p->enqueue_at;
+	}
+	bool queued = false;
+	for (size_t i = 0; i < n; i++) {
+		if (archive_phase(&all[i], store_now(), d->conf.schedule_grace) != ARCHIVE_DUE)
+			continue; /* a draft, published, or waiting for its send_at */
+		if (dispatch_enqueue(d, all[i].id, all[i].number, all[i].narticles, all[i].lists) <
+		    0)
+			break;
+		queued = true;
+	}
+	archive_issues_free(all, n);
+	if (queued)
+		publish_listing(d); /* a scheduled issue is listed once it is out */
+	return p->enqueue_at;
+}
+
+/* True unless no queued or deferred row is due now: a claim without one
+ * would take the write lock for nothing. */
+static bool something_due(struct daemon *d)
+{
+	int64_t due = 0;
+	struct err e;
+	return ledger_next_due(d->store, &due, &e) < 0 || (due != 0 && due <= store_now());
+}
+
+/* Before the first claim: the rows a crash left 'sending' go back to
+ * 'queued'. Here, not at start, so that a busy store delays it without
+ * holding up the start (main.c took the lock first). */
+static bool recover(struct daemon *d, int64_t *wake)
+{
+	struct dispatch *p = d->dispatch;
+	int64_t n = 0;
+	struct err e;
+	if (p->recovered)
+		return true;
+	if (ledger_recover(d->store, &n, &e) < 0) {
+		if (e.kind == ERR_TEMP) {
+			daemon_store_trouble(d, "sending waits", &e);
+			min_time(wake, daemon_store_retry(d));
+		} else {
+			log_err("%s", e.msg);
+			min_time(wake, now_ms() + 5000);
+		}
+		return false;
+	}
+	p->recovered = true;
+	if (n > 0)
+		log_notice("%" PRId64 " deliveries were in flight when matrixd last stopped; "
+		           "sending them again",
+		           n);
+	return true;
+}
+
+/* Claims one batch and hands it to the senders; false when done for now. */
+static bool fill_once(struct daemon *d, int *failures, int64_t *wake)
+{
+	struct dispatch *p = d->dispatch;
+	size_t room = senders_room(d->senders);
+	if (room > CLAIM_MAX)
+		room = CLAIM_MAX;
+	room = rate_allow(d, room, wake);
+	if (room == 0)
+		return false;
+	struct ledger_job *jobs = NULL;
+	size_t n = 0, cancelled = 0;
+	struct err e;
+	err_clear(&e);
+	if (ledger_claim(d->store, store_now(), room, &jobs, &n, &cancelled, &e) < 0) {
+		if (d->conf.smtp.rate > 0)
+			p->tokens += (double)room;
+		if (e.kind == ERR_TEMP) {
+			daemon_store_trouble(d, "sending waits", &e);
+			min_time(wake, daemon_store_retry(d));
+		} else {
+			log_warnx("claim deliveries: %s", e.msg);
+			min_time(wake, now_ms() + 1000);
+		}
+		return false;
+	}
+	if (d->conf.smtp.rate > 0)
+		p->tokens += (double)(room - n);
+	if (n == 0) {
+		free(jobs);
+		return cancelled > 0; /* only cancelled rows this time: there may be more */
+	}
+	p->idle = false;
+	progress_claims(d, jobs, n);
+	for (size_t i = 0; i < n; i++) {
+		struct sjob *job = build(d, &jobs[i], &e);
+		if (job == NULL) {
+			build_failed(d, &jobs[i], &e);
+			(*failures)++;
+			continue;
+		}
+		struct ledger_job *copy = xmalloc(sizeof *copy);
+		*copy = jobs[i];
+		jobs[i].email = jobs[i].name = NULL;
+		job->ctx = copy;
+		senders_submit(d->senders, job);
+	}
+	ledger_jobs_free(jobs, n);
+	if (p->nunrecorded > 0) {
+		min_time(wake, daemon_store_retry(d));
+		return false;
+	}
+	if (*failures >= CLAIM_MAX) {
+		/* Many messages that cannot be built: give the loop (and the
+		 * admin) a breath instead of spinning through all of them. */
+		min_time(wake, now_ms() + 5000);
+		return false;
+	}
+	return true;
 }
 
 int64_t dispatch_fill(struct daemon *d)
 {
 	struct dispatch *p = d->dispatch;
 	int64_t wake = 0;
+	if (p->nunrecorded > 0)
+		return daemon_store_retry(d); /* the store is in trouble: record first */
 	if (d->stopping)
 		return 0;
-	if (dispatch_relay_down(p))
-		return p->relay_down_until;
-	if (p->nunrecorded > 0)
-		return now_ms() + 1000; /* the store is busy: record first */
-	int failures = 0;
-	for (;;) {
-		size_t room = senders_room(d->senders);
-		if (room > CLAIM_MAX)
-			room = CLAIM_MAX;
-		room = rate_allow(d, room, &wake);
-		if (room == 0)
-			break;
-		struct ledger_job *jobs = NULL;
-		size_t n = 0, cancelled = 0;
-		struct err e;
-		err_clear(&e);
-		if (ledger_claim(d->store, store_now(), room, &jobs, &n, &cancelled, &e) < 0) {
-			log_warnx("claim deliveries: %s", e.msg);
-			wake = now_ms() + 1000;
-			break;
-		}
-		if (d->conf.smtp.rate > 0)
-			p->tokens += (double)(room - n);
-		if (n == 0) {
-			free(jobs);
-			if (cancelled > 0)
-				continue; /* only cancelled rows this time: there may be more */
-			break;
-		}
-		p->idle = false;
-		progress_claims(d, jobs, n);
-		for (size_t i = 0; i < n; i++) {
-			struct sjob *job = build(d, &jobs[i], &e);
-			if (job == NULL) {
-				build_failed(d, &jobs[i], &e);
-				failures++;
-				continue;
-			}
-			struct ledger_job *copy = xmalloc(sizeof *copy);
-			*copy = jobs[i];
-			jobs[i].email = jobs[i].name = NULL;
-			job->ctx = copy;
-			senders_submit(d->senders, job);
-		}
-		ledger_jobs_free(jobs, n);
-		if (failures >= CLAIM_MAX) {
-			/* Many messages that cannot be built: give the loop (and the
-			 * admin) a breath instead of spinning through all of them. */
-			wake = now_ms() + 5000;
-			break;
-		}
+	min_time(&wake, enqueue_pending(d));
+	if (!recover(d, &wake))
+		return wake;
+	if (dispatch_relay_down(p)) {
+		min_time(&wake, p->relay_down_until);
+		return wake;
 	}
+	if (!something_due(d))
+		return wake;
+	int failures = 0;
+	while (fill_once(d, &failures, &wake))
+		;
 	return wake;
+}
+
+bool dispatch_pending(struct dispatch *p)
+{
+	return !p->recovered || p->enqueue_at != 0 || p->nunrecorded > 0;
 }
 
 /* Records one finished job (in the caller's transaction, if any). */
@@ -455,14 +616,19 @@ void dispatch_collect(struct daemon *d)
 		batch_ok = store_commit(d->store, &e) == 0;
 	else
 		store_rollback(d->store);
+	bool busy = !batch_ok && e.kind == ERR_TEMP;
+	if (busy)
+		daemon_store_trouble(d, "recording results waits", &e);
 	for (size_t i = 0; i < total; i++) {
 		struct sjob *job = jobs[i];
-		if (!batch_ok && record(d, job, now, &states[i], &e) < 0) {
-			log_warnx("delivery=%" PRId64 " cannot record its result yet: %s",
-			          ((struct ledger_job *)job->ctx)->id, e.msg);
-			p->unrecorded =
-			    xreallocarray(p->unrecorded, p->nunrecorded + 1, sizeof *p->unrecorded);
-			p->unrecorded[p->nunrecorded++] = job;
+		/* on its own, unless the store cannot take writes at all now:
+		 * then each would only fail the same way */
+		if (!batch_ok && (busy || record(d, job, now, &states[i], &e) < 0)) {
+			if (!busy)
+				log_warnx("delivery=%" PRId64 " cannot record its result yet: %s",
+				          ((struct ledger_job *)job->ctx)->id, e.msg);
+			busy |= e.kind == ERR_TEMP;
+			keep_unrecorded(p, job);
 			continue;
 		}
 		recorded(d, job, states[i], &relay_trouble, &relay_ok, trouble, sizeof trouble);

@@ -65,6 +65,9 @@
 #define RATE_BURST 20.0
 #define RATE_PER_S 0.5
 #define RATE_RETRY "2"
+/* A store another process holds locked answers a POST with 503: the
+ * client may try again in this many seconds (docs/design.md). */
+#define BUSY_RETRY "5"
 
 /* Static pages, no script; inline styles (page-layout) and remote images
  * (articles) allowed; forms may only post back here. */
@@ -149,6 +152,8 @@ static enum MHD_Result reply_text(struct MHD_Connection *c, unsigned status, con
 		MHD_add_response_header(r, MHD_HTTP_HEADER_ALLOW, allow);
 	if (status == MHD_HTTP_TOO_MANY_REQUESTS)
 		MHD_add_response_header(r, MHD_HTTP_HEADER_RETRY_AFTER, RATE_RETRY);
+	else if (status == MHD_HTTP_SERVICE_UNAVAILABLE)
+		MHD_add_response_header(r, MHD_HTTP_HEADER_RETRY_AFTER, BUSY_RETRY);
 	add_security_headers(r);
 	return queue(c, status, r);
 }
@@ -470,7 +475,14 @@ static enum MHD_Result token_page(struct http *h, struct MHD_Connection *c, stru
 	return ret;
 fail:
 	free(m.title);
-	log_err("http: %s subscriber=%" PRId64 " list=%" PRId64 ": %s", what, sid, lid, e.msg);
+	if (e.kind == ERR_TEMP) {
+		daemon_store_trouble(d, "one-click and confirmation answers get 503", &e);
+		log_info("http: %s subscriber=%" PRId64 " list=%" PRId64
+		         ": 503, the store takes no writes now",
+		         what, sid, lid);
+	} else
+		log_err("http: %s subscriber=%" PRId64 " list=%" PRId64 ": %s", what, sid, lid,
+		        e.msg);
 	return reply_text(c, MHD_HTTP_SERVICE_UNAVAILABLE, "Service Unavailable; try again later",
 	                  NULL);
 }

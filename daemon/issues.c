@@ -43,7 +43,8 @@ struct entry {
 	ino_t ino;     /* a file renamed over the old one is another file */
 	off_t size;
 	int64_t changed_ms; /* monotonic time of the last change we saw */
-	/* publishing failed (public_dir not writable): tried again then */
+	/* publishing failed (public_dir not writable, the store busy or
+	 * full): tried again then */
 	int64_t retry_ms, backoff_ms;
 	bool done; /* processed in this (mtime, size) state */
 	bool seen; /* still present in the last scan */
@@ -438,7 +439,8 @@ void issue_process(struct daemon *d, const char *path)
 			load = NULL;
 		}
 	}
-	process(d, load ? load : path, path);
+	/* pages or a store that could not take it: the schedule tries again */
+	(void)process(d, load ? load : path, path);
 	free(load);
 	schedule_refresh(d);
 }
@@ -491,10 +493,12 @@ static int publish_pages(struct daemon *d, const struct issue *is, const struct 
  * reported; load what issue_load reads, the folder of a folder issue so
  * that its images are published), save, write its pages, queue its
  * deliveries once its pages are written and it is due, rewrite the
- * listing. Returns -1 when the pages could not be written: the caller
- * tries again later; an error of the file itself is recorded and waits for
- * the file to change.
+ * listing. Returns PROCESS_PAGES when the pages could not be written and
+ * PROCESS_STORE when the store could not take it now (busy, full): the
+ * caller tries again later; an error of the file itself is recorded and
+ * waits for the file to change.
  */
+enum { PROCESS_DONE = 0, PROCESS_PAGES = -1, PROCESS_STORE = -2 };
 static int process(struct daemon *d, const char *load, const char *path)
 {
 	struct issue_opts o = issue_opts_of(&d->conf);
@@ -511,6 +515,11 @@ static int process(struct daemon *d, const char *load, const char *path)
 		struct err le;
 		if (subs_list_id(d->store, is->lists[i], &le) >= 0)
 			continue;
+		if (le.kind != ERR_NOTFOUND) {
+			log_warnx("issue=%d: %s", is->number, le.msg);
+			issue_free(is);
+			return -1;
+		}
 		err_at(&e, ERR_INPUT, path, is->lists_line,
 		       "no list named '%s' (see matrixctl lists); fix the name or create the list "
 		       "with matrixctl list-create",
@@ -524,9 +533,12 @@ static int process(struct daemon *d, const char *load, const char *path)
 	/* a scheduled issue is dated by its send_at unless it says otherwise */
 	if (archive_save(d->store, is, path, is->date ? is->date : is->send_at, &id, &change, &e) <
 	    0) {
-		reject(d, path, is->hash, &e);
+		if (e.kind == ERR_TEMP)
+			daemon_store_trouble(d, "publishing waits", &e);
+		else
+			reject(d, path, is->hash, &e);
 		issue_free(is);
-		return 0;
+		return e.kind == ERR_TEMP ? PROCESS_STORE : PROCESS_DONE;
 	}
 	struct archive_issue *a = archive_get(d->store, 0, id, &e);
 	if (a == NULL) {
@@ -553,14 +565,9 @@ static int process(struct daemon *d, const char *load, const char *path)
 	}
 	archive_error_clear(d->store, path, &e);
 	if (ph == ARCHIVE_DUE) {
-		int64_t added = 0;
+		/* a failure is the dispatcher's to retry, from the store */
 		char *lists = issue_lists_csv(is);
-		if (ledger_enqueue_issue(d->store, id, (int)is->narticles, lists, store_now(),
-		                         &added, &e) == 0 &&
-		    archive_mark_queued(d->store, id, store_now(), &e) == 0)
-			log_info("issue=%d queued %" PRId64 " deliveries", is->number, added);
-		else
-			log_err("issue=%d cannot queue deliveries: %s", is->number, e.msg);
+		dispatch_enqueue(d, id, is->number, (int)is->narticles, lists);
 		free(lists);
 	}
 	/* after the queueing: a scheduled issue is listed once it is out */
@@ -607,24 +614,24 @@ int64_t watch_settle(struct daemon *d)
 			    e->folder ? stat(e->path, &st) : lstat(e->path, &st); /* as look() */
 			if (r != 0 || same_file(e, &st)) {
 				e->done = true;
+				e->retry_ms = 0;
 				char *path = xstrdup(e->path);
 				char *load = e->folder
 				                 ? xasprintf("%s/%s", d->conf.issue_dir, e->name)
 				                 : NULL;
 				/* may log; entries stay valid (no rescan here) */
 				schedule_retry_now(d->schedule);
-				if (process(d, load ? load : path, path) < 0) {
-					if (d->once) {
-						if (d->exit_code == 0)
-							d->exit_code =
-							    75; /* the next run tries again */
-					} else {
-						e = &w->e[i];
-						e->done = false;
-						e->retry_ms = backoff(&e->backoff_ms);
-						if (next == 0 || e->retry_ms < next)
-							next = e->retry_ms;
-					}
+				int r2 = process(d, load ? load : path, path);
+				if (r2 == PROCESS_PAGES && d->once) {
+					if (d->exit_code == 0)
+						d->exit_code = 75; /* the next run tries again */
+				} else if (r2 != PROCESS_DONE) {
+					e = &w->e[i];
+					e->done = false;
+					e->retry_ms = r2 == PROCESS_STORE ? daemon_store_retry(d)
+					                                  : backoff(&e->backoff_ms);
+					if (next == 0 || e->retry_ms < next)
+						next = e->retry_ms;
 				}
 				schedule_refresh(d);
 				free(load);
@@ -635,7 +642,7 @@ int64_t watch_settle(struct daemon *d)
 			e->changed_ms = now_ms();
 			due = e->changed_ms + settle_ms;
 		}
-		if (d->once && due > w->give_up_ms) {
+		if (d->once && e->retry_ms == 0 && due > w->give_up_ms) {
 			log_notice("%s is still being written; it will be picked up later",
 			           e->path);
 			e->done = true;

@@ -1,9 +1,17 @@
 /*
  * The event loop: one epoll over signalfd (SIGTERM, SIGINT, SIGHUP),
- * inotify, one timerfd armed for the nearest deadline (an issue settling, a
- * deferred delivery coming due, the rate limiter, the watchdog, a progress
- * update), the senders' eventfd and libmicrohttpd's epoll fd. When nothing
- * is due the process sleeps in epoll_wait: no polling.
+ * inotify (issue_dir, and state_dir for matrixctl's wake-up calls), one
+ * timerfd armed for the nearest deadline (deadline.c: an issue settling, a
+ * deferred delivery coming due, the rate limiter, the store's retry, the
+ * watchdog, a progress update), the senders' eventfd and libmicrohttpd's
+ * epoll fd. When nothing is due the process sleeps in epoll_wait: no
+ * polling.
+ *
+ * Each round does the work (loop_work), decides whether to stop, arms the
+ * timer and waits (loop_wait). No store call in a round waits longer than
+ * DAEMON_STORE_WAIT_MS: a store that another process holds locked delays
+ * writes (retried from the timer), never the round (docs/design.md, "The
+ * store under a lock").
  *
  * systemd (Type=notify, LIBNOTES.md §5): READY=1 once the configuration is
  * loaded, the store open and the directory watched; STATUS= with progress;
@@ -28,6 +36,7 @@
 
 #include <systemd/sd-daemon.h>
 
+#include "deadline.h"
 #include "ledger.h"
 #include "log.h"
 #include "matrixd.h"
@@ -50,35 +59,85 @@ static int add_fd(int ep, int fd, int tag)
 	return epoll_ctl(ep, EPOLL_CTL_ADD, fd, &ev);
 }
 
-static void min_deadline(int64_t *acc, int64_t t)
+struct loop {
+	int ep, sfd, tfd, wfd;
+	uint64_t wd_usec;    /* the watchdog period systemd wants, 0: none */
+	int64_t next_wd;     /* the next WATCHDOG=1 */
+	int64_t next_status; /* the next progress update */
+	char last[300];      /* the status line last shown */
+	char stored[300];    /* the status line in the store (matrixctl status) */
+	int64_t stored_at;
+	bool announced; /* daemon.pid and friends are in the store */
+};
+
+void daemon_store_trouble(struct daemon *d, const char *what, const struct err *e)
 {
-	if (t > 0 && (*acc == 0 || t < *acc))
-		*acc = t;
+	if (d->store_trouble_since != 0)
+		return;
+	d->store_trouble_since = now_ms();
+	log_warnx("%s: %s; matrixd tries again every %d ms and goes on serving", what, e->msg,
+	          DAEMON_STORE_RETRY_MS);
 }
 
-static void status(struct daemon *d, bool busy, int64_t *next_status)
+int64_t daemon_store_retry(struct daemon *d)
 {
-	static char last[300];
+	int64_t at = store_retry_at(d->store);
+	return at > now_ms() ? at : now_ms() + DAEMON_STORE_RETRY_MS;
+}
+
+/* The end of an episode: a write went through again. */
+static void store_recovered(struct daemon *d)
+{
+	if (d->store_trouble_since == 0 || store_retry_at(d->store) != 0)
+		return;
+	log_notice("the store takes writes again (after %.1f s)",
+	           (double)(now_ms() - d->store_trouble_since) / 1000.0);
+	d->store_trouble_since = 0;
+}
+
+/* For `matrixctl status`: who runs, since when, with what. Retried each
+ * round until the store takes it. */
+static void announce(struct daemon *d, struct loop *l)
+{
+	if (l->announced || d->once)
+		return;
+	char pid[32], started[32];
+	snprintf(pid, sizeof pid, "%ld", (long)getpid());
+	snprintf(started, sizeof started, "%lld", (long long)time(NULL));
+	struct err e;
+	if (store_begin(d->store, &e) < 0 || store_kv_set(d->store, "daemon.pid", pid, &e) < 0 ||
+	    store_kv_set(d->store, "daemon.started", started, &e) < 0 ||
+	    store_kv_set(d->store, "daemon.config", d->conf.path, &e) < 0) {
+		store_rollback(d->store);
+		log_debug("%s", e.msg);
+		return;
+	}
+	l->announced = store_commit(d->store, &e) == 0;
+}
+
+static void status(struct daemon *d, struct loop *l, bool busy)
+{
 	char line[300];
 	dispatch_status(d->dispatch, line, sizeof line);
-	if (!busy && strcmp(line, "idle") != 0 && strcmp(last, line) == 0)
-		return;
-	static int64_t kv_at;
-	if (strcmp(line, last) != 0 && (now_ms() - kv_at >= 5000 || !busy)) {
+	/* the store's copy at most every 5 s while sending; tried again when
+	 * it could not be written */
+	if (strcmp(line, l->stored) != 0 && (now_ms() - l->stored_at >= 5000 || !busy)) {
 		struct err e;
-		if (store_kv_set(d->store, "daemon.status", line, &e) < 0)
+		if (store_kv_set(d->store, "daemon.status", line, &e) == 0)
+			snprintf(l->stored, sizeof l->stored, "%s", line);
+		else
 			log_debug("%s", e.msg);
-		kv_at = now_ms();
+		l->stored_at = now_ms();
 	}
-	if (strcmp(line, last) != 0) {
+	if (strcmp(line, l->last) != 0) {
 		sd_notifyf(0, "STATUS=%s", line);
 		if (d->progress) {
 			fprintf(stderr, "\r\033[K%s", line);
 			fflush(stderr);
 		}
-		snprintf(last, sizeof last, "%s", line);
+		snprintf(l->last, sizeof l->last, "%s", line);
 	}
-	*next_status = busy ? now_ms() + 1000 : 0;
+	l->next_status = busy || strcmp(line, l->stored) != 0 ? now_ms() + 1000 : 0;
 }
 
 /*
@@ -150,162 +209,192 @@ static int exit_code(struct daemon *d)
 	return d->exit_code;
 }
 
-int loop_run(struct daemon *d)
+static int loop_open(struct daemon *d, struct loop *l)
 {
-	int ep = -1, sfd = -1, tfd = -1, wfd = -1;
 	sigset_t mask;
 	sigemptyset(&mask);
 	sigaddset(&mask, SIGTERM);
 	sigaddset(&mask, SIGINT);
 	sigaddset(&mask, SIGHUP);
-	sfd = signalfd(-1, &mask, SFD_NONBLOCK | SFD_CLOEXEC);
-	tfd = timerfd_create(CLOCK_MONOTONIC, TFD_NONBLOCK | TFD_CLOEXEC);
-	ep = epoll_create1(EPOLL_CLOEXEC);
-	if (sfd < 0 || tfd < 0 || ep < 0 || add_fd(ep, sfd, EV_SIGNAL) < 0 ||
-	    add_fd(ep, tfd, EV_TIMER) < 0 || add_fd(ep, senders_fd(d->senders), EV_SENDERS) < 0 ||
-	    (watch_fd(d->watch) >= 0 && add_fd(ep, watch_fd(d->watch), EV_INOTIFY) < 0) ||
-	    (d->http && http_fd(d->http) >= 0 && add_fd(ep, http_fd(d->http), EV_HTTP) < 0) ||
-	    (!d->once && (wfd = wake_start(d)) >= 0 && add_fd(ep, wfd, EV_WAKE) < 0) ||
+	*l = (struct loop){.ep = -1, .sfd = -1, .tfd = -1, .wfd = -1};
+	l->sfd = signalfd(-1, &mask, SFD_NONBLOCK | SFD_CLOEXEC);
+	l->tfd = timerfd_create(CLOCK_MONOTONIC, TFD_NONBLOCK | TFD_CLOEXEC);
+	l->ep = epoll_create1(EPOLL_CLOEXEC);
+	if (l->sfd < 0 || l->tfd < 0 || l->ep < 0 || add_fd(l->ep, l->sfd, EV_SIGNAL) < 0 ||
+	    add_fd(l->ep, l->tfd, EV_TIMER) < 0 ||
+	    add_fd(l->ep, senders_fd(d->senders), EV_SENDERS) < 0 ||
+	    (watch_fd(d->watch) >= 0 && add_fd(l->ep, watch_fd(d->watch), EV_INOTIFY) < 0) ||
+	    (d->http && http_fd(d->http) >= 0 && add_fd(l->ep, http_fd(d->http), EV_HTTP) < 0) ||
+	    (!d->once && (l->wfd = wake_start(d)) >= 0 && add_fd(l->ep, l->wfd, EV_WAKE) < 0) ||
 	    (schedule_fd(d->schedule) >= 0 &&
-	     add_fd(ep, schedule_fd(d->schedule), EV_SCHEDULE) < 0)) {
+	     add_fd(l->ep, schedule_fd(d->schedule), EV_SCHEDULE) < 0)) {
 		log_warn("event loop setup");
-		d->exit_code = 1;
-		goto out;
+		return -1;
 	}
-	d->epfd = ep;
+	d->epfd = l->ep;
+	if (sd_watchdog_enabled(0, &l->wd_usec) > 0)
+		l->next_wd = now_ms();
+	return 0;
+}
+
+static void loop_close(struct daemon *d, struct loop *l)
+{
+	if (d->progress)
+		fputc('\n', stderr);
+	int fds[] = {l->ep, l->sfd, l->tfd, l->wfd};
+	for (size_t i = 0; i < sizeof fds / sizeof fds[0]; i++)
+		if (fds[i] >= 0)
+			close(fds[i]);
+	d->epfd = -1;
+}
+
+static void on_signals(struct daemon *d, int sfd)
+{
+	struct signalfd_siginfo si;
+	while (read(sfd, &si, sizeof si) == sizeof si) {
+		if (si.ssi_signo == SIGHUP) {
+			daemon_reload(d);
+		} else if (!d->stopping) {
+			log_info("%s: finishing the messages in flight, then exiting",
+			         si.ssi_signo == SIGTERM ? "SIGTERM" : "SIGINT");
+			sd_notify(0, "STOPPING=1");
+			d->stopping = true;
+			d->stop_deadline_ms = now_ms() + STOP_GRACE_MS;
+			senders_shutdown(d->senders, false);
+		}
+	}
+}
+
+/*
+ * One round of work: issues that settled, results to record, deliveries
+ * to claim, the watchdog and the progress line. Fills t with the timers
+ * for the next wake-up; returns true when the loop should end.
+ */
+static bool loop_work(struct daemon *d, struct loop *l, struct loop_timers *t)
+{
+	*t = (struct loop_timers){
+	    .stopping = d->stopping, .stop = d->stop_deadline_ms, .http_in = -1};
+	int64_t settling = d->stopping ? 0 : watch_settle(d);
+	dispatch_collect(d);
+	t->dispatch = dispatch_fill(d);
+	t->settle = settling;
+	size_t inflight = senders_inflight(d->senders) + dispatch_unrecorded(d->dispatch);
+	t->relay_down = dispatch_relay_down(d->dispatch);
+
+	int64_t due = 0;
+	struct err e;
+	if (!d->stopping && ledger_next_due(d->store, &due, &e) == 0 && due)
+		t->due_in_s = due - store_now();
+	if (l->next_wd && now_ms() >= l->next_wd) {
+		sd_notify(0, "WATCHDOG=1");
+		l->next_wd = now_ms() + (int64_t)(l->wd_usec / 2000);
+	}
+	t->watchdog = l->next_wd;
+	announce(d, l);
+	if (now_ms() >= l->next_status)
+		status(d, l, inflight > 0);
+	t->status = l->next_status;
+	store_recovered(d);
+
+	if (d->stopping) {
+		if (inflight == 0)
+			return true;
+		if (now_ms() >= d->stop_deadline_ms) {
+			senders_shutdown(d->senders, true);
+			d->stop_deadline_ms = INT64_MAX;
+			t->stop = INT64_MAX;
+		}
+		return false;
+	}
+	if (!d->once)
+		return false;
+	if (d->store_trouble_since && now_ms() - d->store_trouble_since > DAEMON_ONCE_PATIENCE_MS) {
+		log_err("the store has taken no writes for %d s; giving up (exit 75)",
+		        DAEMON_ONCE_PATIENCE_MS / 1000);
+		d->exit_code = 75;
+		return true;
+	}
+	/* --once: done when nothing more can be done now */
+	if (inflight == 0 && settling == 0 && !dispatch_pending(d->dispatch) &&
+	    (t->relay_down || due == 0 || due > store_now())) {
+		d->exit_code = exit_code(d);
+		return true;
+	}
+	return false;
+}
+
+/* Arms the timer for the nearest deadline, waits, and handles what came. */
+static int loop_wait(struct daemon *d, struct loop *l, struct loop_timers *t)
+{
+	if (d->http)
+		t->http_in = http_timeout_ms(d->http);
+	t->now = now_ms();
+	int64_t wake = loop_deadline(t);
+	struct itimerspec its = {0};
+	if (wake) {
+		int64_t in = wake - t->now;
+		its.it_value.tv_sec = in / 1000;
+		its.it_value.tv_nsec = (in % 1000) * 1000000;
+	}
+	timerfd_settime(l->tfd, 0, &its, NULL);
+
+	struct epoll_event evs[8];
+	int n = epoll_wait(l->ep, evs, 8, -1);
+	if (n < 0 && errno != EINTR) {
+		log_warn("epoll_wait");
+		return -1;
+	}
+	for (int i = 0; i < n; i++) {
+		switch (evs[i].data.u32) {
+		case EV_SIGNAL:
+			on_signals(d, l->sfd);
+			break;
+		case EV_TIMER: {
+			uint64_t x;
+			if (read(l->tfd, &x, sizeof x) < 0 && errno != EAGAIN)
+				log_warn("timerfd");
+			break;
+		}
+		case EV_INOTIFY:
+			watch_on_event(d);
+			break;
+		case EV_SENDERS:
+			break; /* collected by the next round */
+		case EV_HTTP:
+			http_run(d);
+			break;
+		case EV_WAKE:
+			wake_read(l->wfd);
+			schedule_run(d); /* matrixctl release */
+			break;
+		case EV_SCHEDULE:
+			schedule_run(d);
+			break;
+		}
+	}
+	return 0;
+}
+
+int loop_run(struct daemon *d)
+{
+	struct loop l;
+	if (loop_open(d, &l) < 0) {
+		d->exit_code = 1;
+		loop_close(d, &l);
+		return d->exit_code;
+	}
 	watch_rescan(d);
 	publish_listing(d);
 	schedule_refresh(d);
-
-	uint64_t wd_usec = 0;
-	int64_t next_wd = 0, next_status = 0;
-	if (sd_watchdog_enabled(0, &wd_usec) > 0)
-		next_wd = now_ms();
 	sd_notify(0, "READY=1\nSTATUS=watching for issues");
 	log_info("ready: issue_dir=%s public_dir=%s smtp=%s", d->conf.issue_dir, d->conf.public_dir,
 	         d->conf.smtp.url);
-
-	for (;;) {
-		int64_t wake = 0, settling = 0;
-		if (!d->stopping)
-			min_deadline(&wake, settling = watch_settle(d));
-		dispatch_collect(d);
-		min_deadline(&wake, dispatch_fill(d));
-		size_t inflight = senders_inflight(d->senders) + dispatch_unrecorded(d->dispatch);
-		if (dispatch_unrecorded(d->dispatch) > 0)
-			min_deadline(&wake, now_ms() + 1000); /* the store was busy: try again */
-		bool relay_down = dispatch_relay_down(d->dispatch);
-
-		/* the next deferred delivery coming due */
-		int64_t due = 0;
-		struct err e;
-		if (!d->stopping && !relay_down && ledger_next_due(d->store, &due, &e) == 0 &&
-		    due) {
-			int64_t in = due - store_now();
-			if (in > 0)
-				min_deadline(&wake, now_ms() + in * 1000);
-		}
-		if (next_wd && now_ms() >= next_wd) {
-			sd_notify(0, "WATCHDOG=1");
-			next_wd = now_ms() + (int64_t)(wd_usec / 2000);
-		}
-		min_deadline(&wake, next_wd);
-		if (now_ms() >= next_status)
-			status(d, inflight > 0, &next_status);
-		min_deadline(&wake, next_status);
-
-		if (d->stopping) {
-			if (inflight == 0)
-				break;
-			if (now_ms() >= d->stop_deadline_ms) {
-				senders_shutdown(d->senders, true);
-				d->stop_deadline_ms = INT64_MAX;
-			}
-			if (d->stop_deadline_ms != INT64_MAX)
-				min_deadline(&wake, d->stop_deadline_ms);
-		} else if (d->once && inflight == 0 && settling == 0 &&
-		           (relay_down || due == 0 || due > store_now())) {
-			/* --once: nothing more can be done now */
-			d->exit_code = exit_code(d);
-			break;
-		}
-		if (d->http) {
-			int64_t t = http_timeout_ms(d->http);
-			if (t >= 0)
-				min_deadline(&wake, now_ms() + (t > 0 ? t : 1));
-		}
-
-		struct itimerspec its = {0};
-		if (wake) {
-			int64_t in = wake - now_ms();
-			if (in < 1)
-				in = 1;
-			its.it_value.tv_sec = in / 1000;
-			its.it_value.tv_nsec = (in % 1000) * 1000000;
-		}
-		timerfd_settime(tfd, 0, &its, NULL);
-
-		struct epoll_event evs[8];
-		int n = epoll_wait(ep, evs, 8, -1);
-		if (n < 0 && errno != EINTR) {
-			log_warn("epoll_wait");
+	struct loop_timers t;
+	while (!loop_work(d, &l, &t))
+		if (loop_wait(d, &l, &t) < 0) {
 			d->exit_code = 1;
 			break;
 		}
-		for (int i = 0; i < n; i++) {
-			switch (evs[i].data.u32) {
-			case EV_SIGNAL: {
-				struct signalfd_siginfo si;
-				while (read(sfd, &si, sizeof si) == sizeof si) {
-					if (si.ssi_signo == SIGHUP) {
-						daemon_reload(d);
-					} else if (!d->stopping) {
-						log_info(
-						    "%s: finishing the messages in flight, then "
-						    "exiting",
-						    si.ssi_signo == SIGTERM ? "SIGTERM" : "SIGINT");
-						sd_notify(0, "STOPPING=1");
-						d->stopping = true;
-						d->stop_deadline_ms = now_ms() + STOP_GRACE_MS;
-						senders_shutdown(d->senders, false);
-					}
-				}
-				break;
-			}
-			case EV_TIMER: {
-				uint64_t x;
-				if (read(tfd, &x, sizeof x) < 0 && errno != EAGAIN)
-					log_warn("timerfd");
-				break;
-			}
-			case EV_INOTIFY:
-				watch_on_event(d);
-				break;
-			case EV_SENDERS:
-				break; /* collected at the top of the loop */
-			case EV_HTTP:
-				http_run(d);
-				break;
-			case EV_WAKE:
-				wake_read(wfd);
-				schedule_run(d); /* matrixctl release */
-				break;
-			case EV_SCHEDULE:
-				schedule_run(d);
-				break;
-			}
-		}
-	}
-out:
-	if (d->progress)
-		fputc('\n', stderr);
-	if (ep >= 0)
-		close(ep);
-	if (sfd >= 0)
-		close(sfd);
-	if (tfd >= 0)
-		close(tfd);
-	if (wfd >= 0)
-		close(wfd);
+	loop_close(d, &l);
 	return d->exit_code;
 }

@@ -13,13 +13,11 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <time.h>
 #include <unistd.h>
 
 #include <systemd/sd-daemon.h>
 
 #include "fsutil.h"
-#include "ledger.h"
 #include "log.h"
 #include "matrixd.h"
 #include "md.h"
@@ -183,29 +181,29 @@ static int lock_state(struct daemon *d, int *fd_out)
 	return 0;
 }
 
-int main(int argc, char **argv)
+enum { RUN = -1 }; /* "go on" among the exit codes */
+
+/* Options into d and *check; RUN to go on, or the exit code. */
+static int parse_args(int argc, char **argv, struct daemon *d, bool *check)
 {
-	const char *path = NULL;
-	bool check = false;
 	static const struct option opts[] = {
 	    {"config", required_argument, NULL, 'c'}, {"check", no_argument, NULL, 'n'},
 	    {"once", no_argument, NULL, 'o'},         {"foreground", no_argument, NULL, 'f'},
 	    {"verbose", no_argument, NULL, 'v'},      {"help", no_argument, NULL, 'h'},
 	    {"version", no_argument, NULL, 'V'},      {NULL, 0, NULL, 0},
 	};
-	struct daemon d = {0};
+	const char *path = NULL;
 	int ch;
-	log_init("matrixd", 0);
 	while ((ch = getopt_long(argc, argv, "c:nvhV", opts, NULL)) != -1) {
 		switch (ch) {
 		case 'c':
 			path = optarg;
 			break;
 		case 'n':
-			check = true;
+			*check = true;
 			break;
 		case 'o':
-			d.once = true;
+			d->once = true;
 			break;
 		case 'f':
 			break;
@@ -231,42 +229,41 @@ int main(int argc, char **argv)
 		const char *env = getenv("MATRIXD_CONF");
 		path = env && *env ? env : CONF_DEFAULT_PATH;
 	}
-	d.conf_path = path;
+	d->conf_path = path;
+	return RUN;
+}
 
+/* -n, after load_all: also what the start would trip over, the AUTH
+ * password file. */
+static int check_config(struct daemon *d)
+{
 	struct err e;
-	err_clear(&e);
-	if (load_all(path, &d.conf, &d.dkim, &d.tmpl, &e) < 0) {
+	char *pw = NULL;
+	int rc = 0;
+	if (conf_password(&d->conf, &pw, &e) < 0) {
 		fprintf(stderr, "matrixd: %s\n", e.msg);
-		return 1;
+		rc = 1;
+	} else if (d->dkim) {
+		printf("%s: configuration ok; DKIM: %zu key%s, d=%s\n", d->conf.path,
+		       d->conf.dkim.nkeys, d->conf.dkim.nkeys == 1 ? "" : "s",
+		       sign_keys_domain(d->dkim));
+	} else {
+		printf("%s: configuration ok\n", d->conf.path);
 	}
-	if (check) {
-		/* what the start would trip over: the AUTH password file */
-		char *pw = NULL;
-		if (conf_password(&d.conf, &pw, &e) < 0) {
-			fprintf(stderr, "matrixd: %s\n", e.msg);
-			tmpl_free(d.tmpl);
-			sign_keys_unref(d.dkim);
-			conf_free(&d.conf);
-			return 1;
-		}
-		if (pw) {
-			explicit_bzero(pw, strlen(pw));
-			free(pw);
-		}
-		if (d.dkim)
-			printf("%s: configuration ok; DKIM: %zu key%s, d=%s\n", d.conf.path,
-			       d.conf.dkim.nkeys, d.conf.dkim.nkeys == 1 ? "" : "s",
-			       sign_keys_domain(d.dkim));
-		else
-			printf("%s: configuration ok\n", d.conf.path);
-		tmpl_free(d.tmpl);
-		sign_keys_unref(d.dkim);
-		conf_free(&d.conf);
-		return 0;
+	if (pw) {
+		explicit_bzero(pw, strlen(pw));
+		free(pw);
 	}
-	conf_apply_timezone(&d.conf); /* before any thread: TZ is process-wide */
-	d.progress = isatty(STDERR_FILENO) && getenv("JOURNAL_STREAM") == NULL && !d.once;
-	log_set_progress(d.progress);
+	tmpl_free(d->tmpl);
+	sign_keys_unref(d->dkim);
+	conf_free(&d->conf);
+	return rc;
+}
+
+static void process_init(struct daemon *d)
+{
+	d->progress = isatty(STDERR_FILENO) && getenv("JOURNAL_STREAM") == NULL && !d->once;
+	log_set_progress(d->progress);
 	/* Blocked before any thread exists, so that every thread inherits the
 	 * mask and the signals reach only the loop's signalfd. */
 	sigset_t mask;
@@ -280,74 +277,102 @@ int main(int argc, char **argv)
 	xmlInitParser();
 	md_init();
 	msg_init();
+}
 
-	int rc = 1, lock_fd = -1;
-	int64_t n = 0;
-	if (fs_mkdirs(d.conf.state_dir, 0750, &e) < 0) {
-		log_err("%s", e.msg);
-		goto out;
-	}
-	if (lock_state(&d, &lock_fd) < 0) {
-		rc = d.once ? 75 : 1; /* cron's --once: try again next time */
-		goto out;
-	}
-	if (fs_mkdirs(d.conf.public_dir, 0755, &e) < 0 ||
-	    store_open(&d.store, d.conf.state_dir, &e) < 0 ||
-	    token_key_load(&d.key, d.conf.state_dir, &e) < 0 ||
-	    conf_password(&d.conf, &d.password, &e) < 0) {
-		log_err("%s", e.msg);
-		goto out;
-	}
-	if (ledger_recover(d.store, &n, &e) < 0) {
-		log_err("%s", e.msg);
-		goto out;
-	}
-	if (n > 0)
-		log_notice("%" PRId64 " deliveries were in flight when matrixd last stopped; "
-		           "sending them again",
-		           n);
-	/* for `matrixctl status` */
-	char pid[32], started[32];
-	snprintf(pid, sizeof pid, "%ld", (long)getpid());
-	snprintf(started, sizeof started, "%lld", (long long)time(NULL));
-	if (!d.once && (store_kv_set(d.store, "daemon.pid", pid, &e) < 0 ||
-	                store_kv_set(d.store, "daemon.started", started, &e) < 0 ||
-	                store_kv_set(d.store, "daemon.config", d.conf.path, &e) < 0))
-		log_warnx("%s", e.msg);
-	if (senders_start(&d.senders, &d.conf, d.password, d.conf.smtp.connections, &e) < 0 ||
-	    dispatch_new(&d, &d.dispatch) < 0) {
-		log_err("%s", e.msg);
-		goto out;
-	}
-	if (watch_start(&d, &d.watch) < 0 || schedule_start(&d.schedule) < 0)
-		goto out;
-	if (!d.once && http_start(&d, &d.http, &e) < 0) {
-		log_err("%s", e.msg);
-		goto out;
-	}
-	rc = loop_run(&d);
-out:
-	if (rc != 0 && rc != 75)
-		sd_notifyf(0, "ERRNO=%d", rc);
-	http_free(d.http);
-	senders_free(d.senders);
-	if (d.store && !d.once && lock_fd >= 0)
-		store_kv_set(d.store, "daemon.pid", "", &e);
-	if (lock_fd >= 0)
-		close(lock_fd);
-	dispatch_free(d.dispatch);
-	watch_free(d.watch);
-	schedule_free(d.schedule);
-	store_close(d.store);
-	tmpl_free(d.tmpl);
-	sign_keys_unref(d.dkim);
-	if (d.password) {
-		explicit_bzero(d.password, strlen(d.password));
-		free(d.password);
-	}
-	conf_free(&d.conf);
+static void process_cleanup(void)
+{
 	md_shutdown();
 	xmlCleanupParser();
 	curl_global_cleanup();
+}
+
+/* The lock first (lock_state), then the store and the parts of the
+ * daemon. RUN, or the exit code. */
+static int daemon_start(struct daemon *d, int *lock_fd)
+{
+	struct err e;
+	err_clear(&e);
+	if (fs_mkdirs(d->conf.state_dir, 0750, &e) < 0) {
+		log_err("%s", e.msg);
+		return 1;
+	}
+	if (lock_state(d, lock_fd) < 0)
+		return d->once ? 75 : 1; /* cron's --once: try again next time */
+	if (fs_mkdirs(d->conf.public_dir, 0755, &e) < 0 ||
+	    store_open(&d->store, d->conf.state_dir, &e) < 0 ||
+	    token_key_load(&d->key, d->conf.state_dir, &e) < 0 ||
+	    conf_password(&d->conf, &d->password, &e) < 0) {
+		log_err("%s", e.msg);
+		return 1;
+	}
+	/* From here the loop never waits on another process's lock for long;
+	 * the recovery of in-flight rows is the dispatcher's first step. */
+	store_set_busy(d->store, DAEMON_STORE_WAIT_MS, DAEMON_STORE_RETRY_MS);
+	if (senders_start(&d->senders, &d->conf, d->password, d->conf.smtp.connections, &e) < 0 ||
+	    dispatch_new(d, &d->dispatch) < 0) {
+		log_err("%s", e.msg);
+		return 1;
+	}
+	if (watch_start(d, &d->watch) < 0 || schedule_start(&d->schedule) < 0)
+		return 1;
+	if (!d->once && http_start(d, &d->http, &e) < 0) {
+		log_err("%s", e.msg);
+		return 1;
+	}
+	return RUN;
+}
+
+static void daemon_stop(struct daemon *d, int lock_fd)
+{
+	struct err e;
+	http_free(d->http);
+	senders_free(d->senders);
+	if (d->store && !d->once && lock_fd >= 0) {
+		/* the last word for matrixctl status: worth a short wait */
+		store_set_busy(d->store, 2000, 0);
+		if (store_kv_set(d->store, "daemon.pid", "", &e) < 0)
+			log_warnx("%s", e.msg);
+	}
+	if (lock_fd >= 0)
+		close(lock_fd);
+	dispatch_free(d->dispatch);
+	watch_free(d->watch);
+	schedule_free(d->schedule);
+	store_close(d->store);
+	tmpl_free(d->tmpl);
+	sign_keys_unref(d->dkim);
+	if (d->password) {
+		explicit_bzero(d->password, strlen(d->password));
+		free(d->password);
+	}
+	conf_free(&d->conf);
+}
+
+int main(int argc, char **argv)
+{
+	struct daemon d = {.epfd = -1};
+	bool check = false;
+	log_init("matrixd", 0);
+	int rc = parse_args(argc, argv, &d, &check);
+	if (rc != RUN)
+		return rc;
+	struct err e;
+	err_clear(&e);
+	if (load_all(d.conf_path, &d.conf, &d.dkim, &d.tmpl, &e) < 0) {
+		fprintf(stderr, "matrixd: %s\n", e.msg);
+		return 1;
+	}
+	if (check)
+		return check_config(&d);
+	conf_apply_timezone(&d.conf); /* before any thread: TZ is process-wide */
+	process_init(&d);
+	int lock_fd = -1;
+	rc = daemon_start(&d, &lock_fd);
+	if (rc == RUN)
+		rc = loop_run(&d);
+	if (rc != 0 && rc != 75)
+		sd_notifyf(0, "ERRNO=%d", rc);
+	daemon_stop(&d, lock_fd);
+	process_cleanup();
 	return rc;
 }

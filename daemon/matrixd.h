@@ -47,6 +47,7 @@ struct daemon {
 	bool stopping;          /* SIGTERM/SIGINT: no new work */
 	int64_t stop_deadline_ms;
 	int exit_code;
+	int64_t store_trouble_since; /* ms; 0: the store takes writes */
 	struct senders *senders;
 	struct dispatch *dispatch;
 	struct watch *watch;
@@ -57,6 +58,19 @@ struct daemon {
 
 /* Monotonic milliseconds. */
 int64_t now_ms(void);
+
+/* The store's busy timeout and write-retry period in the daemon (see
+ * store_set_busy): the loop never waits on SQLite longer than that. */
+#define DAEMON_STORE_WAIT_MS  100
+#define DAEMON_STORE_RETRY_MS 500
+/* --once gives up (exit 75) on a store that takes no writes this long. */
+#define DAEMON_ONCE_PATIENCE_MS 60000
+
+/* A store write failed for a passing reason (ERR_TEMP): what waits is
+ * logged once per episode; the loop logs its end. */
+void daemon_store_trouble(struct daemon *d, const char *what, const struct err *e);
+/* When work waiting on the store is tried again (monotonic ms). */
+int64_t daemon_store_retry(struct daemon *d);
 
 /* loop.c: runs until stopped (or, with --once, until nothing is left to do
  * now); returns the exit code. main.c: SIGHUP. */
@@ -121,10 +135,17 @@ void sjob_free(struct sjob *j);
 /* ---- dispatch.c ---------------------------------------------------------- */
 int dispatch_new(struct daemon *d, struct dispatch **out);
 void dispatch_free(struct dispatch *p);
-/* Claims due deliveries and hands messages to the senders; returns the
+/* Claims due deliveries and hands messages to the senders (first, once,
+ * the recovery of rows a crash left 'sending'; and the queueing of
+ * published issues whose deliveries could not be queued); returns the
  * earliest time (ms) it wants to run again for a reason of its own (rate
- * limit, relay backoff), or 0. */
+ * limit, relay backoff, the store in trouble), or 0. */
 int64_t dispatch_fill(struct daemon *d);
+/* Queues an issue's deliveries and marks it queued, in one transaction;
+ * on failure (logged) dispatch_fill tries again later. */
+int dispatch_enqueue(struct daemon *d, int64_t issue_id, int number, int nparts, const char *lists);
+/* Work waiting for the store: recovery, an enqueue, unrecorded results. */
+bool dispatch_pending(struct dispatch *p);
 /* Records finished jobs in the ledger. */
 void dispatch_collect(struct daemon *d);
 /* Forgets rendered messages (after a reload or a correction). */

@@ -85,14 +85,19 @@ int ledger_recover(struct store *s, int64_t *n, struct err *err)
 	static const char sql[] =
 	    "UPDATE deliveries SET state = 'queued', attempts = max(attempts - 1, 0), "
 	    "updated_at = ?1 WHERE state = 'sending'";
+	if (store_begin(s, err) < 0)
+		return -1;
 	sqlite3_stmt *st = store_stmt(s, sql, err);
 	if (st == NULL)
-		return -1;
+		goto fail;
 	sqlite3_bind_int64(st, 1, store_now());
 	if (store_step_done(s, st, err, "recover") < 0)
-		return -1;
+		goto fail;
 	*n = sqlite3_changes(s->db);
-	return 0;
+	return store_commit(s, err);
+fail:
+	store_rollback(s);
+	return -1;
 }
 
 void ledger_jobs_free(struct ledger_job *j, size_t n)
@@ -251,12 +256,19 @@ int ledger_unclaim(struct store *s, int64_t id, struct err *err)
 	static const char sql[] = "UPDATE deliveries SET state = 'queued', "
 	                          "attempts = max(attempts - 1, 0), updated_at = ?2 "
 	                          "WHERE id = ?1 AND state = 'sending'";
+	if (store_begin(s, err) < 0)
+		return -1;
 	sqlite3_stmt *st = store_stmt(s, sql, err);
 	if (st == NULL)
-		return -1;
+		goto fail;
 	sqlite3_bind_int64(st, 1, id);
 	sqlite3_bind_int64(st, 2, store_now());
-	return store_step_done(s, st, err, "unclaim");
+	if (store_step_done(s, st, err, "unclaim") < 0)
+		goto fail;
+	return store_commit(s, err);
+fail:
+	store_rollback(s);
+	return -1;
 }
 
 int64_t ledger_backoff(int attempts)

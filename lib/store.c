@@ -216,12 +216,50 @@ int64_t store_now(void)
 	return (int64_t)time(NULL);
 }
 
+static int64_t mono_ms(void)
+{
+	struct timespec ts;
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
 int store_fail(struct store *s, struct err *err, const char *what)
 {
-	int code = sqlite3_extended_errcode(s->db);
-	enum err_kind kind =
-	    (code & 0xff) == SQLITE_BUSY || (code & 0xff) == SQLITE_LOCKED ? ERR_TEMP : ERR_DB;
-	return err_set(err, kind, "%s: %s: %s", s->path, what, sqlite3_errmsg(s->db));
+	/* Another writer, a full disk and an I/O error pass: the work is
+	 * tried again later and nothing is lost. The rest (a constraint, a
+	 * corrupt or read-only file) needs someone to look. */
+	int code = sqlite3_extended_errcode(s->db) & 0xff;
+	bool temp = code == SQLITE_BUSY || code == SQLITE_LOCKED || code == SQLITE_FULL ||
+	            code == SQLITE_IOERR;
+	err_set(err, temp ? ERR_TEMP : ERR_DB, "%s: %s: %s", s->path, what, sqlite3_errmsg(s->db));
+	if (temp && s->retry_ms > 0) {
+		/* another writer is gone any moment; a full disk or failing I/O
+		 * is retried less often: an attempt may be a big transaction */
+		bool lock = code == SQLITE_BUSY || code == SQLITE_LOCKED;
+		s->busy_until = mono_ms() + (lock ? s->retry_ms : 10 * s->retry_ms);
+		snprintf(s->busy_msg, sizeof s->busy_msg, "%s", err->msg);
+	}
+	return -1;
+}
+
+/* A write while the last one failed for a passing reason, within retry_ms
+ * of it: refused at once, without waiting on SQLite's lock again. */
+static int write_gate(struct store *s, struct err *err)
+{
+	if (s->busy_until == 0 || mono_ms() >= s->busy_until)
+		return 0;
+	return err_set(err, ERR_TEMP, "%s (trying again shortly)", s->busy_msg);
+}
+
+void store_set_busy(struct store *s, int timeout_ms, int retry_ms)
+{
+	sqlite3_busy_timeout(s->db, timeout_ms);
+	s->retry_ms = retry_ms;
+}
+
+int64_t store_retry_at(const struct store *s)
+{
+	return s->busy_until;
 }
 
 int store_exec(struct store *s, const char *sql, struct err *err)
@@ -233,8 +271,13 @@ int store_exec(struct store *s, const char *sql, struct err *err)
 
 int store_begin(struct store *s, struct err *err)
 {
-	if (s->depth++ > 0)
+	if (s->depth > 0) {
+		s->depth++;
 		return 0;
+	}
+	if (write_gate(s, err) < 0)
+		return -1;
+	s->depth++;
 	if (sqlite3_exec(s->db, "BEGIN IMMEDIATE", NULL, NULL, NULL) != SQLITE_OK) {
 		s->depth = 0;
 		return store_fail(s, err, "begin");
@@ -258,6 +301,7 @@ int store_commit(struct store *s, struct err *err)
 		sqlite3_exec(s->db, "ROLLBACK", NULL, NULL, NULL);
 		return -1;
 	}
+	s->busy_until = 0; /* it takes writes again */
 	return 0;
 }
 
@@ -315,12 +359,18 @@ int store_kv_set(struct store *s, const char *key, const char *value, struct err
 {
 	static const char sql[] = "INSERT INTO kv(key, value) VALUES (?1, ?2) "
 	                          "ON CONFLICT(key) DO UPDATE SET value = excluded.value";
+	if (s->depth == 0 && write_gate(s, err) < 0)
+		return -1;
 	sqlite3_stmt *st = store_stmt(s, sql, err);
 	if (st == NULL)
 		return -1;
 	sqlite3_bind_text(st, 1, key, -1, SQLITE_STATIC);
 	sqlite3_bind_text(st, 2, value, -1, SQLITE_STATIC);
-	return store_step_done(s, st, err, "kv set");
+	if (store_step_done(s, st, err, "kv set") < 0)
+		return -1;
+	if (s->depth == 0)
+		s->busy_until = 0;
+	return 0;
 }
 
 char *store_kv_get(struct store *s, const char *key, struct err *err)
@@ -402,11 +452,6 @@ fail:
 int store_open(struct store **out, const char *state_dir, struct err *err)
 {
 	return store_open_version(out, state_dir, NMIGRATIONS, err);
-}
-
-void store_set_busy_timeout(struct store *s, int ms)
-{
-	sqlite3_busy_timeout(s->db, ms);
 }
 
 int store_open_version(struct store **out, const char *state_dir, int version, struct err *err)

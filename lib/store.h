@@ -33,6 +33,9 @@ struct store {
 	struct store_stmt *cache; /* prepared statements, see store_stmt() */
 	int depth;                /* store_begin nesting */
 	bool doomed;              /* a nested part rolled back: the commit will too */
+	int retry_ms;             /* store_set_busy(); 0: no write gate */
+	int64_t busy_until;       /* monotonic ms; 0: the last write went through */
+	char busy_msg[256];       /* why the last write failed */
 };
 
 /*
@@ -47,9 +50,24 @@ void store_close(struct store *s);
  * than version is not touched (version is then only a floor). */
 int store_open_version(struct store **out, const char *state_dir, int version, struct err *err);
 
-/* How long a statement waits for another process's write lock before it
- * fails with ERR_TEMP (default STORE_BUSY_MS). */
-void store_set_busy_timeout(struct store *s, int ms);
+/*
+ * The event loop's way with a store that cannot take writes (another
+ * process holds the write lock, the disk is full): a statement waits at
+ * most timeout_ms for the lock (instead of STORE_BUSY_MS), and once a
+ * statement failed so (ERR_TEMP), every write (store_begin, store_kv_set)
+ * is refused at once with ERR_TEMP for retry_ms (ten times that after a
+ * full disk or an I/O error, where an attempt may be a big transaction
+ * that fails at its end), without waiting again:
+ * the caller keeps its work and tries again from its timer at
+ * store_retry_at(). A long lock held elsewhere then costs the loop one
+ * wait of timeout_ms per retry_ms, not one per call. Reads are not gated:
+ * in WAL mode they do not wait for a writer. A commit that goes through
+ * ends it. Without this call (matrixctl) writes simply wait.
+ */
+void store_set_busy(struct store *s, int timeout_ms, int retry_ms);
+/* Monotonic ms from when writes are tried again; 0 when the last write
+ * went through (the store is not known to be in trouble). */
+int64_t store_retry_at(const struct store *s);
 
 /* BEGIN IMMEDIATE / COMMIT / ROLLBACK. Nested begins only count; a nested
  * rollback makes the outermost commit roll back and fail. */
@@ -69,7 +87,9 @@ int store_exec(struct store *s, const char *sql, struct err *err);
  */
 sqlite3_stmt *store_stmt(struct store *s, const char *sql, struct err *err);
 
-/* Fills err with the connection's last error, prefixed by what; returns -1. */
+/* Fills err with the connection's last error, prefixed by what; returns -1.
+ * The kind is ERR_TEMP for what passes (SQLITE_BUSY, LOCKED, FULL, IOERR:
+ * try again later), ERR_DB for the rest. */
 int store_fail(struct store *s, struct err *err, const char *what);
 
 /* Steps a statement that returns no rows (or ignores them) and resets it. */

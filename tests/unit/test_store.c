@@ -4,7 +4,9 @@
  * (a schema 1 store brought forward with its data, a failing migration
  * leaving the store as it was, a newer store refused), and the busy
  * behaviour of BEGIN IMMEDIATE against a second connection holding the
- * write lock (a prompt ERR_TEMP, reads going on meanwhile in WAL mode).
+ * write lock (a prompt ERR_TEMP, reads going on meanwhile in WAL mode) and
+ * the daemon's write gate (store_set_busy: one wait, then refusals until
+ * the retry time).
  */
 #include <setjmp.h>
 #include <stdarg.h>
@@ -227,7 +229,7 @@ static void test_begin_immediate_when_busy(void **state)
 	assert_int_equal(sqlite3_exec(db, "UPDATE kv SET value = 'uncommitted'", NULL, NULL, NULL),
 	                 SQLITE_OK);
 
-	store_set_busy_timeout(f->s, 200);
+	store_set_busy(f->s, 200, 0);
 	int64_t t = mono_ms();
 	assert_int_equal(store_begin(f->s, &e), -1);
 	int64_t took = mono_ms() - t;
@@ -261,6 +263,48 @@ static void test_begin_immediate_when_busy(void **state)
 	sqlite3_close(db);
 }
 
+static void test_write_gate_after_busy(void **state)
+{
+	struct fx *f = *state;
+	struct err e;
+	open_ok(f);
+	err_clear(&e);
+	store_set_busy(f->s, 100, 400);
+	assert_int_equal(store_retry_at(f->s), 0);
+	sqlite3 *db = other(f);
+	assert_int_equal(sqlite3_exec(db, "BEGIN IMMEDIATE", NULL, NULL, NULL), SQLITE_OK);
+	int64_t t = mono_ms();
+	assert_int_equal(store_begin(f->s, &e), -1); /* waits timeout_ms once */
+	assert_true(mono_ms() - t >= 80);
+	assert_int_equal(e.kind, ERR_TEMP);
+	int64_t retry = store_retry_at(f->s);
+	assert_true(retry >= t + 400 && retry <= mono_ms() + 400);
+	/* within retry_ms every write is refused at once, with the reason */
+	t = mono_ms();
+	err_clear(&e);
+	assert_int_equal(store_begin(f->s, &e), -1);
+	assert_int_equal(store_kv_set(f->s, "k", "v", &e), -1);
+	assert_true(mono_ms() - t < 50);
+	assert_int_equal(e.kind, ERR_TEMP);
+	assert_non_null(strstr(e.msg, "locked"));
+	assert_int_equal(f->s->depth, 0);
+	/* reads are not gated */
+	err_clear(&e);
+	char *v = store_kv_get(f->s, "k", &e);
+	assert_null(v);
+	assert_int_equal(e.kind, ERR_NONE);
+	/* released, and the retry time come: writes go through and the
+	 * trouble is over */
+	assert_int_equal(sqlite3_exec(db, "COMMIT", NULL, NULL, NULL), SQLITE_OK);
+	sqlite3_close(db);
+	while (mono_ms() < retry)
+		usleep(10000);
+	assert_int_equal(store_begin(f->s, &e), 0);
+	assert_int_equal(store_kv_set(f->s, "k", "v", &e), 0);
+	assert_int_equal(store_commit(f->s, &e), 0);
+	assert_int_equal(store_retry_at(f->s), 0);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -271,6 +315,7 @@ int main(void)
 	    cmocka_unit_test_setup_teardown(test_failed_migration_changes_nothing, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_newer_schema_is_refused, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_begin_immediate_when_busy, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_write_gate_after_busy, setup, teardown),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }
