@@ -194,12 +194,13 @@ static void status_json(struct store *s, const struct status *st)
 		struct json_object *j = counts_json(&k);
 		json_object_object_add(j, "number", json_object_new_int(a->number));
 		json_object_object_add(j, "title", json_object_new_string(a->title));
-		json_object_object_add(
-		    j, "status", json_object_new_string(phase_name(a, st->now, st->grace)));
+		json_object_object_add(j, "status",
+		                       json_object_new_string(phase_name(a, st->now, st->grace)));
 		char at[48];
 		if (a->send_at)
 			issue_format_time((time_t)a->send_at, at, sizeof at);
-		json_object_object_add(j, "send_at", a->send_at ? json_object_new_string(at) : NULL);
+		json_object_object_add(j, "send_at",
+		                       a->send_at ? json_object_new_string(at) : NULL);
 		int64_t waiting = 0, next = 0;
 		ledger_waiting(s, a->id, st->now, &waiting, &next, &e);
 		if (next)
