@@ -91,8 +91,8 @@ int watch_start(struct daemon *d, struct watch **out)
 	w->fd = -1;
 	w->wd = -1;
 	/* --once has no later: it waits for a file copied just before it
-	 * started to settle, and no longer (plus a second: mtimes are whole
-	 * seconds), so that a file that keeps changing cannot hold it. */
+	 * started to settle, and no longer (plus a second of slack), so that a
+	 * file that keeps changing cannot hold it. */
 	w->give_up_ms = now_ms() + (int64_t)d->conf.issue_settle_seconds * 1000 + 1000;
 	if (!d->once) {
 		w->fd = inotify_init1(IN_NONBLOCK | IN_CLOEXEC);
@@ -172,6 +172,18 @@ static bool same_file(const struct entry *e, const struct stat *st)
 	       e->size == st->st_size && e->ino == st->st_ino;
 }
 
+/* How long ago the file was last written, in ms (0 for a future mtime):
+ * to the nanosecond, so that a file written 1.9 s ago is not taken for
+ * one written 2 s ago by rounding. */
+static int64_t mtime_age_ms(const struct entry *e)
+{
+	struct timespec now;
+	clock_gettime(CLOCK_REALTIME, &now);
+	int64_t age = ((int64_t)now.tv_sec - (int64_t)e->mtime) * 1000 +
+	              ((int64_t)now.tv_nsec - (int64_t)e->mtime_ns) / 1000000;
+	return age > 0 ? age : 0;
+}
+
 static void remember(struct entry *e, const struct stat *st)
 {
 	e->mtime = st->st_mtime;
@@ -232,8 +244,7 @@ static void look(struct daemon *d, const char *name)
 		remember(e, &st);
 		/* The quiet time counts from the last write: a file found old at a
 		 * scan (start, --once) is ready at once, one just written waits. */
-		int64_t age = (int64_t)time(NULL) - (int64_t)st.st_mtime;
-		e->changed_ms = now_ms() - (age > 0 ? age * 1000 : 0);
+		e->changed_ms = now_ms() - mtime_age_ms(e);
 		e->done = st.st_size < 0; /* nothing to parse yet */
 		e->retry_ms = e->backoff_ms = 0;
 	}
@@ -591,7 +602,6 @@ int64_t watch_settle(struct daemon *d)
 {
 	struct watch *w = d->watch;
 	int64_t settle_ms = (int64_t)d->conf.issue_settle_seconds * 1000, next = 0;
-	time_t wall = time(NULL);
 	if (w->listing_retry_ms && w->listing_retry_ms <= now_ms())
 		publish_listing(d);
 	next = w->listing_retry_ms;
@@ -604,7 +614,7 @@ int64_t watch_settle(struct daemon *d)
 			due = e->retry_ms;
 		/* Also wait for the file's own mtime to be settle seconds old: a
 		 * writer may have been busy before we looked. */
-		int64_t by_mtime = ((int64_t)e->mtime + d->conf.issue_settle_seconds - wall) * 1000;
+		int64_t by_mtime = settle_ms - mtime_age_ms(e);
 		if (by_mtime > 0 && now_ms() + by_mtime > due)
 			due = now_ms() + by_mtime;
 		if (due <= now_ms()) {
