@@ -113,16 +113,18 @@ static void warn_add(struct status *st, char *msg)
 }
 
 /*
- * An issue due without deliveries (their enqueue failed: the store busy
- * or state_dir full; the daemon retries) and a state_dir nearly full
+ * An issue due, its pages written, without deliveries (their enqueue
+ * failed: the store busy or state_dir full; the daemon retries) and a
+ * state_dir nearly full
  * are shown here, since neither can be written into the store when the
  * disk is what is full.
  */
 static void status_warnings(struct cli *c, struct status *st)
 {
 	for (size_t i = 0; i < st->n; i++)
-		if (archive_phase(&st->is[i], st->now, st->grace) == ARCHIVE_DUE)
-			warn_add(st, xasprintf("issue %d is due but its deliveries are not "
+		if (archive_phase(&st->is[i], st->now, st->grace) == ARCHIVE_DUE &&
+		    st->is[i].is_published)
+			warn_add(st, xasprintf("issue %d is published but its deliveries are not "
 			                       "queued yet; matrixd retries (see its log: is "
 			                       "state_dir full?)",
 			                       st->is[i].number));

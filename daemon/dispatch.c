@@ -399,8 +399,11 @@ static int64_t enqueue_pending(struct daemon *d)
 	}
 	bool queued = false;
 	for (size_t i = 0; i < n; i++) {
-		if (archive_phase(&all[i], store_now(), d->conf.schedule_grace) != ARCHIVE_DUE)
-			continue; /* a draft, published, or waiting for its send_at */
+		/* not a draft, sent, waiting for its send_at, or without its
+		 * pages (nothing is queued before they are written) */
+		if (archive_phase(&all[i], store_now(), d->conf.schedule_grace) != ARCHIVE_DUE ||
+		    !all[i].is_published)
+			continue;
 		if (dispatch_enqueue(d, all[i].id, all[i].number, all[i].narticles, all[i].lists) <
 		    0)
 			break;
