@@ -7,7 +7,12 @@ set -eu
 cd "$(dirname "$0")/.."
 conf=examples/matrixd.conf
 ctl="build/matrixctl -c $conf"
-mkdir -p run/state run/public run/mail
+mkdir -p run/state run/public run/mail run/dkim
+for k in rsa:demo-rsa ed25519:demo-ed; do
+	[ -e "run/dkim/${k#*:}.pem" ] ||
+		$ctl dkim-keygen --type "${k%%:*}" --selector "${k#*:}" \
+			--out "run/dkim/${k#*:}.pem" >"run/dkim/${k#*:}.txt"
+done
 if [ ! -e run/state/matrixd.db ]; then
 	echo "first run: adding three demo subscribers"
 	$ctl subscribe reader1@example.org --name "读者一" >/dev/null
@@ -24,6 +29,7 @@ cat <<MSG
   archive    $here/run/public/index.html   http://127.0.0.1:8025/
   feeds      $here/run/public/feed.xml     http://127.0.0.1:8025/feed.xml (RSS)
              $here/run/public/atom.xml     http://127.0.0.1:8025/atom.xml (Atom)
+  dkim       $here/run/dkim/            (the signing keys; *.txt: their DNS records)
   status     build/matrixctl -c $conf status
 
 MSG
