@@ -170,7 +170,11 @@ def test_issue_written_in_chunks_is_sent_once_complete(tmp_path, server):
         subjects = {r.message()["Subject"] for r in server.received}
         assert len(subjects) == 15  # complete: all fifteen articles
         assert d.stderr().count("issue=60 published") == 1
-        assert not re.search(r"matrix-060\.txt:\d+:", d.stderr()), d.stderr()
+        # no error from parsing a half-written file (the parser's warnings
+        # about the complete one are logged as one line and are no error)
+        errors = [line for line in d.stderr().splitlines()
+                  if re.search(r"matrix-060\.txt:\d+:", line) and " warning" not in line]
+        assert errors == [], d.stderr()
         assert d.term()[0] == 0
     finally:
         d.kill()
