@@ -199,12 +199,8 @@ static const char schema_v6[] = "ALTER TABLE lists ADD COLUMN pace INTEGER NOT N
 static const struct migration {
 	const char *sql;
 	int (*fn)(struct store *s, struct err *err);
-} migrations[] = {{schema_v1, NULL},
-                  {schema_v2, NULL},
-                  {schema_v3, subs_rekey},
-                  {schema_v4, NULL},
-                  {schema_v5, NULL},
-                  {schema_v6, NULL}};
+} migrations[] = {{schema_v1, NULL}, {schema_v2, NULL}, {schema_v3, subs_rekey},
+                  {schema_v4, NULL}, {schema_v5, NULL}, {schema_v6, NULL}};
 #define NMIGRATIONS (int)(sizeof migrations / sizeof migrations[0])
 _Static_assert(NMIGRATIONS == STORE_SCHEMA_VERSION, "STORE_SCHEMA_VERSION is the last migration");
 
