@@ -354,11 +354,156 @@ static bool header_safe(const char *s)
 	return true;
 }
 
-int msg_build(const struct msg_prep *p, const struct msg_rcpt *r, struct buf *out, struct err *err)
+/* One body's tail for r: filled in (scratch holds it) and transfer-encoded. */
+static int encode_tail(const struct msg_body *b, const struct msg_rcpt *r, struct buf *scratch,
+                       struct buf *out)
+{
+	buf_reset(scratch);
+	fill(b, r, scratch);
+	if (scratch->len == 0)
+		return 0;
+	return encode(b->mechanism, !b->is_html, scratch->data, scratch->len, out);
+}
+
+/* List-Id, List-Unsubscribe (+ -Post), List-Archive, Content-Language. */
+static int add_list_fields(struct mailimf_fields *f, const struct msg_prep *p,
+                           const struct msg_rcpt *r)
+{
+	if (*p->list_id && add_field(f, "List-Id", p->list_id) < 0)
+		return -1;
+	if (p->bulk && r->unsub_url) {
+		char *v = r->unsub_mailto
+		              ? xasprintf("<%s>, <mailto:%s>", r->unsub_url, r->unsub_mailto)
+		              : xasprintf("<%s>", r->unsub_url);
+		int a = add_field(f, "List-Unsubscribe", v);
+		free(v);
+		/* RFC 8058: one-click needs both headers and a DKIM signature covering them */
+		if (a < 0 ||
+		    add_field(f, "List-Unsubscribe-Post", "List-Unsubscribe=One-Click") < 0)
+			return -1;
+	}
+	if (p->bulk && *p->list_archive) {
+		char *v = xasprintf("<%s>", p->list_archive);
+		int a = add_field(f, "List-Archive", v);
+		free(v);
+		if (a < 0)
+			return -1;
+	}
+	if (*p->language && add_field(f, "Content-Language", p->language) < 0)
+		return -1;
+	return 0;
+}
+
+/* Every header of r's message; to_addr is the checked To: address. NULL
+ * when libetpan runs out of memory. */
+static struct mailimf_fields *header_fields(const struct msg_prep *p, const struct msg_rcpt *r,
+                                            const char *to_addr)
+{
+	struct mailimf_mailbox_list *from = mailimf_mailbox_list_new_empty();
+	struct mailimf_address_list *to = mailimf_address_list_new_empty();
+	char *to_name = r->name && *r->name ? encoded_name(r->name) : NULL;
+	if (from == NULL || to == NULL ||
+	    mailimf_mailbox_list_add(from, mailimf_mailbox_new(*p->from ? xstrdup(p->from) : NULL,
+	                                                       xstrdup(p->from_addr))) != 0 ||
+	    mailimf_address_list_add_mb(to, to_name, xstrdup(to_addr)) != 0) {
+		if (from)
+			mailimf_mailbox_list_free(from);
+		if (to)
+			mailimf_address_list_free(to);
+		return NULL;
+	}
+	struct mailimf_fields *f = mailimf_fields_new_with_data_all(
+	    date_of(r->date), from, NULL, NULL, to, NULL, NULL,
+	    xasprintf("%s@%s", r->message_id, p->msgid_domain), NULL, NULL, xstrdup(p->subject));
+	if (f && add_list_fields(f, p, r) < 0) {
+		mailimf_fields_free(f);
+		f = NULL;
+	}
+	return f;
+}
+
+/*
+ * The message written by libetpan with a marker where each body goes:
+ * the headers (fields, which it takes), multipart/alternative, the two
+ * parts' headers. NULL when libetpan runs out of memory.
+ */
+static MMAPString *skeleton(const struct msg_prep *p, struct mailimf_fields *fields)
 {
 	struct mailmime *msg = NULL, *alt = NULL, *tp = NULL, *hp = NULL;
-	struct mailimf_fields *fields = NULL;
+	MMAPString *s = NULL, *res = NULL;
+
+	msg = mailmime_new_message_data(NULL);
+	if (msg == NULL)
+		goto out;
+	mailmime_set_imf_fields(msg, fields);
+	fields = NULL;
+	alt = multipart("multipart/alternative");
+	tp = part(&p->text, "text/plain", text_mark);
+	hp = part(&p->html, "text/html", html_mark);
+	if (alt == NULL || tp == NULL || hp == NULL)
+		goto out;
+	/* RFC 2046 §5.1.4: the last alternative is the preferred one. */
+	if (mailmime_smart_add_part(alt, tp) != MAILIMF_NO_ERROR)
+		goto out;
+	tp = NULL;
+	if (mailmime_smart_add_part(alt, hp) != MAILIMF_NO_ERROR)
+		goto out;
+	hp = NULL;
+	if (mailmime_smart_add_part(msg, alt) != MAILIMF_NO_ERROR)
+		goto out;
+	alt = NULL;
+	/* sized once: the skeleton is a few header lines and the markers */
+	s = mmap_string_sized_new(4096);
+	int col = 0;
+	if (s == NULL || mailmime_write_mem(s, &col, msg) != MAILIMF_NO_ERROR)
+		goto out;
+	res = s;
+	s = NULL;
+out:
+	if (s)
+		mmap_string_free(s);
+	if (fields)
+		mailimf_fields_free(fields);
+	if (tp)
+		mailmime_free(tp);
+	if (hp)
+		mailmime_free(hp);
+	if (alt)
+		mailmime_free(alt);
+	if (msg)
+		mailmime_free(msg);
+	return res;
+}
+
+/* Appends the skeleton to out with each marker replaced by its body: the
+ * shared, encoded head, then the recipient's encoded tail. */
+static int splice(const MMAPString *s, const struct msg_prep *p, const struct buf *tdata,
+                  const struct buf *hdata, struct buf *out, struct err *err)
+{
+	const char *tm = memmem(s->str, s->len, text_mark, sizeof text_mark - 1);
+	const char *hm =
+	    tm ? memmem(tm, s->len - (size_t)(tm - s->str), html_mark, sizeof html_mark - 1) : NULL;
+	if (hm == NULL)
+		return err_set(err, ERR_INTERNAL, "cannot build the message (libetpan)");
+	const char *end = s->str + s->len;
+	const char *after_t = tm + sizeof text_mark - 1, *after_h = hm + sizeof html_mark - 1;
+	if (buf_grow(out, s->len + p->text.head_len + tdata->len + p->html.head_len + hdata->len) <
+	    0)
+		return err_set(err, ERR_INTERNAL, "message too large");
+	buf_add(out, s->str, (size_t)(tm - s->str));
+	buf_add(out, p->text.head, p->text.head_len);
+	buf_add(out, tdata->data, tdata->len);
+	buf_add(out, after_t, (size_t)(hm - after_t));
+	buf_add(out, p->html.head, p->html.head_len);
+	buf_add(out, hdata->data, hdata->len);
+	buf_add(out, after_h, (size_t)(end - after_h));
+	return 0;
+}
+
+int msg_build(const struct msg_prep *p, const struct msg_rcpt *r, struct buf *out, struct err *err)
+{
 	struct buf tdata, hdata, tmp;
+	struct mailimf_fields *fields = NULL;
 	MMAPString *s = NULL;
 	int rc = -1;
 
@@ -374,118 +519,23 @@ int msg_build(const struct msg_prep *p, const struct msg_rcpt *r, struct buf *ou
 		err_set(err, ERR_INTERNAL, "a header value holds a control or 8-bit character");
 		goto out;
 	}
-
-	/* this recipient's tails; the shared heads are spliced in below */
-	fill(&p->text, r, &tmp);
-	if (tmp.len && encode(p->text.mechanism, true, tmp.data, tmp.len, &tdata) < 0)
-		goto nomem;
-	buf_reset(&tmp);
-	fill(&p->html, r, &tmp);
-	if (tmp.len && encode(p->html.mechanism, false, tmp.data, tmp.len, &hdata) < 0)
-		goto nomem;
-
-	struct mailimf_mailbox_list *from = mailimf_mailbox_list_new_empty();
-	struct mailimf_address_list *to = mailimf_address_list_new_empty();
-	char *to_name = r->name && *r->name ? encoded_name(r->name) : NULL;
-	if (from == NULL || to == NULL ||
-	    mailimf_mailbox_list_add(from, mailimf_mailbox_new(*p->from ? xstrdup(p->from) : NULL,
-	                                                       xstrdup(p->from_addr))) != 0 ||
-	    mailimf_address_list_add_mb(to, to_name, xstrdup(to_addr)) != 0) {
-		if (from)
-			mailimf_mailbox_list_free(from);
-		if (to)
-			mailimf_address_list_free(to);
-		goto nomem;
-	}
-	fields = mailimf_fields_new_with_data_all(
-	    date_of(r->date), from, NULL, NULL, to, NULL, NULL,
-	    xasprintf("%s@%s", r->message_id, p->msgid_domain), NULL, NULL, xstrdup(p->subject));
-	if (fields == NULL)
-		goto nomem;
-	if (*p->list_id && add_field(fields, "List-Id", p->list_id) < 0)
-		goto nomem;
-	if (p->bulk && r->unsub_url) {
-		char *v = r->unsub_mailto
-		              ? xasprintf("<%s>, <mailto:%s>", r->unsub_url, r->unsub_mailto)
-		              : xasprintf("<%s>", r->unsub_url);
-		int a = add_field(fields, "List-Unsubscribe", v);
-		free(v);
-		/* RFC 8058: one-click needs both headers and a DKIM signature covering them */
-		if (a < 0 ||
-		    add_field(fields, "List-Unsubscribe-Post", "List-Unsubscribe=One-Click") < 0)
-			goto nomem;
-	}
-	if (p->bulk && *p->list_archive) {
-		char *v = xasprintf("<%s>", p->list_archive);
-		int a = add_field(fields, "List-Archive", v);
-		free(v);
-		if (a < 0)
-			goto nomem;
-	}
-	if (*p->language && add_field(fields, "Content-Language", p->language) < 0)
-		goto nomem;
-
-	msg = mailmime_new_message_data(NULL);
-	if (msg == NULL)
-		goto nomem;
-	mailmime_set_imf_fields(msg, fields);
-	fields = NULL;
-	alt = multipart("multipart/alternative");
-	tp = part(&p->text, "text/plain", text_mark);
-	hp = part(&p->html, "text/html", html_mark);
-	if (alt == NULL || tp == NULL || hp == NULL)
-		goto nomem;
-	/* RFC 2046 §5.1.4: the last alternative is the preferred one. */
-	if (mailmime_smart_add_part(alt, tp) != MAILIMF_NO_ERROR)
-		goto nomem;
-	tp = NULL;
-	if (mailmime_smart_add_part(alt, hp) != MAILIMF_NO_ERROR)
-		goto nomem;
-	hp = NULL;
-	if (mailmime_smart_add_part(msg, alt) != MAILIMF_NO_ERROR)
-		goto nomem;
-	alt = NULL;
-	/* sized once: the skeleton is a few header lines and the markers */
-	s = mmap_string_sized_new(4096);
-	int col = 0;
-	if (s == NULL || mailmime_write_mem(s, &col, msg) != MAILIMF_NO_ERROR)
-		goto nomem;
-	const char *tm = memmem(s->str, s->len, text_mark, sizeof text_mark - 1);
-	const char *hm =
-	    tm ? memmem(tm, s->len - (size_t)(tm - s->str), html_mark, sizeof html_mark - 1) : NULL;
-	if (hm == NULL)
-		goto nomem;
-	const char *end = s->str + s->len;
-	const char *after_t = tm + sizeof text_mark - 1, *after_h = hm + sizeof html_mark - 1;
-	if (buf_grow(out, s->len + p->text.head_len + tdata.len + p->html.head_len + hdata.len) <
-	    0) {
-		err_set(err, ERR_INTERNAL, "message too large");
+	/* this recipient's tails; splice() puts the shared heads before them */
+	if (encode_tail(&p->text, r, &tmp, &tdata) < 0 ||
+	    encode_tail(&p->html, r, &tmp, &hdata) < 0 ||
+	    (fields = header_fields(p, r, to_addr)) == NULL) {
+		err_set(err, ERR_INTERNAL, "cannot build the message (libetpan)");
 		goto out;
 	}
-	buf_add(out, s->str, (size_t)(tm - s->str));
-	buf_add(out, p->text.head, p->text.head_len);
-	buf_add(out, tdata.data, tdata.len);
-	buf_add(out, after_t, (size_t)(hm - after_t));
-	buf_add(out, p->html.head, p->html.head_len);
-	buf_add(out, hdata.data, hdata.len);
-	buf_add(out, after_h, (size_t)(end - after_h));
-	rc = 0;
-	goto out;
-nomem:
-	err_set(err, ERR_INTERNAL, "cannot build the message (libetpan)");
+	s = skeleton(p, fields);
+	fields = NULL;
+	if (s == NULL) {
+		err_set(err, ERR_INTERNAL, "cannot build the message (libetpan)");
+		goto out;
+	}
+	rc = splice(s, p, &tdata, &hdata, out, err);
 out:
 	if (s)
 		mmap_string_free(s);
-	if (fields)
-		mailimf_fields_free(fields);
-	if (tp)
-		mailmime_free(tp);
-	if (hp)
-		mailmime_free(hp);
-	if (alt)
-		mailmime_free(alt);
-	if (msg)
-		mailmime_free(msg);
 	buf_free(&tdata);
 	buf_free(&hdata);
 	buf_free(&tmp);
