@@ -128,9 +128,10 @@ static bool parse_id(const char **p, const char *end, int64_t *v)
 	if (s >= end || *s < '0' || *s > '9' || (*s == '0' && s + 1 < end && s[1] != '-'))
 		return false;
 	for (; s < end && *s >= '0' && *s <= '9'; s++) {
-		if (x > (INT64_MAX - 9) / 10)
-			return false;
-		x = x * 10 + (*s - '0');
+		int d = *s - '0';
+		if (x > (INT64_MAX - d) / 10)
+			return false; /* token_make writes up to INT64_MAX; more is no id */
+		x = x * 10 + d;
 	}
 	*p = s;
 	*v = x;
