@@ -70,3 +70,72 @@ void transport_parse_reply(const char *line, struct send_result *res)
 		res->queue_id[n] = '\0';
 	}
 }
+
+bool transport_keep_reply(char *last, size_t cap, const char *line, size_t n)
+{
+	if (n >= 4 && memcmp(line, "221", 3) == 0 && (line[3] == ' ' || line[3] == '-'))
+		return false;
+	while (n > 0 && (line[n - 1] == '\n' || line[n - 1] == '\r'))
+		n--;
+	if (n >= cap)
+		n = cap - 1;
+	memcpy(last, line, n);
+	last[n] = '\0';
+	return true;
+}
+
+void transport_classify(const struct smtp_txn *t, struct send_result *res)
+{
+	res->code = 0;
+	res->status[0] = res->queue_id[0] = '\0';
+	transport_parse_reply(t->last ? t->last : "", res);
+	if (t->end != SMTP_END_OK && res->code < 400) {
+		/* no refusal to report: a 250 or 354 left over is no answer */
+		res->code = 0;
+		res->status[0] = res->queue_id[0] = '\0';
+		snprintf(res->reply, sizeof res->reply, "%s", t->error ? t->error : "");
+	}
+	int code = res->code;
+	res->relay_level = false;
+	res->bounce = false;
+	if (t->no_utf8) {
+		/* The relay's abilities, not the reader's mailbox: no bounce. */
+		res->outcome = SEND_PERM;
+		res->code = 0;
+		res->status[0] = res->queue_id[0] = '\0';
+		snprintf(res->reply, sizeof res->reply,
+		         "not sent: the relay does not offer SMTPUTF8 (RFC 6531), which an "
+		         "address with a non-ASCII local part needs; send through a relay that "
+		         "offers it, then matrixctl retry");
+		return;
+	}
+	if (t->end == SMTP_END_OK) {
+		res->outcome = code >= 200 && code < 300 ? SEND_OK : SEND_TEMP;
+		return;
+	}
+	res->outcome = SEND_TEMP;
+	if (t->end == SMTP_END_RELAY) {
+		res->relay_level = true;
+		return;
+	}
+	if (code >= 500 && code < 600) {
+		if (t->stage == SMTP_STAGE_RCPT && strncmp(res->status, "5.7.", 4) != 0) {
+			res->outcome = SEND_PERM; /* the mailbox: counts toward the bounce score */
+			res->bounce = true;
+		} else if (t->stage == SMTP_STAGE_DATA) {
+			res->outcome = SEND_PERM; /* the content: fails, no bounce */
+		} else {
+			res->relay_level = true; /* greeting, AUTH, MAIL FROM, relaying denied */
+		}
+		return;
+	}
+	if (code >= 400 && code < 500) {
+		res->relay_level =
+		    code == 421 || t->stage == SMTP_STAGE_SESSION || t->stage == SMTP_STAGE_MAIL;
+		return;
+	}
+	/* No reply: a timeout or a dropped connection. Once the whole message
+	 * went out the relay may have it, and the attempt counts (a possible
+	 * duplicate, bounded by max_attempts); before that it is the relay's. */
+	res->relay_level = !t->body_sent;
+}

@@ -83,8 +83,54 @@ void transport_free(struct transport *t);
 struct transport *transport_smtp_new(const struct conf *c, const char *password, struct err *err);
 struct transport *transport_maildir_new(const char *dir, struct err *err);
 
+/* ---- SMTP replies and what they mean: pure functions ------------------------ */
+
 /* The reply parts of an SMTP reply line: "250 2.0.0 Ok: queued as 4AB".
- * Fills code, status and queue_id of res (reply is copied too). */
+ * Fills reply (cleaned: valid UTF-8, no control characters), code (0 when
+ * the line has none), status ("" when there is no RFC 3463 code) and
+ * queue_id ("" when none) of res. */
 void transport_parse_reply(const char *line, struct send_result *res);
+
+/*
+ * Keeps one reply line as it arrives (n bytes, its CRLF included, not
+ * NUL-terminated) in last (cap bytes, NUL-terminated, cut to fit), so that
+ * last holds the final line of the transaction's last reply: of a multiline
+ * reply ("250-…" … "250 …") the closing line. The 221 to QUIT is no
+ * answer about a message and is not kept. Returns whether it was kept.
+ */
+bool transport_keep_reply(char *last, size_t cap, const char *line, size_t n);
+
+/* Where an SMTP transaction ended: after the last command the client sent. */
+enum smtp_stage {
+	SMTP_STAGE_SESSION, /* greeting, EHLO, STARTTLS, AUTH */
+	SMTP_STAGE_MAIL,
+	SMTP_STAGE_RCPT,
+	SMTP_STAGE_DATA,
+};
+
+/* What the SMTP client said of the transaction. */
+enum smtp_end {
+	SMTP_END_OK,     /* finished: the last reply answers the final dot */
+	SMTP_END_RELAY,  /* no usable session: resolve, connect, TLS, AUTH refused */
+	SMTP_END_FAILED, /* any other failure: a refusal, a timeout, a dropped connection */
+};
+
+struct smtp_txn {
+	enum smtp_stage stage;
+	enum smtp_end end;
+	bool body_sent;    /* at DATA, every byte of the message went out */
+	bool no_utf8;      /* an address needs SMTPUTF8 and MAIL FROM went without it */
+	const char *last;  /* the transaction's last reply line (transport_keep_reply) */
+	const char *error; /* the client's words for a failure, shown when no reply says more */
+};
+
+/*
+ * The outcome of one transaction, by docs/design.md's classification
+ * table: the client's verdict first, then the last reply and the stage
+ * it answered (a dropped connection can leave an earlier 250 or 354 as
+ * the last reply: below 400 after a failure, it is no answer). Fills
+ * every field of res.
+ */
+void transport_classify(const struct smtp_txn *t, struct send_result *res);
 
 #endif

@@ -6,9 +6,11 @@
  * its SMTP DONE phase blocks the whole loop until the server answers the
  * final dot (curl#8555); threads, one handle each, don't share that stall.
  *
- * Classification (docs/libraries.md, libcurl): curl's result first, the reply code
- * second, because a dropped connection can leave the previous transfer's
- * 250 as the response code.
+ * What a transaction ended with (curl's result, the stage, the last reply
+ * line) is handed to transport_classify() (transport.c, a pure function
+ * after docs/design.md's table): curl's result first, the reply second,
+ * because a dropped connection can leave the previous transfer's 250 as
+ * the response code (docs/libraries.md, libcurl).
  *
  * Addresses go out in their key form (addr.h): the domain as an A-label, so
  * a relay without SMTPUTF8 takes them (libcurl 7.88 converts a UTF-8 domain
@@ -33,16 +35,13 @@
 #include "transport.h"
 #include "xmalloc.h"
 
-/* Where in the transaction the last command was (CURLOPT_DEBUGFUNCTION). */
-enum stage { ST_SESSION, ST_MAIL, ST_RCPT, ST_DATA };
-
 struct smtp {
 	struct transport base;
 	CURL *h;
-	enum stage stage;
-	bool need_utf8;     /* an address of this transaction is not ASCII */
-	bool no_utf8;       /* ... and MAIL FROM went out without SMTPUTF8 */
-	int64_t abort_seen; /* when an abort request was first seen, ms; 0 none */
+	enum smtp_stage stage; /* of the last command (CURLOPT_DEBUGFUNCTION) */
+	bool need_utf8;        /* an address of this transaction is not ASCII */
+	bool no_utf8;          /* ... and MAIL FROM went out without SMTPUTF8 */
+	int64_t abort_seen;    /* when an abort request was first seen, ms; 0 none */
 	char *password;
 	char errbuf[CURL_ERROR_SIZE];
 	char last[512]; /* the last reply line of the transaction */
@@ -53,20 +52,11 @@ struct smtp {
 static size_t on_header(char *p, size_t size, size_t n, void *arg)
 {
 	struct smtp *s = arg;
-	size_t len = size * n, k = len;
+	size_t len = size * n;
 	/* Stop before RCPT TO: a wrong length makes libcurl fail the transfer. */
-	if (s->no_utf8 && s->stage == ST_MAIL)
+	if (s->no_utf8 && s->stage == SMTP_STAGE_MAIL)
 		return 0;
-	/* After a failed transaction libcurl says QUIT; its 221 is no answer
-	 * about the message. */
-	if (len >= 4 && memcmp(p, "221", 3) == 0 && (p[3] == ' ' || p[3] == '-'))
-		return len;
-	while (k > 0 && (p[k - 1] == '\n' || p[k - 1] == '\r'))
-		k--;
-	if (k >= sizeof s->last)
-		k = sizeof s->last - 1;
-	memcpy(s->last, p, k);
-	s->last[k] = '\0';
+	transport_keep_reply(s->last, sizeof s->last, p, len);
 	return len;
 }
 
@@ -88,12 +78,12 @@ static int on_debug(CURL *h, curl_infotype type, char *p, size_t n, void *arg)
 	if (type != CURLINFO_HEADER_OUT || n < 4)
 		return 0;
 	if (strncasecmp(p, "MAIL", 4) == 0) {
-		s->stage = ST_MAIL;
+		s->stage = SMTP_STAGE_MAIL;
 		s->no_utf8 = s->need_utf8 && !memmem(p, n, " SMTPUTF8", 9);
 	} else if (strncasecmp(p, "RCPT", 4) == 0)
-		s->stage = ST_RCPT;
+		s->stage = SMTP_STAGE_RCPT;
 	else if (strncasecmp(p, "DATA", 4) == 0)
-		s->stage = ST_DATA;
+		s->stage = SMTP_STAGE_DATA;
 	return 0;
 }
 
@@ -139,52 +129,6 @@ static bool relay_curl_error(CURLcode rc)
 	}
 }
 
-/*
- * Maps curl's result, the last reply and the stage of the transaction to an
- * outcome (curl's result first, the reply second: docs/libraries.md).
- *   5xx to RCPT TO          permanent, counts as a bounce (but 5.7.x, our
- *                           relay refusing to relay, is the relay's problem)
- *   5xx after DATA          permanent for this message, no bounce
- *   5xx at the greeting, AUTH or MAIL FROM; 421; TLS, AUTH, connection
- *                           the relay's trouble: try later, nothing counted
- *   4xx to RCPT or DATA     try later
- *   no answer after the whole message went out: unknown (the relay may have
- *                           it); try later, the attempt counts
- */
-static void classify(struct smtp *s, CURLcode rc, struct send_result *res)
-{
-	int code = res->code;
-	bool body_sent = s->stage == ST_DATA && s->off == s->len;
-	res->relay_level = false;
-	res->bounce = false;
-	if (rc == CURLE_OK) {
-		res->outcome = code >= 200 && code < 300 ? SEND_OK : SEND_TEMP;
-		return;
-	}
-	res->outcome = SEND_TEMP;
-	if (relay_curl_error(rc)) {
-		res->relay_level = true;
-		return;
-	}
-	if (code >= 500 && code < 600) {
-		if (s->stage == ST_RCPT && strncmp(res->status, "5.7.", 4) != 0) {
-			res->outcome = SEND_PERM;
-			res->bounce = true;
-		} else if (s->stage == ST_DATA) {
-			res->outcome = SEND_PERM;
-		} else {
-			res->relay_level = true;
-		}
-		return;
-	}
-	if (code >= 400 && code < 500) {
-		res->relay_level = code == 421 || s->stage == ST_SESSION || s->stage == ST_MAIL;
-		return;
-	}
-	/* no reply: a timeout or a dropped connection */
-	res->relay_level = !body_sent;
-}
-
 static int smtp_send(struct transport *t, const char *from, const char *rcpt, const char *data,
                      size_t len, struct send_result *res)
 {
@@ -209,44 +153,35 @@ static int smtp_send(struct transport *t, const char *from, const char *rcpt, co
 	s->off = 0;
 	s->last[0] = '\0';
 	s->errbuf[0] = '\0';
-	s->stage = ST_SESSION;
+	s->stage = SMTP_STAGE_SESSION;
 	s->abort_seen = 0;
 	curl_easy_setopt(s->h, CURLOPT_MAIL_FROM, env_from);
 	curl_easy_setopt(s->h, CURLOPT_MAIL_RCPT, rcpts);
 	curl_easy_setopt(s->h, CURLOPT_INFILESIZE_LARGE, (curl_off_t)len);
 	CURLcode rc = curl_easy_perform(s->h);
-	long code = 0;
-	curl_easy_getinfo(s->h, CURLINFO_RESPONSE_CODE, &code);
 	/* CURLOPT_MAIL_RCPT is not copied: keep the list until the transfer is done. */
 	curl_easy_setopt(s->h, CURLOPT_MAIL_RCPT, NULL);
 	curl_slist_free_all(rcpts);
 	free(env_from);
 	free(env_rcpt);
 
-	(void)code;
-	/* Our own record of this transaction's last reply line: libcurl's
-	 * response code can be a previous transfer's 250 after a drop. */
-	transport_parse_reply(s->last, res);
-	if (rc != CURLE_OK && res->code < 400) {
-		/* no refusal to report: a 250 or 354 left over is no answer */
-		res->code = 0;
-		res->status[0] = '\0';
-		res->queue_id[0] = '\0';
-		snprintf(res->reply, sizeof res->reply, "%s%s%s", curl_easy_strerror(rc),
-		         s->errbuf[0] ? ": " : "", s->errbuf);
-	}
-	classify(s, rc, res);
-	if (s->no_utf8) {
-		/* The relay's abilities, not the reader's mailbox: no bounce. */
-		res->outcome = SEND_PERM;
-		res->bounce = res->relay_level = false;
-		res->code = 0;
-		res->status[0] = res->queue_id[0] = '\0';
-		snprintf(res->reply, sizeof res->reply,
-		         "not sent: the relay does not offer SMTPUTF8 (RFC 6531), which an "
-		         "address with a non-ASCII local part needs; send through a relay that "
-		         "offers it, then matrixctl retry");
-	}
+	/* Our own record of this transaction's last reply line, not
+	 * CURLINFO_RESPONSE_CODE: that can be a previous transfer's 250 after
+	 * a drop. */
+	char error[sizeof res->reply];
+	snprintf(error, sizeof error, "%s%s%s", curl_easy_strerror(rc), s->errbuf[0] ? ": " : "",
+	         s->errbuf);
+	struct smtp_txn txn = {
+	    .stage = s->stage,
+	    .end = rc == CURLE_OK         ? SMTP_END_OK
+	           : relay_curl_error(rc) ? SMTP_END_RELAY
+	                                  : SMTP_END_FAILED,
+	    .body_sent = s->stage == SMTP_STAGE_DATA && s->off == s->len,
+	    .no_utf8 = s->no_utf8,
+	    .last = s->last,
+	    .error = error,
+	};
+	transport_classify(&txn, res);
 	return res->outcome == SEND_OK ? 0 : -1;
 }
 
