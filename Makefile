@@ -4,7 +4,8 @@
 #   make run        install missing packages, build, run the demo on examples/
 #   make check      install missing packages, unit tests (plain and ASan+UBSan),
 #                   system tests (pytest)
-#   make lint       banned functions, clang-format, cppcheck when present
+#   make lint       banned functions, the include rule of docs/design.md,
+#                   clang-format, cppcheck when present
 #   make torture    the kill -9 campaign with TORTURE_TRIALS kills (default 50)
 #                   per transport; make check runs it with 10
 #   make fuzz       libFuzzer targets, FUZZ_SECONDS each (default 60)

@@ -1,5 +1,6 @@
 #!/bin/sh
-# make lint: banned functions, formatting drift, cppcheck.
+# make lint: banned functions, the include rule (scripts/layers.sh), formatting
+# drift, cppcheck.
 set -u
 cd "$(dirname "$0")/.."
 rc=0
@@ -7,6 +8,7 @@ banned='\b(strcpy|strcat|sprintf|vsprintf|strtok|atoi|atol|sscanf|gets|strncpy|s
 if grep -nE "$banned" lib/*.c lib/*.h daemon/*.c cli/*.c cli/*.h 2>/dev/null | grep -vE '(snprintf|vsnprintf|strtok_r)'; then
 	echo "lint: banned functions above (STYLE.md)"; rc=1
 fi
+sh scripts/layers.sh || rc=1
 if command -v clang-format >/dev/null; then
 	n=0
 	for f in lib/*.[ch] daemon/*.[ch] cli/*.[ch]; do
