@@ -13,7 +13,7 @@
  * writes (retried from the timer), never the round (docs/design.md, "The
  * store under a lock").
  *
- * systemd (Type=notify, LIBNOTES.md §5): READY=1 once the configuration is
+ * systemd (Type=notify, docs/libraries.md, sd-daemon): READY=1 once the configuration is
  * loaded, the store open and the directory watched; STATUS= with progress;
  * WATCHDOG=1 from this loop (a wedged loop stops the pings); RELOADING=1 and
  * STOPPING=1 around a reload and a stop. sd_notify is a no-op without

@@ -1,5 +1,5 @@
 /*
- * The delivery ledger (SPEC.md "Delivery guarantees"): one row in
+ * The delivery ledger (matrixd(8), docs/design.md "The ledger"): one row in
  * deliveries per (issue, article or digest, subscriber), created when an
  * issue is published, before anything is sent. States:
  *

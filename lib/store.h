@@ -1,6 +1,6 @@
 /*
  * The store: one SQLite database, state_dir/matrixd.db, shared by matrixd
- * and matrixctl (LIBNOTES.md §7). WAL, a busy timeout, foreign keys on,
+ * and matrixctl (docs/libraries.md, SQLite). WAL, a busy timeout, foreign keys on,
  * synchronous=NORMAL, and the schema migrated forward on open inside
  * BEGIN IMMEDIATE (PRAGMA user_version). Every write transaction starts
  * with store_begin() (BEGIN IMMEDIATE): a deferred BEGIN that reads then
@@ -82,7 +82,7 @@ int store_exec(struct store *s, const char *sql, struct err *err);
  * Returns a prepared statement for sql, cached for the store's lifetime and
  * keyed by the sql pointer (pass string literals). The statement is reset
  * and its bindings cleared; the caller steps it and must call
- * sqlite3_reset() when done (LIBNOTES.md: an unreset SELECT pins a read
+ * sqlite3_reset() when done (docs/libraries.md: an unreset SELECT pins a read
  * transaction and starves checkpoints). NULL on error, with err set.
  */
 sqlite3_stmt *store_stmt(struct store *s, const char *sql, struct err *err);
