@@ -70,8 +70,9 @@ int fs_read(const char *path, size_t max, struct buf *out, struct err *err);
  * (the umask does not apply). The temporary file is ".NAME.XXXXXX" in the
  * same directory, created with O_EXCL (never an existing file or a planted
  * link); a link at path itself is replaced, not written through. The file
- * and then its directory are fsync'ed. On failure path is unchanged and no
- * temporary file is left.
+ * and then its directory are fsync'ed. On failure no temporary file is
+ * left, and path is unchanged (unless only the directory's fsync failed:
+ * the new content is in place, maybe not yet on disk, and -1 says so).
  */
 int fs_write_atomic(const char *path, const void *data, size_t len, mode_t mode, struct err *err);
 
