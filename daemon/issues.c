@@ -483,13 +483,14 @@ static int publish_pages(struct daemon *d, const struct issue *is, const struct 
 	} else if ((r = archive_mark_published(d->store, a->id, is->hash, &e)) < 0) {
 		log_warnx("issue=%d: %s", is->number, e.msg);
 	} else {
-		/* what inspect says: a summary, not dozens of lines per issue */
+		/* what inspect says: a summary, not dozens of lines per issue (each
+		 * at debug level) */
 		if (is->nwarnings)
-			log_notice("issue=%d: %zu warning%s (matrixctl inspect %s lists them), the "
-			           "first: %s",
-			           is->number, is->nwarnings, is->nwarnings == 1 ? "" : "s", path,
-			           is->warnings[0]);
-		for (size_t i = 1; i < is->nwarnings; i++)
+			log_notice(
+			    "issue=%d: %zu warning%s from the parser (a missing image, a "
+			    "guessed caption or page break): `matrixctl inspect %s` lists them",
+			    is->number, is->nwarnings, is->nwarnings == 1 ? "" : "s", path);
+		for (size_t i = 0; i < is->nwarnings; i++)
 			log_debug("%s", is->warnings[i]);
 		log_info("issue=%d %s: %s, %zu article%s%s", is->number,
 		         a->queued_at == 0 ? "published" : "corrected", is->title, is->narticles,

@@ -415,7 +415,8 @@ def test_missing_image_is_warned_not_blocking(env, tmp_path):
     assert (tmp_path / "out" / "public" / "issues" / "72" / "img" / "cover.png").is_file()
     p = once(env)
     assert p.returncode == 0, p.stderr
-    assert "issue.md:" in p.stderr and "'img/b.png' is not in the issue folder" in p.stderr
+    assert "issue=72: 1 warning from the parser" in p.stderr
+    assert "inspect " + str(d / "issue.md") in p.stderr
     assert (env.tmp / "public" / "issues" / "72" / "img" / "cover.png").is_file()
     assert len(maildir_files(env)) == 2
     assert env.ctl_json("status")["errors"] == []
