@@ -88,12 +88,52 @@ static void counts_cells(const struct ledger_counts *k, char out[LEDGER_NSTATES]
 		snprintf(out[i], 24, "%" PRId64, k->n[i]);
 }
 
+static const char *jstr(struct json_object *o, const char *key)
+{
+	struct json_object *v;
+	return json_object_object_get_ex(o, key, &v) && json_object_is_type(v, json_type_string)
+	           ? json_object_get_string(v)
+	           : "";
+}
+
+static int64_t jint(struct json_object *o, const char *key)
+{
+	struct json_object *v;
+	return json_object_object_get_ex(o, key, &v) ? json_object_get_int64(v) : 0;
+}
+
+/* The daemon's relays (daemon/dispatch.c writes them): state, connections, counts. */
+static void print_relays(struct json_object *relays)
+{
+	struct table *t = table_new(7, "RELAY", "STATE", "CONNECTIONS", "SENT", "DEFERRED",
+	                            "FAILED", "LAST TROUBLE");
+	for (size_t i = 0; i < json_object_array_length(relays); i++) {
+		struct json_object *r = json_object_array_get_idx(relays, i);
+		char state[64], conns[16], sent[24], def[24], fail[24], trouble[300];
+		int64_t retry = jint(r, "retry_at"), now = (int64_t)time(NULL);
+		if (strcmp(jstr(r, "state"), "down") == 0)
+			snprintf(state, sizeof state, "down, again in %" PRId64 " s",
+			         retry > now ? retry - now : 0);
+		else
+			snprintf(state, sizeof state, "%s", jstr(r, "state"));
+		snprintf(conns, sizeof conns, "%" PRId64, jint(r, "connections"));
+		snprintf(sent, sizeof sent, "%" PRId64, jint(r, "sent"));
+		snprintf(def, sizeof def, "%" PRId64, jint(r, "deferred"));
+		snprintf(fail, sizeof fail, "%" PRId64, jint(r, "failed"));
+		snprintf(trouble, sizeof trouble, "%s", jstr(r, "last_trouble"));
+		table_row(t, jstr(r, "url"), state, conns, sent, def, fail, trouble);
+	}
+	printf("\n");
+	table_print(t, stdout);
+}
+
 /* What status shows, read once. */
 struct status {
 	bool running;
 	long pid;
 	int64_t since;
-	char *conf, *line; /* the daemon's configuration and status line */
+	char *conf, *line;          /* the daemon's configuration and status line */
+	struct json_object *relays; /* the running daemon's relays (daemon/dispatch.c), or NULL */
 	struct archive_issue *is;
 	size_t n;
 	struct archive_error *errs;
@@ -158,6 +198,15 @@ static int status_read(struct cli *c, struct status *st, struct err *e)
 	st->since = started ? strtoll(started, NULL, 10) : 0;
 	free(pid_s);
 	free(started);
+	/* the running daemon's relays; a stopped one's are history */
+	char *relays = store_kv_get(s, "daemon.relays", e);
+	if (st->running && relays)
+		st->relays = json_tokener_parse(relays);
+	if (st->relays && !json_object_is_type(st->relays, json_type_array)) {
+		json_object_put(st->relays);
+		st->relays = NULL;
+	}
+	free(relays);
 	st->is = archive_list(s, &st->n, e);
 	st->errs = archive_errors(s, &st->nerr, e);
 	if (st->is == NULL || st->errs == NULL || ledger_counts(s, 0, &st->confirm, e) < 0)
@@ -175,6 +224,8 @@ static void status_free(struct status *st)
 	free(st->warn);
 	free(st->conf);
 	free(st->line);
+	if (st->relays)
+		json_object_put(st->relays);
 }
 
 static void status_json(struct store *s, const struct status *st)
@@ -187,6 +238,8 @@ static void status_json(struct store *s, const struct status *st)
 	json_object_object_add(dj, "config", json_object_new_string(st->conf ? st->conf : ""));
 	json_object_object_add(dj, "status",
 	                       json_object_new_string(st->running && st->line ? st->line : ""));
+	json_object_object_add(dj, "relays",
+	                       st->relays ? json_object_get(st->relays) : json_object_new_array());
 	json_object_object_add(o, "daemon", dj);
 	struct json_object *arr = json_object_new_array();
 	for (size_t i = 0; i < st->n; i++) {
@@ -249,6 +302,8 @@ static void status_text(struct store *s, const struct status *st)
 		       *conf ? ")" : "");
 	if (st->running && st->line && *st->line)
 		printf("         %s\n", st->line);
+	if (st->relays && json_object_array_length(st->relays) > 0)
+		print_relays(st->relays);
 	printf("\n");
 	struct table *t = table_new(9, "ISSUE", "TITLE", "STATUS", "QUEUED", "SENDING", "SENT",
 	                            "DEFERRED", "FAILED", "MSG/S");

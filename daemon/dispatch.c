@@ -7,11 +7,17 @@
  * kept in a small cache; per delivery only the tokens, headers and footer
  * are built. Results are recorded in one transaction per wake-up.
  *
- * A failure of the relay itself (no reply, 421, TLS or AUTH refused) pauses
- * the dispatching with a growing backoff instead of burning every queued
- * message's attempts against a relay that is down.
+ * A failure of the relay itself (no connection, 421, TLS or AUTH refused)
+ * pauses that relay with a growing backoff instead of burning every queued
+ * message's attempts against a relay that is down. With several relays
+ * (smtp.relays) each message goes to the relay that is up with the most
+ * free room, and one that a relay could not take goes on to another at
+ * once, still claimed: no ledger round trip, no attempt counted. Each
+ * relay's state and counts go to the store's kv (daemon.relays, JSON) for
+ * `matrixctl status`, and into the STATUS= line.
  */
 #include <inttypes.h>
+#include <json-c/json.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -37,6 +43,13 @@ struct prep {
 	struct msg_prep m;
 };
 
+struct relay_state {
+	int64_t down_until, backoff; /* monotonic ms */
+	int64_t sent, deferred, failed, troubles;
+	char trouble[200];  /* the last one */
+	int64_t trouble_at; /* wall clock */
+};
+
 struct list_info {
 	int64_t id;
 	char *name, *title;
@@ -52,8 +65,13 @@ struct dispatch {
 	/* rate limit: a token bucket over all connections */
 	double tokens;
 	int64_t refill_ms;
-	/* relay trouble */
-	int64_t relay_down_until, relay_backoff;
+	/* each relay's trouble and counts */
+	struct relay_state *relays;
+	int nrelays;
+	bool relays_changed;                 /* a relay went down or came back */
+	int64_t relays_at;                   /* when daemon.relays was written (ms) */
+	uint64_t relays_gen, relays_written; /* counts changed since */
+	struct daemon *d;
 	/* progress of the issue being sent */
 	int64_t prog_issue, prog_synced;
 	char *prog_title;
@@ -77,6 +95,10 @@ int dispatch_new(struct daemon *d, struct dispatch **out)
 	p->rate_t0 = now_ms();
 	p->idle = true;
 	p->enqueue_at = now_ms(); /* a crash between publishing and queueing */
+	p->d = d;
+	p->nrelays = senders_relays(d->senders);
+	p->relays = xcalloc((size_t)p->nrelays, sizeof *p->relays);
+	p->relays_changed = true;
 	*out = p;
 	return 0;
 }
@@ -112,12 +134,43 @@ void dispatch_free(struct dispatch *p)
 	free(p->unrecorded);
 	dispatch_invalidate(p);
 	free(p->prog_title);
+	free(p->relays);
 	free(p);
+}
+
+static bool relay_up(const struct dispatch *p, int r, int64_t now)
+{
+	return p->relays[r].down_until <= now;
+}
+
+/* The earliest moment a relay is back; 0 when one is up. */
+static int64_t relays_back(const struct dispatch *p)
+{
+	int64_t now = now_ms(), back = INT64_MAX;
+	for (int r = 0; r < p->nrelays; r++) {
+		if (relay_up(p, r, now))
+			return 0;
+		if (p->relays[r].down_until < back)
+			back = p->relays[r].down_until;
+	}
+	return back;
 }
 
 bool dispatch_relay_down(struct dispatch *p)
 {
-	return p->relay_down_until > now_ms();
+	return relays_back(p) != 0;
+}
+
+/* The relay that is up with the most room left in rooms[], or -1. */
+static int pick_relay(const struct dispatch *p, const size_t *rooms, int not )
+{
+	int best = -1;
+	int64_t now = now_ms();
+	for (int r = 0; r < p->nrelays; r++)
+		if (r != not &&relay_up(p, r, now) && rooms[r] > 0 &&
+		    (best < 0 || rooms[r] > rooms[best]))
+			best = r;
+	return best;
 }
 
 static const struct list_info *list_info(struct daemon *d, int64_t id, struct err *err)
@@ -453,10 +506,27 @@ static bool recover(struct daemon *d, int64_t *wake)
 }
 
 /* Claims one batch and hands it to the senders; false when done for now. */
+static bool fill_rooms(struct daemon *d, size_t *rooms, size_t room, int *failures, int64_t *wake);
+
 static bool fill_once(struct daemon *d, int *failures, int64_t *wake)
 {
 	struct dispatch *p = d->dispatch;
-	size_t room = senders_room(d->senders);
+	size_t room = 0, *rooms = xcalloc((size_t)p->nrelays, sizeof *rooms);
+	int64_t now = now_ms();
+	for (int r = 0; r < p->nrelays; r++) {
+		rooms[r] = relay_up(p, r, now) ? senders_room(d->senders, r) : 0;
+		room += rooms[r];
+	}
+	bool more = fill_rooms(d, rooms, room, failures, wake);
+	free(rooms);
+	return more;
+}
+
+/* One claim of up to room rows, each message handed to the relay that is
+ * up with the most room left in rooms[]. */
+static bool fill_rooms(struct daemon *d, size_t *rooms, size_t room, int *failures, int64_t *wake)
+{
+	struct dispatch *p = d->dispatch;
 	if (room > CLAIM_MAX)
 		room = CLAIM_MAX;
 	room = rate_allow(d, room, wake);
@@ -497,7 +567,11 @@ static bool fill_once(struct daemon *d, int *failures, int64_t *wake)
 		*copy = jobs[i];
 		jobs[i].email = jobs[i].name = NULL;
 		job->ctx = copy;
-		senders_submit(d->senders, job);
+		int r = pick_relay(p, rooms, -1);
+		if (r < 0)
+			r = 0; /* cannot be: the claim took no more than the room */
+		rooms[r] -= rooms[r] > 0;
+		senders_submit(d->senders, r, job);
 	}
 	ledger_jobs_free(jobs, n);
 	if (p->nunrecorded > 0) {
@@ -524,8 +598,9 @@ int64_t dispatch_fill(struct daemon *d)
 	min_time(&wake, enqueue_pending(d));
 	if (!recover(d, &wake))
 		return wake;
-	if (dispatch_relay_down(p)) {
-		min_time(&wake, p->relay_down_until);
+	int64_t back = relays_back(p);
+	if (back) {
+		min_time(&wake, back);
 		return wake;
 	}
 	if (!something_due(d))
@@ -553,32 +628,70 @@ static int record(struct daemon *d, struct sjob *job, int64_t now, enum ledger_s
 	return ledger_record(d->store, j, &job->res, now, policy(d), state, e);
 }
 
+/* A result that says the relay is in trouble: noted for the relay. */
+static void relay_trouble(struct dispatch *p, const struct sjob *job, bool *trouble)
+{
+	struct relay_state *rs = &p->relays[job->relay];
+	trouble[job->relay] = true;
+	rs->troubles++;
+	snprintf(rs->trouble, sizeof rs->trouble, "%s", job->res.reply);
+	rs->trouble_at = (int64_t)time(NULL);
+}
+
 /* What is logged and counted once a result is safely recorded. */
-static void recorded(struct daemon *d, struct sjob *job, enum ledger_state state,
-                     bool *relay_trouble, bool *relay_ok, char *trouble, size_t ntrouble)
+static void recorded(struct daemon *d, struct sjob *job, enum ledger_state state, bool *trouble,
+                     bool *ok)
 {
 	struct dispatch *p = d->dispatch;
 	struct ledger_job *j = job->ctx;
 	if (job->attempted) {
 		const struct send_result *r = &job->res;
-		*relay_trouble |= r->relay_level;
-		*relay_ok |= r->outcome == SEND_OK;
+		struct relay_state *rs = &p->relays[job->relay];
 		if (r->relay_level)
-			snprintf(trouble, ntrouble, "%s",
-			         r->reply); /* the job dies before the log */
+			relay_trouble(p, job, trouble);
+		ok[job->relay] |= r->outcome == SEND_OK;
 		if (r->outcome == SEND_OK) {
 			log_debug("delivery=%" PRId64 " issue=%d part=%d subscriber=%" PRId64
 			          " rcpt=%s sent: %s",
 			          j->id, j->number, j->part, j->subscriber_id, j->email, r->reply);
 			p->rate_n++;
+			rs->sent++;
 		} else if (!r->relay_level) {
 			log_info("delivery=%" PRId64 " issue=%d part=%d subscriber=%" PRId64
 			         " %s: %s",
 			         j->id, j->number, j->part, j->subscriber_id,
 			         ledger_state_name(state), r->reply);
+			rs->deferred += state == LEDGER_DEFERRED;
+			rs->failed += state == LEDGER_FAILED;
 		}
+		p->relays_gen++;
 	}
 	progress_result(d, j, state);
+}
+
+/*
+ * A job its relay could not take (down, TLS or AUTH refused) goes on to
+ * another relay that is up, still claimed: the ledger never sees it, and
+ * no attempt is counted. false when there is none (or we are stopping):
+ * then it is recorded, and its row goes back in line.
+ */
+static bool hand_on(struct daemon *d, struct sjob *job, bool *trouble, size_t *rooms)
+{
+	struct dispatch *p = d->dispatch;
+	if (d->stopping || !job->attempted || !job->res.relay_level || p->nrelays < 2)
+		return false;
+	trouble[job->relay] = true;
+	int64_t now = now_ms();
+	for (int r = 0; r < p->nrelays; r++)
+		rooms[r] = trouble[r] || !relay_up(p, r, now) ? 0 : senders_room(d->senders, r);
+	int r = pick_relay(p, rooms, job->relay);
+	if (r < 0)
+		return false; /* recorded: recorded() notes the trouble */
+	relay_trouble(p, job, trouble);
+	job->attempted = false;
+	memset(&job->res, 0, sizeof job->res);
+	senders_submit(d->senders, r, job);
+	return true;
 }
 
 void dispatch_collect(struct daemon *d)
@@ -586,24 +699,24 @@ void dispatch_collect(struct daemon *d)
 	struct dispatch *p = d->dispatch;
 	size_t n = 0;
 	struct sjob **fresh = senders_collect(d->senders, &n);
+	bool *trouble = xcalloc((size_t)p->nrelays, sizeof *trouble);
+	bool *ok = xcalloc((size_t)p->nrelays, sizeof *ok);
+	size_t *rooms = xcalloc((size_t)p->nrelays, sizeof *rooms);
 	/* results that could not be recorded before come first */
 	struct sjob **jobs = xreallocarray(NULL, p->nunrecorded + n + 1, sizeof *jobs);
 	size_t total = 0;
 	for (size_t i = 0; i < p->nunrecorded; i++)
 		jobs[total++] = p->unrecorded[i];
 	for (size_t i = 0; i < n; i++)
-		jobs[total++] = fresh[i];
+		if (!hand_on(d, fresh[i], trouble, rooms))
+			jobs[total++] = fresh[i];
 	free(fresh);
 	p->nunrecorded = 0;
-	if (total == 0) {
-		free(jobs);
-		return;
-	}
+	if (total == 0)
+		goto relays;
 	struct err e;
 	err_clear(&e);
 	int64_t now = store_now();
-	bool relay_trouble = false, relay_ok = false;
-	char trouble[sizeof(struct send_result){0}.reply] = "";
 	enum ledger_state *states = xcalloc(total, sizeof *states);
 
 	/* One transaction for every result of this wake-up: the commit is the
@@ -634,22 +747,35 @@ void dispatch_collect(struct daemon *d)
 			keep_unrecorded(p, job);
 			continue;
 		}
-		recorded(d, job, states[i], &relay_trouble, &relay_ok, trouble, sizeof trouble);
+		recorded(d, job, states[i], trouble, ok);
 		ledger_jobs_free(job->ctx, 1);
 		sjob_free(job);
 	}
 	free(states);
+relays:
 	free(jobs);
-	if (relay_ok) {
-		p->relay_backoff = 0;
-	} else if (relay_trouble) {
-		p->relay_backoff = p->relay_backoff ? p->relay_backoff * 2 : 5000;
-		if (p->relay_backoff > 300000)
-			p->relay_backoff = 300000;
-		p->relay_down_until = now_ms() + p->relay_backoff;
-		log_warnx("relay %s: %s; pausing %" PRId64 " s", d->conf.smtp.url,
-		          trouble[0] ? trouble : "unavailable", p->relay_backoff / 1000);
+	for (int r = 0; r < p->nrelays; r++) {
+		struct relay_state *rs = &p->relays[r];
+		const struct conf_relay *cr = &d->conf.smtp.relays[r];
+		if (ok[r]) {
+			if (rs->backoff)
+				log_notice("relay %s is back", conf_relay_name(cr));
+			p->relays_changed |= rs->backoff != 0;
+			rs->backoff = 0;
+		} else if (trouble[r]) {
+			rs->backoff = rs->backoff ? rs->backoff * 2 : 5000;
+			if (rs->backoff > 300000)
+				rs->backoff = 300000;
+			rs->down_until = now_ms() + rs->backoff;
+			p->relays_changed = true;
+			log_warnx("relay %s: %s; pausing %" PRId64 " s%s", conf_relay_name(cr),
+			          rs->trouble[0] ? rs->trouble : "unavailable", rs->backoff / 1000,
+			          p->nrelays > 1 ? " (the other relays take its share)" : "");
+		}
 	}
+	free(trouble);
+	free(ok);
+	free(rooms);
 }
 
 size_t dispatch_unrecorded(struct dispatch *p)
@@ -670,8 +796,74 @@ static void thousands(int64_t v, char *out, size_t n)
 	out[o] = '\0';
 }
 
+/*
+ * daemon.relays in the store's kv, for `matrixctl status`: a JSON array,
+ * one object per relay (url, state, connections, counts, the last
+ * trouble). Written when a relay goes down or comes back, and at most once
+ * a second while the counts move.
+ */
+static void publish_relays(struct dispatch *p)
+{
+	int64_t now = now_ms();
+	if (!p->relays_changed && (p->relays_gen == p->relays_written || now - p->relays_at < 1000))
+		return;
+	if (p->d->once || p->d->store == NULL)
+		return;
+	struct json_object *arr = json_object_new_array();
+	for (int r = 0; r < p->nrelays; r++) {
+		const struct relay_state *rs = &p->relays[r];
+		struct json_object *o = json_object_new_object();
+		bool up = relay_up(p, r, now);
+		json_object_object_add(
+		    o, "url", json_object_new_string(conf_relay_name(&p->d->conf.smtp.relays[r])));
+		json_object_object_add(o, "state", json_object_new_string(up ? "up" : "down"));
+		json_object_object_add(o, "retry_at",
+		                       up ? NULL
+		                          : json_object_new_int64((int64_t)time(NULL) +
+		                                                  (rs->down_until - now) / 1000));
+		json_object_object_add(o, "connections",
+		                       json_object_new_int(senders_connections(p->d->senders, r)));
+		json_object_object_add(o, "sent", json_object_new_int64(rs->sent));
+		json_object_object_add(o, "deferred", json_object_new_int64(rs->deferred));
+		json_object_object_add(o, "failed", json_object_new_int64(rs->failed));
+		json_object_object_add(o, "troubles", json_object_new_int64(rs->troubles));
+		json_object_object_add(o, "last_trouble", json_object_new_string(rs->trouble));
+		json_object_object_add(o, "last_trouble_at", json_object_new_int64(rs->trouble_at));
+		json_object_array_add(arr, o);
+	}
+	struct err e;
+	if (store_kv_set(p->d->store, "daemon.relays",
+	                 json_object_to_json_string_ext(arr, JSON_C_TO_STRING_PLAIN), &e) < 0)
+		log_debug("%s", e.msg);
+	else
+		p->relays_changed = false;
+	json_object_put(arr);
+	p->relays_at = now;
+	p->relays_written = p->relays_gen;
+}
+
+/* "; relays: 1 of 2 up (smtp://mx2… down, back in 20 s)", or "" with one relay up. */
+static void relays_line(struct dispatch *p, char *out, size_t n)
+{
+	int64_t now = now_ms();
+	int up = 0;
+	size_t o = 0;
+	out[0] = '\0';
+	for (int r = 0; r < p->nrelays; r++)
+		up += relay_up(p, r, now);
+	if (p->nrelays == 1 && up == 1)
+		return;
+	o += (size_t)snprintf(out, n, "; relays: %d of %d up", up, p->nrelays);
+	for (int r = 0; r < p->nrelays && o < n; r++)
+		if (!relay_up(p, r, now))
+			o += (size_t)snprintf(out + o, n - o, ", %s down (again in %" PRId64 " s)",
+			                      conf_relay_name(&p->d->conf.smtp.relays[r]),
+			                      (p->relays[r].down_until - now + 999) / 1000);
+}
+
 void dispatch_status(struct dispatch *p, char *out, size_t n)
 {
+	publish_relays(p);
 	int64_t now = now_ms();
 	if (now - p->rate_t0 >= 2000) {
 		double inst = (double)p->rate_n * 1000.0 / (double)(now - p->rate_t0);
@@ -687,6 +879,8 @@ void dispatch_status(struct dispatch *p, char *out, size_t n)
 	char sent[32], all[32];
 	thousands(c[LEDGER_SENT], sent, sizeof sent);
 	thousands(ledger_counts_total(&p->prog), all, sizeof all);
-	snprintf(out, n, "%s: %s/%s sent, %" PRId64 " deferred, %" PRId64 " failed, %.0f msg/s",
-	         p->prog_title, sent, all, c[LEDGER_DEFERRED], c[LEDGER_FAILED], p->rate);
+	char relays[200];
+	relays_line(p, relays, sizeof relays);
+	snprintf(out, n, "%s: %s/%s sent, %" PRId64 " deferred, %" PRId64 " failed, %.0f msg/s%s",
+	         p->prog_title, sent, all, c[LEDGER_DEFERRED], c[LEDGER_FAILED], p->rate, relays);
 }

@@ -83,11 +83,38 @@ static int load_all(const char *path, struct conf *c, struct sign_keys **k, stru
 
 static bool smtp_same(const struct conf *a, const struct conf *b)
 {
-	return strcmp(a->smtp.url, b->smtp.url) == 0 && a->smtp.tls == b->smtp.tls &&
-	       strcmp(a->smtp.ca_file, b->smtp.ca_file) == 0 &&
-	       strcmp(a->smtp.username, b->smtp.username) == 0 &&
-	       strcmp(a->smtp.password_file, b->smtp.password_file) == 0 &&
-	       a->smtp.connections == b->smtp.connections;
+	if (a->smtp.nrelays != b->smtp.nrelays)
+		return false;
+	for (size_t i = 0; i < a->smtp.nrelays; i++) {
+		const struct conf_relay *x = &a->smtp.relays[i], *y = &b->smtp.relays[i];
+		if (strcmp(x->url, y->url) != 0 || x->tls != y->tls ||
+		    strcmp(x->ca_file, y->ca_file) != 0 || strcmp(x->username, y->username) != 0 ||
+		    strcmp(x->password_file, y->password_file) != 0 ||
+		    x->connections != y->connections)
+			return false;
+	}
+	return true;
+}
+
+/* Every relay's AUTH password (relay i's in (*out)[i], NULL when none). */
+static int read_passwords(const struct conf *c, char ***out, size_t *n, struct err *e)
+{
+	*n = c->smtp.nrelays;
+	*out = xcalloc(*n, sizeof **out);
+	for (size_t i = 0; i < *n; i++)
+		if (conf_relay_password(&c->smtp.relays[i], &(*out)[i], e) < 0)
+			return -1;
+	return 0;
+}
+
+static void free_passwords(char **pw, size_t n)
+{
+	for (size_t i = 0; pw && i < n; i++)
+		if (pw[i]) {
+			explicit_bzero(pw[i], strlen(pw[i]));
+			free(pw[i]);
+		}
+	free(pw);
 }
 
 /* SIGHUP: a new configuration and templates, or the old ones if either is bad. */
@@ -238,9 +265,10 @@ static int parse_args(int argc, char **argv, struct daemon *d, bool *check)
 static int check_config(struct daemon *d)
 {
 	struct err e;
-	char *pw = NULL;
+	char **pw = NULL;
+	size_t npw = 0;
 	int rc = 0;
-	if (conf_password(&d->conf, &pw, &e) < 0) {
+	if (read_passwords(&d->conf, &pw, &npw, &e) < 0) {
 		fprintf(stderr, "matrixd: %s\n", e.msg);
 		rc = 1;
 	} else if (d->dkim) {
@@ -250,10 +278,7 @@ static int check_config(struct daemon *d)
 	} else {
 		printf("%s: configuration ok\n", d->conf.path);
 	}
-	if (pw) {
-		explicit_bzero(pw, strlen(pw));
-		free(pw);
-	}
+	free_passwords(pw, npw);
 	tmpl_free(d->tmpl);
 	sign_keys_unref(d->dkim);
 	conf_free(&d->conf);
@@ -301,14 +326,14 @@ static int daemon_start(struct daemon *d, int *lock_fd)
 	if (fs_mkdirs(d->conf.public_dir, 0755, &e) < 0 ||
 	    store_open(&d->store, d->conf.state_dir, &e) < 0 ||
 	    token_key_load(&d->key, d->conf.state_dir, &e) < 0 ||
-	    conf_password(&d->conf, &d->password, &e) < 0) {
+	    read_passwords(&d->conf, &d->passwords, &d->npasswords, &e) < 0) {
 		log_err("%s", e.msg);
 		return 1;
 	}
 	/* From here the loop never waits on another process's lock for long;
 	 * the recovery of in-flight rows is the dispatcher's first step. */
 	store_set_busy(d->store, DAEMON_STORE_WAIT_MS, DAEMON_STORE_RETRY_MS);
-	if (senders_start(&d->senders, &d->conf, d->password, d->conf.smtp.connections, &e) < 0 ||
+	if (senders_start(&d->senders, &d->conf, d->passwords, &e) < 0 ||
 	    dispatch_new(d, &d->dispatch) < 0) {
 		log_err("%s", e.msg);
 		return 1;
@@ -341,10 +366,7 @@ static void daemon_stop(struct daemon *d, int lock_fd)
 	store_close(d->store);
 	tmpl_free(d->tmpl);
 	sign_keys_unref(d->dkim);
-	if (d->password) {
-		explicit_bzero(d->password, strlen(d->password));
-		free(d->password);
-	}
+	free_passwords(d->passwords, d->npasswords);
 	conf_free(&d->conf);
 }
 

@@ -40,7 +40,8 @@ struct daemon {
 	struct store *store;
 	struct tmpl *tmpl;
 	struct token_key key;
-	char *password;
+	char **passwords; /* one per relay of conf.smtp.relays, NULL when none */
+	size_t npasswords;
 	struct sign_keys *dkim; /* NULL: mail goes out unsigned */
 	bool once;              /* --once: exit when nothing is left to do now */
 	bool progress;          /* a live progress line on a terminal */
@@ -116,14 +117,20 @@ struct sjob {
 	char *from, *rcpt, *data;
 	size_t len;
 	struct sign_keys *keys; /* a reference: the sender signs with them */
+	bool signed_once;       /* data carries its signatures (a second relay keeps them) */
+	int relay;              /* the relay it was handed to */
 	bool attempted;         /* false: returned unsent at shutdown */
 	struct send_result res;
 };
-int senders_start(struct senders **out, const struct conf *c, const char *password, int n,
+/* The threads of every relay of c->smtp.relays; passwords[i] is relay i's
+ * AUTH password (NULL: none). */
+int senders_start(struct senders **out, const struct conf *c, char *const *passwords,
                   struct err *err);
-int senders_fd(struct senders *s);      /* eventfd: results are ready */
-size_t senders_room(struct senders *s); /* jobs it can take now */
-void senders_submit(struct senders *s, struct sjob *j);
+int senders_fd(struct senders *s); /* eventfd: results are ready */
+int senders_relays(struct senders *s);
+int senders_connections(struct senders *s, int relay);
+size_t senders_room(struct senders *s, int relay); /* jobs that relay can take now */
+void senders_submit(struct senders *s, int relay, struct sjob *j);
 /* Takes the finished jobs; *n of them. */
 struct sjob **senders_collect(struct senders *s, size_t *n);
 size_t senders_inflight(struct senders *s); /* queued + being sent */

@@ -2,9 +2,11 @@
  * Sender threads: Postfix's shape (one smtp process per connection) in
  * threads. Each owns one transport, so one SMTP connection reused for every
  * message it sends, and blocks in it; a slow relay slows that thread only.
- * Work arrives through a bounded queue; results go into a list and an
- * eventfd wakes the main thread's event loop. Threads sleep on a condition
- * variable when there is nothing to send.
+ * Each relay (smtp.relays) has its own threads and its own bounded queue,
+ * so the dispatcher decides which relay a message goes to; results of all
+ * go into one list and one eventfd wakes the main thread's event loop.
+ * Threads sleep on their relay's condition variable when there is nothing
+ * to send.
  */
 #include <errno.h>
 #include <pthread.h>
@@ -18,17 +20,25 @@
 #include "matrixd.h"
 #include "xmalloc.h"
 
-struct senders {
-	int n;
-	pthread_t *threads;
-	struct transport **tr;
-	pthread_mutex_t mu;
-	pthread_cond_t cv;
+/* The threads of one relay and the queue they take work from. */
+struct pool {
+	int first, n;        /* its threads: s->threads[first .. first + n) */
 	struct sjob **queue; /* ring of cap jobs */
 	size_t cap, head, count;
+	size_t busy; /* jobs a thread is sending */
+	size_t held; /* queued + being sent + finished and not yet collected */
+	pthread_cond_t cv;
+};
+
+struct senders {
+	int n; /* threads, over every relay */
+	pthread_t *threads;
+	struct transport **tr;
+	struct pool *pools;
+	int npools;
+	pthread_mutex_t mu;
 	struct sjob **done;
 	size_t ndone, capdone;
-	size_t busy; /* jobs a thread is sending */
 	bool stop;
 	atomic_bool abort;
 	int efd;
@@ -38,6 +48,7 @@ struct senders {
 struct worker {
 	struct senders *s;
 	int i;
+	struct pool *pool;
 };
 
 void sjob_free(struct sjob *j)
@@ -61,7 +72,8 @@ static void finish(struct senders *s, struct sjob *j)
 	/* While the queue is more than half full the main thread has nothing to
 	 * add: let results gather and wake it once for many (bench/send: +13 %
 	 * at 16 connections). They stay within the 5-per-connection budget. */
-	if (!s->stop && s->count > s->cap / 2)
+	const struct pool *p = &s->pools[j->relay];
+	if (!s->stop && p->count > p->cap / 2)
 		return;
 	uint64_t one = 1;
 	/* An eventfd write only fails when the counter would overflow. */
@@ -81,12 +93,15 @@ static int sign_job(struct signer **signer, struct sjob *j)
 {
 	struct err e;
 	err_clear(&e);
+	if (j->signed_once)
+		return 0; /* handed on from a relay that was down: signed already */
 	if ((*signer == NULL && (*signer = signer_new(&e)) == NULL) ||
 	    sign_prepend(*signer, j->keys, &j->data, &j->len, &e) < 0) {
 		j->res = (struct send_result){.outcome = SEND_TEMP, .relay_level = true};
 		snprintf(j->res.reply, sizeof j->res.reply, "not signed: %s", e.msg);
 		return -1;
 	}
+	j->signed_once = true;
 	return 0;
 }
 
@@ -94,19 +109,20 @@ static void *run(void *arg)
 {
 	struct worker *w = arg;
 	struct senders *s = w->s;
+	struct pool *p = w->pool;
 	struct transport *t = s->tr[w->i];
 	struct signer *signer = NULL; /* this thread's, made on first use */
 	free(w);
 	pthread_mutex_lock(&s->mu);
 	for (;;) {
-		while (!s->stop && s->count == 0)
-			pthread_cond_wait(&s->cv, &s->mu);
+		while (!s->stop && p->count == 0)
+			pthread_cond_wait(&p->cv, &s->mu);
 		if (s->stop)
 			break;
-		struct sjob *j = s->queue[s->head];
-		s->head = (s->head + 1) % s->cap;
-		s->count--;
-		s->busy++;
+		struct sjob *j = p->queue[p->head];
+		p->head = (p->head + 1) % p->cap;
+		p->count--;
+		p->busy++;
 		pthread_mutex_unlock(&s->mu);
 
 		if (j->keys == NULL || sign_job(&signer, j) == 0)
@@ -114,7 +130,7 @@ static void *run(void *arg)
 		j->attempted = true;
 
 		pthread_mutex_lock(&s->mu);
-		s->busy--;
+		p->busy--;
 		finish(s, j);
 	}
 	pthread_mutex_unlock(&s->mu);
@@ -122,49 +138,63 @@ static void *run(void *arg)
 	return NULL;
 }
 
-int senders_start(struct senders **out, const struct conf *c, const char *password, int n,
+int senders_start(struct senders **out, const struct conf *c, char *const *passwords,
                   struct err *err)
 {
 	struct senders *s = xcalloc(1, sizeof *s);
 	*out = NULL;
 	s->efd = -1;
-	s->n = n;
-	/* At most 5 jobs per connection exist at once (queued, being sent, or
-	 * finished and not yet recorded): enough that no thread waits for the
-	 * main thread, and the bound on duplicates after a crash (design.md). */
-	s->cap = (size_t)n * 5;
-	s->queue = xcalloc(s->cap, sizeof *s->queue);
-	s->tr = xcalloc((size_t)n, sizeof *s->tr);
-	s->threads = xcalloc((size_t)n, sizeof *s->threads);
+	s->npools = (int)c->smtp.nrelays;
+	s->pools = xcalloc(c->smtp.nrelays, sizeof *s->pools);
+	for (int r = 0; r < s->npools; r++) {
+		struct pool *p = &s->pools[r];
+		p->first = s->n;
+		p->n = c->smtp.relays[r].connections;
+		s->n += p->n;
+		/* At most 5 jobs per connection exist at once (queued, being sent,
+		 * or finished and not yet recorded): enough that no thread waits
+		 * for the main thread, and the bound on duplicates after a crash
+		 * (design.md). */
+		p->cap = (size_t)p->n * 5;
+		p->queue = xcalloc(p->cap, sizeof *p->queue);
+		pthread_cond_init(&p->cv, NULL);
+	}
+	s->tr = xcalloc((size_t)s->n, sizeof *s->tr);
+	s->threads = xcalloc((size_t)s->n, sizeof *s->threads);
 	atomic_init(&s->abort, false);
 	pthread_mutex_init(&s->mu, NULL);
-	pthread_cond_init(&s->cv, NULL);
 	s->efd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
 	if (s->efd < 0) {
 		err_sys(err, "eventfd");
 		senders_free(s);
 		return -1;
 	}
-	for (int i = 0; i < n; i++) {
-		s->tr[i] = transport_new(c, password, &s->abort, err);
-		if (s->tr[i] == NULL) {
-			senders_free(s);
-			return -1;
+	for (int r = 0; r < s->npools; r++)
+		for (int i = s->pools[r].first; i < s->pools[r].first + s->pools[r].n; i++) {
+			s->tr[i] = transport_new_relay(c, &c->smtp.relays[r], passwords[r],
+			                               &s->abort, err);
+			if (s->tr[i] == NULL) {
+				senders_free(s);
+				return -1;
+			}
 		}
-	}
-	for (int i = 0; i < n; i++) {
-		struct worker *w = xmalloc(sizeof *w);
-		*w = (struct worker){s, i};
-		int r = pthread_create(&s->threads[i], NULL, run, w);
-		if (r != 0) {
-			free(w);
-			s->n = i;
-			errno = r;
-			err_sys(err, "pthread_create");
-			senders_free(s);
-			return -1;
+	int started = 0;
+	for (int r = 0; r < s->npools; r++)
+		for (int i = s->pools[r].first; i < s->pools[r].first + s->pools[r].n; i++) {
+			struct worker *w = xmalloc(sizeof *w);
+			*w = (struct worker){s, i, &s->pools[r]};
+			int rc = pthread_create(&s->threads[i], NULL, run, w);
+			if (rc != 0) {
+				free(w);
+				s->n = started;
+				errno = rc;
+				err_sys(err, "pthread_create");
+				s->started = started > 0;
+				senders_free(s);
+				return -1;
+			}
+			started++;
 		}
-	}
 	s->started = true;
 	*out = s;
 	return 0;
@@ -175,21 +205,34 @@ int senders_fd(struct senders *s)
 	return s->efd;
 }
 
-size_t senders_room(struct senders *s)
+int senders_relays(struct senders *s)
+{
+	return s->npools;
+}
+
+int senders_connections(struct senders *s, int relay)
+{
+	return s->pools[relay].n;
+}
+
+size_t senders_room(struct senders *s, int relay)
 {
 	pthread_mutex_lock(&s->mu);
-	size_t used = s->count + s->busy + s->ndone;
-	size_t room = s->stop || used >= s->cap ? 0 : s->cap - used;
+	const struct pool *p = &s->pools[relay];
+	size_t room = s->stop || p->held >= p->cap ? 0 : p->cap - p->held;
 	pthread_mutex_unlock(&s->mu);
 	return room;
 }
 
-void senders_submit(struct senders *s, struct sjob *j)
+void senders_submit(struct senders *s, int relay, struct sjob *j)
 {
 	pthread_mutex_lock(&s->mu);
-	s->queue[(s->head + s->count) % s->cap] = j;
-	s->count++;
-	pthread_cond_signal(&s->cv);
+	struct pool *p = &s->pools[relay];
+	j->relay = relay;
+	p->queue[(p->head + p->count) % p->cap] = j;
+	p->count++;
+	p->held++;
+	pthread_cond_signal(&p->cv);
 	pthread_mutex_unlock(&s->mu);
 }
 
@@ -201,6 +244,8 @@ struct sjob **senders_collect(struct senders *s, size_t *n)
 	pthread_mutex_lock(&s->mu);
 	struct sjob **d = s->done;
 	*n = s->ndone;
+	for (size_t i = 0; i < s->ndone; i++)
+		s->pools[d[i]->relay].held--;
 	s->done = NULL;
 	s->ndone = s->capdone = 0;
 	pthread_mutex_unlock(&s->mu);
@@ -210,7 +255,9 @@ struct sjob **senders_collect(struct senders *s, size_t *n)
 size_t senders_inflight(struct senders *s)
 {
 	pthread_mutex_lock(&s->mu);
-	size_t n = s->count + s->busy + s->ndone;
+	size_t n = 0;
+	for (int r = 0; r < s->npools; r++)
+		n += s->pools[r].held;
 	pthread_mutex_unlock(&s->mu);
 	return n;
 }
@@ -220,14 +267,17 @@ void senders_shutdown(struct senders *s, bool abort)
 	pthread_mutex_lock(&s->mu);
 	s->stop = true;
 	/* Jobs nobody started go back as not attempted. */
-	while (s->count > 0) {
-		struct sjob *j = s->queue[s->head];
-		s->head = (s->head + 1) % s->cap;
-		s->count--;
-		j->attempted = false;
-		finish(s, j);
+	for (int r = 0; r < s->npools; r++) {
+		struct pool *p = &s->pools[r];
+		while (p->count > 0) {
+			struct sjob *j = p->queue[p->head];
+			p->head = (p->head + 1) % p->cap;
+			p->count--;
+			j->attempted = false;
+			finish(s, j);
+		}
+		pthread_cond_broadcast(&p->cv);
 	}
-	pthread_cond_broadcast(&s->cv);
 	pthread_mutex_unlock(&s->mu);
 	if (abort)
 		atomic_store(&s->abort, true);
@@ -247,12 +297,15 @@ void senders_free(struct senders *s)
 	for (size_t i = 0; i < s->ndone; i++)
 		sjob_free(s->done[i]);
 	free(s->done);
-	free(s->queue);
+	for (int r = 0; r < s->npools; r++) {
+		free(s->pools[r].queue);
+		pthread_cond_destroy(&s->pools[r].cv);
+	}
+	free(s->pools);
 	free(s->tr);
 	free(s->threads);
 	if (s->efd >= 0)
 		close(s->efd);
 	pthread_mutex_destroy(&s->mu);
-	pthread_cond_destroy(&s->cv);
 	free(s);
 }

@@ -29,8 +29,8 @@
 #define MATRIXD_TEMPLATE_DIR "/usr/share/matrixd/templates"
 #endif
 
-/* K_TLS and K_DKIM_KEYS are read by their own functions (take). */
-enum ktype { K_STR, K_PATH, K_INT, K_INT64, K_FLOAT, K_TLS, K_DKIM_KEYS };
+/* K_TLS, K_DKIM_KEYS and K_RELAYS are read by their own functions (take). */
+enum ktype { K_STR, K_PATH, K_INT, K_INT64, K_FLOAT, K_TLS, K_DKIM_KEYS, K_RELAYS };
 
 /*
  * Every key of the file, with its type, range and default: the one place
@@ -75,6 +75,7 @@ static const struct key keys[] = {
     {"smtp", "retry_max_age", K_INT, OFF(smtp.retry_max_age), 60, 60 * 86400, "259200"},
     /* "": bounces+{token}@ the domain of site.from (semantic) */
     {"smtp", "return_path", K_STR, OFF(smtp.return_path), 0, 0, ""},
+    {"smtp", "relays", K_RELAYS, 0, 0, 0, NULL},
     {"http", "listen", K_STR, OFF(http.listen), 0, 0, "127.0.0.1:8025"},
     {"http", "trusted_proxies", K_STR, OFF(http.trusted_proxies), 0, 0, ""},
     /* "": the A-label domain of site.from (semantic) */
@@ -120,6 +121,7 @@ static void set_default(struct conf *c, const struct key *k)
 		parse_tls(k->def, (enum tls_mode *)field);
 		break;
 	case K_DKIM_KEYS:
+	case K_RELAYS:
 		break; /* none */
 	}
 }
@@ -139,6 +141,13 @@ void conf_free(struct conf *c)
 	for (size_t i = 0; i < sizeof keys / sizeof keys[0]; i++)
 		if (keys[i].type == K_STR || keys[i].type == K_PATH)
 			free(*(char **)((char *)c + keys[i].off));
+	for (size_t i = 0; i < c->smtp.nrelays; i++) {
+		free(c->smtp.relays[i].url);
+		free(c->smtp.relays[i].ca_file);
+		free(c->smtp.relays[i].username);
+		free(c->smtp.relays[i].password_file);
+	}
+	free(c->smtp.relays);
 	for (size_t i = 0; i < c->dkim.nkeys; i++) {
 		free(c->dkim.keys[i].selector);
 		free(c->dkim.keys[i].key_file);
@@ -184,6 +193,7 @@ static const char *want_name(enum ktype t)
 		return "a number";
 	case K_TLS:
 	case K_DKIM_KEYS:
+	case K_RELAYS:
 		break; /* said by their own messages */
 	}
 	return "?";
@@ -334,6 +344,86 @@ static int take_dkim_keys(struct ctx *x, const config_setting_t *s)
 	return 0;
 }
 
+/*
+ * smtp.relays = ( { url = "smtp://mx1.example.org:587"; connections = 8; }, … );
+ * Each group takes url (required), tls, ca_file, username, password_file
+ * and connections; what it leaves out comes from the smtp group. Checked
+ * in semantic(), where the smtp group's values are known.
+ */
+static int take_relays(struct ctx *x, const config_setting_t *s)
+{
+	static const char *const names[] = {"url",      "tls",           "ca_file",
+	                                    "username", "password_file", "connections"};
+	if (config_setting_type(s) != CONFIG_TYPE_LIST || config_setting_length(s) == 0)
+		return bad(x, s,
+		           "smtp.relays must be a list of groups: relays = ( { url = "
+		           "\"smtp://mx1.example.org:587\"; }, { url = \"…\"; } );%s%s",
+		           "", "");
+	struct conf *c = x->c;
+	int n = config_setting_length(s);
+	for (int i = 0; i < n; i++) {
+		const config_setting_t *g = config_setting_get_elem(s, (unsigned)i);
+		if (config_setting_type(g) != CONFIG_TYPE_GROUP)
+			return bad(x, g, "smtp.relays: each relay is a group { url = …; … }%s%s",
+			           "", "");
+		struct conf_relay r = {
+		    .tls = -1, .connections = 0, .line = config_setting_source_line(g)};
+		int rc = 0;
+		for (int j = 0; j < config_setting_length(g) && rc == 0; j++) {
+			const config_setting_t *m = config_setting_get_elem(g, (unsigned)j);
+			const char *name = config_setting_name(m);
+			size_t k = 0;
+			while (k < sizeof names / sizeof names[0] && strcmp(names[k], name) != 0)
+				k++;
+			if (k == sizeof names / sizeof names[0]) {
+				rc = bad(
+				    x, m,
+				    "unknown key 'smtp.relays.%s' (valid here: url, tls, ca_file, "
+				    "username, password_file, connections)%s",
+				    name, "");
+			} else if (k == 5) {
+				int v = config_setting_type(m) == CONFIG_TYPE_INT
+				            ? config_setting_get_int(m)
+				            : -1;
+				if (v < 1 || v > 256)
+					rc = bad(
+					    x, m,
+					    "smtp.relays.connections must be an integer between 1 "
+					    "and 256%s%s",
+					    "", "");
+				r.connections = v;
+			} else if (config_setting_type(m) != CONFIG_TYPE_STRING) {
+				rc = bad(x, m, "smtp.relays.%s must be a string in double quotes%s",
+				         name, "");
+			} else {
+				const char *v = config_setting_get_string(m);
+				if (k == 0)
+					r.url = xstrdup(v);
+				else if (k == 1 && !parse_tls(v, &r.tls))
+					rc =
+					    bad(x, m,
+					        "smtp.relays.tls must be \"auto\", \"required\" or "
+					        "\"off\"%s%s",
+					        "", "");
+				else if (k == 2)
+					r.ca_file = resolve(x->dir, v);
+				else if (k == 3)
+					r.username = xstrdup(v);
+				else if (k == 4)
+					r.password_file = resolve(x->dir, v);
+			}
+		}
+		if (rc == 0 && (r.url == NULL || r.url[0] == '\0'))
+			rc = bad(x, g, "smtp.relays: this relay has no url%s%s", "", "");
+		c->smtp.relays =
+		    xreallocarray(c->smtp.relays, c->smtp.nrelays + 1, sizeof *c->smtp.relays);
+		c->smtp.relays[c->smtp.nrelays++] = r; /* conf_free frees it either way */
+		if (rc < 0)
+			return rc;
+	}
+	return 0;
+}
+
 static int take(struct ctx *x, const struct key *k, const config_setting_t *s)
 {
 	int t = config_setting_type(s);
@@ -390,6 +480,8 @@ static int take(struct ctx *x, const struct key *k, const config_setting_t *s)
 	}
 	case K_DKIM_KEYS:
 		return take_dkim_keys(x, s);
+	case K_RELAYS:
+		return take_relays(x, s);
 	}
 	if (v < k->min || v > k->max) {
 		char range[64];
@@ -493,6 +585,110 @@ void conf_apply_timezone(const struct conf *c)
 	tzset();
 }
 
+/* A relay's url: a scheme we speak, a Maildir made absolute, no
+ * credentials in it (they would show in logs and status). */
+static int check_relay(struct ctx *x, struct conf_relay *r, const char *key, int line)
+{
+	if (strncmp(r->url, "smtp://", 7) != 0 && strncmp(r->url, "smtps://", 8) != 0 &&
+	    strncmp(r->url, "maildir:", 8) != 0)
+		return err_at(x->err, ERR_CONFIG, x->file, line,
+		              "%s must start with smtp://, smtps:// or maildir:", key);
+	if (strncmp(r->url, "maildir:", 8) == 0) {
+		if (r->url[8] == '\0')
+			return err_at(
+			    x->err, ERR_CONFIG, x->file, line,
+			    "%s maildir: needs a directory, e.g. \"maildir:/var/mail/out\"", key);
+		if (r->url[8] != '/') {
+			char *abs = resolve(x->dir, r->url + 8);
+			free(r->url);
+			r->url = xasprintf("maildir:%s", abs);
+			free(abs);
+		}
+		return 0;
+	}
+	const char *host = strstr(r->url, "://") + 3;
+	size_t hn = strcspn(host, "/");
+	if (memchr(host, '@', hn))
+		return err_at(x->err, ERR_CONFIG, x->file, line,
+		              "%s must not hold a user or password: set username and "
+		              "password_file instead",
+		              key);
+	if (strncmp(r->url, "smtps://", 8) == 0 && r->tls == TLS_OFF)
+		return err_at(x->err, ERR_CONFIG, x->file, line,
+		              "tls = \"off\" contradicts the smtps:// url of %s", key);
+	if (r->password_file[0] && r->username[0] == '\0')
+		return err_at(x->err, ERR_CONFIG, x->file, line,
+		              "%s: password_file is set but username is empty", key);
+	return 0;
+}
+
+/*
+ * smtp.relays, or one relay made of smtp.url and its keys. A relay group
+ * takes what it leaves out from the smtp group (tls, ca_file, username,
+ * password_file, connections); smtp.url and smtp.relays exclude each
+ * other. smtp.url then names the relays, for logs.
+ */
+static int relays(struct ctx *x, const config_t *cf)
+{
+	struct conf *c = x->c;
+	const config_setting_t *s;
+	if (c->smtp.nrelays == 0) {
+		struct conf_relay r = {xstrdup(c->smtp.url),
+		                       c->smtp.tls,
+		                       xstrdup(c->smtp.ca_file),
+		                       xstrdup(c->smtp.username),
+		                       xstrdup(c->smtp.password_file),
+		                       c->smtp.connections,
+		                       0};
+		c->smtp.relays = xmalloc(sizeof *c->smtp.relays);
+		c->smtp.relays[0] = r;
+		c->smtp.nrelays = 1;
+		return 0;
+	}
+	if ((s = config_lookup(cf, "smtp.url")) != NULL)
+		return err_at(x->err, ERR_CONFIG, x->file, config_setting_source_line(s),
+		              "smtp.url and smtp.relays exclude each other: give every relay's "
+		              "url in smtp.relays, or use smtp.url alone");
+	struct buf names;
+	buf_init(&names, BUF_NOLIMIT);
+	for (size_t i = 0; i < c->smtp.nrelays; i++) {
+		struct conf_relay *r = &c->smtp.relays[i];
+		if ((int)r->tls < 0)
+			r->tls = c->smtp.tls;
+		if (r->ca_file == NULL)
+			r->ca_file = xstrdup(c->smtp.ca_file);
+		if (r->username == NULL)
+			r->username = xstrdup(c->smtp.username);
+		if (r->password_file == NULL)
+			r->password_file = xstrdup(c->smtp.password_file);
+		if (r->connections == 0)
+			r->connections = c->smtp.connections;
+		char key[48];
+		snprintf(key, sizeof key, "smtp.relays[%zu].url", i);
+		if (check_relay(x, r, key, r->line) < 0) {
+			buf_free(&names);
+			return -1;
+		}
+		for (size_t j = 0; j < i; j++)
+			if (strcmp(c->smtp.relays[j].url, r->url) == 0) {
+				buf_free(&names);
+				return err_at(x->err, ERR_CONFIG, x->file, r->line,
+				              "smtp.relays: %s is given twice; give it more "
+				              "connections instead",
+				              r->url);
+			}
+		buf_printf(&names, "%s%s", i ? ", " : "", conf_relay_name(r));
+	}
+	free(c->smtp.url);
+	c->smtp.url = buf_detach(&names);
+	return 0;
+}
+
+const char *conf_relay_name(const struct conf_relay *r)
+{
+	return r->url;
+}
+
 static int semantic(struct ctx *x, const config_t *cf)
 {
 	struct conf *c = x->c;
@@ -556,6 +752,8 @@ static int semantic(struct ctx *x, const config_t *cf)
 	if (c->smtp.password_file[0] && c->smtp.username[0] == '\0')
 		return err_at(x->err, ERR_CONFIG, x->file, LINE("smtp.password_file"),
 		              "smtp.password_file is set but smtp.username is empty");
+	if (relays(x, cf) < 0)
+		return -1;
 	if (c->smtp.return_path[0] == '\0') {
 		/* The bounces go where the mail comes from, not to example.org. */
 		const char *at = strrchr(c->site.from, '@');
@@ -660,10 +858,18 @@ out:
 
 int conf_password(const struct conf *c, char **out, struct err *err)
 {
+	if (c->smtp.nrelays > 0)
+		return conf_relay_password(&c->smtp.relays[0], out, err);
+	struct conf_relay r = {.password_file = c->smtp.password_file};
+	return conf_relay_password(&r, out, err);
+}
+
+int conf_relay_password(const struct conf_relay *r, char **out, struct err *err)
+{
 	*out = NULL;
-	if (c->smtp.password_file == NULL || c->smtp.password_file[0] == '\0')
+	if (r->password_file == NULL || r->password_file[0] == '\0')
 		return 0;
-	const char *p = c->smtp.password_file;
+	const char *p = r->password_file;
 	struct stat st;
 	/* a link could hand the relay any file the daemon can read */
 	int fd = fs_open_nofollow(p, NULL, 0, &st, err);

@@ -22,6 +22,18 @@ struct conf_dkim_key {
 	int line;       /* of its { … } in the file, for messages */
 };
 
+/*
+ * One SMTP relay: smtp.url and its TLS and AUTH settings, or one group of
+ * smtp.relays. Each has its own connections (sender threads).
+ */
+struct conf_relay {
+	char *url; /* smtp://, smtps:// or maildir:/abs/path; never user:password@ */
+	enum tls_mode tls;
+	char *ca_file, *username, *password_file;
+	int connections;
+	int line; /* of its group in the file; 0 for smtp.url */
+};
+
 struct conf {
 	char *path; /* the file read, absolute; NULL for pure defaults */
 	char *issue_dir, *state_dir, *public_dir, *template_dir;
@@ -43,6 +55,10 @@ struct conf {
 		int max_attempts;
 		int retry_max_age;
 		char *return_path;
+		/* the relays mail goes through: smtp.relays, or one made of
+		 * smtp.url and its keys; at least one */
+		struct conf_relay *relays;
+		size_t nrelays;
 	} smtp;
 	struct {
 		char *listen;          /* "" disables the endpoint */
@@ -81,5 +97,9 @@ void conf_apply_timezone(const struct conf *c);
  * Refuses a file that group or others can read.
  */
 int conf_password(const struct conf *c, char **out, struct err *err);
+/* The same for one relay's password_file. */
+int conf_relay_password(const struct conf_relay *r, char **out, struct err *err);
+/* A relay's url for logs and status: scheme, host and port. */
+const char *conf_relay_name(const struct conf_relay *r);
 
 #endif

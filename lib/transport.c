@@ -9,11 +9,26 @@
 struct transport *transport_new(const struct conf *c, const char *password, atomic_bool *abort,
                                 struct err *err)
 {
+	if (c->smtp.nrelays > 0)
+		return transport_new_relay(c, &c->smtp.relays[0], password, abort, err);
+	struct conf_relay r = {c->smtp.url,
+	                       c->smtp.tls,
+	                       c->smtp.ca_file,
+	                       c->smtp.username,
+	                       c->smtp.password_file,
+	                       c->smtp.connections,
+	                       0};
+	return transport_new_relay(c, &r, password, abort, err);
+}
+
+struct transport *transport_new_relay(const struct conf *c, const struct conf_relay *r,
+                                      const char *password, atomic_bool *abort, struct err *err)
+{
 	struct transport *t;
-	if (strncmp(c->smtp.url, "maildir:", 8) == 0)
-		t = transport_maildir_new(c->smtp.url + 8, err);
+	if (strncmp(r->url, "maildir:", 8) == 0)
+		t = transport_maildir_new(r->url + 8, err);
 	else
-		t = transport_smtp_new(c, password, err);
+		t = transport_smtp_new(c, r, password, err);
 	if (t)
 		t->abort = abort;
 	return t;

@@ -71,6 +71,9 @@ struct transport {
  */
 struct transport *transport_new(const struct conf *c, const char *password, atomic_bool *abort,
                                 struct err *err);
+/* The same for relay r of c (c gives the EHLO name). */
+struct transport *transport_new_relay(const struct conf *c, const struct conf_relay *r,
+                                      const char *password, atomic_bool *abort, struct err *err);
 
 /* Sends data (a complete message, CRLF line ends) from the envelope
  * sender to one recipient; always fills res. Returns 0 when res says
@@ -80,7 +83,8 @@ int transport_send(struct transport *t, const char *from, const char *rcpt, cons
 void transport_free(struct transport *t);
 
 /* Backends, for transport_new(). */
-struct transport *transport_smtp_new(const struct conf *c, const char *password, struct err *err);
+struct transport *transport_smtp_new(const struct conf *c, const struct conf_relay *r,
+                                     const char *password, struct err *err);
 struct transport *transport_maildir_new(const char *dir, struct err *err);
 
 /* ---- SMTP replies and what they mean: pure functions ------------------------ */

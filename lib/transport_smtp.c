@@ -212,7 +212,8 @@ static char *ehlo_name(const struct conf *c)
 	return xstrndup(at + 1, n);
 }
 
-struct transport *transport_smtp_new(const struct conf *c, const char *password, struct err *err)
+struct transport *transport_smtp_new(const struct conf *c, const struct conf_relay *r,
+                                     const char *password, struct err *err)
 {
 	struct smtp *s = xcalloc(1, sizeof *s);
 	s->base.ops = &smtp_ops;
@@ -223,7 +224,7 @@ struct transport *transport_smtp_new(const struct conf *c, const char *password,
 		return NULL;
 	}
 	/* The URL path is the EHLO name (libcurl's SMTP URL scheme). */
-	const char *u = c->smtp.url;
+	const char *u = r->url;
 	const char *hostpart = strstr(u, "://") + 3;
 	char *ehlo = ehlo_name(c);
 	char *url = strchr(hostpart, '/') ? xstrdup(u) : xasprintf("%s/%s", u, ehlo);
@@ -247,7 +248,7 @@ struct transport *transport_smtp_new(const struct conf *c, const char *password,
 	curl_easy_setopt(s->h, CURLOPT_TIMEOUT, (long)TRANSPORT_TIMEOUT);
 	curl_easy_setopt(s->h, CURLOPT_LOW_SPEED_LIMIT, 1L);
 	curl_easy_setopt(s->h, CURLOPT_LOW_SPEED_TIME, (long)TRANSPORT_STALL);
-	switch (c->smtp.tls) {
+	switch (r->tls) {
 	case TLS_REQUIRED:
 		curl_easy_setopt(s->h, CURLOPT_USE_SSL, (long)CURLUSESSL_ALL);
 		break;
@@ -256,17 +257,17 @@ struct transport *transport_smtp_new(const struct conf *c, const char *password,
 		 * With a password to send, "auto" is "required": AUTH never goes out
 		 * in clear because a man in the middle hid STARTTLS. */
 		curl_easy_setopt(s->h, CURLOPT_USE_SSL,
-		                 c->smtp.username && *c->smtp.username ? (long)CURLUSESSL_ALL
-		                                                       : (long)CURLUSESSL_TRY);
+		                 r->username && *r->username ? (long)CURLUSESSL_ALL
+		                                             : (long)CURLUSESSL_TRY);
 		break;
 	case TLS_OFF:
 		curl_easy_setopt(s->h, CURLOPT_USE_SSL, (long)CURLUSESSL_NONE);
 		break;
 	}
-	if (c->smtp.ca_file && *c->smtp.ca_file)
-		curl_easy_setopt(s->h, CURLOPT_CAINFO, c->smtp.ca_file);
-	if (c->smtp.username && *c->smtp.username) {
-		curl_easy_setopt(s->h, CURLOPT_USERNAME, c->smtp.username);
+	if (r->ca_file && *r->ca_file)
+		curl_easy_setopt(s->h, CURLOPT_CAINFO, r->ca_file);
+	if (r->username && *r->username) {
+		curl_easy_setopt(s->h, CURLOPT_USERNAME, r->username);
 		if (password) {
 			s->password = xstrdup(password);
 			curl_easy_setopt(s->h, CURLOPT_PASSWORD, s->password);
