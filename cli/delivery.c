@@ -513,7 +513,11 @@ int cmd_send_test(struct cli *c, int argc, char **argv)
 		buf_init(&m, BUF_NOLIMIT);
 		char *id = xasprintf(MAILCONV_MSGID_PREFIX "test.%d.%zu.%ld", is->number, i,
 		                     (long)time(NULL));
-		struct msg_rcpt r = {to, "", id, l.unsub_url, NULL, NULL, time(NULL)};
+		struct msg_rcpt r = {.email = to,
+		                     .name = "",
+		                     .message_id = id,
+		                     .unsub_url = l.unsub_url,
+		                     .date = time(NULL)};
 		struct send_result res = {0};
 		const char *outcome, *reply;
 		if (render_test_mail(&c->conf, t, is, date, (int)i, &list, TEST_TAG, &prep, &e) <

@@ -170,7 +170,12 @@ int cmd_render(struct cli *c, int argc, char **argv)
 		struct buf m;
 		buf_init(&m, BUF_NOLIMIT);
 		char *id = xasprintf(MAILCONV_MSGID_PREFIX "preview.%d.%zu", is->number, i);
-		struct msg_rcpt r = {to, "", id, l.unsub_url, l.unsub_mailto, NULL, time(NULL)};
+		struct msg_rcpt r = {.email = to,
+		                     .name = "",
+		                     .message_id = id,
+		                     .unsub_url = l.unsub_url,
+		                     .unsub_mailto = l.unsub_mailto,
+		                     .date = time(NULL)};
 		int ok = render_mail(&c->conf, t, is, date, (int)i, &list, &prep, &e) == 0 &&
 		         msg_build(&prep, &r, &m, &e) == 0;
 		if (ok) {
@@ -193,9 +198,14 @@ int cmd_render(struct cli *c, int argc, char **argv)
 
 	struct render_feed_item *fi = xcalloc(is->narticles + 1, sizeof *fi);
 	render_feed_items(is, date, 0, fi, is->narticles);
-	struct render_index_item item = {is->number, is->title,
-	                                 is->period, is->narticles ? is->articles[0].title : "",
-	                                 date,       is->narticles};
+	struct render_index_item item = {
+	    .number = is->number,
+	    .title = is->title,
+	    .period = is->period,
+	    .lead = is->narticles ? is->articles[0].title : "",
+	    .date = date,
+	    .narticles = is->narticles,
+	};
 	int r = render_issue_pages(&c->conf, t, is, date, pub, &e);
 	if (r == 0)
 		r = render_index(&c->conf, t, &item, 1, pub, &e);

@@ -242,8 +242,15 @@ static struct sjob *build(struct daemon *d, struct ledger_job *j, struct err *er
 		return NULL;
 	struct render_links l;
 	render_links(&d->conf, &d->key, j->subscriber_id, j->list_id, j->id, j->issue_id == 0, &l);
-	struct msg_rcpt r = {j->email,       j->name,       l.message_id, l.unsub_url,
-	                     l.unsub_mailto, l.confirm_url, time(NULL)};
+	struct msg_rcpt r = {
+	    .email = j->email,
+	    .name = j->name,
+	    .message_id = l.message_id,
+	    .unsub_url = l.unsub_url,
+	    .unsub_mailto = l.unsub_mailto,
+	    .confirm_url = l.confirm_url,
+	    .date = time(NULL),
+	};
 	struct buf b;
 	buf_init(&b, BUF_NOLIMIT);
 	struct sjob *job = NULL;

@@ -361,7 +361,13 @@ int publish_listing(struct daemon *d)
 		if (!archive_is_public(a))
 			continue; /* a draft or a schedule: rendered for the editors, not listed */
 		items[k++] = (struct render_index_item){
-		    a->number, a->title, a->period, a->lead, (time_t)a->date, (size_t)a->narticles};
+		    .number = a->number,
+		    .title = a->title,
+		    .period = a->period,
+		    .lead = a->lead,
+		    .date = (time_t)a->date,
+		    .narticles = (size_t)a->narticles,
+		};
 		if (have >= want)
 			continue;
 		struct issue *is = archive_load(d->store, a->id, &e);

@@ -49,6 +49,7 @@ struct key {
 };
 
 #define OFF(f) offsetof(struct conf, f)
+/* group, name, type, member, min, max, default: one row a key, so by position */
 static const struct key keys[] = {
     {NULL, "issue_dir", K_PATH, OFF(issue_dir), 0, 0, "/var/lib/matrixd/issues"},
     {NULL, "state_dir", K_PATH, OFF(state_dir), 0, 0, "/var/lib/matrixd"},

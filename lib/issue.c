@@ -824,7 +824,13 @@ static void add_span(struct doc *d, size_t first, size_t last, char *title, cons
 {
 	d->spans = xreallocarray(d->spans, d->nspans + 1, sizeof *d->spans);
 	d->spans[d->nspans++] = (struct span){
-	    first, last, last + 1, d->nlines, 0, 0, title, xstrdup(section ? section : "")};
+	    .title_first = first,
+	    .title_last = last,
+	    .body_first = last + 1,
+	    .body_end = d->nlines,
+	    .title = title,
+	    .section = xstrdup(section ? section : ""),
+	};
 	/* The previous article ends here, or earlier where a section heading
 	 * already ended it. */
 	if (d->nspans > 1 && d->spans[d->nspans - 2].body_end > first)
@@ -1460,8 +1466,14 @@ static int split_single(struct doc *d)
 	if (d->fm_title) {
 		d->spans = xcalloc(1, sizeof *d->spans);
 		d->nspans = 1;
-		d->spans[0] =
-		    (struct span){i, i, i, d->nlines, 0, 0, xstrdup(d->is->title), xstrdup("")};
+		d->spans[0] = (struct span){
+		    .title_first = i,
+		    .title_last = i,
+		    .body_first = i,
+		    .body_end = d->nlines,
+		    .title = xstrdup(d->is->title),
+		    .section = xstrdup(""),
+		};
 		return 0;
 	}
 	char *t = line_dup(&d->lines[i]);

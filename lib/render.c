@@ -239,13 +239,14 @@ int render_test_mail(const struct conf *c, const struct tmpl *t, const struct is
 		goto out;
 	}
 	issue_into(ctx, c, is, date, true);
-	struct msg_head h = {NULL,
-	                     c->site.from,
-	                     list ? list->name : NULL,
-	                     list ? list->title : NULL,
-	                     c->site.base_url,
-	                     is->language,
-	                     true};
+	struct msg_head h = {
+	    .from = c->site.from,
+	    .list_name = list ? list->name : NULL,
+	    .list_title = list ? list->title : NULL,
+	    .list_archive = c->site.base_url,
+	    .language = is->language,
+	    .bulk = true,
+	};
 	char *subject;
 	if (idx == 0) {
 		subject = is->period[0] ? xasprintf("%s · %s", is->title, is->period)
@@ -283,8 +284,14 @@ int render_confirm(const struct conf *c, const struct tmpl *t, const struct rend
 	buf_init(&text, BUF_NOLIMIT);
 	char *subject =
 	    xasprintf("请确认订阅《%s》", list->title && *list->title ? list->title : list->name);
-	struct msg_head h = {subject, c->site.from,     list->name, list->title,
-	                     NULL,    c->site.language, false};
+	struct msg_head h = {
+	    .subject = subject,
+	    .from = c->site.from,
+	    .list_name = list->name,
+	    .list_title = list->title,
+	    .language = c->site.language,
+	    .bulk = false, /* a confirmation is no list mail: no List-Unsubscribe */
+	};
 	int r = render_both(t, "mail-confirm", ctx, &html, &text, err);
 	if (r == 0)
 		r = msg_prepare(out, &h, buf_str(&html), buf_str(&text), err);
@@ -428,15 +435,31 @@ int render_feeds(const struct conf *c, const struct render_feed_item *items, siz
 	for (size_t i = 0; i < n; i++) {
 		const struct article *a = items[i].a;
 		urls[i] = render_article_url(c, items[i].is->number, a->slug);
-		e[i] = (struct feed_entry){urls[i],    a->title,           urls[i],
-		                           a->section, a->summary,         a->html,
-		                           "",         items[i].published, items[i].updated};
+		e[i] = (struct feed_entry){
+		    .id = urls[i],
+		    .title = a->title,
+		    .link = urls[i],
+		    .section = a->section,
+		    .summary = a->summary,
+		    .html = a->html,
+		    .author = "",
+		    .published = items[i].published,
+		    .updated = items[i].updated,
+		};
 		if (items[i].updated > newest)
 			newest = items[i].updated;
 	}
-	struct feed_meta m = {c->site.title, "",       c->site.base_url,
-	                      rss_url,       atom_url, c->site.language,
-	                      c->site.title, "",       newest};
+	struct feed_meta m = {
+	    .title = c->site.title,
+	    .subtitle = "",
+	    .site_url = c->site.base_url,
+	    .rss_url = rss_url,
+	    .atom_url = atom_url,
+	    .language = c->site.language,
+	    .author = c->site.title,
+	    .author_email = "",
+	    .updated = newest,
+	};
 	struct buf b;
 	buf_init(&b, BUF_NOLIMIT);
 	char *path = NULL;

@@ -63,8 +63,13 @@ static void test_head_tail_roundtrip(void **state)
 	}
 	buf_adds(&html, "<a href=\"" MSG_PH_UNSUBSCRIBE "\">退订</a> " MSG_PH_EMAIL "\n");
 	buf_adds(&text, "unsubscribe: " MSG_PH_UNSUBSCRIBE "\nsent to " MSG_PH_EMAIL "\n");
-	struct msg_head h = {"标题 Subject", "Matrix 矩阵 <m@example.org>", "matrix", "Matrix",
-			     "https://n.example/", "zh-CN", true};
+	struct msg_head h = {.subject = "标题 Subject",
+	                     .from = "Matrix 矩阵 <m@example.org>",
+	                     .list_name = "matrix",
+	                     .list_title = "Matrix",
+	                     .list_archive = "https://n.example/",
+	                     .language = "zh-CN",
+	                     .bulk = true};
 	struct msg_prep p;
 	struct err e;
 	assert_int_equal(msg_prepare(&p, &h, buf_str(&html), buf_str(&text), &e), 0);
@@ -77,8 +82,12 @@ static void test_head_tail_roundtrip(void **state)
 		buf_init(&m, BUF_NOLIMIT);
 		char url[100];
 		snprintf(url, sizeof url, "https://n.example/u/%d-1-abc&x", k);
-		struct msg_rcpt r = {who[k], "读者\r\nBcc: evil@x", "m.1.2.3", url,
-				     "unsubscribe+1@example.org", NULL, 1700000000};
+		struct msg_rcpt r = {.email = who[k],
+		                     .name = "读者\r\nBcc: evil@x",
+		                     .message_id = "m.1.2.3",
+		                     .unsub_url = url,
+		                     .unsub_mailto = "unsubscribe+1@example.org",
+		                     .date = 1700000000};
 		assert_int_equal(msg_build(&p, &r, &m, &e), 0);
 		char *hb = decoded(m.data, m.len, "html");
 		char *tb = decoded(m.data, m.len, "plain");
@@ -113,13 +122,22 @@ static void test_head_tail_roundtrip(void **state)
 static void test_refuses_bad_input(void **state)
 {
 	(void)state;
-	struct msg_head h = {"s", "M <m@example.org>", "matrix", "Matrix", "", "en", true};
+	struct msg_head h = {.subject = "s",
+	                     .from = "M <m@example.org>",
+	                     .list_name = "matrix",
+	                     .list_title = "Matrix",
+	                     .list_archive = "",
+	                     .language = "en",
+	                     .bulk = true};
 	struct msg_prep p;
 	struct err e;
 	assert_int_equal(msg_prepare(&p, &h, "<p>x</p>", "x", &e), 0);
 	struct buf m;
 	buf_init(&m, BUF_NOLIMIT);
-	struct msg_rcpt r = {"a@example.org\r\nBcc: x@y", "", "id", "https://u", NULL, NULL, 0};
+	struct msg_rcpt r = {.email = "a@example.org\r\nBcc: x@y",
+	                     .name = "",
+	                     .message_id = "id",
+	                     .unsub_url = "https://u"};
 	assert_int_equal(msg_build(&p, &r, &m, &e), -1);
 	r.email = "a@example.org";
 	r.message_id = "id\r\nX-Injected: 1";
@@ -135,14 +153,14 @@ static void test_boundaries_differ(void **state)
 {
 	(void)state;
 	msg_init();
-	struct msg_head h = {"s", "M <m@example.org>", NULL, NULL, NULL, "en", false};
+	struct msg_head h = {.subject = "s", .from = "M <m@example.org>", .language = "en"};
 	struct msg_prep p;
 	struct err e;
 	assert_int_equal(msg_prepare(&p, &h, "<p>x</p>", "x", &e), 0);
 	struct buf a, b;
 	buf_init(&a, BUF_NOLIMIT);
 	buf_init(&b, BUF_NOLIMIT);
-	struct msg_rcpt r = {"a@example.org", "", "id", NULL, NULL, NULL, 0};
+	struct msg_rcpt r = {.email = "a@example.org", .name = "", .message_id = "id"};
 	assert_int_equal(msg_build(&p, &r, &a, &e), 0);
 	assert_int_equal(msg_build(&p, &r, &b, &e), 0);
 	const char *ba = strstr(a.data, "boundary="), *bb = strstr(b.data, "boundary=");
@@ -161,13 +179,14 @@ static void test_date_zone_minutes(void **state)
 	(void)state;
 	setenv("TZ", "IST-5:30", 1);
 	tzset();
-	struct msg_head h = {"s", "M <m@example.org>", NULL, NULL, NULL, "en", false};
+	struct msg_head h = {.subject = "s", .from = "M <m@example.org>", .language = "en"};
 	struct msg_prep p;
 	struct err e;
 	assert_int_equal(msg_prepare(&p, &h, "<p>x</p>", "x", &e), 0);
 	struct buf m;
 	buf_init(&m, BUF_NOLIMIT);
-	struct msg_rcpt r = {"a@example.org", "", "id", NULL, NULL, NULL, 1700000000};
+	struct msg_rcpt r = {
+	    .email = "a@example.org", .name = "", .message_id = "id", .date = 1700000000};
 	assert_int_equal(msg_build(&p, &r, &m, &e), 0);
 	assert_non_null(strstr(m.data, "Date: Wed, 15 Nov 2023 03:43:20 +0530\r\n"));
 	buf_free(&m);
@@ -202,23 +221,25 @@ static char *header_text(const char *raw, const char *name)
 static void test_names_and_idn(void **state)
 {
 	(void)state;
-	struct msg_head h = {"s", "Ma\xe2\x80\xaetrix <m@例子.中国>", "matrix", "Matrix", "", "en",
-	                     true};
+	struct msg_head h = {.subject = "s",
+	                     .from = "Ma\xe2\x80\xaetrix <m@例子.中国>",
+	                     .list_name = "matrix",
+	                     .list_title = "Matrix",
+	                     .list_archive = "",
+	                     .language = "en",
+	                     .bulk = true};
 	struct msg_prep p;
 	struct err e;
 	assert_int_equal(msg_prepare(&p, &h, "<p>" MSG_PH_NAME "</p>", "to " MSG_PH_NAME, &e), 0);
 	struct buf m;
 	buf_init(&m, BUF_NOLIMIT);
-	struct msg_rcpt r = {"u@例子.中国",
-	                     "\xe2\x80\xae"
-	                     "gro.live@eve a\xe2\x81\xa6"
-	                     "b\xe2\x81\xa9"
-	                     "c",
-	                     "id",
-	                     NULL,
-	                     NULL,
-	                     NULL,
-	                     1700000000};
+	struct msg_rcpt r = {.email = "u@例子.中国",
+	                     .name = "\xe2\x80\xae"
+	                             "gro.live@eve a\xe2\x81\xa6"
+	                             "b\xe2\x81\xa9"
+	                             "c",
+	                     .message_id = "id",
+	                     .date = 1700000000};
 	assert_int_equal(msg_build(&p, &r, &m, &e), 0);
 	char *to = header_text(m.data, "To"), *from = header_text(m.data, "From");
 	assert_non_null(strstr(to, "gro.live@eve abc"));
