@@ -85,6 +85,32 @@ static const struct key keys[] = {
 };
 static const char *groups[] = {"site", "smtp", "http", "dkim"};
 
+/* The members of one group of smtp.relays (what a relay leaves out comes
+ * from the smtp group: no defaults here) and of dkim.keys. */
+#define ROFF(f) offsetof(struct conf_relay, f)
+static const struct key relay_keys[] = {
+    {"smtp.relays", "url", K_STR, ROFF(url), 0, 0, NULL},
+    {"smtp.relays", "tls", K_TLS, ROFF(tls), 0, 0, NULL},
+    {"smtp.relays", "ca_file", K_PATH, ROFF(ca_file), 0, 0, NULL},
+    {"smtp.relays", "username", K_STR, ROFF(username), 0, 0, NULL},
+    {"smtp.relays", "password_file", K_PATH, ROFF(password_file), 0, 0, NULL},
+    {"smtp.relays", "connections", K_INT, ROFF(connections), 1, 256, NULL},
+};
+#define DOFF(f) offsetof(struct conf_dkim_key, f)
+static const struct key dkim_key_keys[] = {
+    {"dkim.keys", "selector", K_STR, DOFF(selector), 0, 0, NULL},
+    {"dkim.keys", "key_file", K_PATH, DOFF(key_file), 0, 0, NULL},
+};
+#define NKEYS(t) (sizeof(t) / sizeof(t)[0])
+
+/* Frees the strings of base that table t describes. */
+static void free_strings(const struct key *t, size_t n, void *base)
+{
+	for (size_t i = 0; i < n; i++)
+		if (t[i].type == K_STR || t[i].type == K_PATH)
+			free(*(char **)((char *)base + t[i].off));
+}
+
 static const char *const tls_names[] = {
     [TLS_AUTO] = "auto", [TLS_REQUIRED] = "required", [TLS_OFF] = "off"};
 
@@ -139,20 +165,12 @@ void conf_free(struct conf *c)
 	if (c == NULL)
 		return;
 	free(c->path);
-	for (size_t i = 0; i < sizeof keys / sizeof keys[0]; i++)
-		if (keys[i].type == K_STR || keys[i].type == K_PATH)
-			free(*(char **)((char *)c + keys[i].off));
-	for (size_t i = 0; i < c->smtp.nrelays; i++) {
-		free(c->smtp.relays[i].url);
-		free(c->smtp.relays[i].ca_file);
-		free(c->smtp.relays[i].username);
-		free(c->smtp.relays[i].password_file);
-	}
+	free_strings(keys, NKEYS(keys), c);
+	for (size_t i = 0; i < c->smtp.nrelays; i++)
+		free_strings(relay_keys, NKEYS(relay_keys), &c->smtp.relays[i]);
 	free(c->smtp.relays);
-	for (size_t i = 0; i < c->dkim.nkeys; i++) {
-		free(c->dkim.keys[i].selector);
-		free(c->dkim.keys[i].key_file);
-	}
+	for (size_t i = 0; i < c->dkim.nkeys; i++)
+		free_strings(dkim_key_keys, NKEYS(dkim_key_keys), &c->dkim.keys[i]);
 	free(c->dkim.keys);
 	memset(c, 0, sizeof *c);
 }
@@ -293,6 +311,38 @@ static bool valid_labels(const char *s)
 	}
 }
 
+static int take(struct ctx *x, const struct key *k, const config_setting_t *s, void *base);
+
+/* The members of one group g of a list (a relay, a DKIM key) into base,
+ * each by its row of t. */
+static int take_members(struct ctx *x, const config_setting_t *g, const struct key *t, size_t n,
+                        void *base)
+{
+	for (int j = 0; j < config_setting_length(g); j++) {
+		const config_setting_t *m = config_setting_get_elem(g, (unsigned)j);
+		const char *name = config_setting_name(m);
+		const struct key *k = NULL;
+		for (size_t i = 0; i < n && k == NULL; i++)
+			if (strcmp(t[i].name, name) == 0)
+				k = &t[i];
+		if (k == NULL) {
+			char full[200];
+			struct buf valid;
+			buf_init(&valid, BUF_NOLIMIT);
+			for (size_t i = 0; i < n; i++)
+				buf_printf(&valid, "%s%s", i ? ", " : "", t[i].name);
+			snprintf(full, sizeof full, "%s.%s", t[0].group, name);
+			int r =
+			    bad(x, m, "unknown key '%s' (valid here: %s)", full, buf_str(&valid));
+			buf_free(&valid);
+			return r;
+		}
+		if (take(x, k, m, base) < 0)
+			return -1;
+	}
+	return 0;
+}
+
 /* dkim.keys = ( { selector = "…"; key_file = "…"; }, … ); */
 static int take_dkim_keys(struct ctx *x, const config_setting_t *s)
 {
@@ -310,23 +360,13 @@ static int take_dkim_keys(struct ctx *x, const config_setting_t *s)
 			    x, g,
 			    "dkim.keys: each key is a group { selector = …; key_file = …; }%s%s",
 			    "", "");
-		const char *sel = NULL, *file = NULL;
-		for (int j = 0; j < config_setting_length(g); j++) {
-			const config_setting_t *m = config_setting_get_elem(g, (unsigned)j);
-			const char *name = config_setting_name(m);
-			bool is_sel = strcmp(name, "selector") == 0,
-			     is_file = strcmp(name, "key_file") == 0;
-			if (!is_sel && !is_file)
-				return bad(
-				    x, m,
-				    "unknown key 'dkim.keys.%s' (valid here: selector, key_file)%s",
-				    name, "");
-			if (config_setting_type(m) != CONFIG_TYPE_STRING)
-				return bad(x, m, "dkim.keys.%s must be a string in double quotes%s",
-				           name, "");
-			*(is_sel ? &sel : &file) = config_setting_get_string(m);
-		}
-		if (sel == NULL || file == NULL || *file == '\0')
+		c->dkim.keys = xreallocarray(c->dkim.keys, c->dkim.nkeys + 1, sizeof *c->dkim.keys);
+		struct conf_dkim_key *dk = &c->dkim.keys[c->dkim.nkeys++]; /* conf_free frees it */
+		*dk = (struct conf_dkim_key){.line = config_setting_source_line(g)};
+		if (take_members(x, g, dkim_key_keys, NKEYS(dkim_key_keys), dk) < 0)
+			return -1;
+		const char *sel = dk->selector;
+		if (sel == NULL || dk->key_file == NULL || *dk->key_file == '\0')
 			return bad(x, g, "dkim.keys: this key needs both selector and key_file%s%s",
 			           "", "");
 		if (!valid_labels(sel))
@@ -334,27 +374,22 @@ static int take_dkim_keys(struct ctx *x, const config_setting_t *s)
 			           "dkim.keys: selector \"%s\" must be letters, digits and '-' "
 			           "(labels separated by dots), e.g. \"rsa2026\"%s",
 			           sel, "");
-		for (size_t k = 0; k < c->dkim.nkeys; k++)
+		for (size_t k = 0; k + 1 < c->dkim.nkeys; k++)
 			if (strcmp(c->dkim.keys[k].selector, sel) == 0)
 				return bad(x, g, "dkim.keys: selector \"%s\" is given twice%s", sel,
 				           "");
-		c->dkim.keys = xreallocarray(c->dkim.keys, c->dkim.nkeys + 1, sizeof *c->dkim.keys);
-		c->dkim.keys[c->dkim.nkeys++] = (struct conf_dkim_key){
-		    xstrdup(sel), resolve(x->dir, file), config_setting_source_line(g)};
 	}
 	return 0;
 }
 
 /*
  * smtp.relays = ( { url = "smtp://mx1.example.org:587"; connections = 8; }, … );
- * Each group takes url (required), tls, ca_file, username, password_file
- * and connections; what it leaves out comes from the smtp group. Checked
- * in semantic(), where the smtp group's values are known.
+ * Each group takes the members of relay_keys; what it leaves out comes
+ * from the smtp group. Checked in semantic(), where the smtp group's
+ * values are known.
  */
 static int take_relays(struct ctx *x, const config_setting_t *s)
 {
-	static const char *const names[] = {"url",      "tls",           "ca_file",
-	                                    "username", "password_file", "connections"};
 	if (config_setting_type(s) != CONFIG_TYPE_LIST || config_setting_length(s) == 0)
 		return bad(x, s,
 		           "smtp.relays must be a list of groups: relays = ( { url = "
@@ -367,72 +402,27 @@ static int take_relays(struct ctx *x, const config_setting_t *s)
 		if (config_setting_type(g) != CONFIG_TYPE_GROUP)
 			return bad(x, g, "smtp.relays: each relay is a group { url = …; … }%s%s",
 			           "", "");
-		struct conf_relay r = {
-		    .tls = -1, .connections = 0, .line = config_setting_source_line(g)};
-		int rc = 0;
-		for (int j = 0; j < config_setting_length(g) && rc == 0; j++) {
-			const config_setting_t *m = config_setting_get_elem(g, (unsigned)j);
-			const char *name = config_setting_name(m);
-			size_t k = 0;
-			while (k < sizeof names / sizeof names[0] && strcmp(names[k], name) != 0)
-				k++;
-			if (k == sizeof names / sizeof names[0]) {
-				rc = bad(
-				    x, m,
-				    "unknown key 'smtp.relays.%s' (valid here: url, tls, ca_file, "
-				    "username, password_file, connections)%s",
-				    name, "");
-			} else if (k == 5) {
-				int v = config_setting_type(m) == CONFIG_TYPE_INT
-				            ? config_setting_get_int(m)
-				            : -1;
-				if (v < 1 || v > 256)
-					rc = bad(
-					    x, m,
-					    "smtp.relays.connections must be an integer between 1 "
-					    "and 256%s%s",
-					    "", "");
-				r.connections = v;
-			} else if (config_setting_type(m) != CONFIG_TYPE_STRING) {
-				rc = bad(x, m, "smtp.relays.%s must be a string in double quotes%s",
-				         name, "");
-			} else {
-				const char *v = config_setting_get_string(m);
-				if (k == 0)
-					r.url = xstrdup(v);
-				else if (k == 1 && !parse_tls(v, &r.tls))
-					rc =
-					    bad(x, m,
-					        "smtp.relays.tls must be \"auto\", \"required\" or "
-					        "\"off\"%s%s",
-					        "", "");
-				else if (k == 2)
-					r.ca_file = resolve(x->dir, v);
-				else if (k == 3)
-					r.username = xstrdup(v);
-				else if (k == 4)
-					r.password_file = resolve(x->dir, v);
-			}
-		}
-		if (rc == 0 && (r.url == NULL || r.url[0] == '\0'))
-			rc = bad(x, g, "smtp.relays: this relay has no url%s%s", "", "");
 		c->smtp.relays =
 		    xreallocarray(c->smtp.relays, c->smtp.nrelays + 1, sizeof *c->smtp.relays);
-		c->smtp.relays[c->smtp.nrelays++] = r; /* conf_free frees it either way */
-		if (rc < 0)
-			return rc;
+		struct conf_relay *r = &c->smtp.relays[c->smtp.nrelays++]; /* conf_free frees it */
+		/* tls -1 and connections 0: the smtp group's */
+		*r = (struct conf_relay){.tls = -1, .line = config_setting_source_line(g)};
+		if (take_members(x, g, relay_keys, NKEYS(relay_keys), r) < 0)
+			return -1;
+		if (r->url == NULL || r->url[0] == '\0')
+			return bad(x, g, "smtp.relays: this relay has no url%s%s", "", "");
 	}
 	return 0;
 }
 
-static int take(struct ctx *x, const struct key *k, const config_setting_t *s)
+static int take(struct ctx *x, const struct key *k, const config_setting_t *s, void *base)
 {
 	int t = config_setting_type(s);
 	char full[128];
 	snprintf(full, sizeof full, "%s%s%s", k->group ? k->group : "", k->group ? "." : "",
 	         k->name);
 
-	char *field = (char *)x->c + k->off;
+	char *field = (char *)base + k->off;
 	long long v = 0;
 	switch (k->type) {
 	case K_STR:
@@ -518,7 +508,7 @@ static int walk(struct ctx *x, const config_setting_t *grp, const char *gname)
 				k = &keys[j];
 		}
 		if (k) {
-			r = take(x, k, s);
+			r = take(x, k, s, x->c);
 			continue;
 		}
 		bool is_group = false;
