@@ -231,6 +231,20 @@ int fs_sync_dir(const char *dir, struct err *err)
 	return r;
 }
 
+int fs_sync_rename(int fd, const char *tmp, const char *path, struct err *err)
+{
+	if (fsync(fd) < 0) {
+		err_sys(err, "%s", tmp);
+		close(fd);
+		return -1;
+	}
+	if (close(fd) < 0)
+		return err_sys(err, "%s", tmp);
+	if (rename(tmp, path) < 0)
+		return err_sys(err, "%s", path);
+	return 0;
+}
+
 int fs_write_atomic(const char *path, const void *data, size_t len, mode_t mode, struct err *err)
 {
 	const char *slash = strrchr(path, '/');
@@ -258,20 +272,10 @@ int fs_write_atomic(const char *path, const void *data, size_t len, mode_t mode,
 	}
 	if (fs_write_all(fd, tmp, data, len, err) < 0)
 		goto out;
-	if (fsync(fd) < 0) {
-		err_sys(err, "%s", tmp);
-		goto out;
-	}
-	int c = close(fd);
+	int c = fs_sync_rename(fd, tmp, path, err);
 	fd = -1;
-	if (c < 0) {
-		err_sys(err, "%s", tmp);
+	if (c < 0)
 		goto out;
-	}
-	if (rename(tmp, path) < 0) {
-		err_sys(err, "%s", path);
-		goto out;
-	}
 	made = false;
 	r = fs_sync_dir(dir, err);
 out:

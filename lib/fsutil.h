@@ -80,6 +80,14 @@ int fs_write_atomic(const char *path, const void *data, size_t len, mode_t mode,
  * writes and EINTR; ERR_IO on failure (ENOSPC, EIO …). */
 int fs_write_all(int fd, const char *name, const void *data, size_t len, struct err *err);
 
+/*
+ * The end of every write into a temporary file: fsync(fd), close(fd)
+ * (closed whatever fails), rename(tmp, path), each step checked and named
+ * in err. The caller still fsyncs path's directory; on failure it removes
+ * tmp.
+ */
+int fs_sync_rename(int fd, const char *tmp, const char *path, struct err *err);
+
 /* fsyncs the directory dir (after a rename into it). */
 int fs_sync_dir(const char *dir, struct err *err);
 

@@ -78,20 +78,10 @@ static int md_deliver(const struct maildir *m, const char *from, const char *rcp
 	if (fs_write_all(fd, tmp, head, strlen(head), err) < 0 ||
 	    write_lf(fd, tmp, data, len, err) < 0)
 		goto out;
-	if (fsync(fd) < 0) {
-		err_sys(err, "%s", tmp);
-		goto out;
-	}
-	int c = close(fd);
+	int c = fs_sync_rename(fd, tmp, dst, err);
 	fd = -1;
-	if (c < 0) {
-		err_sys(err, "%s", tmp);
+	if (c < 0)
 		goto out;
-	}
-	if (rename(tmp, dst) < 0) {
-		err_sys(err, "%s", dst);
-		goto out;
-	}
 	if (fs_sync_dir(newdir, err) < 0) {
 		/* not known to be on disk: take it back, it is sent again */
 		if (unlink(dst) == 0)
