@@ -7,7 +7,9 @@
  * results.
  *
  *   loop.c      the event loop, signals, timers, systemd notification
- *   issues.c    the issue directory: scanning, settling, publishing
+ *   watch.c     the issue directory: scanning, inotify, settling
+ *   publish.c   a settled or due issue: saved, its pages, its deliveries,
+ *               the index and the feeds
  *   schedule.c  the timer of scheduled issues (send_at)
  *   dispatch.c  ledger → messages → senders → ledger; rate limit; progress
  *   sender.c    the sender threads and their queues
@@ -49,6 +51,9 @@ struct daemon {
 	int64_t stop_deadline_ms;
 	int exit_code;
 	int64_t store_trouble_since; /* ms; 0: the store takes writes */
+	/* publish.c: index.html and the feeds could not be written; tried
+	 * again at listing_retry_ms (0: nothing to retry) */
+	int64_t listing_retry_ms, listing_backoff_ms;
 	struct senders *senders;
 	struct dispatch *dispatch;
 	struct watch *watch;
@@ -78,24 +83,50 @@ int64_t daemon_store_retry(struct daemon *d);
 int loop_run(struct daemon *d);
 int daemon_reload(struct daemon *d);
 
-/* ---- issues.c ------------------------------------------------------------ */
+/* ---- watch.c ------------------------------------------------------------- */
 int watch_start(struct daemon *d, struct watch **out);
 void watch_free(struct watch *w);
 int watch_fd(struct watch *w);         /* inotify fd, -1 in --once mode */
 void watch_on_event(struct daemon *d); /* inotify readable */
 void watch_rescan(struct daemon *d);   /* full scan (start, IN_Q_OVERFLOW) */
-/* Processes every issue whose settle time has passed; returns the earliest
- * deadline of one still settling (ms, monotonic), or 0. With --once, a file
- * that has not settled within issue_settle_seconds of the start is left for
- * the next run. */
+/* Processes every issue whose settle time has passed, and a listing that
+ * is due to be tried again; returns the earliest deadline of one still
+ * settling or waiting (ms, monotonic), or 0. With --once, a file that has
+ * not settled within issue_settle_seconds of the start is left for the
+ * next run. */
 int64_t watch_settle(struct daemon *d);
+/* The file at path changed and is waiting to settle (it is processed then). */
+bool watch_settling(struct watch *w, const char *path);
+/* Issues whose publishing failed are tried again now (SIGHUP). */
+void watch_retry_now(struct daemon *d);
+
+/* ---- publish.c ----------------------------------------------------------- */
+enum publish_result {
+	PUBLISH_DONE = 0,   /* published, previewed, or refused for its content (recorded) */
+	PUBLISH_LATER = -1, /* its pages could not be written, or the store could not tell
+	                     * whether its lists exist: tried again (publish_backoff) */
+	PUBLISH_STORE = -2, /* the store could not take it now (busy, full) */
+};
+/*
+ * Processes one settled issue: load (path is the file as recorded and
+ * reported; load what issue_load reads, the folder of a folder issue so
+ * that its images are published), save, write its pages, queue its
+ * deliveries once its pages are written and it is due, rewrite the
+ * listing. An error of the file itself is recorded and waits for the file
+ * to change.
+ */
+enum publish_result issue_publish(struct daemon *d, const char *load, const char *path);
+/* issue_publish for the file at path (a folder issue's issue.md is loaded
+ * as its folder), then the schedule re-armed: what schedule.c calls. */
+void issue_process(struct daemon *d, const char *path);
 /* Rewrites index.html, feed.xml and atom.xml from the store (a failure is
  * shown in status and tried again by watch_settle). */
 int publish_listing(struct daemon *d);
-/* Parses, saves, renders and (when it is due) queues the issue at path. */
-void issue_process(struct daemon *d, const char *path);
-/* The file at path changed and is waiting to settle (it is processed then). */
-bool watch_settling(struct watch *w, const char *path);
+/* Runs publish_listing when a failed one is due again; returns when the
+ * next try is due (ms, monotonic), 0 when none is waiting. */
+int64_t publish_listing_retry(struct daemon *d);
+/* When publishing that failed is tried again: 5 s, doubling to 5 min. */
+int64_t publish_backoff(int64_t *ms);
 
 /* ---- schedule.c ---------------------------------------------------------- */
 int schedule_start(struct schedule **out);
@@ -107,8 +138,6 @@ void schedule_refresh(struct daemon *d);
 void schedule_run(struct daemon *d);
 /* Issues that failed at their time are tried again on the next run. */
 void schedule_retry_now(struct schedule *s);
-/* Issues whose publishing failed are tried again now (SIGHUP). */
-void watch_retry_now(struct daemon *d);
 
 /* ---- sender.c ------------------------------------------------------------ */
 struct sjob {

@@ -1,7 +1,7 @@
 /*
  * Scheduled issues (the front matter's send_at, docs/design.md "Scheduled
  * issues"). Until its time an issue is only rendered for its editors
- * (issues.c); the store remembers the schedule, so a restart changes
+ * (publish.c); the store remembers the schedule, so a restart changes
  * nothing. The daemon keeps one timer for the earliest send_at: a
  * CLOCK_REALTIME timerfd armed at that absolute wall-clock time, which
  * fires at the right moment whatever happens to the clock meanwhile
