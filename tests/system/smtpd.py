@@ -117,6 +117,34 @@ class Handler:
         return f"250 2.0.0 Ok: queued as Q{n}"
 
 
+class _Controller(Controller):
+    """Remembers the socket of every connection, so that stop() can close
+    them as a relay that stops does: aiosmtpd's own stop() only stops its
+    loop, which leaves the open connections hanging until garbage collection
+    and a client waiting for an answer that never comes."""
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.sockets = set()
+
+    def factory(self):
+        ctl = self
+
+        class Tracked(SMTP):
+            def connection_made(self, transport):
+                sock = transport.get_extra_info("socket")
+                if sock is not None:
+                    ctl.sockets.add(sock)
+                self._tracked = sock
+                super().connection_made(transport)
+
+            def connection_lost(self, exc):
+                ctl.sockets.discard(getattr(self, "_tracked", None))
+                super().connection_lost(exc)
+
+        return Tracked(self.handler, **self.SMTP_kwargs)
+
+
 class Server:
     def __init__(self, tmp, tls=True, auth=True, require_tls=False, port=None, password=PASSWORD,
                  smtputf8=False):
@@ -146,7 +174,7 @@ class Server:
                       enable_SMTPUTF8=smtputf8)
         if not auth:
             kwargs.pop("authenticator")
-        self.controller = Controller(Handler(self), hostname="127.0.0.1", port=self.port,
+        self.controller = _Controller(Handler(self), hostname="127.0.0.1", port=self.port,
                                      ready_timeout=10, server_kwargs=kwargs)
 
 
@@ -164,7 +192,14 @@ class Server:
         return self
 
     def stop(self):
+        """Stop as a relay's process does: the open connections closed too."""
         self.controller.stop()
+        for sock in self.controller.sockets:
+            try:
+                sock.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass  # closed already
+        self.controller.sockets.clear()
 
     def to(self, rcpt):
         return [m for m in self.received if rcpt in m.rcpts]
