@@ -163,7 +163,13 @@ int cmd_bounce(struct cli *c, int argc, char **argv)
 	struct err e;
 	err_clear(&e);
 	struct token_key key;
-	bool have_key = token_key_load(&key, c->conf.state_dir, &e) == 0;
+	bool have_key = token_key_load(&key, c->conf.state_dir, false, &e) == 0;
+	if (!have_key && e.kind == ERR_NOTFOUND) {
+		/* No daemon has made the secret yet, so no address of ours carries a
+		 * token it signed: a throw-away key verifies none, as it should. */
+		token_key_random(&key);
+		have_key = true;
+	}
 	if (!have_key && !dry) {
 		/* without the key nothing can be verified: let the MTA retry later */
 		fprintf(stderr, "matrixctl: bounce: %s\n", e.msg);

@@ -151,9 +151,7 @@ int cmd_render(struct cli *c, int argc, char **argv)
 	/* A preview must not create the daemon's secret: sign with a throw-away
 	 * key unless the real one is there to read. */
 	struct token_key key;
-	char secret[4096];
-	snprintf(secret, sizeof secret, "%s/%s", c->conf.state_dir, TOKEN_SECRET_FILE);
-	if (access(secret, R_OK) != 0 || token_key_load(&key, c->conf.state_dir, &e) < 0)
+	if (token_key_load(&key, c->conf.state_dir, false, &e) < 0)
 		token_key_random(&key);
 
 	struct render_list list = preview_list;

@@ -325,7 +325,7 @@ static int daemon_start(struct daemon *d, int *lock_fd)
 		return d->once ? 75 : 1; /* cron's --once: try again next time */
 	if (fs_mkdirs(d->conf.public_dir, 0755, &e) < 0 ||
 	    store_open(&d->store, d->conf.state_dir, &e) < 0 ||
-	    token_key_load(&d->key, d->conf.state_dir, &e) < 0 ||
+	    token_key_load(&d->key, d->conf.state_dir, true, &e) < 0 ||
 	    read_passwords(&d->conf, &d->passwords, &d->npasswords, &e) < 0) {
 		log_err("%s", e.msg);
 		return 1;

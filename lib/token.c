@@ -28,11 +28,15 @@ static const char *purpose_word(enum token_purpose p)
 	return "?";
 }
 
-int token_key_load(struct token_key *k, const char *state_dir, struct err *err)
+int token_key_load(struct token_key *k, const char *state_dir, bool create, struct err *err)
 {
 	char path[4096], hex[65];
 	snprintf(path, sizeof path, "%s/%s", state_dir, TOKEN_SECRET_FILE);
 	int fd = open(path, O_RDONLY | O_CLOEXEC | O_NOFOLLOW);
+	if (fd < 0 && errno == ENOENT && !create)
+		return err_set(err, ERR_NOTFOUND,
+		               "%s does not exist yet: matrixd makes it when it first starts",
+		               path);
 	if (fd < 0 && errno == ENOENT) {
 		unsigned char raw[32];
 		if (gnutls_rnd(GNUTLS_RND_KEY, raw, sizeof raw) < 0)

@@ -29,10 +29,12 @@ struct token_key {
 };
 
 /*
- * Loads state_dir/secret, creating it (0600) when absent. Refuses a secret
- * file readable by group or others.
+ * Loads state_dir/secret. When it is absent, create (the daemon, at its
+ * start) makes it (0600, owned by whoever runs this); otherwise (matrixctl)
+ * that is an error: a secret made by an admin's command could be one the
+ * daemon's user cannot read. Refuses a secret readable by group or others.
  */
-int token_key_load(struct token_key *k, const char *state_dir, struct err *err);
+int token_key_load(struct token_key *k, const char *state_dir, bool create, struct err *err);
 
 /* A throw-away random key (previews: links that look real but verify nowhere). */
 void token_key_random(struct token_key *k);

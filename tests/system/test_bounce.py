@@ -408,3 +408,20 @@ def test_dry_run_needs_no_secret(env):
     finally:
         for q in parents:
             os.chmod(q, modes[q])
+
+
+def test_bounce_never_makes_the_secret(env):
+    """The secret is the daemon's: a bounce piped in before the daemon ever ran
+    (or by an admin as root) must not create it, or the daemon's user could
+    find one it cannot read. Without it no token verifies; the report is
+    still read."""
+    env.ctl("subscribe", "gone@example.org", check=0)
+    publish(env)
+    dsn = dsn_for(delivered(env)[0], "gone@example.org")
+    secret = env.tmp / "state" / "secret"
+    secret.unlink()
+    p = env.ctl("bounce", input=dsn)
+    assert p.returncode == 0, p.stderr
+    assert not secret.exists()
+    secret.mkdir()  # unreadable for another reason: the MTA retries later
+    assert env.ctl("bounce", input=dsn).returncode == 75
