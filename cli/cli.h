@@ -45,6 +45,10 @@ int cli_issue_for_mail(struct cli *c, const char *path, struct issue **is, struc
  * a failure is only a warning, the mail stays queued. */
 void cli_wake_daemon(struct cli *c);
 
+/* What status and the listings say while subscriber records wait for the
+ * admin after the address-key change (migration 3), or NULL: free it. */
+char *cli_conflicts_note(struct cli *c);
+
 /* Prints "matrixctl: MSG" on stderr; returns 2 for ERR_USAGE, else 1. */
 int cli_fail(const struct err *e);
 int cli_failf(const char *fmt, ...) __attribute__((format(printf, 1, 2)));

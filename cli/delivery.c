@@ -156,7 +156,8 @@ static void warn_add(struct status *st, char *msg)
  * An issue due, its pages written, without deliveries (their enqueue
  * failed: the store busy or state_dir full; the daemon retries) and a
  * state_dir nearly full
- * are shown here, since neither can be written into the store when the
+ * are shown here (with the subscriber records that wait for the admin's
+ * decision after the address-key change), since neither can be written into the store when the
  * disk is what is full.
  */
 static void status_warnings(struct cli *c, struct status *st)
@@ -168,6 +169,9 @@ static void status_warnings(struct cli *c, struct status *st)
 			                       "queued yet; matrixd retries (see its log: is "
 			                       "state_dir full?)",
 			                       st->is[i].number));
+	char *conflicts = cli_conflicts_note(c);
+	if (conflicts)
+		warn_add(st, conflicts);
 	struct statvfs v;
 	st->free_bytes = -1;
 	if (statvfs(c->conf.state_dir, &v) != 0)

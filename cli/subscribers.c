@@ -282,18 +282,27 @@ static int print_conflicts(struct cli *c)
 	return EXIT_OK;
 }
 
-/* After a listing: a word on stderr when records wait for a decision. */
-static void note_conflicts(struct cli *c)
+char *cli_conflicts_note(struct cli *c)
 {
 	size_t n = 0;
 	struct subs_conflict *v = subs_conflicts(c->store, &n, NULL);
-	if (v && n)
-		fprintf(stderr,
-		        "matrixctl: note: %zu subscriber record(s) share a mailbox with another "
-		        "or no longer have a valid address since the address-key change; see "
-		        "matrixctl subscribers --conflicts\n",
-		        n);
+	char *note = v && n ? xasprintf("%zu subscriber record(s) share a mailbox with another "
+	                                "or no longer have a valid address since the "
+	                                "address-key change; see matrixctl subscribers "
+	                                "--conflicts",
+	                                n)
+	                    : NULL;
 	subs_conflicts_free(v, n);
+	return note;
+}
+
+/* After a listing: a word on stderr when records wait for a decision. */
+static void note_conflicts(struct cli *c)
+{
+	char *note = cli_conflicts_note(c);
+	if (note)
+		fprintf(stderr, "matrixctl: note: %s\n", note);
+	free(note);
 }
 
 int cmd_subscribers(struct cli *c, int argc, char **argv)

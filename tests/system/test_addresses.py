@@ -193,6 +193,9 @@ def test_migration_rekeys_and_reports_conflicts(env):
     assert kept["memberships"][0]["status"] == "unsubscribed"
     assert "subscribers --conflicts" in env.ctl("subscribers").stderr
     assert "kept apart" in env.ctl("subscribers", "--conflicts").stdout
+    # status, where an admin looks first, says so too
+    assert any("subscribers --conflicts" in w for w in env.ctl_json("status")["warnings"])
+    assert "subscribers --conflicts" in env.ctl("status").stdout
 
     # the admin drops the holder: the oldest record kept apart takes the key
     env.ctl("forget", "--id", holder, check=0)
@@ -204,6 +207,7 @@ def test_migration_rekeys_and_reports_conflicts(env):
     env.ctl("forget", "--id", ids[3], check=0)
     assert env.ctl_json("subscribers", "--conflicts") == []
     assert env.ctl("subscribers").stderr == ""
+    assert env.ctl_json("status")["warnings"] == []
     p = env.ctl("forget", "--id", "99999")
     assert p.returncode == 1 and "no subscriber has id 99999" in p.stderr
 
