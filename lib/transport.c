@@ -3,6 +3,7 @@
 #include <stdio.h>
 #include <string.h>
 
+#include "addr.h"
 #include "transport.h"
 #include "utf8.h"
 
@@ -153,4 +154,18 @@ void transport_classify(const struct smtp_txn *t, struct send_result *res)
 	 * went out the relay may have it, and the attempt counts (a possible
 	 * duplicate, bounded by max_attempts); before that it is the relay's. */
 	res->relay_level = !t->body_sent;
+}
+
+int transport_envelope(const char *from, const char *rcpt, char *from_key, char *rcpt_key,
+                       struct send_result *res)
+{
+	struct err e;
+	if (addr_check(rcpt, strlen(rcpt), rcpt_key, &e) < 0) {
+		res->outcome = SEND_PERM;
+		snprintf(res->reply, sizeof res->reply, "not sent: %s", e.msg);
+		return -1;
+	}
+	if (addr_check(from, strlen(from), from_key, NULL) < 0)
+		snprintf(from_key, ADDR_MAX + 1, "%s", from);
+	return 0;
 }

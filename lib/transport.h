@@ -104,6 +104,16 @@ void transport_parse_reply(const char *line, struct send_result *res);
  */
 bool transport_keep_reply(char *last, size_t cap, const char *line, size_t n);
 
+/*
+ * The envelope as it goes on the wire (both transports): each address in its
+ * key form (addr_check: NFC, the domain's A-label) into from_key and
+ * rcpt_key (ADDR_MAX + 1 bytes each). A recipient that has no such form
+ * fills res as a permanent failure and returns -1; a sender that has none
+ * (checked with the configuration already) goes as it is.
+ */
+int transport_envelope(const char *from, const char *rcpt, char *from_key, char *rcpt_key,
+                       struct send_result *res);
+
 /* Where an SMTP transaction ended: after the last command the client sent. */
 enum smtp_stage {
 	SMTP_STAGE_SESSION, /* greeting, EHLO, STARTTLS, AUTH */

@@ -2,7 +2,8 @@
  * The Maildir transport (maildir:/path): every message becomes a file in
  * PATH/new, written to PATH/tmp first and renamed, the Maildir way, so a
  * reader never sees half a message. The demo (make run) uses it: no mail
- * server needed. The envelope goes into Return-Path and Delivered-To
+ * server needed. The envelope, in its wire form (transport_envelope), goes
+ * into Return-Path and Delivered-To
  * headers, as a local delivery agent would write them; line ends are LF,
  * as in every local mailbox file.
  */
@@ -16,6 +17,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "addr.h"
 #include "fsutil.h"
 #include "transport.h"
 #include "xmalloc.h"
@@ -106,10 +108,12 @@ static int md_send(struct transport *t, const char *from, const char *rcpt, cons
                    size_t len, struct send_result *res)
 {
 	struct maildir *m = (struct maildir *)t;
-	char name[160];
+	char name[160], from_key[ADDR_MAX + 1], rcpt_key[ADDR_MAX + 1];
+	if (transport_envelope(from, rcpt, from_key, rcpt_key, res) < 0)
+		return -1;
 	struct err e;
 	err_clear(&e);
-	if (md_deliver(m, from, rcpt, data, len, name, sizeof name, &e) < 0) {
+	if (md_deliver(m, from_key, rcpt_key, data, len, name, sizeof name, &e) < 0) {
 		/* A full disk, an I/O error or a permission problem is the
 		 * operator's to fix, not this message's: pause, count nothing,
 		 * retry. */

@@ -134,14 +134,8 @@ static int smtp_send(struct transport *t, const char *from, const char *rcpt, co
 {
 	struct smtp *s = (struct smtp *)t;
 	char from_key[ADDR_MAX + 1], rcpt_key[ADDR_MAX + 1];
-	struct err e;
-	if (addr_check(rcpt, strlen(rcpt), rcpt_key, &e) < 0) {
-		res->outcome = SEND_PERM;
-		snprintf(res->reply, sizeof res->reply, "not sent: %s", e.msg);
+	if (transport_envelope(from, rcpt, from_key, rcpt_key, res) < 0)
 		return -1;
-	}
-	if (addr_check(from, strlen(from), from_key, NULL) < 0)
-		snprintf(from_key, sizeof from_key, "%s", from); /* checked with the config */
 	s->need_utf8 = !addr_is_ascii(from_key, strlen(from_key)) ||
 	               !addr_is_ascii(rcpt_key, strlen(rcpt_key));
 	s->no_utf8 = false;

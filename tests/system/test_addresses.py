@@ -145,6 +145,24 @@ def test_idn_domain_and_utf8_local_part_on_the_wire(tmp_path, relay):
     assert env.ctl_json("show", "u@bücher.de")["deliveries"]["sent"] == n
 
 
+def test_maildir_envelope_is_the_wire_form(env):
+    """The Maildir transport shows what a reader's server would record: the
+    envelope's A-label in Delivered-To, as RCPT TO has it, not the spelling
+    the admin typed."""
+    import email
+    import email.policy
+    env.ctl("subscribe", "u@BÜCHER.de", check=0)
+    shutil.copy(SEED, env.tmp / "issues" / SEED.name)
+    p = env.matrixd("--once")
+    assert p.returncode == 0, p.stderr
+    files = list((env.tmp / "maildir" / "new").iterdir())
+    assert len(files) == 15
+    for f in files:
+        m = email.message_from_bytes(f.read_bytes(), policy=email.policy.strict)
+        assert m["Delivered-To"] == "u@xn--bcher-kva.de"
+        assert m["To"] == "u@xn--bcher-kva.de"
+
+
 # ---- the key migration --------------------------------------------------------
 
 
