@@ -3,9 +3,8 @@
  * PATH/new, written to PATH/tmp first and renamed, the Maildir way, so a
  * reader never sees half a message. The demo (make run) uses it: no mail
  * server needed. The envelope, in its wire form (transport_envelope), goes
- * into Return-Path and Delivered-To
- * headers, as a local delivery agent would write them; line ends are LF,
- * as in every local mailbox file.
+ * into Return-Path and Delivered-To headers, as a local delivery agent
+ * would write them; line ends are LF, as in every local mailbox file.
  */
 #include <errno.h>
 #include <fcntl.h>
