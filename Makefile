@@ -4,7 +4,8 @@
 #   make run        install missing packages, build, run the demo on examples/
 #   make check      install missing packages, unit tests (plain and ASan+UBSan),
 #                   system tests (pytest)
-#   make lint       banned functions, the include rule of docs/design.md,
+#   make lint       banned functions, the include rule of docs/design.md (no
+#                   SQL outside lib/), the documents comments cite,
 #                   clang-format, cppcheck when present
 #   make torture    the kill -9 campaign with TORTURE_TRIALS kills (default 50)
 #                   per transport; make check runs it with 10

@@ -1,5 +1,5 @@
 /*
- * Configuration loading on libconfig 1.5 (LIBNOTES.md §4): it accepts
+ * Configuration loading on libconfig 1.5 (docs/libraries.md, libconfig): it accepts
  * unknown keys silently and gives no defaults, so we walk every setting
  * against a table of known keys, check type and range ourselves, and copy
  * every string out before config_destroy().

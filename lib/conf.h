@@ -1,5 +1,5 @@
 /*
- * matrixd.conf (libconfig syntax, SPEC.md "Configuration"): defaults, type
+ * matrixd.conf (libconfig syntax, docs/matrixd.conf.5): defaults, type
  * and range checks, unknown keys rejected, every error "FILE:LINE: …".
  * Relative paths in the file are taken relative to the file's directory, so
  * a configuration and its directories can travel together (examples/).

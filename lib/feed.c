@@ -178,7 +178,7 @@ static int attr(struct feed_writer *fw, const char *name, const char *value)
 /*
  * Text is written as escaped character data (xmlTextWriterWriteString),
  * never CDATA: "]]>" in a CDATA section ends it and breaks the document
- * (LIBNOTES.md §3). Indentation never lands inside text: the writer indents
+ * (docs/libraries.md, libxml2). Indentation never lands inside text: the writer indents
  * only before tags that follow a tag.
  */
 static int text(struct feed_writer *fw, const char *s)

@@ -4,7 +4,7 @@
  * before it reaches the writer (invalid UTF-8 becomes U+FFFD; C0/C1 controls,
  * DEL, U+FFFE and U+FFFF are dropped), because libxml2 passes characters XML
  * 1.0 forbids straight through and one of them makes feed readers drop the
- * whole feed (LIBNOTES.md §3). Single-line fields (titles, names, section,
+ * whole feed (docs/libraries.md, libxml2). Single-line fields (titles, names, section,
  * URLs) additionally have every run of whitespace collapsed into one space and
  * are trimmed. HTML goes out as escaped text, never CDATA, so "]]>" in an
  * article cannot break the document.
@@ -20,7 +20,7 @@
  *        author (only when the entry's author is not ""), category term,
  *        summary type="text", content type="html". The feed id is site_url.
  *
- * The functions use libxml2 and so belong to the main thread (STYLE.md).
+ * The functions use libxml2 and so belong to the main thread (docs/libraries.md, libxml2).
  */
 #ifndef MATRIX_FEED_H
 #define MATRIX_FEED_H

@@ -1960,7 +1960,7 @@ struct json_object *issue_to_json(const struct issue *is)
 	}
 	json_object_object_add(o, "articles", arr);
 	json_object_object_add(o, "colophon", json_object_new_string(is->colophon));
-	/* Not in SPEC.md's shape: only when there is one, so nothing is hidden. */
+	/* Not in matrixctl(8)'s shape: only when there is one, so nothing is hidden. */
 	if (is->preface && is->preface[0])
 		json_object_object_add(o, "preface", json_object_new_string(is->preface));
 	return o;

@@ -1,6 +1,6 @@
 /*
- * An issue file and the articles in it (SPEC.md "The issue directory and
- * issue format"). issue_parse() checks the bytes (UTF-8, no NUL, size),
+ * An issue file and the articles in it (docs/issue-format.md).
+ * issue_parse() checks the bytes (UTF-8, no NUL, size),
  * reads the front matter, and finds the articles in one of three ways:
  * headings, the printed magazine's table of contents, or a single article.
  * Each article is then rendered (md.h) to HTML, plain text and a summary.
@@ -105,7 +105,7 @@ void issue_format_time(time_t t, char *out, size_t n);
 /* The front matter's lists as "a,b" ("" = every list); allocated. */
 char *issue_lists_csv(const struct issue *is);
 
-/* SPEC.md's `matrixctl --json inspect` object. Caller owns the reference. */
+/* The `matrixctl --json inspect` object (docs/matrixctl.8). Caller owns the reference. */
 struct json_object *issue_to_json(const struct issue *is);
 
 /*

@@ -8,7 +8,7 @@
  * are cmark custom blocks whose on_enter string names them ("mx-caption"),
  * so both renderers know them. The HTML comes from cmark; the plain text
  * from our own walk, because cmark's plaintext renderer drops link targets
- * and images (LIBNOTES.md §6).
+ * and images (docs/libraries.md, cmark-gfm).
  */
 #include <ctype.h>
 #include <stdarg.h>

@@ -80,9 +80,9 @@ int render_feeds(const struct conf *c, const struct render_feed_item *items, siz
 
 /*
  * What a message carries for one recipient beyond its body, all signed with
- * k: the one-click unsubscribe URL and mailto address (SPEC.md
- * List-Unsubscribe), the confirmation URL (when confirm), the VERP envelope
- * sender (smtp.return_path with {token} naming the delivery) and the
+ * k: the one-click unsubscribe URL and mailto address (RFC 8058,
+ * docs/deliverability.md), the confirmation URL (when confirm), the VERP
+ * envelope sender (smtp.return_path with {token} naming the delivery) and the
  * Message-ID's local part (naming the delivery too). Allocated;
  * render_links_free.
  */

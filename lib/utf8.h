@@ -1,7 +1,7 @@
 /*
  * UTF-8 at the boundaries: strict validation, decoding, display width for
  * terminal tables, cleaning of strings bound for XML or mail headers, and the
- * RFC 2047 encoder libetpan lacks (LIBNOTES.md §1.3).
+ * RFC 2047 encoder libetpan lacks (docs/libraries.md, libetpan).
  */
 #ifndef MATRIX_UTF8_H
 #define MATRIX_UTF8_H

@@ -4,7 +4,8 @@
 #   - every lib/ module sits in one layer; a file includes headers of its own
 #     layer and of lower ones only;
 #   - daemon/ and cli/ include any lib/ header and never each other's;
-#   - no SQL outside lib/: daemon/ and cli/ call no sqlite3_ function.
+#   - no SQL outside lib/: daemon/ and cli/ call no sqlite3_ function and
+#     hold no statement text.
 # A new lib/ module needs a line below (and its place in docs/design.md).
 set -u
 cd "$(dirname "$0")/.."
@@ -59,5 +60,9 @@ END { exit bad }
 ' || rc=1
 if grep -n 'sqlite3_' daemon/*.c daemon/*.h cli/*.c cli/*.h 2>/dev/null; then
 	echo "layers: SQLite above: statements live in lib/ (docs/design.md)"; rc=1
+fi
+sql='\b(SELECT|INSERT (OR [A-Z]+ )?INTO|UPDATE [A-Za-z_]+ SET|DELETE FROM|CREATE (TABLE|INDEX|TRIGGER)|ALTER TABLE|DROP (TABLE|INDEX)|PRAGMA|BEGIN( IMMEDIATE)?;|COMMIT;|ROLLBACK)\b'
+if grep -nE "$sql" daemon/*.c daemon/*.h cli/*.c cli/*.h 2>/dev/null; then
+	echo "layers: SQL above: statements live in lib/, behind a function (docs/design.md)"; rc=1
 fi
 exit ${rc:-0}

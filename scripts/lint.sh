@@ -1,14 +1,16 @@
 #!/bin/sh
-# make lint: banned functions, the include rule (scripts/layers.sh), formatting
+# make lint: banned functions, the include rule and no SQL outside lib/
+# (scripts/layers.sh), what comments cite (scripts/citations.sh), formatting
 # drift, cppcheck.
 set -u
 cd "$(dirname "$0")/.."
 rc=0
 banned='\b(strcpy|strcat|sprintf|vsprintf|strtok|atoi|atol|sscanf|gets|strncpy|system|popen)[[:space:]]*\('
 if grep -nE "$banned" lib/*.c lib/*.h daemon/*.c cli/*.c cli/*.h 2>/dev/null | grep -vE '(snprintf|vsnprintf|strtok_r)'; then
-	echo "lint: banned functions above (STYLE.md)"; rc=1
+	echo "lint: banned functions above (docs/design.md, Conventions)"; rc=1
 fi
 sh scripts/layers.sh || rc=1
+sh scripts/citations.sh || rc=1
 if command -v clang-format >/dev/null; then
 	n=0
 	for f in lib/*.[ch] daemon/*.[ch] cli/*.[ch]; do

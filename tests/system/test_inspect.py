@@ -1,5 +1,5 @@
 """matrixctl inspect on the seed issue and on bad input, through the real
-binary: the JSON of SPEC.md, the readable outline, and errors that name the
+binary: the JSON of docs/matrixctl.8, the readable outline, and errors that name the
 file and line with nothing on stdout."""
 import json
 import subprocess

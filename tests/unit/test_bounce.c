@@ -1,7 +1,7 @@
 /*
  * Tests for lib/bounce.c: the realistic samples in tests/data/bounces/ (one
  * per format an MTA writes back to us), hostile shapes, the helpers, the
- * JSON shape of SPEC.md, and agreement with Sisimai over the 632 real
+ * JSON shape of docs/matrixctl.8 (bounce), and agreement with Sisimai over the 632 real
  * messages in tests/data/bounces-real/ (reference.json, made once by
  * make-reference.pl; the test does not need Sisimai).
  */

@@ -503,7 +503,7 @@ static void test_json(void **state)
 	struct json_object *a0 = json_object_array_get_idx(arts, 0);
 	for (size_t i = 0; i < sizeof keys / sizeof keys[0]; i++)
 		assert_true(json_object_object_get_ex(a0, keys[i], &v));
-	/* no preface in the seed: exactly SPEC.md's keys */
+	/* no preface in the seed: exactly the keys of docs/matrixctl.8 */
 	assert_false(json_object_object_get_ex(o, "preface", &v));
 	json_object_put(o);
 	issue_free(is);
