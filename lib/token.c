@@ -24,8 +24,21 @@ static const char *purpose_word(enum token_purpose p)
 		return "confirm";
 	case TOKEN_VERP:
 		return "verp";
+	case TOKEN_PREFS:
+		return "prefs";
 	}
 	return "?";
+}
+
+/* The purposes whose token names one id, and how many hex digits of MAC. */
+static bool one_id(enum token_purpose p)
+{
+	return p == TOKEN_VERP || p == TOKEN_PREFS;
+}
+
+static size_t mac_digits(enum token_purpose p)
+{
+	return p == TOKEN_VERP ? 16 : 32;
 }
 
 int token_key_load(struct token_key *k, const char *state_dir, bool create, struct err *err)
@@ -115,13 +128,11 @@ static void mac_hex(const struct token_key *k, enum token_purpose p, const char 
 void token_make(const struct token_key *k, enum token_purpose p, int64_t a, int64_t b, char *out)
 {
 	char ids[64], mac[65];
-	if (p == TOKEN_VERP) {
+	if (one_id(p))
 		snprintf(ids, sizeof ids, "%" PRId64, a);
-		mac_hex(k, p, ids, 16, mac);
-	} else {
+	else
 		snprintf(ids, sizeof ids, "%" PRId64 "-%" PRId64, a, b);
-		mac_hex(k, p, ids, 32, mac);
-	}
+	mac_hex(k, p, ids, mac_digits(p), mac);
 	snprintf(out, TOKEN_MAX, "%s-%s", ids, mac);
 }
 
@@ -149,13 +160,13 @@ bool token_check(const struct token_key *k, enum token_purpose p, const char *to
 	int64_t x = 0, y = 0;
 	if (!parse_id(&s, end, &x) || s >= end || *s++ != '-')
 		return false;
-	if (p != TOKEN_VERP && (!parse_id(&s, end, &y) || s >= end || *s++ != '-'))
+	if (!one_id(p) && (!parse_id(&s, end, &y) || s >= end || *s++ != '-'))
 		return false;
-	size_t nhex = p == TOKEN_VERP ? 16 : 32;
+	size_t nhex = mac_digits(p);
 	if ((size_t)(end - s) != nhex)
 		return false;
 	char ids[64], want[65], got[65];
-	if (p == TOKEN_VERP)
+	if (one_id(p))
 		snprintf(ids, sizeof ids, "%" PRId64, x);
 	else
 		snprintf(ids, sizeof ids, "%" PRId64 "-%" PRId64, x, y);

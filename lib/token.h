@@ -5,8 +5,10 @@
  *
  *   unsubscribe / confirm:  SUB-LIST-MAC     MAC = 32 hex digits (128 bits)
  *   VERP return path:       DELIVERY-MAC     MAC = 16 hex digits (64 bits)
+ *   preference page:        SUB-MAC          MAC = 32 hex digits (128 bits)
  *
- * The MAC covers a purpose word as well ("unsubscribe", "confirm", "verp"),
+ * The MAC covers a purpose word as well ("unsubscribe", "confirm", "verp",
+ * "prefs"),
  * so a token made for one purpose never works for another. Lowercase hex
  * and decimal survive MTAs that fold the case of local parts.
  */
@@ -22,7 +24,7 @@
 #define TOKEN_SECRET_FILE "secret"
 #define TOKEN_MAX         96 /* room for any token plus NUL */
 
-enum token_purpose { TOKEN_UNSUBSCRIBE, TOKEN_CONFIRM, TOKEN_VERP };
+enum token_purpose { TOKEN_UNSUBSCRIBE, TOKEN_CONFIRM, TOKEN_VERP, TOKEN_PREFS };
 
 struct token_key {
 	unsigned char secret[32];
@@ -40,11 +42,13 @@ int token_key_load(struct token_key *k, const char *state_dir, bool create, stru
 void token_key_random(struct token_key *k);
 
 /* Writes the token for (a, b) into out (TOKEN_MAX bytes). For TOKEN_VERP
- * only a (the delivery id) is used. */
+ * only a (the delivery id) is used, for TOKEN_PREFS only a (the
+ * subscriber id: one preference page per reader, whatever the list). */
 void token_make(const struct token_key *k, enum token_purpose p, int64_t a, int64_t b, char *out);
 
 /* Checks tok (len bytes, need not be NUL-terminated) and returns the ids it
- * names. False for anything malformed, truncated or signed by another key. */
+ * names (*b = 0 for the one-id purposes). False for anything malformed,
+ * truncated, made for another purpose or signed by another key. */
 bool token_check(const struct token_key *k, enum token_purpose p, const char *tok, size_t len,
                  int64_t *a, int64_t *b);
 

@@ -21,8 +21,15 @@
 
 #include "token.h"
 
-static const enum token_purpose PURPOSES[] = {TOKEN_UNSUBSCRIBE, TOKEN_CONFIRM, TOKEN_VERP};
+static const enum token_purpose PURPOSES[] = {TOKEN_UNSUBSCRIBE, TOKEN_CONFIRM, TOKEN_VERP,
+                                              TOKEN_PREFS};
 #define NPURPOSES (sizeof PURPOSES / sizeof PURPOSES[0])
+
+/* The purposes whose token names one id only (token.h). */
+static bool one_id(enum token_purpose p)
+{
+	return p == TOKEN_VERP || p == TOKEN_PREFS;
+}
 
 static struct token_key key_of(unsigned char fill)
 {
@@ -51,7 +58,7 @@ static void test_round_trip_gives_back_the_ids(void **state)
 				int64_t a = -1, b = -1;
 				assert_true(check(&k, PURPOSES[p], tok, &a, &b));
 				assert_true(a == ids[i]);
-				if (PURPOSES[p] != TOKEN_VERP)
+				if (!one_id(PURPOSES[p]))
 					assert_true(b == ids[j]);
 				/* lowercase hex and decimal only: an MTA that folds
 				 * the case of a local part cannot change it */
@@ -59,7 +66,7 @@ static void test_round_trip_gives_back_the_ids(void **state)
 					assert_true((*c >= '0' && *c <= '9') ||
 					            (*c >= 'a' && *c <= 'f') || *c == '-');
 			}
-	/* the shapes of token.h: SUB-LIST-MAC128, DELIVERY-MAC64 */
+	/* the shapes of token.h: SUB-LIST-MAC128, DELIVERY-MAC64, SUB-MAC128 */
 	char tok[TOKEN_MAX];
 	token_make(&k, TOKEN_UNSUBSCRIBE, 12, 3, tok);
 	assert_int_equal(strlen(tok), strlen("12-3-") + 32);
@@ -69,6 +76,15 @@ static void test_round_trip_gives_back_the_ids(void **state)
 	char other[TOKEN_MAX];
 	token_make(&k, TOKEN_VERP, 77, 5, other);
 	assert_string_equal(tok, other);
+	/* a preference token names a subscriber only, with a 128-bit MAC: one
+	 * link per reader, the same in every mail whatever the list */
+	token_make(&k, TOKEN_PREFS, 77, 0, tok);
+	assert_int_equal(strlen(tok), strlen("77-") + 32);
+	token_make(&k, TOKEN_PREFS, 77, 5, other);
+	assert_string_equal(tok, other);
+	int64_t only = -1, untouched = -1;
+	assert_true(check(&k, TOKEN_PREFS, tok, &only, &untouched));
+	assert_true(only == 77);
 	/* b may be NULL when the caller wants only the first id */
 	int64_t a = 0;
 	token_make(&k, TOKEN_CONFIRM, 4, 2, tok);
@@ -133,11 +149,30 @@ static void test_ids_are_never_confused(void **state)
 		assert_false(check(&k, TOKEN_CONFIRM, alt, &a, &b));
 		assert_true(a == -1 && b == -1);
 	}
+	/* A preference token is no unsubscribe or confirm token of some list
+	 * (its one id is not "SUB-LIST"), and a VERP token of the same number
+	 * is no preference token: lengths and purposes differ. */
+	char p77[TOKEN_MAX], v77[TOKEN_MAX], u77[TOKEN_MAX];
+	token_make(&k, TOKEN_PREFS, 77, 0, p77);
+	token_make(&k, TOKEN_VERP, 77, 0, v77);
+	token_make(&k, TOKEN_UNSUBSCRIBE, 77, 0, u77);
+	assert_false(check(&k, TOKEN_UNSUBSCRIBE, p77, &a, &b));
+	assert_false(check(&k, TOKEN_PREFS, u77, &a, &b));
+	assert_false(check(&k, TOKEN_PREFS, v77, &a, &b));
+	/* the first 16 digits of a preference MAC make no VERP token either */
+	char cut[TOKEN_MAX];
+	snprintf(cut, sizeof cut, "%.19s", p77);
+	assert_false(check(&k, TOKEN_VERP, cut, &a, &b));
+	snprintf(alt, sizeof alt, "77-0-%s", p77 + 3);
+	assert_false(check(&k, TOKEN_PREFS, alt, &a, &b));
+	assert_false(check(&k, TOKEN_UNSUBSCRIBE, alt, &a, &b));
 	/* an id beyond int64 never wraps around to a small one */
 	snprintf(alt, sizeof alt, "9223372036854775808-1-%s", mac);
 	assert_false(check(&k, TOKEN_CONFIRM, alt, &a, &b));
 	snprintf(alt, sizeof alt, "18446744073709551623-%.16s", mac); /* 2^64 + 7 */
 	assert_false(check(&k, TOKEN_VERP, alt, &a, &b));
+	snprintf(alt, sizeof alt, "18446744073709551623-%.32s", p77 + 3);
+	assert_false(check(&k, TOKEN_PREFS, alt, &a, &b));
 }
 
 /* Every proper prefix, every extension by one character and every
