@@ -127,6 +127,13 @@ smtpd_banner = $myhostname ESMTP
         (self.etc / "aliases").write_text(text)
         subprocess.run(["postalias", "-c", str(self.etc), str(self.etc / "aliases")],
                        check=True, capture_output=True)
+        # A running smtpd notices a rebuilt table by its mtime, in whole
+        # seconds: one rebuilt in the second it was opened would go unseen
+        # (and an alias just added be refused), so the rebuilt one is dated
+        # apart from any earlier.
+        db = self.etc / "aliases.db"
+        t = time.time() + 2
+        os.utime(db, (t, t))
 
     def postfix(self, *args):
         return subprocess.run([POSTFIX, "-c", str(self.etc), *args], capture_output=True,
