@@ -14,8 +14,9 @@
 
 static const char lists_usage[] = "lists";
 static const char create_usage[] =
-    "list-create NAME [--title T] [--description D] [--pace DURATION]";
-static const char set_usage[] = "list-set NAME [--title T] [--description D] [--pace DURATION]";
+    "list-create NAME [--title T] [--description D] [--pace DURATION] [--private]";
+static const char set_usage[] =
+    "list-set NAME [--title T] [--description D] [--pace DURATION] [--public|--private]";
 static const char delete_usage[] = "list-delete NAME [--force]";
 
 static void iso_time(char *out, size_t n, int64_t t)
@@ -54,6 +55,8 @@ int cmd_lists(struct cli *c, int argc, char **argv)
 			                       json_object_new_string(l[i].description));
 			json_object_object_add(o, "created_at", json_object_new_string(when));
 			json_object_object_add(o, "pace", json_object_new_int64(l[i].pace));
+			json_object_object_add(o, "private",
+			                       json_object_new_boolean(l[i].is_private));
 			for (int k = 0; k < SUBS_NSTATUS; k++) {
 				json_object_object_add(counts,
 				                       subs_status_name((enum subs_status)k),
@@ -66,8 +69,8 @@ int cmd_lists(struct cli *c, int argc, char **argv)
 		}
 		cli_json_print(arr);
 	} else {
-		struct table *t = table_new(7, "LIST", "TITLE", "CONFIRMED", "PENDING",
-		                            "UNSUBSCRIBED", "BOUNCED", "PACE");
+		struct table *t = table_new(8, "LIST", "TITLE", "CONFIRMED", "PENDING",
+		                            "UNSUBSCRIBED", "BOUNCED", "PACE", "WEB");
 		for (size_t i = 0; i < n; i++) {
 			char num[SUBS_NSTATUS][24];
 			for (int k = 0; k < SUBS_NSTATUS; k++)
@@ -75,7 +78,8 @@ int cmd_lists(struct cli *c, int argc, char **argv)
 			char pace[32];
 			subs_pace_format(l[i].pace, pace, sizeof pace);
 			table_row(t, l[i].name, l[i].title, num[SUBS_CONFIRMED], num[SUBS_PENDING],
-			          num[SUBS_UNSUBSCRIBED], num[SUBS_BOUNCED], pace);
+			          num[SUBS_UNSUBSCRIBED], num[SUBS_BOUNCED], pace,
+			          l[i].is_private ? "private" : "public");
 		}
 		table_print(t, stdout);
 	}
@@ -93,13 +97,13 @@ static int bad_pace(const char *v)
 int cmd_list_set(struct cli *c, int argc, char **argv)
 {
 	static const struct option opts[] = {
-	    {"title", required_argument, NULL, 't'},
-	    {"description", required_argument, NULL, 'd'},
-	    {"pace", required_argument, NULL, 'p'},
-	    {NULL, 0, NULL, 0},
+	    {"title", required_argument, NULL, 't'}, {"description", required_argument, NULL, 'd'},
+	    {"pace", required_argument, NULL, 'p'},  {"private", no_argument, NULL, 'P'},
+	    {"public", no_argument, NULL, 'W'},      {NULL, 0, NULL, 0},
 	};
 	const char *title = NULL, *desc = NULL;
 	int64_t pace = -1;
+	int priv = -1; /* keep */
 	struct err e;
 	int ch;
 	while ((ch = getopt_long(argc, argv, "", opts, NULL)) != -1) {
@@ -114,17 +118,33 @@ int cmd_list_set(struct cli *c, int argc, char **argv)
 			if (subs_pace_parse(optarg, &pace) < 0)
 				return bad_pace(optarg);
 			break;
+		case 'P':
+		case 'W':
+			if (priv == (ch == 'W'))
+				return cli_usage(set_usage); /* both */
+			priv = ch == 'P';
+			break;
 		default:
 			return cli_usage(set_usage);
 		}
 	}
-	if (optind + 1 != argc || (title == NULL && desc == NULL && pace < 0))
+	if (optind + 1 != argc || (title == NULL && desc == NULL && pace < 0 && priv < 0))
 		return cli_usage(set_usage);
 	const char *name = argv[optind];
 	if (cli_need_store(c) < 0)
 		return EXIT_ERR;
 	err_clear(&e);
-	if (subs_list_set(c->store, name, title, desc, pace, cli_actor(), &e) < 0)
+	/* one transaction: all of it or nothing */
+	if (store_begin(c->store, &e) < 0)
+		return cli_fail(&e);
+	if (((title || desc || pace >= 0) &&
+	     subs_list_set(c->store, name, title, desc, pace, cli_actor(), &e) < 0) ||
+	    (priv >= 0 &&
+	     subs_list_set_private(c->store, name, priv == 1, cli_actor(), NULL, &e) < 0)) {
+		store_rollback(c->store);
+		return cli_fail(&e);
+	}
+	if (store_commit(c->store, &e) < 0)
 		return cli_fail(&e);
 	char p[32];
 	if (pace >= 0)
@@ -138,11 +158,19 @@ int cmd_list_set(struct cli *c, int argc, char **argv)
 			json_object_object_add(o, "description", json_object_new_string(desc));
 		if (pace >= 0)
 			json_object_object_add(o, "pace", json_object_new_int64(pace));
+		if (priv >= 0)
+			json_object_object_add(o, "private", json_object_new_boolean(priv));
 		cli_json_print(o);
-	} else if (pace >= 0) {
-		printf("list %s changed; pace %s (for issues queued from now on)\n", name, p);
 	} else {
-		printf("list %s changed\n", name);
+		printf("list %s changed", name);
+		if (pace >= 0)
+			printf("; pace %s (for issues queued from now on)", p);
+		if (priv == 1)
+			printf("; private: the web form no longer offers it or takes subscriptions "
+			       "to it");
+		else if (priv == 0)
+			printf("; public: the web form offers it");
+		printf("\n");
 	}
 	return EXIT_OK;
 }
@@ -153,10 +181,12 @@ int cmd_list_create(struct cli *c, int argc, char **argv)
 	    {"title", required_argument, NULL, 't'},
 	    {"description", required_argument, NULL, 'd'},
 	    {"pace", required_argument, NULL, 'p'},
+	    {"private", no_argument, NULL, 'P'},
 	    {NULL, 0, NULL, 0},
 	};
 	const char *title = NULL, *desc = NULL;
 	int64_t pace = 0;
+	bool priv = false;
 	struct err e;
 	int ch;
 
@@ -172,6 +202,9 @@ int cmd_list_create(struct cli *c, int argc, char **argv)
 			if (subs_pace_parse(optarg, &pace) < 0)
 				return bad_pace(optarg);
 			break;
+		case 'P':
+			priv = true;
+			break;
 		default:
 			return cli_usage(create_usage);
 		}
@@ -182,8 +215,16 @@ int cmd_list_create(struct cli *c, int argc, char **argv)
 	if (cli_need_store(c) < 0)
 		return EXIT_ERR;
 	err_clear(&e);
+	/* one transaction: a list is never seen public before it is private */
+	if (store_begin(c->store, &e) < 0)
+		return cli_fail(&e);
 	if (subs_list_create(c->store, name, title, desc, cli_actor(), &e) < 0 ||
-	    (pace > 0 && subs_list_set(c->store, name, NULL, NULL, pace, cli_actor(), &e) < 0))
+	    (pace > 0 && subs_list_set(c->store, name, NULL, NULL, pace, cli_actor(), &e) < 0) ||
+	    (priv && subs_list_set_private(c->store, name, true, cli_actor(), NULL, &e) < 0)) {
+		store_rollback(c->store);
+		return cli_fail(&e);
+	}
+	if (store_commit(c->store, &e) < 0)
 		return cli_fail(&e);
 	if (c->json) {
 		struct json_object *o = json_object_new_object();
@@ -192,10 +233,12 @@ int cmd_list_create(struct cli *c, int argc, char **argv)
 		                       json_object_new_string(title && *title ? title : name));
 		json_object_object_add(o, "description", json_object_new_string(desc ? desc : ""));
 		json_object_object_add(o, "pace", json_object_new_int64(pace));
+		json_object_object_add(o, "private", json_object_new_boolean(priv));
 		json_object_object_add(o, "created", json_object_new_boolean(1));
 		cli_json_print(o);
 	} else {
-		printf("created list %s\n", name);
+		printf("created list %s%s\n", name,
+		       priv ? " (private: not offered on the web)" : "");
 	}
 	return EXIT_OK;
 }

@@ -109,7 +109,9 @@ static const char schema_v1[] =
     "  at INTEGER NOT NULL);"
     /*
      * The ledger. part: article index (1..n), 0 = the issue's digest.
-     * issue_id 0 marks a confirmation request, with part = the list id.
+     * issue_id 0 marks a confirmation request, with part = the list id;
+     * since version 7, -1 a welcome mail and -2 an "already subscribed"
+     * notice, part = the list id too (ledger.h).
      * The UNIQUE key makes enqueueing idempotent: re-publishing an issue
      * never creates a second row for the same (issue, part, subscriber).
      */
@@ -195,12 +197,22 @@ static const char schema_v5[] = "ALTER TABLE issues ADD COLUMN pages_hash TEXT N
 static const char schema_v6[] = "ALTER TABLE lists ADD COLUMN pace INTEGER NOT NULL DEFAULT 0;"
                                 "ALTER TABLE deliveries ADD COLUMN not_before INTEGER;";
 
+/*
+ * Version 7: readers on the web (SPEC.md). lists.private: the list is
+ * never offered by the subscribe form and refuses its subscriptions.
+ * subscribers.web_mail_at: when the form last made a mail go to this
+ * address (a confirmation, or "already subscribed"), for the limit of one
+ * an hour per address; NULL: never.
+ */
+static const char schema_v7[] = "ALTER TABLE lists ADD COLUMN private INTEGER NOT NULL DEFAULT 0;"
+                                "ALTER TABLE subscribers ADD COLUMN web_mail_at INTEGER;";
+
 /* Each step: SQL, then (when not NULL) a function in the same transaction. */
 static const struct migration {
 	const char *sql;
 	int (*fn)(struct store *s, struct err *err);
-} migrations[] = {{schema_v1, NULL}, {schema_v2, NULL}, {schema_v3, subs_rekey},
-                  {schema_v4, NULL}, {schema_v5, NULL}, {schema_v6, NULL}};
+} migrations[] = {{schema_v1, NULL}, {schema_v2, NULL}, {schema_v3, subs_rekey}, {schema_v4, NULL},
+                  {schema_v5, NULL}, {schema_v6, NULL}, {schema_v7, NULL}};
 #define NMIGRATIONS (int)(sizeof migrations / sizeof migrations[0])
 _Static_assert(NMIGRATIONS == STORE_SCHEMA_VERSION, "STORE_SCHEMA_VERSION is the last migration");
 

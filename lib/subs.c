@@ -325,6 +325,36 @@ fail:
 	return -1;
 }
 
+int subs_list_set_private(struct store *s, const char *name, bool is_private, const char *actor,
+                          bool *changed, struct err *err)
+{
+	static const char sql[] = "UPDATE lists SET private = ?2 WHERE id = ?1 AND private <> ?2";
+	if (changed)
+		*changed = false;
+	if (store_begin(s, err) < 0)
+		return -1;
+	int64_t id = subs_list_id(s, name, err);
+	sqlite3_stmt *st = id < 0 ? NULL : store_stmt(s, sql, err);
+	if (st == NULL)
+		goto fail;
+	sqlite3_bind_int64(st, 1, id);
+	sqlite3_bind_int(st, 2, is_private);
+	if (store_step_done(s, st, err, "changing a list") < 0)
+		goto fail;
+	bool did = sqlite3_changes(s->db) > 0;
+	if (did && subs_event_add(s, 0, id, is_private ? "list-private" : "list-public", "cli",
+	                          actor, name, err) < 0)
+		goto fail;
+	if (store_commit(s, err) < 0)
+		return -1;
+	if (changed)
+		*changed = did;
+	return 0;
+fail:
+	store_rollback(s);
+	return -1;
+}
+
 struct subs_list *subs_lists(struct store *s, size_t *n, struct err *err)
 {
 	static const char sql[] =
@@ -335,7 +365,7 @@ struct subs_list *subs_lists(struct store *s, size_t *n, struct err *err)
 	    " (SELECT count(*) FROM memberships m WHERE m.list_id = l.id"
 	    "   AND m.status = 'unsubscribed'),"
 	    " (SELECT count(*) FROM memberships m WHERE m.list_id = l.id AND m.status = 'bounced'),"
-	    " l.pace FROM lists l ORDER BY l.name";
+	    " l.pace, l.private FROM lists l ORDER BY l.name";
 	sqlite3_stmt *st = store_stmt(s, sql, err);
 	struct subs_list *v = NULL;
 	size_t len = 0, cap = 0;
@@ -357,10 +387,44 @@ struct subs_list *subs_lists(struct store *s, size_t *n, struct err *err)
 		for (int i = 0; i < SUBS_NSTATUS; i++)
 			l->count[i] = sqlite3_column_int64(st, 5 + i);
 		l->pace = sqlite3_column_int64(st, 5 + SUBS_NSTATUS);
+		l->is_private = sqlite3_column_int(st, 6 + SUBS_NSTATUS) != 0;
 	}
 	sqlite3_reset(st);
 	if (rc != SQLITE_DONE) {
 		store_fail(s, err, "listing lists");
+		subs_lists_free(v, len);
+		return NULL;
+	}
+	*n = len;
+	return v ? v : xcalloc(1, sizeof *v);
+}
+
+struct subs_list *subs_public_lists(struct store *s, size_t *n, struct err *err)
+{
+	static const char sql[] = "SELECT id, name, title, description, created_at, pace FROM lists"
+	                          " WHERE private = 0 ORDER BY name <> ?1, name";
+	sqlite3_stmt *st = store_stmt(s, sql, err);
+	struct subs_list *v = NULL;
+	size_t len = 0;
+	int rc;
+	*n = 0;
+	if (st == NULL)
+		return NULL;
+	sqlite3_bind_text(st, 1, SUBS_DEFAULT_LIST, -1, SQLITE_STATIC);
+	while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
+		v = xreallocarray(v, len + 1, sizeof *v);
+		struct subs_list *l = &v[len++];
+		memset(l, 0, sizeof *l);
+		l->id = sqlite3_column_int64(st, 0);
+		l->name = col_dup(st, 1);
+		l->title = col_dup(st, 2);
+		l->description = col_dup(st, 3);
+		l->created_at = sqlite3_column_int64(st, 4);
+		l->pace = sqlite3_column_int64(st, 5);
+	}
+	sqlite3_reset(st);
+	if (rc != SQLITE_DONE) {
+		store_fail(s, err, "listing the public lists");
 		subs_lists_free(v, len);
 		return NULL;
 	}

@@ -55,6 +55,7 @@ struct subs_list {
 	int64_t created_at;
 	int64_t count[SUBS_NSTATUS]; /* memberships by status */
 	int64_t pace;                /* seconds between an issue's article mails, 0 = none */
+	bool is_private;             /* never offered on the web, refuses web subscriptions */
 };
 
 /* Creates a list. ERR_INPUT for a bad name (listname.h) or title and for
@@ -88,6 +89,13 @@ void subs_pace_format(int64_t seconds, char *out, size_t n);
 int subs_list_set(struct store *s, const char *name, const char *title, const char *description,
                   int64_t pace, const char *actor, struct err *err);
 
+/* Makes a list private (never offered by the subscribe form, which
+ * refuses subscriptions to it: SPEC.md "Readers on the web") or public
+ * again. Existing memberships are not touched. ERR_NOTFOUND for no such
+ * list. *changed (if not NULL): whether it was the other way before. */
+int subs_list_set_private(struct store *s, const char *name, bool is_private, const char *actor,
+                          bool *changed, struct err *err);
+
 /* The list's id, or -1 with ERR_NOTFOUND ("no list 'x'; see matrixctl lists"). */
 int64_t subs_list_id(struct store *s, const char *name, struct err *err);
 
@@ -104,6 +112,9 @@ int subs_membership_status(struct store *s, int64_t subscriber_id, int64_t list_
  * subs_lists_free(). NULL with err on error (an empty result is non-NULL). */
 struct subs_list *subs_lists(struct store *s, size_t *n, struct err *err);
 void subs_lists_free(struct subs_list *l, size_t n);
+/* The public lists only, the default list first, then by name, without
+ * counts (cheap: what every subscribe form offers). Free as above. */
+struct subs_list *subs_public_lists(struct store *s, size_t *n, struct err *err);
 
 /* ---- subscribe / unsubscribe -------------------------------------------- */
 

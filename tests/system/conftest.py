@@ -112,6 +112,7 @@ LATER_SCHEMA = {
        "ALTER TABLE issues DROP COLUMN released_at;",
     5: "ALTER TABLE issues DROP COLUMN pages_hash;",
     6: "ALTER TABLE lists DROP COLUMN pace; ALTER TABLE deliveries DROP COLUMN not_before;",
+    7: "ALTER TABLE lists DROP COLUMN private; ALTER TABLE subscribers DROP COLUMN web_mail_at;",
 }
 
 

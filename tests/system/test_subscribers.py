@@ -33,8 +33,9 @@ def member(env, email, list_="matrix"):
 def test_lists_default_and_json(env):
     p = env.ctl("lists", check=0)
     assert p.stdout.split("\n")[0].split() == ["LIST", "TITLE", "CONFIRMED", "PENDING",
-                                               "UNSUBSCRIBED", "BOUNCED", "PACE"]
-    assert p.stdout.split("\n")[1].split() == ["matrix", "Matrix", "0", "0", "0", "0", "0"]
+                                               "UNSUBSCRIBED", "BOUNCED", "PACE", "WEB"]
+    assert p.stdout.split("\n")[1].split() == ["matrix", "Matrix", "0", "0", "0", "0", "0",
+                                               "public"]
     env.ctl("subscribe", "a@example.org", check=0)
     env.ctl("subscribe", "b@example.org", "--confirm", check=0)
     env.ctl("subscribe", "c@example.org", check=0)
@@ -47,6 +48,36 @@ def test_lists_default_and_json(env):
     assert j[0]["total"] == 3
     assert j[0]["created_at"].endswith("Z")
     env.ctl("lists", "extra", check=2)
+
+
+def test_private_lists(env):
+    """--private: never offered on the web (test_web_subscribe.py), said so
+    by lists; list-set switches it either way, in one go with the rest."""
+    p = env.ctl("list-create", "staff", "--private", check=0)
+    assert "created list staff" in p.stdout and "private" in p.stdout
+    assert env.ctl_json("list-create", "news")["private"] is False
+    j = {x["name"]: x for x in env.ctl_json("lists")}
+    assert (j["staff"]["private"], j["news"]["private"], j["matrix"]["private"]) == \
+        (True, False, False)
+    rows = {ln.split()[0]: ln.split()[-1] for ln in env.ctl("lists", check=0).stdout.splitlines()[1:]}
+    assert rows == {"matrix": "public", "news": "public", "staff": "private"}
+    assert env.ctl_json("list-set", "news", "--private", "--pace", "1h") == \
+        {"name": "news", "pace": 3600, "private": True}
+    p = env.ctl("list-set", "staff", "--public", check=0)
+    assert "public" in p.stdout
+    j = {x["name"]: x for x in env.ctl_json("lists")}
+    assert (j["staff"]["private"], j["news"]["private"], j["news"]["pace"]) == (False, True, 3600)
+    env.ctl("list-set", "staff", "--public", "--private", check=2)
+    env.ctl("list-set", "nosuch", "--private", check=1)
+    # a failing part changes nothing: the private flag is not set alone
+    env.ctl("list-set", "staff", "--private", "--title", "bad\ntitle", check=1)
+    assert {x["name"]: x for x in env.ctl_json("lists")}["staff"]["private"] is False
+    # the admin may still subscribe anyone to a private list
+    env.ctl("subscribe", "a@example.org", "--list", "news", check=0)
+    kinds = [r[0] for r in q(env, "SELECT kind FROM events WHERE subscriber_id IS NULL"
+                                 " ORDER BY id")]
+    assert kinds == ["list-create", "list-private", "list-create", "list-set", "list-private",
+                     "list-public"]
 
 
 def test_list_create_and_delete(env):
@@ -69,7 +100,7 @@ def test_list_create_and_delete(env):
     env.ctl("list-create", "x", "--colour", "red", check=2)
     j = env.ctl_json("list-create", "plain")
     assert j == {"name": "plain", "title": "plain", "description": "", "pace": 0,
-                 "created": True}
+                 "private": False, "created": True}
 
     env.ctl("subscribe", "a@example.org", "--list", "matrix-en", check=0)
     env.ctl("subscribe", "b@example.org", "--list", "matrix-en", "--confirm", check=0)

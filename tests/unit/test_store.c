@@ -169,6 +169,36 @@ static void test_schema_1_is_brought_forward(void **state)
 	                 0);
 }
 
+/* Version 7: every list stays public, no address has had a mail from the
+ * web form yet; both columns take values. */
+static void test_schema_6_gains_the_web_columns(void **state)
+{
+	struct fx *f = *state;
+	struct err e;
+	err_clear(&e);
+	assert_int_equal(store_open_version(&f->s, f->dir, 6, &e), 0);
+	assert_int_equal(store_exec(f->s,
+	                            "INSERT INTO lists(name, created_at) VALUES ('extra', 1);"
+	                            "INSERT INTO subscribers(email, email_key, created_at,"
+	                            " updated_at) VALUES ('a@example.org', 'a@example.org', 1, 1);",
+	                            &e),
+	                 0);
+	store_close(f->s);
+	f->s = NULL;
+	open_ok(f);
+	assert_int_equal(q_int(f->s, "PRAGMA user_version"), STORE_SCHEMA_VERSION);
+	assert_int_equal(q_int(f->s, "SELECT count(*) FROM lists WHERE private = 0"), 2);
+	assert_int_equal(q_int(f->s, "SELECT count(*) FROM subscribers WHERE web_mail_at IS NULL"),
+	                 1);
+	assert_int_equal(store_exec(f->s,
+	                            "UPDATE lists SET private = 1 WHERE name = 'extra';"
+	                            "UPDATE subscribers SET web_mail_at = 5;",
+	                            &e),
+	                 0);
+	assert_int_equal(q_int(f->s, "SELECT sum(private) FROM lists"), 1);
+	assert_int_equal(q_int(f->s, "SELECT web_mail_at FROM subscribers"), 5);
+}
+
 static void test_failed_migration_changes_nothing(void **state)
 {
 	struct fx *f = *state;
@@ -312,6 +342,7 @@ int main(void)
 	                                    teardown),
 	    cmocka_unit_test_setup_teardown(test_fresh_store_is_current, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_schema_1_is_brought_forward, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_schema_6_gains_the_web_columns, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_failed_migration_changes_nothing, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_newer_schema_is_refused, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_begin_immediate_when_busy, setup, teardown),

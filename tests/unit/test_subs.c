@@ -152,7 +152,33 @@ static void test_lists(void **state)
 	assert_string_equal(l[1].name, "matrix-en");
 	assert_string_equal(l[1].title, "Matrix (English)");
 	assert_string_equal(l[1].description, "quarterly");
+	assert_false(l[0].is_private || l[1].is_private);
 	subs_lists_free(l, n);
+
+	/* a private list: listed as such, left out of the public lists */
+	assert_int_equal(subs_list_create(f->s, "aaa", NULL, NULL, "t", &e), 0);
+	bool changed = false;
+	assert_int_equal(subs_list_set_private(f->s, "matrix-en", true, "t", &changed, &e), 0);
+	assert_true(changed);
+	assert_int_equal(subs_list_set_private(f->s, "matrix-en", true, "t", &changed, &e), 0);
+	assert_false(changed); /* nothing to do, no event */
+	assert_int_equal(subs_list_set_private(f->s, "nosuch", true, "t", &changed, &e), -1);
+	assert_int_equal(e.kind, ERR_NOTFOUND);
+	l = subs_lists(f->s, &n, &e);
+	assert_int_equal(n, 3);
+	assert_true(l[2].is_private && !l[0].is_private && !l[1].is_private);
+	subs_lists_free(l, n);
+	l = subs_public_lists(f->s, &n, &e);
+	assert_int_equal(n, 2); /* the default list first */
+	assert_string_equal(l[0].name, "matrix");
+	assert_string_equal(l[1].name, "aaa");
+	subs_lists_free(l, n);
+	assert_int_equal(subs_list_set_private(f->s, "matrix-en", false, "t", &changed, &e), 0);
+	assert_true(changed);
+	l = subs_public_lists(f->s, &n, &e);
+	assert_int_equal(n, 3);
+	subs_lists_free(l, n);
+	assert_int_equal(subs_list_delete(f->s, "aaa", false, "t", &removed, &e), 0);
 
 	/* the default list stays; a list with members needs force */
 	assert_int_equal(subs_list_delete(f->s, "matrix", true, "t", &removed, &e), -1);
@@ -171,7 +197,7 @@ static void test_lists(void **state)
 	assert_int_equal(subs_list_delete(f->s, "matrix-en", true, "t", &removed, &e), -1);
 	assert_int_equal(e.kind, ERR_NOTFOUND);
 	assert_q(f->s, "SELECT group_concat(kind) FROM events WHERE subscriber_id IS NULL",
-	         "list-create,list-delete");
+	         "list-create,list-create,list-private,list-public,list-delete,list-delete");
 }
 
 /* ---- subscribe ---------------------------------------------------------- */
@@ -893,14 +919,17 @@ static void test_one_transition(void **state)
 		free(a);
 		free(b);
 	}
-	assert_q(f->s, "SELECT status || '|' || bounce_score FROM memberships WHERE subscriber_id = 2",
+	assert_q(f->s,
+	         "SELECT status || '|' || bounce_score FROM memberships WHERE subscriber_id = 2",
 	         "confirmed|0");
 	assert_q(f->s, "SELECT updated_at FROM subscribers WHERE id = 2", "1700000900");
-	assert_q(f->s, "SELECT kind || '|' || detail FROM events WHERE subscriber_id = 2"
-	               " ORDER BY id DESC LIMIT 1",
+	assert_q(f->s,
+	         "SELECT kind || '|' || detail FROM events WHERE subscriber_id = 2"
+	         " ORDER BY id DESC LIMIT 1",
 	         "resubscribe|bounced -> confirmed");
-	assert_q(f->s, "SELECT consent_via || '|' || consent_by FROM memberships"
-	               " WHERE subscriber_id = 1",
+	assert_q(f->s,
+	         "SELECT consent_via || '|' || consent_by FROM memberships"
+	         " WHERE subscriber_id = 1",
 	         "cli|cli:tester");
 	char *by = q_text(f->s, "SELECT consent_via || '|' || consent_by FROM memberships"
 	                        " WHERE subscriber_id = 2");
