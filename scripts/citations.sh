@@ -48,61 +48,41 @@ cites() {
 		}
 		return 0
 	}
-	FNR == 1 { L = lang(FILENAME); incomment = 0; intriple = 0 }
+	# per language: a block comment OPEN … CLOSE, a LINE comment, quoted strings
+	FNR == 1 {
+		L = lang(FILENAME); incomment = 0; OPEN = ""; CLOSE = ""; LINE = "#"; STR = 1
+		if (L == "c") { OPEN = "/*"; CLOSE = "*/"; LINE = "//" }
+		if (L == "py") { OPEN = "\"\"\""; CLOSE = OPEN }
+		if (L == "mustache") { OPEN = "{{!"; CLOSE = "}}"; LINE = ""; STR = 0 }
+	}
 	{
 		line = $0; text = ""; n = length(line); i = 1; q = ""
 		if (L == "doc") {
 			text = line
 			if (FILENAME ~ /\.[58]$/) gsub(/\\-/, "-", text)
-		} else if (L == "mustache") {
-			while (i <= n) {
-				if (incomment) {
-					e = index(substr(line, i), "}}")
-					if (e == 0) { text = text substr(line, i); break }
-					text = text substr(line, i, e - 1); i += e + 1; incomment = 0
-				} else {
-					s = index(substr(line, i), "{{!")
-					if (s == 0) break
-					i += s + 2; incomment = 1
-				}
-			}
-		} else if (L == "c") {
-			while (i <= n) {
-				c = substr(line, i, 1)
-				if (incomment) {
-					e = index(substr(line, i), "*/")
-					if (e == 0) { text = text substr(line, i); break }
-					text = text substr(line, i, e - 1); i += e + 1; incomment = 0
-				} else if (q != "") {
-					if (c == "\\") i++
-					else if (c == q) q = ""
-					i++
-				} else if (c == "\"" || c == "'\''") { q = c; i++ }
-				else if (substr(line, i, 2) == "/*") { incomment = 1; i += 2 }
-				else if (substr(line, i, 2) == "//") { text = text substr(line, i + 2); break }
-				else i++
-			}
 		} else {
 			while (i <= n) {
 				c = substr(line, i, 1)
-				if (intriple) {
-					e = index(substr(line, i), "\"\"\"")
+				if (incomment) {
+					e = index(substr(line, i), CLOSE)
 					if (e == 0) { text = text substr(line, i); break }
-					text = text substr(line, i, e - 1); i += e + 2; intriple = 0
+					text = text substr(line, i, e - 1); i += e - 1 + length(CLOSE); incomment = 0
 				} else if (q != "") {
 					if (c == "\\") i++
 					else if (c == q) q = ""
 					i++
-				} else if (L == "py" && substr(line, i, 3) == "\"\"\"") { intriple = 1; i += 3 }
-				else if (c == "\"" || c == "'\''") { q = c; i++ }
-				else if (c == "#" && (i == 1 || substr(line, i - 1, 1) ~ /[ \t]/)) {
-					text = text substr(line, i + 1); break
+				} else if (OPEN != "" && substr(line, i, length(OPEN)) == OPEN) {
+					incomment = 1; i += length(OPEN)
+				} else if (STR && (c == "\"" || c == "'\''")) { q = c; i++ }
+				else if (LINE != "" && substr(line, i, length(LINE)) == LINE &&
+				         (LINE != "#" || i == 1 || substr(line, i - 1, 1) ~ /[ \t]/)) {
+					text = text substr(line, i + length(LINE)); break
 				} else i++
 			}
 		}
 		if (text == "") next
 		where = FILENAME ":" FNR
-		if (text ~ /(\.\.\/|\/work\/)shared([^A-Za-z0-9_-]|$)|(^|[^A-Za-z0-9_.-])shared\/[A-Z]/)
+		if (text ~ /\.\.\/shared([^A-Za-z0-9_-]|$)|(^|[^A-Za-z0-9_.-])shared\/[A-Z]/)
 			print where "\tshared/"
 		rest = text
 		while (match(rest, /[A-Za-z0-9_.~\/*{},-]*[A-Za-z0-9_*}-]\.(md|txt|c|h|py|sh|pl|mustache|json|html|csv|eml|ini|5|8)([^A-Za-z0-9_]|$)/)) {
