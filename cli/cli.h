@@ -35,11 +35,13 @@ int cli_want_conf(struct cli *c);
 /* Opens (and migrates) the store once; prints the error and returns -1. */
 int cli_need_store(struct cli *c);
 
-/* Loads the configuration, the templates and the issue at path, for the
- * commands that make mail of it; prints the error and returns -1. */
+/* For the commands that make mail of an issue for one address: checks the
+ * address to, then loads the configuration, the templates and the issue at
+ * path (*is and *t are NULL on failure); prints the error and returns -1. */
 struct issue;
 struct tmpl;
-int cli_issue_for_mail(struct cli *c, const char *path, struct issue **is, struct tmpl **t);
+int cli_issue_for_mail(struct cli *c, const char *path, const char *to, struct issue **is,
+                       struct tmpl **t);
 
 /* After a commit that queued mail: wakes the running daemon (ledger_wake);
  * a failure is only a warning, the mail stays queued. */

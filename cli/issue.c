@@ -93,12 +93,17 @@ int cmd_inspect(struct cli *c, int argc, char **argv)
 	return EXIT_OK;
 }
 
-int cli_issue_for_mail(struct cli *c, const char *path, struct issue **is, struct tmpl **t)
+int cli_issue_for_mail(struct cli *c, const char *path, const char *to, struct issue **is,
+                       struct tmpl **t)
 {
 	struct err e;
 	err_clear(&e);
 	*is = NULL;
 	*t = NULL;
+	if (addr_check(to, strlen(to), NULL, &e) < 0) {
+		cli_fail(&e);
+		return -1;
+	}
 	if (cli_need_conf(c) < 0)
 		return -1;
 	struct issue_opts o = issue_opts_of(&c->conf);
@@ -139,15 +144,13 @@ int cmd_render(struct cli *c, int argc, char **argv)
 	}
 	if (out == NULL || optind + 1 != argc)
 		return cli_usage(usage);
+	struct issue *is;
+	struct tmpl *t;
+	if (cli_issue_for_mail(c, argv[optind], to, &is, &t) < 0)
+		return EXIT_ERR;
 	struct err e;
 	err_clear(&e);
-	if (addr_check(to, strlen(to), NULL, &e) < 0)
-		return cli_fail(&e);
-	struct issue *is = NULL;
-	struct tmpl *t = NULL;
 	int rc = EXIT_ERR;
-	if (cli_issue_for_mail(c, argv[optind], &is, &t) < 0)
-		return EXIT_ERR;
 	/* A preview must not create the daemon's secret: sign with a throw-away
 	 * key unless the real one is there to read. */
 	struct token_key key;
