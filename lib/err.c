@@ -31,20 +31,29 @@ int err_set(struct err *e, enum err_kind kind, const char *fmt, ...)
 	return -1;
 }
 
+/* "HEAD message TAIL" into e, the message formatted from fmt. */
+static void compose(struct err *e, enum err_kind kind, const char *head, const char *fmt,
+                    va_list ap, const char *tail)
+{
+	char tmp[sizeof e->msg];
+	vsnprintf(tmp, sizeof tmp, fmt, ap);
+	e->kind = kind;
+	snprintf(e->msg, sizeof e->msg, "%s%s%s", head, tmp, tail);
+}
+
 int err_at(struct err *e, enum err_kind kind, const char *file, int line, const char *fmt, ...)
 {
 	if (e == NULL)
 		return -1;
-	char tmp[sizeof e->msg];
+	char head[sizeof e->msg];
+	if (line > 0)
+		snprintf(head, sizeof head, "%s:%d: ", file, line);
+	else
+		snprintf(head, sizeof head, "%s: ", file);
 	va_list ap;
 	va_start(ap, fmt);
-	vsnprintf(tmp, sizeof tmp, fmt, ap);
+	compose(e, kind, head, fmt, ap, "");
 	va_end(ap);
-	e->kind = kind;
-	if (line > 0)
-		snprintf(e->msg, sizeof e->msg, "%s:%d: %s", file, line, tmp);
-	else
-		snprintf(e->msg, sizeof e->msg, "%s: %s", file, tmp);
 	return -1;
 }
 
@@ -53,13 +62,12 @@ int err_sys(struct err *e, const char *fmt, ...)
 	int saved = errno;
 	if (e == NULL)
 		return -1;
-	char tmp[sizeof e->msg];
+	char tail[256];
+	snprintf(tail, sizeof tail, ": %s", strerror(saved));
 	va_list ap;
 	va_start(ap, fmt);
-	vsnprintf(tmp, sizeof tmp, fmt, ap);
+	compose(e, ERR_IO, "", fmt, ap, tail);
 	va_end(ap);
-	e->kind = ERR_IO;
-	snprintf(e->msg, sizeof e->msg, "%s: %s", tmp, strerror(saved));
 	errno = saved;
 	return -1;
 }
@@ -68,12 +76,11 @@ int err_prefix(struct err *e, const char *fmt, ...)
 {
 	if (e == NULL)
 		return -1;
-	char pre[256], old[sizeof e->msg];
+	char tail[sizeof e->msg + 2];
+	snprintf(tail, sizeof tail, ": %s", e->msg);
 	va_list ap;
 	va_start(ap, fmt);
-	vsnprintf(pre, sizeof pre, fmt, ap);
+	compose(e, e->kind, "", fmt, ap, tail);
 	va_end(ap);
-	memcpy(old, e->msg, sizeof old);
-	snprintf(e->msg, sizeof e->msg, "%s: %s", pre, old);
 	return -1;
 }
