@@ -96,6 +96,18 @@ static void add_words(struct layout *l, const char *s)
 	}
 }
 
+/* Where an element of role r starts or ends: a blank line around a
+ * paragraph (pre too), a line break around a line, a space between cells. */
+static void edge(struct layout *l, enum role r)
+{
+	if (r == R_PARA || r == R_PRE)
+		new_line(l, 2);
+	else if (r == R_LINE)
+		new_line(l, 1);
+	else if (r == R_CELL)
+		l->space = true;
+}
+
 /* Returns whether to descend into n's children. */
 static bool enter(struct layout *l, const xmlNode *n)
 {
@@ -104,7 +116,8 @@ static bool enter(struct layout *l, const xmlNode *n)
 			add_words(l, (const char *)n->content);
 		return false;
 	}
-	switch (role_of(n)) {
+	enum role r = role_of(n);
+	switch (r) {
 	case R_SKIP:
 		return false;
 	case R_BREAK:
@@ -114,20 +127,9 @@ static bool enter(struct layout *l, const xmlNode *n)
 		if (trailing_newlines(&l->text) < 2)
 			buf_addc(&l->text, '\n');
 		return false;
-	case R_PRE:
-		new_line(l, 2);
-		l->pre++;
-		break;
-	case R_PARA:
-		new_line(l, 2);
-		break;
-	case R_LINE:
-		new_line(l, 1);
-		break;
-	case R_CELL:
-		l->space = true;
-		break;
-	case R_INLINE:
+	default:
+		l->pre += r == R_PRE;
+		edge(l, r);
 		break;
 	}
 	return n->type == XML_ELEMENT_NODE || n->type == XML_DOCUMENT_NODE ||
@@ -136,23 +138,10 @@ static bool enter(struct layout *l, const xmlNode *n)
 
 static void leave(struct layout *l, const xmlNode *n)
 {
-	switch (role_of(n)) {
-	case R_PRE:
+	enum role r = role_of(n);
+	if (r == R_PRE)
 		l->pre--;
-		new_line(l, 2);
-		break;
-	case R_PARA:
-		new_line(l, 2);
-		break;
-	case R_LINE:
-		new_line(l, 1);
-		break;
-	case R_CELL:
-		l->space = true;
-		break;
-	default:
-		break;
-	}
+	edge(l, r);
 }
 
 int html_text(struct buf *out, const char *html, size_t len)
