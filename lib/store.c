@@ -198,7 +198,7 @@ static const char schema_v6[] = "ALTER TABLE lists ADD COLUMN pace INTEGER NOT N
                                 "ALTER TABLE deliveries ADD COLUMN not_before INTEGER;";
 
 /*
- * Version 7: readers on the web (SPEC.md). lists.private: the list is
+ * Version 7: readers on the web (matrixctl(8), list-set). lists.private: the list is
  * never offered by the subscribe form and refuses its subscriptions.
  * subscribers.web_mail_at: when the form last made a mail go to this
  * address (a confirmation, or "already subscribed"), for the limit of one

@@ -90,7 +90,7 @@ int subs_list_set(struct store *s, const char *name, const char *title, const ch
                   int64_t pace, const char *actor, struct err *err);
 
 /* Makes a list private (never offered by the subscribe form, which
- * refuses subscriptions to it: SPEC.md "Readers on the web") or public
+ * refuses subscriptions to it: matrixctl(8), list-set) or public
  * again. Existing memberships are not touched. ERR_NOTFOUND for no such
  * list. *changed (if not NULL): whether it was the other way before. */
 int subs_list_set_private(struct store *s, const char *name, bool is_private, const char *actor,
