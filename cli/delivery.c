@@ -518,6 +518,7 @@ int cmd_send_test(struct cli *c, int argc, char **argv)
 		                     .name = "",
 		                     .message_id = id,
 		                     .unsub_url = l.unsub_url,
+		                     .prefs_url = l.prefs_url,
 		                     .date = time(NULL)};
 		struct send_result res = {0};
 		const char *outcome, *reply;

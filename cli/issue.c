@@ -176,6 +176,7 @@ int cmd_render(struct cli *c, int argc, char **argv)
 		                     .message_id = id,
 		                     .unsub_url = l.unsub_url,
 		                     .unsub_mailto = l.unsub_mailto,
+		                     .prefs_url = l.prefs_url,
 		                     .date = time(NULL)};
 		int ok = render_mail(&c->conf, t, is, date, (int)i, &list, &prep, &e) == 0 &&
 		         msg_build(&prep, &r, &m, &e) == 0;

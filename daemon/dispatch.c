@@ -249,6 +249,7 @@ static struct sjob *build(struct daemon *d, struct ledger_job *j, struct err *er
 	    .unsub_url = l.unsub_url,
 	    .unsub_mailto = l.unsub_mailto,
 	    .confirm_url = l.confirm_url,
+	    .prefs_url = l.prefs_url,
 	    .date = time(NULL),
 	};
 	struct buf b;

@@ -253,6 +253,9 @@ static void fill(const struct msg_body *b, const struct msg_rcpt *r, struct buf 
 		case 'C':
 			v = r->confirm_url ? r->confirm_url : "";
 			break;
+		case 'P':
+			v = r->prefs_url ? r->prefs_url : "";
+			break;
 		}
 		/* the values are the subscriber's, shown to people: no bidi controls */
 		char *clean = utf8_clean_dup(v, UTF8_NO_BIDI);

@@ -8,7 +8,7 @@
  * (msg_prepare): the rendered bodies, whose per-subscriber places are
  * marked by placeholders, are split at the first placeholder and the part
  * before it is transfer-encoded once. msg_build() then only encodes the
- * short tail (the footer with the unsubscribe link) and writes the
+ * short tail (the footer with the unsubscribe and preference links) and writes the
  * headers: a few microseconds per message instead of re-encoding 20 KB.
  *
  * Bodies: text/plain is quoted-printable when mostly ASCII, else base64
@@ -43,6 +43,10 @@
 #define MSG_PH_CONFIRM                                                                             \
 	"\x01"                                                                                     \
 	"C"                                                                                        \
+	"\x01"
+#define MSG_PH_PREFS                                                                               \
+	"\x01"                                                                                     \
+	"P"                                                                                        \
 	"\x01"
 
 struct msg_body {
@@ -92,6 +96,7 @@ struct msg_rcpt {
 	const char *unsub_url;    /* https one-click URL (bulk mail) */
 	const char *unsub_mailto; /* unsubscribe+TOKEN@domain (bulk mail) */
 	const char *confirm_url;  /* confirmation mail */
+	const char *prefs_url;    /* the reader's preference page (every mail's footer) */
 	time_t date;
 };
 

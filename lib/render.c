@@ -39,6 +39,9 @@ void render_links(const struct conf *c, const struct token_key *k, int64_t subsc
 	}
 	l->return_path = mailconv_return_path(c->smtp.return_path, verp);
 	l->message_id = mailconv_message_id(verp);
+	char prefs[TOKEN_MAX];
+	token_make(k, TOKEN_PREFS, subscriber, 0, prefs);
+	l->prefs_url = xasprintf("%sp/%s", c->site.base_url, prefs);
 }
 
 void render_links_free(struct render_links *l)
@@ -48,6 +51,7 @@ void render_links_free(struct render_links *l)
 	free(l->confirm_url);
 	free(l->return_path);
 	free(l->message_id);
+	free(l->prefs_url);
 	memset(l, 0, sizeof *l);
 }
 
@@ -81,6 +85,7 @@ static struct json_object *site_json(const struct conf *c)
 	add_str(s, "archive_url", c->site.base_url);
 	add_owned(s, "feed_url", xasprintf("%sfeed.xml", c->site.base_url));
 	add_owned(s, "atom_url", xasprintf("%satom.xml", c->site.base_url));
+	add_owned(s, "subscribe_url", xasprintf("%ssubscribe", c->site.base_url));
 	return s;
 }
 
@@ -204,6 +209,7 @@ static struct json_object *base_ctx(const struct conf *c, const struct render_li
 	add_str(s, "email", MSG_PH_EMAIL);
 	add_str(s, "name", MSG_PH_NAME);
 	add_str(s, "unsubscribe_url", MSG_PH_UNSUBSCRIBE);
+	add_str(s, "preferences_url", MSG_PH_PREFS);
 	json_object_object_add(ctx, "subscriber", s);
 	return ctx;
 }

@@ -7,6 +7,8 @@
  *   BASE issues/N/              the issue's table of contents
  *   BASE issues/N/SLUG.html     one page per article
  *   BASE feed.xml, atom.xml     the newest site.feed_items articles
+ *   BASE subscribe              the subscribe form (daemon/http.c)
+ *   BASE p/TOKEN                a reader's preference page (daemon/http.c)
  *
  * Every file is written to a temporary name and renamed into place.
  */
@@ -82,12 +84,13 @@ int render_feeds(const struct conf *c, const struct render_feed_item *items, siz
  * What a message carries for one recipient beyond its body, all signed with
  * k: the one-click unsubscribe URL and mailto address (RFC 8058,
  * docs/deliverability.md), the confirmation URL (when confirm), the VERP
- * envelope sender (smtp.return_path with {token} naming the delivery) and the
- * Message-ID's local part (naming the delivery too). Allocated;
+ * envelope sender (smtp.return_path with {token} naming the delivery), the
+ * Message-ID's local part (naming the delivery too) and the reader's
+ * preference page (BASE p/TOKEN, in every mail's footer). Allocated;
  * render_links_free.
  */
 struct render_links {
-	char *unsub_url, *unsub_mailto, *confirm_url, *return_path, *message_id;
+	char *unsub_url, *unsub_mailto, *confirm_url, *return_path, *message_id, *prefs_url;
 };
 void render_links(const struct conf *c, const struct token_key *k, int64_t subscriber, int64_t list,
                   int64_t delivery, bool confirm, struct render_links *l);

@@ -32,7 +32,8 @@ static char *decoded(const char *raw, size_t len, const char *sub)
 			continue;
 		struct mailmime_data *d = p->mm_data.mm_single;
 		int enc = p->mm_mime_fields ? MAILMIME_MECHANISM_8BIT : MAILMIME_MECHANISM_8BIT;
-		for (clistiter *f = clist_begin(p->mm_mime_fields->fld_list); f; f = clist_next(f)) {
+		for (clistiter *f = clist_begin(p->mm_mime_fields->fld_list); f;
+		     f = clist_next(f)) {
 			struct mailmime_field *fl = clist_content(f);
 			if (fl->fld_type == MAILMIME_FIELD_TRANSFER_ENCODING)
 				enc = fl->fld_data.fld_encoding->enc_type;
@@ -40,9 +41,9 @@ static char *decoded(const char *raw, size_t len, const char *sub)
 		size_t at = 0, outlen = 0;
 		char *out = NULL;
 		assert_int_equal(mailmime_part_parse(d->dt_data.dt_text.dt_data,
-						     d->dt_data.dt_text.dt_length, &at, enc, &out,
-						     &outlen),
-				 MAILIMF_NO_ERROR);
+		                                     d->dt_data.dt_text.dt_length, &at, enc, &out,
+		                                     &outlen),
+		                 MAILIMF_NO_ERROR);
 		res = strndup(out, outlen);
 		mmap_string_unref(out);
 	}
@@ -62,7 +63,9 @@ static void test_head_tail_roundtrip(void **state)
 		buf_printf(&text, "line %d: plain ascii text so that QP is chosen\n", i);
 	}
 	buf_adds(&html, "<a href=\"" MSG_PH_UNSUBSCRIBE "\">退订</a> " MSG_PH_EMAIL "\n");
+	buf_adds(&html, "<a href=\"" MSG_PH_PREFS "\">设置</a>\n");
 	buf_adds(&text, "unsubscribe: " MSG_PH_UNSUBSCRIBE "\nsent to " MSG_PH_EMAIL "\n");
+	buf_adds(&text, "settings: " MSG_PH_PREFS "\n");
 	struct msg_head h = {.subject = "标题 Subject",
 	                     .from = "Matrix 矩阵 <m@example.org>",
 	                     .list_name = "matrix",
@@ -80,26 +83,36 @@ static void test_head_tail_roundtrip(void **state)
 	for (int k = 0; k < 2; k++) {
 		struct buf m;
 		buf_init(&m, BUF_NOLIMIT);
-		char url[100];
+		char url[100], prefs[100];
 		snprintf(url, sizeof url, "https://n.example/u/%d-1-abc&x", k);
+		snprintf(prefs, sizeof prefs, "https://n.example/p/%d-def&y", k);
 		struct msg_rcpt r = {.email = who[k],
 		                     .name = "读者\r\nBcc: evil@x",
 		                     .message_id = "m.1.2.3",
 		                     .unsub_url = url,
 		                     .unsub_mailto = "unsubscribe+1@example.org",
+		                     .prefs_url = prefs,
 		                     .date = 1700000000};
 		assert_int_equal(msg_build(&p, &r, &m, &e), 0);
 		char *hb = decoded(m.data, m.len, "html");
 		char *tb = decoded(m.data, m.len, "plain");
 		char want[200];
-		snprintf(want, sizeof want, "<a href=\"https://n.example/u/%d-1-abc&amp;x\">退订</a> %s\n",
-			 k, who[k]);
+		snprintf(want, sizeof want,
+		         "<a href=\"https://n.example/u/%d-1-abc&amp;x\">退订</a> %s\n", k, who[k]);
 		assert_non_null(strstr(hb, want));
 		assert_non_null(strstr(hb, "<p>段落 0：中文内容 & more</p>\n<p>段落 1："));
 		assert_non_null(strstr(hb, "<p>段落 499："));
-		assert_int_equal(strlen(hb), html.len - 6 + strlen(url) + 4 + strlen(who[k]));
-		snprintf(want, sizeof want, "unsubscribe: %s\r\nsent to %s", url, who[k]);
+		/* the preference link, escaped in HTML; never in a header */
+		snprintf(want, sizeof want, "<a href=\"https://n.example/p/%d-def&amp;y\">设置</a>",
+		         k);
+		assert_non_null(strstr(hb, want));
+		assert_int_equal(strlen(hb), html.len - 9 + strlen(url) + 4 + strlen(who[k]) +
+		                                 strlen(prefs) + 4);
+		snprintf(want, sizeof want, "unsubscribe: %s\r\nsent to %s\r\nsettings: %s", url,
+		         who[k], prefs);
 		assert_non_null(strstr(tb, want));
+		const char *hend = strstr(m.data, "\r\n\r\n");
+		assert_null(memmem(m.data, (size_t)(hend - m.data), "/p/", 3));
 		assert_null(strchr(hb, '\x01'));
 		assert_null(strchr(tb, '\x01'));
 		/* headers: no raw CR/LF from the name, no 8-bit */
@@ -108,7 +121,8 @@ static void test_head_tail_roundtrip(void **state)
 			assert_true((unsigned char)*q < 0x80);
 		assert_null(strstr(m.data, "\r\nBcc:"));
 		assert_non_null(strstr(m.data, "Message-ID: <m.1.2.3@example.org>"));
-		assert_non_null(strstr(m.data, "List-Unsubscribe-Post: List-Unsubscribe=One-Click"));
+		assert_non_null(
+		    strstr(m.data, "List-Unsubscribe-Post: List-Unsubscribe=One-Click"));
 		assert_non_null(strstr(m.data, "List-Id: Matrix <matrix.example.org>"));
 		free(hb);
 		free(tb);
@@ -262,10 +276,8 @@ static void test_names_and_idn(void **state)
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
-	    cmocka_unit_test(test_head_tail_roundtrip),
-	    cmocka_unit_test(test_refuses_bad_input),
-	    cmocka_unit_test(test_boundaries_differ),
-	    cmocka_unit_test(test_date_zone_minutes),
+	    cmocka_unit_test(test_head_tail_roundtrip), cmocka_unit_test(test_refuses_bad_input),
+	    cmocka_unit_test(test_boundaries_differ),   cmocka_unit_test(test_date_zone_minutes),
 	    cmocka_unit_test(test_names_and_idn),
 	};
 	return cmocka_run_group_tests_name("msg", tests, NULL, NULL);
