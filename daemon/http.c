@@ -1,6 +1,7 @@
 /*
  * The HTTP endpoint: RFC 8058 one-click unsubscribe at /u/TOKEN, the
- * double opt-in link at /c/TOKEN, and the files of public_dir, every path
+ * double opt-in link at /c/TOKEN, a reader's preference page at /p/TOKEN,
+ * and the files of public_dir, every path
  * relative to site.base_url and served at the root of http.listen.
  * libmicrohttpd runs in external-epoll mode inside the main thread's event
  * loop, never in threads of its own: the handlers touch SQLite and the
@@ -36,6 +37,7 @@
 #include "httpreq.h"
 #include "log.h"
 #include "matrixd.h"
+#include "prefs.h"
 #include "render.h"
 #include "subs.h"
 #include "xmalloc.h"
@@ -57,7 +59,7 @@
  * rest stays free for clients that are not slow. */
 #define HTTP_ARRIVING_MAX (HTTP_CONN_MAX * 3 / 4)
 
-/* Token bucket per client for /u/ and /c/: a burst of RATE_BURST requests,
+/* Token bucket per client for /u/, /c/ and /p/: a burst of RATE_BURST requests,
  * then one every 1/RATE_PER_S seconds. IPv6 clients are keyed by their /64,
  * which one subscriber's line usually owns whole. */
 #define RATE_SLOTS 1024
@@ -358,14 +360,10 @@ static int member_get(struct daemon *d, int64_t sid, int64_t lid, struct member 
 	return 0;
 }
 
-/* Renders page template name with {list: {title}, STATE: true}. */
-static enum MHD_Result reply_page(struct daemon *d, struct MHD_Connection *c, unsigned status,
-                                  const char *name, const char *title, const char *state)
+/* Renders page template name with ctx (put here). */
+static enum MHD_Result reply_ctx(struct daemon *d, struct MHD_Connection *c, unsigned status,
+                                 const char *name, struct json_object *ctx)
 {
-	struct json_object *ctx = json_object_new_object(), *list = json_object_new_object();
-	json_object_object_add(list, "title", json_object_new_string(title));
-	json_object_object_add(ctx, "list", list);
-	json_object_object_add(ctx, state, json_object_new_boolean(1));
 	struct buf out;
 	struct err e;
 	buf_init(&out, BUF_NOLIMIT);
@@ -384,6 +382,17 @@ static enum MHD_Result reply_page(struct daemon *d, struct MHD_Connection *c, un
 	MHD_add_response_header(resp, MHD_HTTP_HEADER_CACHE_CONTROL, "no-store");
 	add_security_headers(resp);
 	return queue(c, status, resp);
+}
+
+/* Renders page template name with {list: {title}, STATE: true}. */
+static enum MHD_Result reply_page(struct daemon *d, struct MHD_Connection *c, unsigned status,
+                                  const char *name, const char *title, const char *state)
+{
+	struct json_object *ctx = json_object_new_object(), *list = json_object_new_object();
+	json_object_object_add(list, "title", json_object_new_string(title));
+	json_object_object_add(ctx, "list", list);
+	json_object_object_add(ctx, state, json_object_new_boolean(1));
+	return reply_ctx(d, c, status, name, ctx);
 }
 
 /* What a token page shows for a membership in state st, before a POST. */
@@ -483,6 +492,152 @@ fail:
 	} else
 		log_err("http: %s subscriber=%" PRId64 " list=%" PRId64 ": %s", what, sid, lid,
 		        e.msg);
+	return reply_text(c, MHD_HTTP_SERVICE_UNAVAILABLE, "Service Unavailable; try again later",
+	                  NULL);
+}
+
+/* ---- the preference page ------------------------------------------------- */
+
+/*
+ * /p/TOKEN, a reader's own settings (lib/prefs.h): GET shows them, a POST
+ * of the page's form changes them, every change in the history with
+ * via=web. The context: subscriber.email; lists[] with name, title, field
+ * (the name of its mode radios: "mode" when the page shows one list,
+ * "mode.NAME" otherwise), the status (confirmed, pending, unsubscribed,
+ * bounced, or none), the mode (article, digest), can_join with what it
+ * means (subscribe, confirm, come_back), can_leave, closed (a private list
+ * the reader left), and after a POST just_joined, just_left, just_mode;
+ * several; after a POST saved or unchanged; refused with a 4xx; unknown
+ * for a reader forgotten since.
+ */
+static void add_bool(struct json_object *o, const char *k, bool v)
+{
+	if (v)
+		json_object_object_add(o, k, json_object_new_boolean(1));
+}
+
+static struct json_object *prefs_json(const struct prefs *p, const struct prefs_change *ch,
+                                      size_t nch)
+{
+	struct json_object *ctx = json_object_new_object(), *who = json_object_new_object();
+	json_object_object_add(who, "email", json_object_new_string(p->email));
+	json_object_object_add(ctx, "subscriber", who);
+	add_bool(ctx, "several", p->n > 1);
+	struct json_object *arr = json_object_new_array();
+	for (size_t i = 0; i < p->n; i++) {
+		const struct prefs_list *l = &p->lists[i];
+		struct json_object *o = json_object_new_object();
+		json_object_object_add(o, "name", json_object_new_string(l->name));
+		json_object_object_add(o, "title",
+		                       json_object_new_string(*l->title ? l->title : l->name));
+		char *field = p->n > 1 ? xasprintf("mode.%s", l->name) : xstrdup("mode");
+		json_object_object_add(o, "field", json_object_new_string(field));
+		free(field);
+		bool confirmed = l->member && l->status == SUBS_CONFIRMED;
+		bool suppressed = l->member && subs_is_suppressed(l->status);
+		add_bool(o, "member", l->member);
+		add_bool(o, "none", !l->member);
+		if (l->member)
+			add_bool(o, subs_status_name(l->status), true);
+		add_bool(o, l->member ? subs_mode_name(l->mode) : "article", true);
+		/* the rules of lib/prefs.h: a private list takes back no one who left */
+		bool can_join = !confirmed && (!l->is_private || (l->member && !suppressed));
+		add_bool(o, "can_join", can_join);
+		add_bool(o, "subscribe", can_join && !l->member);
+		add_bool(o, "confirm", can_join && l->member && l->status == SUBS_PENDING);
+		add_bool(o, "come_back", can_join && suppressed);
+		add_bool(o, "closed", l->is_private && !can_join && !confirmed);
+		add_bool(o, "can_leave", l->member && l->status != SUBS_UNSUBSCRIBED);
+		for (size_t k = 0; k < nch; k++) {
+			if (ch[k].list != i)
+				continue;
+			add_bool(o, "just_joined",
+			         ch[k].status_changed && ch[k].to == SUBS_CONFIRMED);
+			add_bool(o, "just_left",
+			         ch[k].status_changed && ch[k].to == SUBS_UNSUBSCRIBED);
+			add_bool(o, "just_mode", ch[k].mode_changed);
+		}
+		json_object_array_add(arr, o);
+	}
+	json_object_object_add(ctx, "lists", arr);
+	return ctx;
+}
+
+static enum MHD_Result prefs_page(struct http *h, struct MHD_Connection *c, struct req *rq,
+                                  const char *tok, size_t len)
+{
+	struct daemon *d = h->d;
+	unsigned char key[16];
+	char peer[INET6_ADDRSTRLEN];
+	client_key(h, c, key, peer, sizeof peer);
+	if (!rate_take(h, key)) {
+		log_debug("http: rate limited preference link from %s", peer);
+		return reply_text(c, MHD_HTTP_TOO_MANY_REQUESTS, "Too Many Requests", NULL);
+	}
+	int64_t sid = 0;
+	if (!token_check(&d->key, TOKEN_PREFS, tok, len, &sid, NULL)) {
+		log_info("http: invalid preference token (%zu bytes)", len);
+		log_debug("http: invalid preference token from %s", peer);
+		return reply_page(d, c, MHD_HTTP_BAD_REQUEST, "page-invalid.html",
+		                  d->conf.site.title, "preferences");
+	}
+	struct prefs p;
+	struct prefs_change *ch = NULL;
+	size_t nch = 0, changed = 0;
+	struct httpreq_form f = {NULL, 0};
+	struct err e;
+	err_clear(&e);
+	unsigned status = MHD_HTTP_OK;
+	const char *notice = NULL;
+	if (prefs_load(d->store, sid, &p, &e) < 0) {
+		prefs_free(&p);
+		if (e.kind != ERR_NOTFOUND)
+			goto fail;
+		struct json_object *ctx = json_object_new_object();
+		add_bool(ctx, "unknown", true);
+		return reply_ctx(d, c, MHD_HTTP_NOT_FOUND, "page-preferences.html", ctx);
+	}
+	if (rq->method == M_POST) {
+		const char *body = rq->body.data ? rq->body.data : "";
+		if (httpreq_form_parse(body, rq->body.len, &f, &e) < 0 ||
+		    prefs_form(&p, &f, &ch, &nch, &e) < 0) {
+			status = MHD_HTTP_BAD_REQUEST;
+			notice = "refused";
+		} else if (prefs_apply(d->store, &p, ch, nch, "web", "http", &changed, &e) < 0) {
+			if (e.kind != ERR_INPUT && e.kind != ERR_NOTFOUND)
+				goto fail;
+			status = MHD_HTTP_CONFLICT; /* the store changed since the page was read */
+			notice = "refused";
+		} else {
+			notice = changed ? "saved" : "unchanged";
+		}
+		if (status != MHD_HTTP_OK)
+			log_info("http: preferences subscriber=%" PRId64 ": %u, %s", sid, status,
+			         e.msg);
+		else if (changed)
+			log_info("http: preferences subscriber=%" PRId64
+			         ": %zu list%s changed via=web",
+			         sid, changed, changed == 1 ? "" : "s");
+	}
+	struct json_object *ctx = prefs_json(&p, status == MHD_HTTP_OK ? ch : NULL, nch);
+	if (notice)
+		add_bool(ctx, notice, true);
+	httpreq_form_free(&f);
+	free(ch);
+	prefs_free(&p);
+	return reply_ctx(d, c, status, "page-preferences.html", ctx);
+fail:
+	httpreq_form_free(&f);
+	free(ch);
+	prefs_free(&p);
+	if (e.kind == ERR_TEMP) {
+		daemon_store_trouble(d, "preference changes get 503", &e);
+		log_info("http: preferences subscriber=%" PRId64
+		         ": 503, the store takes no writes now",
+		         sid);
+	} else {
+		log_err("http: preferences subscriber=%" PRId64 ": %s", sid, e.msg);
+	}
 	return reply_text(c, MHD_HTTP_SERVICE_UNAVAILABLE, "Service Unavailable; try again later",
 	                  NULL);
 }
@@ -804,6 +959,8 @@ static enum MHD_Result route(struct http *h, struct MHD_Connection *c, struct re
 		ret = token_page(h, c, rq, PAGE_UNSUBSCRIBE, path + 3, n - 3);
 	else if (strncmp(path, "/c/", 3) == 0)
 		ret = token_page(h, c, rq, PAGE_CONFIRM, path + 3, n - 3);
+	else if (strncmp(path, "/p/", 3) == 0)
+		ret = prefs_page(h, c, rq, path + 3, n - 3);
 	else if (rq->method == M_POST)
 		ret = reply_text(c, MHD_HTTP_METHOD_NOT_ALLOWED, "Method Not Allowed", "GET, HEAD");
 	else
@@ -838,7 +995,8 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *c, const cha
 		else
 			rq->method = M_OTHER;
 		/* the token is as good as the address: left out */
-		bool secret = strncmp(url, "/u/", 3) == 0 || strncmp(url, "/c/", 3) == 0;
+		bool secret = strncmp(url, "/u/", 3) == 0 || strncmp(url, "/c/", 3) == 0 ||
+		              strncmp(url, "/p/", 3) == 0;
 		log_debug("http: %s %.*s", method, secret ? 3 : 200, url);
 		struct headers hs = {NULL, 0};
 		MHD_get_connection_values_n(c, MHD_HEADER_KIND, collect_header, &hs);
