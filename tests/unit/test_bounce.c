@@ -19,6 +19,7 @@
 
 #include "bounce.h"
 #include "buf.h"
+#include "helpers.h"
 #include "htmltext.h"
 #include "mailconv.h"
 #include "utf8.h"
@@ -28,22 +29,6 @@
 #define REAL    "tests/data/bounces-real/"
 
 static const struct bounce_opts opts = {"bounces+", "unsubscribe+"};
-
-static char *slurp(const char *path, size_t *len)
-{
-	FILE *f = fopen(path, "rb");
-	if (!f)
-		fail_msg("cannot open %s (run from the repository root)", path);
-	struct buf b;
-	buf_init(&b, 8 * 1024 * 1024);
-	char tmp[65536];
-	size_t n;
-	while ((n = fread(tmp, 1, sizeof tmp, f)) > 0)
-		assert_int_equal(buf_add(&b, tmp, n), 0);
-	fclose(f);
-	*len = b.len;
-	return buf_detach(&b);
-}
 
 static struct bounce *parse_mem(const char *msg, size_t len, const struct bounce_opts *o)
 {

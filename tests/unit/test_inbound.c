@@ -26,6 +26,7 @@
 #include "store.h"
 #include "subs.h"
 #include "token.h"
+#include "helpers.h"
 #include "xmalloc.h"
 
 #define SAMPLES "tests/data/bounces/"
@@ -44,62 +45,14 @@ struct fx {
 	struct inbound_opts o; /* bounce_threshold 3 */
 };
 
-static int64_t q_int(struct store *s, const char *sql)
-{
-	sqlite3_stmt *st = NULL;
-	int64_t v = -1;
-	assert_int_equal(sqlite3_prepare_v2(s->db, sql, -1, &st, NULL), SQLITE_OK);
-	if (sqlite3_step(st) == SQLITE_ROW)
-		v = sqlite3_column_int64(st, 0);
-	sqlite3_finalize(st);
-	return v;
-}
-
-static int64_t q_intf(struct store *s, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
-static int64_t q_intf(struct store *s, const char *fmt, ...)
-{
-	struct buf b;
-	va_list ap;
-	buf_init(&b, BUF_NOLIMIT);
-	va_start(ap, fmt);
-	buf_vprintf(&b, fmt, ap);
-	va_end(ap);
-	int64_t v = q_int(s, b.data);
-	buf_free(&b);
-	return v;
-}
-
-static char *q_text(struct store *s, const char *sql)
-{
-	sqlite3_stmt *st = NULL;
-	char *v = NULL;
-	assert_int_equal(sqlite3_prepare_v2(s->db, sql, -1, &st, NULL), SQLITE_OK);
-	if (sqlite3_step(st) == SQLITE_ROW && sqlite3_column_text(st, 0))
-		v = xstrdup((const char *)sqlite3_column_text(st, 0));
-	sqlite3_finalize(st);
-	return v ? v : xstrdup("");
-}
-
-static void exec(struct store *s, const char *sql)
-{
-	char *msg = NULL;
-	if (sqlite3_exec(s->db, sql, NULL, NULL, &msg) != SQLITE_OK)
-		fail_msg("%s: %s", sql, msg);
-}
-
 static int setup(void **state)
 {
 	struct fx *f = xcalloc(1, sizeof *f);
 	struct err e;
-	memcpy(f->dir, "/tmp/test_inbound.XXXXXX", 25);
-	if (mkdtemp(f->dir) == NULL)
-		return -1;
 	setenv("MATRIXD_FAKE_NOW", "1700000000", 1);
-	err_clear(&e);
-	if (store_open(&f->s, f->dir, &e) < 0) {
-		fprintf(stderr, "%s\n", e.msg);
+	if (tmpstore_dir(f->dir, "test_inbound") < 0 || tmpstore_open(&f->s, f->dir) < 0)
 		return -1;
-	}
+	err_clear(&e);
 	token_key_random(&f->key);
 	f->o = (struct inbound_opts){.return_path = "bounces+{token}@example.org",
 	                             .bounce_threshold = 3};
@@ -116,9 +69,10 @@ static int setup(void **state)
 	struct subs_request rq = {.email = "s0@example.net", .list = "extra", .mode = -1};
 	struct subs_result r;
 	assert_int_equal(subs_subscribe(f->s, &rq, &r, &e), 0);
-	exec(f->s, "INSERT INTO issues(id, number, title, status, lists, path, hash, date, "
-	           "created_at, updated_at) VALUES (1, 60, 'NO.60', 'publish', 'matrix', 'p', 'h', "
-	           "1, 1, 1)");
+	q_exec(f->s,
+	       "INSERT INTO issues(id, number, title, status, lists, path, hash, date, "
+	       "created_at, updated_at) VALUES (1, 60, 'NO.60', 'publish', 'matrix', 'p', 'h', "
+	       "1, 1, 1)");
 	int64_t added;
 	assert_int_equal(ledger_enqueue_issue(f->s, 1, 4, "matrix", NOW, &added, &e), 0);
 	assert_int_equal(added, 4 * NSUBS);
@@ -137,32 +91,9 @@ static int setup(void **state)
 static int teardown(void **state)
 {
 	struct fx *f = *state;
-	store_close(f->s);
-	const char *names[] = {"matrixd.db", "matrixd.db-wal", "matrixd.db-shm"};
-	for (size_t i = 0; i < sizeof names / sizeof names[0]; i++) {
-		char *p = xasprintf("%s/%s", f->dir, names[i]);
-		unlink(p);
-		free(p);
-	}
-	rmdir(f->dir);
+	tmpstore_close(f->s, f->dir, NULL, 0);
 	free(f);
 	return 0;
-}
-
-static char *slurp(const char *path, size_t *len)
-{
-	FILE *fp = fopen(path, "rb");
-	if (!fp)
-		fail_msg("cannot open %s (run from the repository root)", path);
-	struct buf b;
-	buf_init(&b, 8 * 1024 * 1024);
-	char tmp[65536];
-	size_t n;
-	while ((n = fread(tmp, 1, sizeof tmp, fp)) > 0)
-		assert_int_equal(buf_add(&b, tmp, n), 0);
-	fclose(fp);
-	*len = b.len;
-	return buf_detach(&b);
 }
 
 static bool is_hex(int c)
@@ -414,12 +345,12 @@ static void test_failing_lookup_is_an_error(void **state)
 	assert_string_equal(state_of(f, f->deliv[1]), "queued");
 
 	/* a broken schema: the lookup itself fails */
-	exec(f->s, "ALTER TABLE deliveries RENAME TO deliveries_gone");
+	q_exec(f->s, "ALTER TABLE deliveries RENAME TO deliveries_gone");
 	assert_int_equal(apply(f, dsn, &r, &e), -1);
 	assert_int_equal(e.kind, ERR_DB);
 	assert_non_null(strstr(e.msg, "deliveries"));
 	inbound_result_free(&r);
-	exec(f->s, "ALTER TABLE deliveries_gone RENAME TO deliveries");
+	q_exec(f->s, "ALTER TABLE deliveries_gone RENAME TO deliveries");
 	/* statements prepared before the rename are re-prepared by SQLite */
 	assert_int_equal(apply_ok(f, dsn, &r), INBOUND_FAILED);
 	inbound_result_free(&r);

@@ -20,6 +20,7 @@
 #include "ledger.h"
 #include "store.h"
 #include "subs.h"
+#include "helpers.h"
 #include "xmalloc.h"
 
 #define NOW 1700000000
@@ -148,15 +149,10 @@ static int setup(void **state)
 {
 	struct fx *f = xcalloc(1, sizeof *f);
 	struct err e;
-	memcpy(f->dir, "/tmp/test_ledger.XXXXXX", 24);
-	if (mkdtemp(f->dir) == NULL)
-		return -1;
 	setenv("MATRIXD_FAKE_NOW", "1700000000", 1);
-	err_clear(&e);
-	if (store_open(&f->s, f->dir, &e) < 0) {
-		fprintf(stderr, "%s\n", e.msg);
+	if (tmpstore_dir(f->dir, "test_ledger") < 0 || tmpstore_open(&f->s, f->dir) < 0)
 		return -1;
-	}
+	err_clear(&e);
 	const char *who[] = {"a@example.org", "b@example.org", "c@example.org"};
 	for (int i = 0; i < 3; i++) {
 		struct subs_request rq = {.email = who[i], .mode = -1, .via = "cli", .actor = "t"};
@@ -174,28 +170,9 @@ static int setup(void **state)
 static int teardown(void **state)
 {
 	struct fx *f = *state;
-	store_close(f->s);
-	const char *names[] = {"matrixd.db", "matrixd.db-wal", "matrixd.db-shm"};
-	for (size_t i = 0; i < 3; i++) {
-		char *p = xasprintf("%s/%s", f->dir, names[i]);
-		unlink(p);
-		free(p);
-	}
-	rmdir(f->dir);
+	tmpstore_close(f->s, f->dir, NULL, 0);
 	free(f);
 	return 0;
-}
-
-static int64_t q_int(struct store *s, const char *sql, int64_t arg)
-{
-	sqlite3_stmt *st = NULL;
-	int64_t v = -1;
-	assert_int_equal(sqlite3_prepare_v2(s->db, sql, -1, &st, NULL), SQLITE_OK);
-	sqlite3_bind_int64(st, 1, arg);
-	if (sqlite3_step(st) == SQLITE_ROW)
-		v = sqlite3_column_int64(st, 0);
-	sqlite3_finalize(st);
-	return v;
 }
 
 static enum ledger_state state_of(struct store *s, int64_t id)
@@ -265,14 +242,14 @@ static void test_enqueue_claim_record(void **state)
 	transport_parse_reply(ok.reply, &ok);
 	assert_int_equal(ledger_record(f->s, &jobs[0], &ok, NOW, &POLICY, &st, &e), 0);
 	assert_int_equal(st, LEDGER_SENT);
-	assert_int_equal(q_int(f->s, "SELECT sent_at FROM deliveries WHERE id = ?1", jobs[0].id),
+	assert_int_equal(q_int1(f->s, "SELECT sent_at FROM deliveries WHERE id = ?1", jobs[0].id),
 	                 NOW);
 
 	struct send_result later = reply(SEND_TEMP, false, false, 451, "451 4.7.1 later");
 	assert_int_equal(ledger_record(f->s, &jobs[1], &later, NOW, &POLICY, &st, &e), 0);
 	assert_int_equal(st, LEDGER_DEFERRED);
 	int64_t next =
-	    q_int(f->s, "SELECT next_attempt FROM deliveries WHERE id = ?1", jobs[1].id) - NOW;
+	    q_int1(f->s, "SELECT next_attempt FROM deliveries WHERE id = ?1", jobs[1].id) - NOW;
 	assert_true(next >= 48 && next <= 72); /* the first backoff, jitter included */
 
 	/* the relay refused the recipient: failed, counted once toward the
@@ -280,14 +257,14 @@ static void test_enqueue_claim_record(void **state)
 	struct send_result gone = reply(SEND_PERM, false, true, 550, "550 5.1.1 no such user");
 	assert_int_equal(ledger_record(f->s, &jobs[2], &gone, NOW, &POLICY, &st, &e), 0);
 	assert_int_equal(st, LEDGER_FAILED);
-	assert_int_equal(q_int(f->s,
-	                       "SELECT bounce_score FROM memberships WHERE subscriber_id = ?1",
-	                       jobs[2].subscriber_id),
+	assert_int_equal(q_int1(f->s,
+	                        "SELECT bounce_score FROM memberships WHERE subscriber_id = ?1",
+	                        jobs[2].subscriber_id),
 	                 1);
 	/* shutdown before sending: back to queued, the attempt not counted */
 	assert_int_equal(ledger_unclaim(f->s, jobs[3].id, &e), 0);
 	assert_int_equal(state_of(f->s, jobs[3].id), LEDGER_QUEUED);
-	assert_int_equal(q_int(f->s, "SELECT attempts FROM deliveries WHERE id = ?1", jobs[3].id),
+	assert_int_equal(q_int1(f->s, "SELECT attempts FROM deliveries WHERE id = ?1", jobs[3].id),
 	                 0);
 	counts_are(f->s, 1, 3, 0, 1, 1, 1);
 	int64_t deferred_id = jobs[1].id;
@@ -305,7 +282,7 @@ static void test_enqueue_claim_record(void **state)
 	assert_int_equal(rec, 3);
 	counts_are(f->s, 1, 3, 0, 1, 1, 1);
 	assert_int_equal(
-	    q_int(f->s, "SELECT max(attempts) FROM deliveries WHERE state = 'queued'", 0), 0);
+	    q_int1(f->s, "SELECT max(attempts) FROM deliveries WHERE state = 'queued'", 0), 0);
 
 	/* due later: the deferred row comes back with its attempt count */
 	assert_int_equal(ledger_claim(f->s, NOW + 3600, 10, &jobs, &n, NULL, &e), 0);
@@ -347,10 +324,10 @@ static void test_claim_cancels_ended_memberships(void **state)
 	for (size_t i = 0; i < n; i++)
 		assert_true(jobs[i].subscriber_id != f->sub[1]);
 	ledger_jobs_free(jobs, n);
-	assert_int_equal(q_int(f->s,
-	                       "SELECT count(*) FROM deliveries WHERE subscriber_id = ?1 AND "
-	                       "state = 'failed' AND last_reply = 'cancelled: unsubscribed'",
-	                       f->sub[1]),
+	assert_int_equal(q_int1(f->s,
+	                        "SELECT count(*) FROM deliveries WHERE subscriber_id = ?1 AND "
+	                        "state = 'failed' AND last_reply = 'cancelled: unsubscribed'",
+	                        f->sub[1]),
 	                 1);
 	struct ledger_counts c;
 	assert_int_equal(ledger_subscriber_counts(f->s, f->sub[1], &c, &e), 0);
@@ -381,7 +358,7 @@ static void test_bounce_before_the_reply(void **state)
 	assert_int_equal(st, LEDGER_FAILED);
 	assert_int_equal(state_of(f->s, jobs[0].id), LEDGER_FAILED);
 	assert_int_equal(
-	    q_int(f->s, "SELECT sent_at IS NULL FROM deliveries WHERE id = ?1", jobs[0].id), 1);
+	    q_int1(f->s, "SELECT sent_at IS NULL FROM deliveries WHERE id = ?1", jobs[0].id), 1);
 	/* the same report again counts nothing */
 	assert_int_equal(
 	    ledger_bounced(f->s, jobs[0].id, "5.1.1", "bounced: 550 5.1.1 no", NOW, &fresh, &e), 0);
@@ -395,9 +372,9 @@ static void test_bounce_before_the_reply(void **state)
 	assert_int_equal(
 	    ledger_bounced(f->s, jobs[0].id, "5.1.1", "bounced: 550 5.1.1 no", NOW, &fresh, &e), 0);
 	assert_false(fresh);
-	assert_int_equal(q_int(f->s,
-	                       "SELECT bounce_score FROM memberships WHERE subscriber_id = ?1",
-	                       jobs[0].subscriber_id),
+	assert_int_equal(q_int1(f->s,
+	                        "SELECT bounce_score FROM memberships WHERE subscriber_id = ?1",
+	                        jobs[0].subscriber_id),
 	                 1);
 	ledger_jobs_free(jobs, n);
 }

@@ -20,6 +20,7 @@
 #include "ledger.h"
 #include "store.h"
 #include "subs.h"
+#include "helpers.h"
 
 #define NOW  1700000000
 #define PACE 600
@@ -81,8 +82,7 @@ static int setup(void **state)
 {
 	struct fx *f = calloc(1, sizeof *f);
 	struct err e;
-	memcpy(f->dir, "/tmp/test_pace.XXXXXX", 22);
-	if (mkdtemp(f->dir) == NULL || store_open(&f->s, f->dir, &e) < 0)
+	if (tmpstore_dir(f->dir, "test_pace") < 0 || tmpstore_open(&f->s, f->dir) < 0)
 		return -1;
 	if (subs_list_create(f->s, "slow", NULL, NULL, "t", &e) < 0 ||
 	    subs_list_set(f->s, "slow", NULL, NULL, PACE, "t", &e) < 0)
@@ -98,25 +98,9 @@ static int setup(void **state)
 static int teardown(void **state)
 {
 	struct fx *f = *state;
-	store_close(f->s);
-	const char *names[] = {"matrixd.db", "matrixd.db-wal", "matrixd.db-shm"};
-	for (size_t i = 0; i < 3; i++) {
-		char p[128];
-		snprintf(p, sizeof p, "%s/%s", f->dir, names[i]);
-		unlink(p);
-	}
-	rmdir(f->dir);
+	tmpstore_close(f->s, f->dir, NULL, 0);
 	free(f);
 	return 0;
-}
-
-static int64_t q_int(struct store *s, const char *sql)
-{
-	sqlite3_stmt *st = NULL;
-	assert_int_equal(sqlite3_prepare_v2(s->db, sql, -1, &st, NULL), SQLITE_OK);
-	int64_t v = sqlite3_step(st) == SQLITE_ROW ? sqlite3_column_int64(st, 0) : -1;
-	sqlite3_finalize(st);
-	return v;
 }
 
 /* Claims everything due at now; returns how many, and the parts claimed
