@@ -343,44 +343,63 @@ static int take_members(struct ctx *x, const config_setting_t *g, const struct k
 	return 0;
 }
 
-/* dkim.keys = ( { selector = "…"; key_file = "…"; }, … ); */
-static int take_dkim_keys(struct ctx *x, const config_setting_t *s)
+/*
+ * A list of groups (smtp.relays, dkim.keys): -1 with a message that shows
+ * the shape (example) unless s is a list (not empty if nonempty) whose
+ * elements are all groups; one() takes each group.
+ */
+struct group_list {
+	const char *name, *example, *each; /* "smtp.relays", its shape, "each relay is …" */
+	bool nonempty;
+	int (*one)(struct ctx *x, const config_setting_t *g);
+};
+
+static int take_groups(struct ctx *x, const config_setting_t *s, const struct group_list *l)
 {
-	if (config_setting_type(s) != CONFIG_TYPE_LIST)
-		return bad(x, s,
-		           "dkim.keys must be a list of groups: keys = ( { selector = \"s1\"; "
-		           "key_file = \"/etc/matrixd/dkim/s1.pem\"; } );%s%s",
-		           "", "");
-	struct conf *c = x->c;
+	if (config_setting_type(s) != CONFIG_TYPE_LIST ||
+	    (l->nonempty && config_setting_length(s) == 0))
+		return bad(x, s, "%s must be a list of groups: %s", l->name, l->example);
 	int n = config_setting_length(s);
 	for (int i = 0; i < n; i++) {
 		const config_setting_t *g = config_setting_get_elem(s, (unsigned)i);
 		if (config_setting_type(g) != CONFIG_TYPE_GROUP)
-			return bad(
-			    x, g,
-			    "dkim.keys: each key is a group { selector = …; key_file = …; }%s%s",
-			    "", "");
-		c->dkim.keys = xreallocarray(c->dkim.keys, c->dkim.nkeys + 1, sizeof *c->dkim.keys);
-		struct conf_dkim_key *dk = &c->dkim.keys[c->dkim.nkeys++]; /* conf_free frees it */
-		*dk = (struct conf_dkim_key){.line = config_setting_source_line(g)};
-		if (take_members(x, g, dkim_key_keys, NKEYS(dkim_key_keys), dk) < 0)
+			return bad(x, g, "%s: %s", l->name, l->each);
+		if (l->one(x, g) < 0)
 			return -1;
-		const char *sel = dk->selector;
-		if (sel == NULL || dk->key_file == NULL || *dk->key_file == '\0')
-			return bad(x, g, "dkim.keys: this key needs both selector and key_file%s%s",
-			           "", "");
-		if (!valid_labels(sel))
-			return bad(x, g,
-			           "dkim.keys: selector \"%s\" must be letters, digits and '-' "
-			           "(labels separated by dots), e.g. \"rsa2026\"%s",
-			           sel, "");
-		for (size_t k = 0; k + 1 < c->dkim.nkeys; k++)
-			if (strcmp(c->dkim.keys[k].selector, sel) == 0)
-				return bad(x, g, "dkim.keys: selector \"%s\" is given twice%s", sel,
-				           "");
 	}
 	return 0;
 }
+
+/* dkim.keys = ( { selector = "…"; key_file = "…"; }, … ); */
+static int take_dkim_key(struct ctx *x, const config_setting_t *g)
+{
+	struct conf *c = x->c;
+	c->dkim.keys = xreallocarray(c->dkim.keys, c->dkim.nkeys + 1, sizeof *c->dkim.keys);
+	struct conf_dkim_key *dk = &c->dkim.keys[c->dkim.nkeys++]; /* conf_free frees it */
+	*dk = (struct conf_dkim_key){.line = config_setting_source_line(g)};
+	if (take_members(x, g, dkim_key_keys, NKEYS(dkim_key_keys), dk) < 0)
+		return -1;
+	const char *sel = dk->selector;
+	if (sel == NULL || dk->key_file == NULL || *dk->key_file == '\0')
+		return bad(x, g, "dkim.keys: this key needs both selector and key_file%s%s", "",
+		           "");
+	if (!valid_labels(sel))
+		return bad(x, g,
+		           "dkim.keys: selector \"%s\" must be letters, digits and '-' "
+		           "(labels separated by dots), e.g. \"rsa2026\"%s",
+		           sel, "");
+	for (size_t k = 0; k + 1 < c->dkim.nkeys; k++)
+		if (strcmp(c->dkim.keys[k].selector, sel) == 0)
+			return bad(x, g, "dkim.keys: selector \"%s\" is given twice%s", sel, "");
+	return 0;
+}
+
+static const struct group_list dkim_keys_list = {
+    .name = "dkim.keys",
+    .example = "keys = ( { selector = \"s1\"; key_file = \"/etc/matrixd/dkim/s1.pem\"; } );",
+    .each = "each key is a group { selector = …; key_file = …; }",
+    .one = take_dkim_key,
+};
 
 /*
  * smtp.relays = ( { url = "smtp://mx1.example.org:587"; connections = 8; }, … );
@@ -388,32 +407,27 @@ static int take_dkim_keys(struct ctx *x, const config_setting_t *s)
  * from the smtp group. Checked in semantic(), where the smtp group's
  * values are known.
  */
-static int take_relays(struct ctx *x, const config_setting_t *s)
+static int take_relay(struct ctx *x, const config_setting_t *g)
 {
-	if (config_setting_type(s) != CONFIG_TYPE_LIST || config_setting_length(s) == 0)
-		return bad(x, s,
-		           "smtp.relays must be a list of groups: relays = ( { url = "
-		           "\"smtp://mx1.example.org:587\"; }, { url = \"…\"; } );%s%s",
-		           "", "");
 	struct conf *c = x->c;
-	int n = config_setting_length(s);
-	for (int i = 0; i < n; i++) {
-		const config_setting_t *g = config_setting_get_elem(s, (unsigned)i);
-		if (config_setting_type(g) != CONFIG_TYPE_GROUP)
-			return bad(x, g, "smtp.relays: each relay is a group { url = …; … }%s%s",
-			           "", "");
-		c->smtp.relays =
-		    xreallocarray(c->smtp.relays, c->smtp.nrelays + 1, sizeof *c->smtp.relays);
-		struct conf_relay *r = &c->smtp.relays[c->smtp.nrelays++]; /* conf_free frees it */
-		/* tls -1 and connections 0: the smtp group's */
-		*r = (struct conf_relay){.tls = -1, .line = config_setting_source_line(g)};
-		if (take_members(x, g, relay_keys, NKEYS(relay_keys), r) < 0)
-			return -1;
-		if (r->url == NULL || r->url[0] == '\0')
-			return bad(x, g, "smtp.relays: this relay has no url%s%s", "", "");
-	}
+	c->smtp.relays = xreallocarray(c->smtp.relays, c->smtp.nrelays + 1, sizeof *c->smtp.relays);
+	struct conf_relay *r = &c->smtp.relays[c->smtp.nrelays++]; /* conf_free frees it */
+	/* tls -1 and connections 0: the smtp group's */
+	*r = (struct conf_relay){.tls = -1, .line = config_setting_source_line(g)};
+	if (take_members(x, g, relay_keys, NKEYS(relay_keys), r) < 0)
+		return -1;
+	if (r->url == NULL || r->url[0] == '\0')
+		return bad(x, g, "smtp.relays: this relay has no url%s%s", "", "");
 	return 0;
 }
+
+static const struct group_list relays_list = {
+    .name = "smtp.relays",
+    .example = "relays = ( { url = \"smtp://mx1.example.org:587\"; }, { url = \"…\"; } );",
+    .each = "each relay is a group { url = …; … }",
+    .nonempty = true,
+    .one = take_relay,
+};
 
 static int take(struct ctx *x, const struct key *k, const config_setting_t *s, void *base)
 {
@@ -470,9 +484,9 @@ static int take(struct ctx *x, const struct key *k, const config_setting_t *s, v
 		return 0;
 	}
 	case K_DKIM_KEYS:
-		return take_dkim_keys(x, s);
+		return take_groups(x, s, &dkim_keys_list);
 	case K_RELAYS:
-		return take_relays(x, s);
+		return take_groups(x, s, &relays_list);
 	}
 	if (v < k->min || v > k->max) {
 		char range[64];

@@ -122,6 +122,20 @@ static void test_errors(void **state)
 	     "http.trusted_proxies: 'nginx' is not an address"},
 	    {REQUIRED "smtp = { rate = \"fast\"; };\n", 2, "smtp.rate must be a number"},
 	    {REQUIRED "smtp = { password_file = \"/x\"; };\n", 2, "smtp.username is empty"},
+	    /* the two lists of groups: the shape, each element, what one needs */
+	    {REQUIRED "smtp = {\n  relays = \"smtp://b:25\";\n};\n", 3,
+	     "smtp.relays must be a list of groups: relays = ( { url = "},
+	    {REQUIRED "smtp = {\n  relays = ( );\n};\n", 3, "smtp.relays must be a list of groups"},
+	    {REQUIRED "smtp = { relays = (\n  { url = \"smtp://b:25\"; },\n  \"smtp://c:25\" ); };\n",
+	     4, "smtp.relays: each relay is a group { url"},
+	    {REQUIRED "smtp = { relays = (\n  { connections = 2; } ); };\n", 3,
+	     "smtp.relays: this relay has no url"},
+	    {REQUIRED "dkim = {\n  keys = { selector = \"s\"; };\n};\n", 3,
+	     "dkim.keys must be a list of groups: keys = ( { selector = "},
+	    {REQUIRED "dkim = { keys = (\n  \"s1\" ); };\n", 3, "dkim.keys: each key is a group"},
+	    {REQUIRED "dkim = { keys = (\n  { selector = \"s1\"; key_file = \"/k1\"; },\n"
+	              "  { selector = \"s1\"; key_file = \"/k2\"; } ); };\n",
+	     4, "dkim.keys: selector \"s1\" is given twice"},
 	};
 	for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
 		struct conf c;
