@@ -93,6 +93,19 @@ class Env:
 
 
 @pytest.fixture
+def server(tmp_path):
+    """The SMTP relay of smtpd.py (STARTTLS, AUTH, scripted replies) on a
+    free 127.0.0.1 port, with its certificate under tmp_path/tls; stopped
+    when the test ends."""
+    from smtpd import Server  # aiosmtpd: only for the tests that relay
+
+    (tmp_path / "tls").mkdir()
+    srv = Server(tmp_path / "tls").start()
+    yield srv
+    srv.stop()
+
+
+@pytest.fixture
 def env(tmp_path):
     return Env(tmp_path)
 

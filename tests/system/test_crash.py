@@ -19,10 +19,7 @@ import sqlite3
 import subprocess
 import time
 
-import pytest
-
 from conftest import DATA, MATRIXD, SEED
-from smtpd import Server
 from test_delivery import smtp_env
 from test_files import complete
 
@@ -172,14 +169,6 @@ def campaign(env, received, count, total, label):
     for k, (what, sent, inflight, _) in enumerate(kills):
         print(f"  {k + 1:4}  {what:10}  {sent:4}  {inflight:9}  {per_kill[k]:10}")
     return per_kill
-
-
-@pytest.fixture
-def server(tmp_path):
-    (tmp_path / "tls").mkdir()
-    srv = Server(tmp_path / "tls").start()
-    yield srv
-    srv.stop()
 
 
 def test_kill_campaign_smtp(tmp_path, server):

@@ -19,7 +19,7 @@ import feedparser
 import pytest
 
 from conftest import DATA, MATRIXD, ROOT, SEED, Env
-from smtpd import Rule, Server
+from smtpd import Rule
 from test_delivery import smtp_env, subscribe
 
 
@@ -105,14 +105,6 @@ def wait_for(pred, timeout=30):
             return True
         time.sleep(0.05)
     return False
-
-
-@pytest.fixture
-def server(tmp_path):
-    (tmp_path / "tls").mkdir()
-    srv = Server(tmp_path / "tls").start()
-    yield srv
-    srv.stop()
 
 
 def test_notify_ready_status_and_delivery(tmp_path, server):

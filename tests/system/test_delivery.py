@@ -8,8 +8,6 @@ import signal
 import subprocess
 import time
 
-import pytest
-
 from conftest import DATA, MATRIXD, SEED, Env
 from smtpd import PASSWORD, USER, Greeting421, Rule, Server, free_port
 
@@ -44,14 +42,6 @@ def drop_issue(env, src=SEED):
 def once(env, fake_now=None, timeout=300):
     e = {"MATRIXD_FAKE_NOW": str(int(fake_now))} if fake_now else {}
     return env.matrixd("--once", env=e, timeout=timeout)
-
-
-@pytest.fixture
-def server(tmp_path):
-    (tmp_path / "tls").mkdir()
-    srv = Server(tmp_path / "tls").start()
-    yield srv
-    srv.stop()
 
 
 def test_seed_to_three_subscribers(tmp_path, server):

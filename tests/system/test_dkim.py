@@ -11,7 +11,6 @@ import subprocess
 import pytest
 
 from conftest import SEED, Env
-from smtpd import Server
 from test_delivery import drop_issue, once, smtp_env, subscribe
 
 dkim = pytest.importorskip("dkim", reason="python3-dkim (Debian) is needed to verify signatures")
@@ -46,14 +45,6 @@ def dkim_conf(keys, domain=None):
 
 def add_dkim(env, keys, domain=None):
     env.conf.write_text(env.conf.read_text() + dkim_conf(keys, domain))
-
-
-@pytest.fixture
-def server(tmp_path):
-    (tmp_path / "tls").mkdir()
-    srv = Server(tmp_path / "tls").start()
-    yield srv
-    srv.stop()
 
 
 def signatures(raw):

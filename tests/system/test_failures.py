@@ -8,21 +8,11 @@ import sqlite3
 import subprocess
 import time
 
-import pytest
-
 from conftest import DATA, MATRIXD, SEED
-from smtpd import Rule, Server, free_port
+from smtpd import Rule, free_port
 from test_delivery import LATER, once, smtp_env, subscribe
 
 ZH = DATA / "issues" / "toc-zh.txt"
-
-
-@pytest.fixture
-def server(tmp_path):
-    (tmp_path / "tls").mkdir()
-    srv = Server(tmp_path / "tls").start()
-    yield srv
-    srv.stop()
 
 
 def test_relay_refusing_mail_from_is_not_a_bounce(tmp_path, server):

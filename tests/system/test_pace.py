@@ -7,22 +7,12 @@ server."""
 import re
 import time
 
-import pytest
-
 from smtpd import Server, free_port, make_cert
 from test_daemon import Daemon, wait_for
 from test_delivery import smtp_env, subscribe
 from test_schedule import issue_text, write_issue
 
 PACE = 2
-
-
-@pytest.fixture
-def server(tmp_path):
-    (tmp_path / "tls").mkdir()
-    srv = Server(tmp_path / "tls").start()
-    yield srv
-    srv.stop()
 
 
 def article_no(msg):

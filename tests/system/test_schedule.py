@@ -6,19 +6,8 @@ FILE:LINE errors. Against the real daemon and a real SMTP server."""
 import datetime
 import time
 
-import pytest
-
-from smtpd import Server
 from test_daemon import Daemon, wait_for
 from test_delivery import smtp_conf, smtp_env, subscribe
-
-
-@pytest.fixture
-def server(tmp_path):
-    (tmp_path / "tls").mkdir()
-    srv = Server(tmp_path / "tls").start()
-    yield srv
-    srv.stop()
 
 
 def stamp(t, offset_hours=0):

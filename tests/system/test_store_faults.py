@@ -14,7 +14,7 @@ import time
 import pytest
 
 from conftest import DATA, SEED
-from smtpd import Server, free_port
+from smtpd import free_port
 from test_daemon import Daemon, Notify, wait_for
 from test_delivery import smtp_env, subscribe
 from test_http import ONE_CLICK, request, token
@@ -30,14 +30,6 @@ print("locked", flush=True)
 time.sleep(float(sys.argv[2]))
 db.execute("COMMIT")
 """
-
-
-@pytest.fixture
-def server(tmp_path):
-    (tmp_path / "tls").mkdir()
-    srv = Server(tmp_path / "tls").start()
-    yield srv
-    srv.stop()
 
 
 def timed(fn):
