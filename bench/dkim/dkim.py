@@ -75,7 +75,7 @@ def main():
         send.die("openssl missing: run `sh scripts/deps.sh bench` as root")
     work = send.WORK = Path(tempfile.mkdtemp(prefix="matrixd-bench-dkim."))
     res = {"machine": send.versions(),
-           "load_before": " ".join(open("/proc/loadavg").read().split()[:3])}
+           "load_before": send.loadavg()}
     try:
         inst = send.Instance(work / "i")
         n, *_ = send.publish(inst, args.subscribers)
@@ -108,10 +108,8 @@ def main():
     except KeyboardInterrupt:
         return 130
     finally:
-        for p in list(send.children):
-            send.stop(p)
-        shutil.rmtree(work, ignore_errors=True)
-    res["load_after"] = " ".join(open("/proc/loadavg").read().split()[:3])
+        send.clean_up(work)
+    res["load_after"] = send.loadavg()
     ok = report(res)
     if args.json:
         Path(args.json).write_text(json.dumps(res, indent=1) + "\n")

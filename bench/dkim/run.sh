@@ -9,14 +9,6 @@
 set -eu
 
 here=$(cd "$(dirname "$0")" && pwd)
-root=$(cd "$here/../.." && pwd)
-build=${MATRIXD_BUILD:-$root/build}
-for b in matrixd matrixctl; do
-	[ -x "$build/$b" ] || { echo "bench/dkim: $build/$b missing; run make first" >&2; exit 1; }
-done
-PATH=$PATH:/usr/sbin:/sbin
-for t in smtp-sink smtp-source openssl; do
-	command -v $t >/dev/null ||
-		{ echo "bench/dkim: $t missing; run \`sh scripts/deps.sh bench\` as root" >&2; exit 1; }
-done
+. "$here/../need.sh"
+need dkim smtp-sink smtp-source openssl
 exec /usr/bin/python3 "$here/dkim.py" "$@"

@@ -22,7 +22,6 @@ subscribers who each get the 15 articles.
 """
 import argparse
 import json
-import shutil
 import signal
 import statistics
 import sys
@@ -42,23 +41,7 @@ class RelaysInstance(send.Instance):
             return
         relays = ", ".join(f'{{ url = "smtp://127.0.0.1:{p}"; connections = {connections}; }}'
                            for p in ports)
-        self.conf.write_text(f"""\
-issue_dir = "{self.dir}/issues";
-state_dir = "{self.dir}/state";
-public_dir = "{self.dir}/public";
-template_dir = "{send.TEMPLATES}";
-issue_settle_seconds = 0;
-site = {{
-  base_url = "https://news.example.org/matrix/";
-  from = "Matrix 矩阵 <matrix@example.org>";
-}};
-smtp = {{
-  relays = ( {relays} );
-  tls = "off";
-  return_path = "bounces+{{token}}@example.org";
-}};
-http = {{ listen = ""; }};
-""")
+        self.write_conf_smtp(f"relays = ( {relays} );")
 
 
 def parse_layout(s):
@@ -99,7 +82,7 @@ def main():
     signal.signal(signal.SIGTERM, on_signal)
     work = send.WORK = Path(tempfile.mkdtemp(prefix="matrixd-bench-relays."))
     res = {"machine": send.versions(), "subscribers": args.subscribers,
-           "load_before": " ".join(open("/proc/loadavg").read().split()[:3]),
+           "load_before": send.loadavg(),
            "runs": {l: [] for l in layouts}}
     try:
         inst = RelaysInstance(work / "inst")
@@ -117,10 +100,8 @@ def main():
         print("bench/relays: interrupted", file=sys.stderr)
         return 130
     finally:
-        for p in list(send.children):
-            send.stop(p)
-        shutil.rmtree(work, ignore_errors=True)
-    res["load_after"] = " ".join(open("/proc/loadavg").read().split()[:3])
+        send.clean_up(work)
+    res["load_after"] = send.loadavg()
 
     m = res["machine"]
     print(f"bench/relays — {m}" if isinstance(m, str) else f"bench/relays — {m}")

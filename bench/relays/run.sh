@@ -10,13 +10,6 @@
 set -eu
 
 here=$(cd "$(dirname "$0")" && pwd)
-root=$(cd "$here/../.." && pwd)
-build=${MATRIXD_BUILD:-$root/build}
-
-for b in matrixd matrixctl; do
-	[ -x "$build/$b" ] || { echo "bench/relays: $build/$b missing; run make first" >&2; exit 1; }
-done
-PATH=$PATH:/usr/sbin:/sbin
-command -v smtp-sink >/dev/null ||
-	{ echo "bench/relays: smtp-sink missing; run \`sh scripts/deps.sh bench\` as root" >&2; exit 1; }
+. "$here/../need.sh"
+need relays smtp-sink
 exec /usr/bin/python3 "$here/relays.py" "$@"

@@ -11,15 +11,6 @@
 set -eu
 
 here=$(cd "$(dirname "$0")" && pwd)
-root=$(cd "$here/../.." && pwd)
-build=${MATRIXD_BUILD:-$root/build}
-
-for b in matrixd matrixctl; do
-	[ -x "$build/$b" ] || { echo "bench/send: $build/$b missing; run make first" >&2; exit 1; }
-done
-PATH=$PATH:/usr/sbin:/sbin
-for t in smtp-sink smtp-source; do
-	command -v $t >/dev/null ||
-		{ echo "bench/send: $t missing; run \`sh scripts/deps.sh bench\` as root" >&2; exit 1; }
-done
+. "$here/../need.sh"
+need send smtp-sink smtp-source
 exec /usr/bin/python3 "$here/send.py" "$@"

@@ -115,6 +115,18 @@ def stop(proc):
         children.remove(proc)
 
 
+def clean_up(work):
+    """Stops every process we started and removes the work directory."""
+    for p in list(children):
+        stop(p)
+    shutil.rmtree(work, ignore_errors=True)
+
+
+def loadavg():
+    """The 1, 5 and 15 minute load averages, as /proc/loadavg writes them."""
+    return " ".join(open("/proc/loadavg").read().split()[:3])
+
+
 def proc_cpu(pid):
     """user + system seconds of a live process (all threads)."""
     try:
@@ -212,6 +224,11 @@ class Instance:
         self.log = dir / "matrixd.log"
 
     def write_conf(self, url, connections):
+        self.write_conf_smtp(f'url = "{url}";\n  connections = {connections};')
+
+    def write_conf_smtp(self, relay):
+        """The configuration, with relay (the smtp members that say where
+        mail goes: url and connections, or relays) in its smtp group."""
         self.conf.write_text(f"""\
 issue_dir = "{self.dir}/issues";
 state_dir = "{self.dir}/state";
@@ -223,9 +240,8 @@ site = {{
   from = "Matrix 矩阵 <matrix@example.org>";
 }};
 smtp = {{
-  url = "{url}";
+  {relay}
   tls = "off";
-  connections = {connections};
   return_path = "bounces+{{token}}@example.org";
 }};
 http = {{ listen = ""; }};
@@ -622,7 +638,7 @@ def main():
     global WORK
     work = WORK = Path(tempfile.mkdtemp(prefix="matrixd-bench-send."))
     res = {"machine": versions(),
-           "load_before": " ".join(open("/proc/loadavg").read().split()[:3])}
+           "load_before": loadavg()}
     try:
         if "throughput" in only:
             print("1. throughput …", file=sys.stderr)
@@ -637,10 +653,8 @@ def main():
         print("bench/send: interrupted", file=sys.stderr)
         return 130
     finally:
-        for p in list(children):
-            stop(p)
-        shutil.rmtree(work, ignore_errors=True)
-    res["load_after"] = " ".join(open("/proc/loadavg").read().split()[:3])
+        clean_up(work)
+    res["load_after"] = loadavg()
     ok = report(res, args)
     if args.json:
         Path(args.json).write_text(json.dumps(res, indent=1) + "\n")
