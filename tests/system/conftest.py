@@ -9,6 +9,7 @@ import json
 import os
 import pathlib
 import shutil
+import sqlite3
 import subprocess
 
 import pytest
@@ -134,6 +135,15 @@ def schema_back_to(con, version):
     for v in sorted(LATER_SCHEMA, reverse=True):
         if v > max(version, 3):
             con.executescript(LATER_SCHEMA[v])
+
+
+def q(env, sql, *args):
+    """The rows of one query on env's store, through a connection of its own."""
+    con = sqlite3.connect(str(env.db))
+    try:
+        return con.execute(sql, args).fetchall()
+    finally:
+        con.close()
 
 
 def have(cmd):

@@ -10,18 +10,10 @@ import subprocess
 
 import pytest
 
-from conftest import MATRIXCTL, SEED, Env, schema_back_to
+from conftest import MATRIXCTL, SEED, Env, q, schema_back_to
 from smtpd import PASSWORD, USER, Server
 
 SPELLINGS = ["u@bücher.de", "u@BÜCHER.de", "u@xn--bcher-kva.de", "u@bu\u0308cher.de"]
-
-
-def q(env, sql, *args):
-    con = sqlite3.connect(str(env.db))
-    try:
-        return con.execute(sql, args).fetchall()
-    finally:
-        con.close()
 
 
 def write(path, text):

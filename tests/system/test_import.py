@@ -10,15 +10,7 @@ import subprocess
 import threading
 import time
 
-from conftest import MATRIXCTL, Env
-
-
-def q(env, sql, *args):
-    con = sqlite3.connect(str(env.db))
-    try:
-        return con.execute(sql, args).fetchall()
-    finally:
-        con.close()
+from conftest import MATRIXCTL, Env, q
 
 
 def count(env, table="subscribers"):

@@ -9,15 +9,9 @@ import sqlite3
 
 import pytest
 
+from conftest import q
+
 ACTOR = "cli:" + pwd.getpwuid(os.getuid()).pw_name
-
-
-def q(env, sql, *args):
-    con = sqlite3.connect(str(env.db))
-    try:
-        return con.execute(sql, args).fetchall()
-    finally:
-        con.close()
 
 
 def member(env, email, list_="matrix"):
