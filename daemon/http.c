@@ -419,6 +419,123 @@ static bool is_one_click(const struct buf *b)
 	return b->len > 0 && memmem(b->data, b->len, "List-Unsubscribe=One-Click", 26) != NULL;
 }
 
+static void add_bool(struct json_object *o, const char *k, bool v)
+{
+	if (v)
+		json_object_object_add(o, k, json_object_new_boolean(1));
+}
+
+/*
+ * What the unsubscribe page offers besides (page-unsubscribe): the digest
+ * instead (a form posting mode=digest), once unsubscribed a way back (a
+ * form posting resubscribe=1: confirmed again at once, the link came to
+ * the reader's mailbox; never on a private list), and the reader's
+ * preference page. The one-click POST of a mail provider, and any other
+ * POST, unsubscribes as it always did.
+ */
+enum unsub_act { ACT_UNSUBSCRIBE, ACT_MODE, ACT_COME_BACK };
+
+static enum unsub_act unsub_action(const struct buf *body, int *mode)
+{
+	struct httpreq_form f;
+	struct err e;
+	enum unsub_act act = ACT_UNSUBSCRIBE;
+	if (is_one_click(body) ||
+	    httpreq_form_parse(body->data ? body->data : "", body->len, &f, &e) < 0)
+		return ACT_UNSUBSCRIBE;
+	const char *m = httpreq_form_get(&f, "mode");
+	enum subs_mode sm;
+	if (httpreq_form_get(&f, "unsubscribe") == NULL) {
+		if (httpreq_form_get(&f, "resubscribe")) {
+			act = ACT_COME_BACK;
+		} else if (m && subs_mode_parse(m, &sm) == 0) {
+			act = ACT_MODE;
+			*mode = (int)sm;
+		}
+	}
+	httpreq_form_free(&f);
+	return act;
+}
+
+/* The membership (sid, lid) in p, or -1 (forgotten, or the list deleted). */
+static long unsub_index(const struct prefs *p, int64_t lid)
+{
+	for (size_t i = 0; i < p->n; i++)
+		if (p->lists[i].id == lid && p->lists[i].member)
+			return (long)i;
+	return -1;
+}
+
+/* A POST of the digest or the come-back form: *state and *status for the
+ * page; -1 with err when the store failed. */
+static int unsub_other(struct daemon *d, int64_t sid, int64_t lid, enum unsub_act act, int mode,
+                       const char **state, unsigned *status, struct err *err)
+{
+	struct prefs p;
+	*state = "unknown";
+	int r = prefs_load(d->store, sid, &p, err);
+	long i = r == 0 ? unsub_index(&p, lid) : -1;
+	if (r < 0 && err->kind != ERR_NOTFOUND) {
+		prefs_free(&p);
+		return -1;
+	}
+	if (i < 0) {
+		prefs_free(&p);
+		return 0;
+	}
+	struct prefs_change ch = {.list = (size_t)i,
+	                          .mode = act == ACT_MODE ? mode : -1,
+	                          .join = act == ACT_COME_BACK ? 1 : 0};
+	size_t changed = 0;
+	r = prefs_apply(d->store, &p, &ch, 1, "unsubscribe-page", "http", &changed, err);
+	prefs_free(&p);
+	if (r < 0 && (err->kind == ERR_INPUT || err->kind == ERR_NOTFOUND)) {
+		/* a private list takes no one back from the web; or it is gone */
+		log_info("http: unsubscribe page subscriber=%" PRId64 " list=%" PRId64 ": 409, %s",
+		         sid, lid, err->msg);
+		*status = MHD_HTTP_CONFLICT;
+		*state = err->kind == ERR_INPUT ? "already" : "unknown";
+		return 0;
+	}
+	if (r < 0)
+		return -1;
+	if (changed)
+		log_info("http: %s subscriber=%" PRId64 " list=%" PRId64 " via=unsubscribe-page",
+		         act == ACT_MODE ? "mode changed" : "resubscribed", sid, lid);
+	*state = act == ACT_MODE ? "switched" : "back";
+	return 0;
+}
+
+/* The unsubscribe page: {list: {title}, STATE: true} and digest_offer,
+ * come_back or closed, and preferences_url. */
+static enum MHD_Result reply_unsub(struct daemon *d, struct MHD_Connection *c, unsigned status,
+                                   int64_t sid, int64_t lid, const char *title, const char *state)
+{
+	struct json_object *ctx = json_object_new_object(), *list = json_object_new_object();
+	json_object_object_add(list, "title", json_object_new_string(title));
+	json_object_object_add(ctx, "list", list);
+	json_object_object_add(ctx, state, json_object_new_boolean(1));
+	struct prefs p = {.n = 0};
+	struct err e;
+	long i = -1;
+	if (strcmp(state, "unknown") != 0 && prefs_load(d->store, sid, &p, &e) == 0)
+		i = unsub_index(&p, lid);
+	if (i >= 0) {
+		const struct prefs_list *l = &p.lists[i];
+		bool suppressed = subs_is_suppressed(l->status);
+		add_bool(ctx, "digest_offer", !suppressed && l->mode == SUBS_ARTICLE);
+		add_bool(ctx, "come_back", suppressed && !l->is_private);
+		add_bool(ctx, "closed", suppressed && l->is_private);
+		char tok[TOKEN_MAX];
+		token_make(&d->key, TOKEN_PREFS, sid, 0, tok);
+		char *url = xasprintf("%sp/%s", d->conf.site.base_url, tok);
+		json_object_object_add(ctx, "preferences_url", json_object_new_string(url));
+		free(url);
+	}
+	prefs_free(&p);
+	return reply_ctx(d, c, status, "page-unsubscribe.html", ctx);
+}
+
 static enum MHD_Result token_page(struct http *h, struct MHD_Connection *c, struct req *rq,
                                   enum page_kind kind, const char *tok, size_t len)
 {
@@ -447,8 +564,15 @@ static enum MHD_Result token_page(struct http *h, struct MHD_Connection *c, stru
 	if (member_get(d, sid, lid, &m, &e) < 0)
 		goto fail;
 	const char *state;
+	unsigned status = MHD_HTTP_OK;
+	enum unsub_act act = ACT_UNSUBSCRIBE;
+	int mode = -1;
 	if (rq->method != M_POST) {
 		state = ask_state(kind, &m);
+	} else if (kind == PAGE_UNSUBSCRIBE &&
+	           (act = unsub_action(&rq->body, &mode)) != ACT_UNSUBSCRIBE) {
+		if (unsub_other(d, sid, lid, act, mode, &state, &status, &e) < 0)
+			goto fail;
 	} else {
 		bool changed = false;
 		int r;
@@ -479,7 +603,8 @@ static enum MHD_Result token_page(struct http *h, struct MHD_Connection *c, stru
 				state = "already";
 		}
 	}
-	ret = reply_page(d, c, MHD_HTTP_OK, tmpl, m.title, state);
+	ret = kind == PAGE_UNSUBSCRIBE ? reply_unsub(d, c, status, sid, lid, m.title, state)
+	                               : reply_page(d, c, status, tmpl, m.title, state);
 	free(m.title);
 	return ret;
 fail:
@@ -510,12 +635,6 @@ fail:
  * several; after a POST saved or unchanged; refused with a 4xx; unknown
  * for a reader forgotten since.
  */
-static void add_bool(struct json_object *o, const char *k, bool v)
-{
-	if (v)
-		json_object_object_add(o, k, json_object_new_boolean(1));
-}
-
 static struct json_object *prefs_json(const struct prefs *p, const struct prefs_change *ch,
                                       size_t nch)
 {

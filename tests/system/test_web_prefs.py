@@ -570,6 +570,55 @@ def test_a_busy_store_answers_503_with_retry_after(site):
     assert membership(env, "ann@example.org")["mode"] == "digest"
 
 
+# --- the unsubscribe page ---------------------------------------------------------
+
+def one_click(m):
+    urls = re.findall(r"<(https://[^>]+)>", m["List-Unsubscribe"])
+    assert len(urls) == 1
+    return urls[0]
+
+
+def test_unsubscribe_page_offers_the_digest_and_a_way_back(site):
+    env, url, srv, start = site
+    delivered(env, srv, start, **{"ann@example.org": "article"})
+    u = local(url, one_click(mails(srv, "ann@example.org")[0]))
+    before = snapshot(env)
+    st, _, page = get(u)
+    assert st == 200 and snapshot(env) == before
+    # "switch to the digest instead", a POST form of its own
+    st, _, page = submit(u, page, lambda b: "摘要" in b["text"])
+    assert st == 200, page
+    m = membership(env, "ann@example.org")
+    assert (m["status"], m["mode"]) == ("confirmed", "digest"), m
+    ev = show(env, "ann@example.org")["events"][-1]
+    assert ev["kind"] == "mode" and "article -> digest" in ev["detail"], ev
+    # a digest reader is not offered the digest again, still the unsubscribe
+    st, _, page = get(u)
+    assert not [b for f in Forms(page).forms for b in f["buttons"] if "摘要" in b["text"]]
+    st, _, page = submit(u, page, lambda b: "退订" in b["text"])
+    assert st == 200
+    assert membership(env, "ann@example.org")["status"] == "unsubscribed"
+    ev = show(env, "ann@example.org")["events"][-1]
+    assert (ev["kind"], ev["via"]) == ("unsubscribe", "unsubscribe-page")
+    # after unsubscribing: a way back, without a second opt-in, and the
+    # preference page linked
+    assert any(PREFS.fullmatch(h) for h in hrefs(page)), page
+    st, _, page = submit(u, page, lambda b: "重新订阅" in b["text"])
+    assert st == 200, page
+    m = membership(env, "ann@example.org")
+    assert (m["status"], m["mode"]) == ("confirmed", "digest"), m
+    ev = show(env, "ann@example.org")["events"][-1]
+    assert (ev["kind"], ev["via"]) == ("resubscribe", "unsubscribe-page"), ev
+    # the one-click POST of a mail provider is what it always was
+    st, _, _ = post(u, ONE_CLICK)
+    assert st == 200
+    assert membership(env, "ann@example.org")["status"] == "unsubscribed"
+    assert show(env, "ann@example.org")["events"][-1]["via"] == "one-click"
+    # and the page of an address already unsubscribed offers the way back too
+    st, _, page = get(u)
+    form_with(page, lambda b: "重新订阅" in b["text"])
+
+
 def test_one_client_is_limited_like_the_other_links(site):
     """/p/ shares the per-client limit of /u/ and /c/: a token cannot be
     guessed at speed, and one client cannot keep the store busy."""
