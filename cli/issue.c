@@ -208,9 +208,11 @@ int cmd_render(struct cli *c, int argc, char **argv)
 	    .date = date,
 	    .narticles = is->narticles,
 	};
-	int r = render_issue_pages(&c->conf, t, is, date, pub, &e);
+	/* the form as it shows with one public list (render reads no store) */
+	struct render_offer offer = {&list, 1};
+	int r = render_issue_pages(&c->conf, t, is, date, &offer, pub, &e);
 	if (r == 0)
-		r = render_index(&c->conf, t, &item, 1, pub, &e);
+		r = render_index(&c->conf, t, &item, 1, &offer, pub, &e);
 	if (r == 0)
 		r = render_feeds(&c->conf, fi, is->narticles, pub, &e);
 	free(fi);

@@ -38,6 +38,7 @@
 struct prep {
 	int64_t issue_id, list_id;
 	int part;
+	int variant; /* the welcome: 1 for a digest reader */
 	uint64_t used;
 	bool ok;
 	struct msg_prep m;
@@ -197,10 +198,11 @@ static const struct msg_prep *prep_for(struct daemon *d, const struct ledger_job
 {
 	struct dispatch *p = d->dispatch;
 	struct prep *victim = &p->cache[0];
+	int variant = j->issue_id == LEDGER_WELCOME && j->digest;
 	for (int i = 0; i < PREP_CACHE; i++) {
 		struct prep *c = &p->cache[i];
 		if (c->used && c->issue_id == j->issue_id && c->part == j->part &&
-		    c->list_id == j->list_id) {
+		    c->list_id == j->list_id && c->variant == variant) {
 			c->used = ++p->tick;
 			return c->ok ? &c->m : NULL;
 		}
@@ -216,8 +218,12 @@ static const struct msg_prep *prep_for(struct daemon *d, const struct ledger_job
 		msg_prep_free(&victim->m);
 	memset(victim, 0, sizeof *victim);
 	int r;
-	if (j->issue_id == 0) {
+	if (j->issue_id == LEDGER_CONFIRM) {
 		r = render_confirm(&d->conf, d->tmpl, &rl, &victim->m, err);
+	} else if (j->issue_id == LEDGER_WELCOME) {
+		r = render_welcome(&d->conf, d->tmpl, &rl, j->digest, &victim->m, err);
+	} else if (j->issue_id == LEDGER_NOTICE) {
+		r = render_already(&d->conf, d->tmpl, &rl, &victim->m, err);
 	} else {
 		if (p->issue_id != j->issue_id) {
 			issue_free(p->issue);
@@ -231,7 +237,8 @@ static const struct msg_prep *prep_for(struct daemon *d, const struct ledger_job
 	}
 	if (r < 0)
 		return NULL;
-	*victim = (struct prep){j->issue_id, j->list_id, j->part, ++p->tick, true, victim->m};
+	*victim =
+	    (struct prep){j->issue_id, j->list_id, j->part, variant, ++p->tick, true, victim->m};
 	return &victim->m;
 }
 
@@ -325,7 +332,7 @@ static void progress_claims(struct daemon *d, const struct ledger_job *jobs, siz
 	struct dispatch *p = d->dispatch;
 	int64_t last = 0;
 	for (size_t i = 0; i < n; i++)
-		if (jobs[i].issue_id)
+		if (jobs[i].issue_id > 0)
 			last = jobs[i].issue_id;
 	if (last == 0)
 		return;
@@ -346,7 +353,7 @@ static void progress_claims(struct daemon *d, const struct ledger_job *jobs, siz
 static void progress_result(struct daemon *d, const struct ledger_job *j, enum ledger_state state)
 {
 	struct dispatch *p = d->dispatch;
-	if (j->issue_id == 0 || p->prog_issue != j->issue_id)
+	if (j->issue_id <= 0 || p->prog_issue != j->issue_id)
 		return;
 	int64_t *c = p->prog.n;
 	if (c[LEDGER_SENDING] > 0)

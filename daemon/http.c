@@ -1,7 +1,8 @@
 /*
  * The HTTP endpoint: RFC 8058 one-click unsubscribe at /u/TOKEN, the
  * double opt-in link at /c/TOKEN, a reader's preference page at /p/TOKEN,
- * and the files of public_dir, every path
+ * the subscribe form at /subscribe (its pages come from web.c), and the
+ * files of public_dir, every path
  * relative to site.base_url and served at the root of http.listen.
  * libmicrohttpd runs in external-epoll mode inside the main thread's event
  * loop, never in threads of its own: the handlers touch SQLite and the
@@ -67,6 +68,12 @@
 #define RATE_BURST 20.0
 #define RATE_PER_S 0.5
 #define RATE_RETRY "2"
+/* POST /subscribe has its own, tighter bucket: each request may mail an
+ * address, so a client gets a few at once and then one a minute (the
+ * per-address limit, subs.h, is the other half). */
+#define SUBSCRIBE_BURST 5.0
+#define SUBSCRIBE_PER_S (1.0 / 60)
+#define SUBSCRIBE_RETRY "60"
 /* A store another process holds locked answers a POST with 503: the
  * client may try again in this many seconds (docs/design.md). */
 #define BUSY_RETRY "5"
@@ -102,7 +109,10 @@ struct http {
 	bool starting;
 	char startmsg[256]; /* MHD's last complaint while starting */
 	struct bucket buckets[RATE_SLOTS];
-	struct conn *oldest, *newest; /* the arriving connections, oldest first */
+	struct bucket sub_buckets[RATE_SLOTS]; /* POST /subscribe */
+	int64_t limit_logged;                  /* ms: when 429s to /subscribe were last logged */
+	size_t limit_count;                    /* since then */
+	struct conn *oldest, *newest;          /* the arriving connections, oldest first */
 	size_t narriving;
 	int64_t cut_logged;          /* ms: when cut connections were last logged */
 	size_t cut_count;            /* cut since then */
@@ -302,7 +312,8 @@ static void client_key(struct http *h, struct MHD_Connection *c, unsigned char k
 		memset(key + 8, 0, 8); /* IPv6: the /64 */
 }
 
-static bool rate_take(struct http *h, const unsigned char key[16])
+static bool rate_take_from(struct bucket *buckets, const unsigned char key[16], double burst,
+                           double per_s)
 {
 	uint32_t hash = 2166136261u; /* FNV-1a */
 	for (int i = 0; i < 16; i++)
@@ -310,7 +321,7 @@ static bool rate_take(struct http *h, const unsigned char key[16])
 	int64_t now = now_ms();
 	struct bucket *victim = NULL, *b = NULL;
 	for (int i = 0; i < RATE_PROBE && b == NULL; i++) {
-		struct bucket *x = &h->buckets[(hash + (uint32_t)i) % RATE_SLOTS];
+		struct bucket *x = &buckets[(hash + (uint32_t)i) % RATE_SLOTS];
 		if (x->used && memcmp(x->key, key, 16) == 0)
 			b = x;
 		else if (victim == NULL || !x->used || (victim->used && x->at < victim->at))
@@ -321,17 +332,22 @@ static bool rate_take(struct http *h, const unsigned char key[16])
 		b = victim;
 		memcpy(b->key, key, 16);
 		b->used = true;
-		b->tokens = RATE_BURST;
+		b->tokens = burst;
 		b->at = now;
 	}
-	b->tokens += (double)(now - b->at) / 1000.0 * RATE_PER_S;
-	if (b->tokens > RATE_BURST)
-		b->tokens = RATE_BURST;
+	b->tokens += (double)(now - b->at) / 1000.0 * per_s;
+	if (b->tokens > burst)
+		b->tokens = burst;
 	b->at = now;
 	if (b->tokens < 1.0)
 		return false;
 	b->tokens -= 1.0;
 	return true;
+}
+
+static bool rate_take(struct http *h, const unsigned char key[16])
+{
+	return rate_take_from(h->buckets, key, RATE_BURST, RATE_PER_S);
 }
 
 /* ---- token pages --------------------------------------------------------- */
@@ -582,7 +598,9 @@ static enum MHD_Result token_page(struct http *h, struct MHD_Connection *c, stru
 			r = subs_unsubscribe_id(d->store, sid, lid, via, "http", &changed, &e);
 		} else {
 			via = "confirm-link";
-			r = subs_confirm_id(d->store, sid, lid, via, "http", &changed, &e);
+			bool welcome = false; /* queued with the confirmation, once */
+			r = subs_web_confirm(d->store, sid, lid, via, "http", &changed, &welcome,
+			                     &e);
 		}
 		if (r < 0 && e.kind != ERR_NOTFOUND)
 			goto fail;
@@ -759,6 +777,62 @@ fail:
 	}
 	return reply_text(c, MHD_HTTP_SERVICE_UNAVAILABLE, "Service Unavailable; try again later",
 	                  NULL);
+}
+
+/* ---- the subscribe form (daemon/web.c builds its pages) ------------------- */
+
+static enum MHD_Result reply_web(struct MHD_Connection *c, struct web_answer *a, const char *retry)
+{
+	if (a->body == NULL)
+		return reply_text(c, a->status, "Internal Server Error", NULL);
+	struct MHD_Response *r =
+	    MHD_create_response_from_buffer(a->len, a->body, MHD_RESPMEM_MUST_FREE);
+	MHD_add_response_header(r, MHD_HTTP_HEADER_CONTENT_TYPE, "text/html; charset=utf-8");
+	MHD_add_response_header(r, MHD_HTTP_HEADER_CACHE_CONTROL, "no-store");
+	if (retry)
+		MHD_add_response_header(r, MHD_HTTP_HEADER_RETRY_AFTER, retry);
+	add_security_headers(r);
+	return queue(c, a->status, r);
+}
+
+/* 429s are counted and logged once a minute: one line per refused request
+ * would let any client fill the journal. */
+static void limited(struct http *h)
+{
+	int64_t now = now_ms();
+	h->limit_count++;
+	if (h->limit_logged == 0 || now - h->limit_logged >= 60000) {
+		log_info("http: subscribe refused (429) %zu time%s: over the per-client limit (%g "
+		         "at once, then one a minute)",
+		         h->limit_count, h->limit_count == 1 ? "" : "s", SUBSCRIBE_BURST);
+		h->limit_logged = now;
+		h->limit_count = 0;
+	}
+}
+
+static enum MHD_Result subscribe(struct http *h, struct MHD_Connection *c, struct req *rq)
+{
+	struct daemon *d = h->d;
+	struct web_answer a = {0, NULL, 0};
+	unsigned char key[16];
+	client_key(h, c, key, NULL, 0);
+	if (rq->method == M_POST) {
+		if (!rate_take_from(h->sub_buckets, key, SUBSCRIBE_BURST, SUBSCRIBE_PER_S)) {
+			limited(h);
+			web_busy_page(d, MHD_HTTP_TOO_MANY_REQUESTS, &a);
+			return reply_web(c, &a, SUBSCRIBE_RETRY);
+		}
+		const char *ctype =
+		    MHD_lookup_connection_value(c, MHD_HEADER_KIND, MHD_HTTP_HEADER_CONTENT_TYPE);
+		web_subscribe_post(d, ctype, rq->body.data ? rq->body.data : "", rq->body.len, &a);
+	} else {
+		if (!rate_take(h, key)) {
+			web_busy_page(d, MHD_HTTP_TOO_MANY_REQUESTS, &a);
+			return reply_web(c, &a, RATE_RETRY);
+		}
+		web_subscribe_page(d, &a);
+	}
+	return reply_web(c, &a, a.status == MHD_HTTP_SERVICE_UNAVAILABLE ? BUSY_RETRY : NULL);
 }
 
 /* ---- static files -------------------------------------------------------- */
@@ -1080,6 +1154,8 @@ static enum MHD_Result route(struct http *h, struct MHD_Connection *c, struct re
 		ret = token_page(h, c, rq, PAGE_CONFIRM, path + 3, n - 3);
 	else if (strncmp(path, "/p/", 3) == 0)
 		ret = prefs_page(h, c, rq, path + 3, n - 3);
+	else if (strcmp(path, "/subscribe") == 0)
+		ret = subscribe(h, c, rq);
 	else if (rq->method == M_POST)
 		ret = reply_text(c, MHD_HTTP_METHOD_NOT_ALLOWED, "Method Not Allowed", "GET, HEAD");
 	else

@@ -14,6 +14,7 @@
  *   dispatch.c  ledger → messages → senders → ledger; rate limit; progress
  *   sender.c    the sender threads and their queues
  *   http.c      one-click unsubscribe, confirmation, the archive
+ *   web.c       the subscribe form: its lists, its page, its POST
  */
 #ifndef MATRIXD_H
 #define MATRIXD_H
@@ -24,8 +25,10 @@
 #include <time.h>
 
 #include "conf.h"
+#include "render.h"
 #include "sign.h"
 #include "store.h"
+#include "subs.h"
 #include "tmpl.h"
 #include "token.h"
 #include "transport.h"
@@ -198,5 +201,32 @@ void http_free(struct http *h);
 int http_fd(struct http *h);             /* epoll fd of libmicrohttpd, -1 when off */
 void http_run(struct daemon *d);         /* serve what is ready */
 int64_t http_timeout_ms(struct http *h); /* next MHD timer (ms, relative) or -1 */
+
+/* ---- web.c --------------------------------------------------------------- */
+/* The public lists, as the pages' subscribe form offers them. */
+struct web_offer {
+	struct subs_list *lists;
+	size_t nlists;
+	struct render_list *rl;
+	struct render_offer offer;
+};
+/* -1 (logged) when the store cannot tell: then *w offers nothing. */
+int web_offer_load(struct daemon *d, struct web_offer *w);
+void web_offer_free(struct web_offer *w);
+
+/* An answer: an HTML page (body allocated) with status; body NULL: a
+ * plain-text answer of that status. */
+struct web_answer {
+	unsigned status;
+	char *body;
+	size_t len;
+};
+/* GET subscribe: the form alone. */
+void web_subscribe_page(struct daemon *d, struct web_answer *a);
+/* POST subscribe: ctype is the Content-Type (NULL when none). */
+void web_subscribe_post(struct daemon *d, const char *ctype, const char *body, size_t len,
+                        struct web_answer *a);
+/* The page for 429 (too many from one client) and 503 (the store is busy). */
+void web_busy_page(struct daemon *d, unsigned status, struct web_answer *a);
 
 #endif

@@ -97,7 +97,10 @@ int publish_listing(struct daemon *d)
 		                          (time_t)(a->updated_at > a->date ? a->updated_at : 0),
 		                          feed + have, want - have);
 	}
-	int r = render_index(&d->conf, d->tmpl, items, k, d->conf.public_dir, &e);
+	struct web_offer w;
+	web_offer_load(d, &w); /* the store cannot tell: pages without the form, said so */
+	int r = render_index(&d->conf, d->tmpl, items, k, &w.offer, d->conf.public_dir, &e);
+	web_offer_free(&w);
 	if (r == 0)
 		r = render_feeds(&d->conf, feed, have, d->conf.public_dir, &e);
 	listing_result(d, r == 0, &e);
@@ -141,7 +144,11 @@ static void preview(struct daemon *d, const struct issue *is, const struct archi
 	struct err e;
 	if (a->send_at)
 		issue_format_time((time_t)a->send_at, when, sizeof when);
-	if (changed && render_issue_pages(&d->conf, d->tmpl, is, (time_t)a->date, dir, &e) < 0)
+	struct web_offer w;
+	if (changed)
+		web_offer_load(d, &w);
+	if (changed &&
+	    render_issue_pages(&d->conf, d->tmpl, is, (time_t)a->date, &w.offer, dir, &e) < 0)
 		log_err("issue=%d pages: %s", is->number, e.msg);
 	else if (ph == ARCHIVE_SCHEDULED)
 		log_info("issue=%d scheduled for %s: %s rendered to %s/issues/%d/ (not published, "
@@ -156,6 +163,8 @@ static void preview(struct daemon *d, const struct issue *is, const struct archi
 		log_info("issue=%d draft: %s rendered to %s/issues/%d/ (not published, never "
 		         "sent)",
 		         is->number, is->title, dir, is->number);
+	if (changed)
+		web_offer_free(&w);
 	free(dir);
 }
 
@@ -188,7 +197,11 @@ static int publish_pages(struct daemon *d, const struct issue *is, const struct 
 {
 	struct err e;
 	err_clear(&e);
-	int r = render_issue_pages(&d->conf, d->tmpl, is, (time_t)a->date, d->conf.public_dir, &e);
+	struct web_offer w;
+	web_offer_load(d, &w);
+	int r = render_issue_pages(&d->conf, d->tmpl, is, (time_t)a->date, &w.offer,
+	                           d->conf.public_dir, &e);
+	web_offer_free(&w);
 	if (r < 0) {
 		char msg[sizeof e.msg + 300];
 		snprintf(msg, sizeof msg,

@@ -169,7 +169,7 @@ int ledger_claim(struct store *s, int64_t now, size_t max, struct ledger_job **o
 	static const char sql[] =
 	    "SELECT d.id, d.issue_id, d.part, d.subscriber_id, d.list_id, d.attempts, "
 	    "       coalesce(d.first_attempt, ?2), s.email, s.name, m.status, "
-	    "       coalesce(i.number, 0) "
+	    "       coalesce(i.number, 0), m.mode = 'digest' "
 	    "FROM deliveries d JOIN subscribers s ON s.id = d.subscriber_id "
 	    "LEFT JOIN memberships m ON m.subscriber_id = d.subscriber_id AND m.list_id = "
 	    "d.list_id "
@@ -216,6 +216,7 @@ int ledger_claim(struct store *s, int64_t now, size_t max, struct ledger_job **o
 			    .first_attempt = sqlite3_column_int64(st, 6),
 			    .was_deferred = i == 1,
 			    .number = sqlite3_column_int(st, 10),
+			    .digest = sqlite3_column_int(st, 11) != 0,
 			    .email = xstrdup((const char *)sqlite3_column_text(st, 7)),
 			    .name = xstrdup((const char *)sqlite3_column_text(st, 8)),
 			};

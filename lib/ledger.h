@@ -19,7 +19,11 @@
  * duplicates that can cause are bounded by the messages in flight (see
  * docs/design.md).
  *
- * issue_id 0 rows are confirmation mails (part = the list id).
+ * Rows with an issue_id <= 0 are the mails of one membership (part = the
+ * list id): 0 the confirmation (double opt-in; sent only while the
+ * membership is pending), LEDGER_WELCOME the welcome after a confirmation
+ * and LEDGER_NOTICE the "you are already subscribed" answer to the
+ * subscribe form (both sent only while it is confirmed).
  */
 #ifndef MATRIX_LEDGER_H
 #define MATRIX_LEDGER_H
@@ -30,6 +34,10 @@
 #include "err.h"
 #include "store.h"
 #include "transport.h"
+
+#define LEDGER_CONFIRM 0
+#define LEDGER_WELCOME (-1)
+#define LEDGER_NOTICE  (-2)
 
 /* A delivery's state; the names are the ones stored in deliveries.state
  * (the schema's CHECK lists them) and printed. */
@@ -46,6 +54,7 @@ struct ledger_job {
 	int64_t first_attempt; /* retry_max_age counts from here */
 	char *email, *name;
 	bool was_deferred; /* its state before the claim (progress counts) */
+	bool digest;       /* the membership's mode is digest (the welcome says so) */
 };
 
 struct ledger_policy {

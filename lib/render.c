@@ -308,6 +308,51 @@ int render_confirm(const struct conf *c, const struct tmpl *t, const struct rend
 	return r;
 }
 
+/* A mail of one membership (welcome, already) through templates stem. */
+static int render_member_mail(const struct conf *c, const struct tmpl *t,
+                              const struct render_list *list, const char *stem,
+                              const char *subject_fmt, struct json_object *ctx,
+                              struct msg_prep *out, struct err *err)
+{
+	struct buf html, text;
+	buf_init(&html, BUF_NOLIMIT);
+	buf_init(&text, BUF_NOLIMIT);
+	const char *title = list->title && *list->title ? list->title : list->name;
+	char *subject = xasprintf(subject_fmt, title);
+	struct msg_head h = {
+	    .subject = subject,
+	    .from = c->site.from,
+	    .list_name = list->name,
+	    .list_title = list->title,
+	    .list_archive = c->site.base_url,
+	    .language = c->site.language,
+	    .bulk = true, /* to a confirmed member: the one-click unsubscribe applies */
+	};
+	int r = render_both(t, stem, ctx, &html, &text, err);
+	if (r == 0)
+		r = msg_prepare(out, &h, buf_str(&html), buf_str(&text), err);
+	free(subject);
+	json_object_put(ctx);
+	buf_free(&html);
+	buf_free(&text);
+	return r;
+}
+
+int render_welcome(const struct conf *c, const struct tmpl *t, const struct render_list *list,
+                   bool digest, struct msg_prep *out, struct err *err)
+{
+	struct json_object *ctx = base_ctx(c, list);
+	json_object_object_add(ctx, digest ? "digest" : "article", json_object_new_boolean(1));
+	return render_member_mail(c, t, list, "mail-welcome", "欢迎订阅《%s》", ctx, out, err);
+}
+
+int render_already(const struct conf *c, const struct tmpl *t, const struct render_list *list,
+                   struct msg_prep *out, struct err *err)
+{
+	return render_member_mail(c, t, list, "mail-already", "你已经订阅了《%s》",
+	                          base_ctx(c, list), out, err);
+}
+
 int render_page(const struct conf *c, const struct tmpl *t, const char *name,
                 struct json_object *ctx, struct buf *out, struct err *err)
 {
@@ -353,13 +398,45 @@ static int copy_asset(const char *folder, const char *rel, const char *dest, str
 	return r;
 }
 
+struct json_object *render_subscribe_json(const struct conf *c, const struct render_offer *o)
+{
+	if (o == NULL || o->n == 0)
+		return NULL;
+	struct json_object *s = json_object_new_object();
+	add_owned(s, "action", xasprintf("%ssubscribe", c->site.base_url));
+	json_object_object_add(s, "several", json_object_new_boolean(o->n > 1));
+	struct json_object *arr = json_object_new_array();
+	for (size_t i = 0; i < o->n; i++) {
+		struct json_object *l = json_object_new_object();
+		add_str(l, "name", o->lists[i].name);
+		add_str(l, "title",
+		        o->lists[i].title && *o->lists[i].title ? o->lists[i].title
+		                                                : o->lists[i].name);
+		json_object_object_add(l, "checked", json_object_new_boolean(i == 0));
+		json_object_array_add(arr, l);
+	}
+	json_object_object_add(s, "lists", arr);
+	return s;
+}
+
+/* site, and the subscribe form when there is a list to offer */
+static struct json_object *page_ctx(const struct conf *c, const struct render_offer *offer)
+{
+	struct json_object *ctx = json_object_new_object();
+	json_object_object_add(ctx, "site", site_json(c));
+	struct json_object *sub = render_subscribe_json(c, offer);
+	if (sub)
+		json_object_object_add(ctx, "subscribe", sub);
+	return ctx;
+}
+
 int render_issue_pages(const struct conf *c, const struct tmpl *t, const struct issue *is,
-                       time_t date, const char *dir, struct err *err)
+                       time_t date, const struct render_offer *offer, const char *dir,
+                       struct err *err)
 {
 	int r = 0;
 	for (size_t i = 0; i < is->narticles && r == 0; i++) {
-		struct json_object *ctx = json_object_new_object();
-		json_object_object_add(ctx, "site", site_json(c));
+		struct json_object *ctx = page_ctx(c, offer);
 		issue_into(ctx, c, is, date, false);
 		json_object_object_add(ctx, "article", article_json(c, is, i, false, true));
 		char *path =
@@ -369,8 +446,7 @@ int render_issue_pages(const struct conf *c, const struct tmpl *t, const struct 
 		json_object_put(ctx);
 	}
 	if (r == 0) {
-		struct json_object *ctx = json_object_new_object();
-		json_object_object_add(ctx, "site", site_json(c));
+		struct json_object *ctx = page_ctx(c, offer);
 		issue_into(ctx, c, is, date, false);
 		char *path = xasprintf("%s/issues/%d/index.html", dir, is->number);
 		r = write_page(t, "page-issue.html", ctx, path, err);
@@ -391,10 +467,9 @@ int render_issue_pages(const struct conf *c, const struct tmpl *t, const struct 
 }
 
 int render_index(const struct conf *c, const struct tmpl *t, const struct render_index_item *items,
-                 size_t n, const char *dir, struct err *err)
+                 size_t n, const struct render_offer *offer, const char *dir, struct err *err)
 {
-	struct json_object *ctx = json_object_new_object();
-	json_object_object_add(ctx, "site", site_json(c));
+	struct json_object *ctx = page_ctx(c, offer);
 	json_object_object_add(ctx, "count", json_object_new_int((int)n));
 	struct json_object *arr = json_object_new_array();
 	for (size_t i = 0; i < n; i++) {

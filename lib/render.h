@@ -45,12 +45,38 @@ int render_test_mail(const struct conf *c, const struct tmpl *t, const struct is
 int render_confirm(const struct conf *c, const struct tmpl *t, const struct render_list *list,
                    struct msg_prep *out, struct err *err);
 
+/* The welcome after a reader confirmed (mail-welcome): what comes, how
+ * often, how to change it; digest says which mode the reader chose. */
+int render_welcome(const struct conf *c, const struct tmpl *t, const struct render_list *list,
+                   bool digest, struct msg_prep *out, struct err *err);
+
+/* The answer to the subscribe form for an address already confirmed on
+ * list (mail-already): nothing changed, where to change it. */
+int render_already(const struct conf *c, const struct tmpl *t, const struct render_list *list,
+                   struct msg_prep *out, struct err *err);
+
+/*
+ * The lists the subscribe form of every archive page offers: the public
+ * ones (matrixctl(8), list-set --private), the default list first. n 0:
+ * no form. Pages show the lists as they were when they were written.
+ */
+struct render_offer {
+	const struct render_list *lists;
+	size_t n;
+};
+
+/* The "subscribe" object of a page's context (subscribe-form.html):
+ * action (site.base_url + "subscribe"), several, lists[{name, title,
+ * checked}] (the first checked). NULL when o offers nothing. */
+struct json_object *render_subscribe_json(const struct conf *c, const struct render_offer *o);
+
 /* issues/N/index.html, issues/N/SLUG.html, and the issue folder's images,
  * under dir (public_dir). An image the folder does not hold is skipped
  * (the issue warns about it); one that is a link, a FIFO or a device is
  * refused (ERR_INPUT), as is any write that fails (ERR_IO). */
 int render_issue_pages(const struct conf *c, const struct tmpl *t, const struct issue *is,
-                       time_t date, const char *dir, struct err *err);
+                       time_t date, const struct render_offer *offer, const char *dir,
+                       struct err *err);
 
 struct render_index_item {
 	int number;
@@ -60,7 +86,7 @@ struct render_index_item {
 };
 /* index.html under dir, items newest first. */
 int render_index(const struct conf *c, const struct tmpl *t, const struct render_index_item *items,
-                 size_t n, const char *dir, struct err *err);
+                 size_t n, const struct render_offer *offer, const char *dir, struct err *err);
 
 struct render_feed_item {
 	const struct issue *is;

@@ -448,18 +448,27 @@ void subs_lists_free(struct subs_list *l, size_t n)
 
 /*
  * The confirmation mail the daemon sends for a pending membership: a ledger
- * row with issue_id 0 and part = the list id. Requeued when it was sent or
+ * row with issue_id 0 and part = the list id (the welcome and the notice:
+ * issue_id LEDGER_WELCOME, LEDGER_NOTICE). Requeued when it was sent or
  * failed before; one still on its way (queued, deferred, being sent) is
  * left alone, and *queued is false: nothing new goes out.
  */
 int subs_queue_confirmation(struct store *s, int64_t subscriber_id, int64_t list_id, bool *queued,
                             struct err *err)
 {
+	return subs_queue_mail(s, LEDGER_CONFIRM, subscriber_id, list_id, queued, err);
+}
+
+int subs_queue_mail(struct store *s, int kind, int64_t subscriber_id, int64_t list_id, bool *queued,
+                    struct err *err)
+{
 	static const char sql[] =
 	    "INSERT INTO deliveries(issue_id, part, subscriber_id, list_id, state, attempts,"
-	    " next_attempt, created_at, updated_at) VALUES (0, ?2, ?1, ?2, 'queued', 0, ?3, ?3, ?3)"
+	    " next_attempt, created_at, updated_at) VALUES (?4, ?2, ?1, ?2, 'queued', 0, ?3, ?3, "
+	    "?3)"
 	    " ON CONFLICT(issue_id, part, subscriber_id) DO UPDATE SET state = 'queued',"
-	    " attempts = 0, next_attempt = excluded.next_attempt, updated_at = excluded.updated_at"
+	    " attempts = 0, next_attempt = excluded.next_attempt, updated_at = excluded.updated_at,"
+	    " first_attempt = NULL" /* retry_max_age counts from this mail's first attempt */
 	    " WHERE state IN ('sent', 'failed')";
 	sqlite3_stmt *st = store_stmt(s, sql, err);
 	if (st == NULL)
@@ -467,7 +476,8 @@ int subs_queue_confirmation(struct store *s, int64_t subscriber_id, int64_t list
 	sqlite3_bind_int64(st, 1, subscriber_id);
 	sqlite3_bind_int64(st, 2, list_id);
 	sqlite3_bind_int64(st, 3, store_now());
-	if (store_step_done(s, st, err, "queueing the confirmation mail") < 0)
+	sqlite3_bind_int(st, 4, kind);
+	if (store_step_done(s, st, err, "queueing a mail") < 0)
 		return -1;
 	if (queued)
 		*queued = sqlite3_changes(s->db) > 0;

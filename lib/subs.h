@@ -220,6 +220,10 @@ int subs_transition(struct store *s, int64_t subscriber_id, int64_t list_id, enu
  */
 int subs_queue_confirmation(struct store *s, int64_t subscriber_id, int64_t list_id, bool *queued,
                             struct err *err);
+/* The same for the other mails of a membership (ledger.h): kind is
+ * LEDGER_CONFIRM, LEDGER_WELCOME or LEDGER_NOTICE. */
+int subs_queue_mail(struct store *s, int kind, int64_t subscriber_id, int64_t list_id, bool *queued,
+                    struct err *err);
 
 /* Adds a membership of subscriber_id to list_id (the batched import writes
  * its new rows itself). An opt-in records its consent (now, via, by); one
@@ -230,6 +234,51 @@ int subs_membership_add(struct store *s, int64_t subscriber_id, int64_t list_id,
 
 int subs_membership_set_mode(struct store *s, int64_t subscriber_id, int64_t list_id,
                              enum subs_mode mode, struct err *err);
+
+/* ---- the subscribe form (subs_web.c) -------------------------------------- */
+
+#define SUBS_WEB_INTERVAL 3600 /* seconds: at most one mail an address from the form */
+
+struct subs_web_request {
+	const char *email;        /* as typed */
+	const char *name;         /* NULL or "": none; only a new subscriber takes it */
+	enum subs_mode mode;      /* for a new or not yet confirmed membership */
+	const char *const *lists; /* names, each a public list */
+	size_t nlists;
+};
+
+struct subs_web_result {
+	int64_t subscriber_id;         /* 0: nothing was written */
+	bool created;                  /* a new subscriber */
+	bool limited;                  /* a mail went within SUBS_WEB_INTERVAL: nothing done */
+	size_t confirmations, notices; /* mails queued (ledger.h) */
+};
+
+/*
+ * A subscription from the web form (docs/design.md, "Readers on the web"),
+ * in one transaction, for each list: no membership -> pending and a
+ * confirmation mail; pending -> the confirmation again (and the mode);
+ * confirmed -> an "already subscribed" notice, nothing changed;
+ * unsubscribed or bounced -> pending and a confirmation mail (to come
+ * back: only the link in that mail confirms). The history says via=web.
+ * An address that got a mail from the form less than SUBS_WEB_INTERVAL
+ * ago gets nothing and nothing changes (res->limited). Who submitted the
+ * form is unknown, so nothing a stranger could use is changed: the name
+ * of an existing subscriber, the mode of a confirmed membership. ERR_INPUT
+ * for an invalid address or name and for a list that does not exist or is
+ * private (one message for both: the form does not tell them apart).
+ */
+int subs_web_subscribe(struct store *s, const struct subs_web_request *rq,
+                       struct subs_web_result *res, struct err *err);
+
+/*
+ * subs_confirm_id, and when it confirmed (*changed) the welcome mail
+ * queued in the same transaction (*welcome): once per confirmation, so a
+ * second click or a reload of the confirmation page sends nothing, and a
+ * reader who left and came back is welcomed again.
+ */
+int subs_web_confirm(struct store *s, int64_t subscriber_id, int64_t list_id, const char *via,
+                     const char *actor, bool *changed, bool *welcome, struct err *err);
 
 /* ---- listing ------------------------------------------------------------- */
 

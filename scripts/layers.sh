@@ -21,7 +21,7 @@ BEGIN {
 	split("2 issue md", l2)
 	split("3 mustache tmpl mailhtml feed msg render", l3)
 	split("4 transport transport_smtp transport_maildir sign", l4)
-	split("5 store subs subs_csv prefs archive ledger", l5)
+	split("5 store subs subs_csv subs_web prefs archive ledger", l5)
 	split("6 bounce inbound", l6)
 	name[0] = "base"; name[1] = "rules"; name[2] = "parse"; name[3] = "render"
 	name[4] = "deliver"; name[5] = "store"; name[6] = "inbound"

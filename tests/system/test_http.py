@@ -326,9 +326,10 @@ def test_confirm_flow_then_next_issue(site):
     st, _, body = request(c, data=b"confirm=1", headers={"Content-Type": FORM})
     assert st == 200 and "已经确认过" in body.decode()
 
-    # the next issue reaches carol, not dave who never confirmed
+    # the next issue reaches carol (after her confirmation and her welcome),
+    # not dave who never confirmed
     shutil.copy(SEED, env.tmp / "issues" / SEED.name)
-    wait_for(lambda: len(messages(env, "carol@example.org")) == 1 + 15, "the issue to carol")
+    wait_for(lambda: len(messages(env, "carol@example.org")) == 2 + 15, "the issue to carol")
     time.sleep(0.5)
     assert len(messages(env, "dave@example.org")) == 1  # the confirmation only
 

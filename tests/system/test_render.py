@@ -57,7 +57,12 @@ class Audit(html.parser.HTMLParser):
         self.tables = 0
 
     def handle_starttag(self, tag, attrs):
-        if tag in ("script", "iframe", "object", "embed", "form"):
+        # the one form a page may carry: the subscribe form, posting to us
+        # (test_web_subscribe.py); nothing an issue brings in
+        ours = tag == "form" and dict(attrs) == {
+            "class": "mx-subscribe", "method": "post",
+            "action": "https://news.example.org/matrix/subscribe"}
+        if tag in ("script", "iframe", "object", "embed", "form") and not ours:
             self.bad.append(f"<{tag}>")
         if tag == "table" and ("role", "presentation") not in attrs:
             self.tables += 1  # a data table, not the mail's layout

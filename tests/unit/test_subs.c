@@ -937,10 +937,123 @@ static void test_one_transition(void **state)
 	free(by);
 }
 
+/* ---- the subscribe form (subs_web.c) ------------------------------------ */
+
+static struct subs_web_result web(struct store *s, const char *email, const char *name,
+                                  enum subs_mode mode, const char *list, int want_rc)
+{
+	const char *lists[] = {list ? list : "matrix"};
+	struct subs_web_request rq = {email, name, mode, lists, 1};
+	struct subs_web_result r;
+	struct err e;
+	err_clear(&e);
+	int rc = subs_web_subscribe(s, &rq, &r, &e);
+	if (rc != want_rc)
+		fail_msg("web subscribe %s: rc %d (%s)", email, rc, e.msg);
+	return r;
+}
+
+static void now_is(int64_t t)
+{
+	char v[32];
+	snprintf(v, sizeof v, "%lld", (long long)t);
+	setenv("MATRIXD_FAKE_NOW", v, 1);
+}
+
+static void test_web_subscribe_rules(void **state)
+{
+	struct fx *f = *state;
+	struct err e;
+	err_clear(&e);
+	now_is(1700000000);
+	sub(f->s, "conf@example.org", NULL, false, false, SUBS_DIGEST, "Conf", 0);
+	sub(f->s, "pend@example.org", NULL, true, false, -1, NULL, 0);
+	sub(f->s, "left@example.org", NULL, false, false, -1, NULL, 0);
+	struct subs_result ur;
+	assert_int_equal(subs_unsubscribe(f->s, "left@example.org", NULL, "cli", "t", &ur, &e), 0);
+	assert_int_equal(subs_list_create(f->s, "staff", NULL, NULL, "t", &e), 0);
+	assert_int_equal(subs_list_set_private(f->s, "staff", true, "t", NULL, &e), 0);
+	int64_t subs0 = q_int(f->s, "SELECT count(*) FROM subscribers");
+	int64_t events0 = q_int(f->s, "SELECT count(*) FROM events");
+
+	/* refused: nothing written */
+	web(f->s, "a@example.org", NULL, SUBS_ARTICLE, "staff", -1);
+	web(f->s, "a@example.org", NULL, SUBS_ARTICLE, "nosuch", -1);
+	web(f->s, "not an address", NULL, SUBS_ARTICLE, NULL, -1);
+	web(f->s, "a@example.org", "two\nlines", SUBS_ARTICLE, NULL, -1);
+	assert_int_equal(q_int(f->s, "SELECT count(*) FROM subscribers"), subs0);
+	assert_int_equal(q_int(f->s, "SELECT count(*) FROM events"), events0);
+
+	/* a new address: pending, a confirmation, the name taken */
+	struct subs_web_result r = web(f->s, "new@example.org", "新", SUBS_DIGEST, NULL, 0);
+	assert_true(r.created && !r.limited && r.confirmations == 1 && r.notices == 0);
+	assert_q(f->s,
+	         "SELECT s.name || ' ' || m.status || ' ' || m.mode || ' ' || m.consent_via"
+	         " FROM subscribers s JOIN memberships m ON m.subscriber_id = s.id"
+	         " WHERE s.email = 'new@example.org'",
+	         "新 pending digest web");
+	/* pending: the confirmation again (the one matrixctl queued went out) */
+	assert_int_equal(store_exec(f->s, "UPDATE deliveries SET state = 'sent'", &e), 0);
+	r = web(f->s, "pend@example.org", "Stranger", SUBS_DIGEST, NULL, 0);
+	assert_true(!r.created && r.confirmations == 1);
+	assert_q(f->s,
+	         "SELECT name || ' ' || (SELECT mode FROM memberships WHERE subscriber_id = id)"
+	         " FROM subscribers WHERE email = 'pend@example.org'",
+	         " digest");
+	/* confirmed: a notice, nothing changed */
+	r = web(f->s, "conf@example.org", "Stranger", SUBS_ARTICLE, NULL, 0);
+	assert_true(r.notices == 1 && r.confirmations == 0);
+	assert_q(f->s,
+	         "SELECT name || ' ' || m.status || ' ' || m.mode FROM subscribers s JOIN"
+	         " memberships m ON m.subscriber_id = s.id WHERE email = 'conf@example.org'",
+	         "Conf confirmed digest");
+	assert_int_equal(q_int(f->s, "SELECT count(*) FROM deliveries WHERE issue_id = -2"), 1);
+	/* unsubscribed: asked again, the history says so */
+	r = web(f->s, "left@example.org", NULL, SUBS_ARTICLE, NULL, 0);
+	assert_true(r.confirmations == 1);
+	assert_q(f->s,
+	         "SELECT kind || ' ' || via || ' ' || detail FROM events ORDER BY id DESC"
+	         " LIMIT 1",
+	         "resubscribe web unsubscribed -> pending: asked on the web; the confirmation mail "
+	         "decides");
+
+	/* within the hour: nothing at all, whichever the state */
+	int64_t deliveries = q_int(f->s, "SELECT count(*) FROM deliveries");
+	events0 = q_int(f->s, "SELECT count(*) FROM events");
+	now_is(1700000000 + SUBS_WEB_INTERVAL - 1);
+	assert_int_equal(store_exec(f->s, "UPDATE deliveries SET state = 'sent'", &e), 0);
+	const char *again[] = {"new@example.org", "pend@example.org", "conf@example.org",
+	                       "left@example.org"};
+	for (size_t i = 0; i < 4; i++) {
+		r = web(f->s, again[i], NULL, SUBS_ARTICLE, NULL, 0);
+		assert_true(r.limited && r.confirmations + r.notices == 0);
+	}
+	assert_int_equal(q_int(f->s, "SELECT count(*) FROM deliveries WHERE state = 'queued'"), 0);
+	assert_int_equal(q_int(f->s, "SELECT count(*) FROM events"), events0);
+	/* an hour on: the mail again, in the same row */
+	now_is(1700000000 + SUBS_WEB_INTERVAL);
+	r = web(f->s, "pend@example.org", NULL, SUBS_ARTICLE, NULL, 0);
+	assert_true(!r.limited && r.confirmations == 1);
+	assert_int_equal(q_int(f->s, "SELECT count(*) FROM deliveries"), deliveries);
+
+	/* the confirmation link: confirmed, welcomed once */
+	int64_t sid = q_int(f->s, "SELECT id FROM subscribers WHERE email = 'new@example.org'");
+	bool changed = false, welcome = false;
+	assert_int_equal(
+	    subs_web_confirm(f->s, sid, 1, "confirm-link", "http", &changed, &welcome, &e), 0);
+	assert_true(changed && welcome);
+	assert_int_equal(
+	    subs_web_confirm(f->s, sid, 1, "confirm-link", "http", &changed, &welcome, &e), 0);
+	assert_true(!changed && !welcome);
+	assert_int_equal(q_int(f->s, "SELECT count(*) FROM deliveries WHERE issue_id = -1"), 1);
+	now_is(1700000000);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
 	    cmocka_unit_test_setup_teardown(test_lists, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_web_subscribe_rules, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_subscribe_new_and_twice, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_subscribe_errors, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_confirm_flow, setup, teardown),
