@@ -140,9 +140,23 @@ int daemon_reload(struct daemon *d)
 	if (strcmp(c.site.timezone, d->conf.site.timezone) != 0)
 		log_warnx("site.timezone changed in %s: restart matrixd for it to take effect",
 		          d->conf_path);
-	if (!smtp_same(&c, &d->conf))
+	if (!smtp_same(&c, &d->conf)) {
 		log_warnx("smtp settings changed in %s: restart matrixd for them to take effect",
 		          d->conf_path);
+		/* The senders, their connections and passwords are the running
+		 * relays'; the dispatcher and the status count and name those,
+		 * one for one: the new list (perhaps shorter) waits for the
+		 * restart. conf_free() below frees it. */
+		struct conf_relay *r = c.smtp.relays;
+		size_t nr = c.smtp.nrelays;
+		char *url = c.smtp.url;
+		c.smtp.relays = d->conf.smtp.relays;
+		c.smtp.nrelays = d->conf.smtp.nrelays;
+		c.smtp.url = d->conf.smtp.url;
+		d->conf.smtp.relays = r;
+		d->conf.smtp.nrelays = nr;
+		d->conf.smtp.url = url;
+	}
 	/* what needs a restart keeps its running value */
 	free(c.state_dir);
 	c.state_dir = xstrdup(d->conf.state_dir);

@@ -1,0 +1,62 @@
+"""What a careless or hostile admin does to the relays while mail goes out:
+a SIGHUP with another smtp.relays list in the middle of a send, a relay
+url that carries a password, a relay restarted under a running send.
+Against the real daemon and real aiosmtpd relays on 127.0.0.1."""
+import re
+import shutil
+import signal
+import time
+
+from smtpd import Server
+from test_daemon import Daemon, wait_for
+from test_relays import TOC, import_readers, relays_env
+
+
+def test_reload_with_other_relays_keeps_the_running_ones(tmp_path):
+    """The relays are connections, threads and passwords made at start: a
+    reload that changes them says they need a restart, and until then the
+    daemon (its status too) goes on with the running ones. A reload to a
+    shorter list once made the status read past the end of the new one."""
+    (tmp_path / "tls").mkdir()
+    a, b, c = (Server(tmp_path / "tls").start() for _ in range(3))
+    try:
+        a.delay = b.delay = 0.02  # long enough for the reload to land mid-send
+        env = relays_env(tmp_path, [a.port, b.port])
+        import_readers(env, 100)
+        d = Daemon(env)
+        try:
+            assert d.wait_log("ready:"), d.stderr()
+            shutil.copy(TOC, env.tmp / "issues" / TOC.name)
+            assert wait_for(lambda: a.count() + b.count() >= 10, 30), d.stderr()
+            old = [f"smtp://127.0.0.1:{p}" for p in (a.port, b.port)]
+            # same count, another relay: the status must not name c
+            text = env.conf.read_text()
+            env.conf.write_text(text.replace(f"127.0.0.1:{b.port}", f"127.0.0.1:{c.port}"))
+            d.p.send_signal(signal.SIGHUP)
+            assert d.wait_log("restart matrixd for them to take effect"), d.stderr()
+            # one relay only: the status once read a second, absent one
+            env.conf.write_text(re.sub(r"relays = \(.*\);",
+                                       f'relays = ( {{ url = "smtp://127.0.0.1:{c.port}"; }} );',
+                                       text))
+            d.p.send_signal(signal.SIGHUP)
+            assert wait_for(lambda: d.stderr().count("restart matrixd for them") == 2, 30), \
+                d.stderr()
+            assert wait_for(lambda: a.count() + b.count() >= 400 or d.p.poll() is not None,
+                            60), d.stderr()
+            assert d.p.poll() is None, d.stderr()
+            assert wait_for(lambda: env.ctl_json("status")["issues"][0]["sent"] == 400, 30)
+            relays = env.ctl_json("status")["daemon"]["relays"]
+            assert [r["url"] for r in relays] == old, relays
+            assert wait_for(lambda: sum(r["sent"] for r in env.ctl_json("status")["daemon"]
+                                        ["relays"]) == 400, 10), env.ctl("status").stdout
+            assert c.count() == 0
+            pairs = {(r.rcpts[0], r.message()["Subject"]) for r in a.received + b.received}
+            assert len(pairs) == 400
+            assert f"127.0.0.1:{c.port}" not in env.ctl("status", check=0).stdout
+            assert d.term()[0] == 0, d.stderr()
+        finally:
+            d.kill()
+    finally:
+        for s in (a, b, c):
+            s.stop()
+
