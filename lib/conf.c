@@ -647,8 +647,11 @@ static int relays(struct ctx *x, const config_t *cf)
 		                       0};
 		c->smtp.relays = xmalloc(sizeof *c->smtp.relays);
 		c->smtp.relays[0] = r;
-		c->smtp.nrelays = 1;
-		return 0;
+		c->smtp.nrelays = 1; /* conf_free frees it */
+		/* the same rules as a relay group's url: no user:password@ */
+		s = config_lookup(cf, "smtp.url");
+		return check_relay(x, &c->smtp.relays[0], "smtp.url",
+		                   s ? config_setting_source_line(s) : 0);
 	}
 	if ((s = config_lookup(cf, "smtp.url")) != NULL)
 		return err_at(x->err, ERR_CONFIG, x->file, config_setting_source_line(s),

@@ -60,3 +60,21 @@ def test_reload_with_other_relays_keeps_the_running_ones(tmp_path):
         for s in (a, b, c):
             s.stop()
 
+
+
+def test_smtp_url_with_a_password_is_refused(env):
+    """smtp.url follows the rule of a relay group's url: credentials go in
+    username and password_file, never in the url, which the log, the
+    status and STATUS= all print."""
+    for url in ("smtp://mailer:s3cr3t@127.0.0.1:25", "smtps://mailer@127.0.0.1:465"):
+        env.write_conf(smtp_url=f'"{url}"')
+        p = env.matrixd("-n")
+        assert p.returncode == 1, (url, p.stdout)
+        line = env.conf.read_text().splitlines().index(f'  url = "{url}";') + 1
+        assert f"{env.conf}:{line}: smtp.url must not hold a user or password" in p.stderr, \
+            p.stderr
+        assert "password_file" in p.stderr
+        assert "s3cr3t" not in p.stderr + p.stdout
+        # the daemon does not start with it either
+        p = env.matrixd("--once")
+        assert p.returncode == 1 and "s3cr3t" not in p.stderr, p.stderr
