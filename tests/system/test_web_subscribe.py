@@ -232,9 +232,13 @@ def test_same_answer_for_every_state_and_the_right_mail(web):
     assert (ev["kind"], ev["via"]) == ("resubscribe", "web")
     ev = env.ctl_json("show", "new@example.org")
     assert ev["memberships"][0]["consent"]["via"] == "web"
-    # the "already" notice: the list's one-click link, nothing to confirm
+    # the "already" notice: the list's one-click link, nothing to confirm, and
+    # the reader's preference page (which opens)
     already = mails(srv, "confirmed@example.org")[0]
     assert already["List-Unsubscribe-Post"] == "List-Unsubscribe=One-Click"
+    prefs = re.findall(re.escape(BASE) + r"(p/[0-9a-f-]+)",
+                       already.get_body(("plain",)).get_content())
+    assert prefs and request(url + prefs[0])[0] == 200
     # the log has ids, never an address
     log = d.stderr().split("ready:")[1]
     assert not ADDR_RE.search(log), ADDR_RE.findall(log)
@@ -278,6 +282,7 @@ def test_welcome_says_what_comes_and_how_to_change_it(web):
             assert "摘要邮件" in text and "改成每篇文章一封" in text
         assert "每出一期" in text  # how often
         assert re.search(re.escape(BASE) + r"u/\d+-\d+-[0-9a-f]{32}", text)  # how to leave
+        assert re.search(r"订阅设置.*\n" + re.escape(BASE) + r"p/[0-9a-f-]+", text)  # to change
         assert "<script" not in html and a in html
 
 
