@@ -25,7 +25,7 @@ import urllib.parse
 import pytest
 
 from conftest import DATA, SEED
-from smtpd import Server, free_port
+from smtpd import free_port
 from test_delivery import smtp_env
 from test_http import BASE, FORM, ONE_CLICK, Daemon, assert_security_headers, request, token
 
@@ -35,12 +35,11 @@ SUBSCRIBE_URL = BASE + "subscribe"
 
 
 @pytest.fixture
-def site(tmp_path):
+def site(tmp_path, server):
     """(env, url, server, start): an installation sending through aiosmtpd
-    with http.listen on a free port; start() runs the daemon, stopped
-    (exit 0) at the end."""
-    (tmp_path / "tls").mkdir()
-    srv = Server(tmp_path / "tls").start()
+    (conftest.py's server) with http.listen on a free port; start() runs
+    the daemon, stopped (exit 0) at the end."""
+    srv = server
     port = free_port()
     # the tests speak for many readers: each its own client (X-Forwarded-For
     # from the trusted local proxy), or the per-client limit answers 429
@@ -58,7 +57,6 @@ def site(tmp_path):
     finally:
         for d in started:
             d.stop()
-        srv.stop()
 
 
 def wait_for(pred, what, timeout=120):

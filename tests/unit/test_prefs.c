@@ -18,6 +18,7 @@
 
 #include <cmocka.h>
 
+#include "helpers.h"
 #include "prefs.h"
 #include "store.h"
 #include "subs.h"
@@ -28,17 +29,6 @@ struct fx {
 	struct store *s;
 	int64_t ann;
 };
-
-static int64_t q_int(struct store *s, const char *sql)
-{
-	sqlite3_stmt *st = NULL;
-	int64_t v = -1;
-	assert_int_equal(sqlite3_prepare_v2(s->db, sql, -1, &st, NULL), SQLITE_OK);
-	if (sqlite3_step(st) == SQLITE_ROW)
-		v = sqlite3_column_int64(st, 0);
-	sqlite3_finalize(st);
-	return v;
-}
 
 static int64_t subscribe(struct store *s, const char *email, const char *list, bool confirm,
                          int mode)
@@ -60,14 +50,9 @@ static int setup(void **state)
 {
 	struct fx *f = xcalloc(1, sizeof *f);
 	struct err e;
-	memcpy(f->dir, "/tmp/test_prefs.XXXXXX", 23);
-	if (mkdtemp(f->dir) == NULL)
-		return -1;
 	setenv("MATRIXD_FAKE_NOW", "1700000000", 1);
-	if (store_open(&f->s, f->dir, &e) < 0) {
-		fprintf(stderr, "%s\n", e.msg);
+	if (tmpstore_dir(f->dir, "test_prefs") < 0 || tmpstore_open(&f->s, f->dir) < 0)
 		return -1;
-	}
 	/* lists: matrix (default), weekly (public), staff and vip (private) */
 	if (subs_list_create(f->s, "weekly", "周刊", NULL, "t", &e) < 0 ||
 	    subs_list_create(f->s, "staff", NULL, NULL, "t", &e) < 0 ||
@@ -87,14 +72,7 @@ static int setup(void **state)
 static int teardown(void **state)
 {
 	struct fx *f = *state;
-	store_close(f->s);
-	const char *names[] = {"matrixd.db", "matrixd.db-wal", "matrixd.db-shm"};
-	for (size_t i = 0; i < sizeof names / sizeof names[0]; i++) {
-		char *p = xasprintf("%s/%s", f->dir, names[i]);
-		unlink(p);
-		free(p);
-	}
-	rmdir(f->dir);
+	tmpstore_close(f->s, f->dir, NULL, 0);
 	free(f);
 	return 0;
 }
