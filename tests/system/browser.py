@@ -84,6 +84,12 @@ def axe(drv, url):
     """axe-core's violations on url: a list of (rule id, impact, help,
     [target selectors])."""
     drv.get(url)
+    return audit(drv)
+
+
+def audit(drv):
+    """axe-core's violations on the page the browser shows now (the answer
+    to a form it submitted, say), as axe() gives them."""
     drv.execute_script(AXE.read_text())
     drv.set_script_timeout(120)
     res = drv.execute_async_script(

@@ -62,3 +62,119 @@ def test_table_cells_never_split_a_token(archive, width):
         page_w = drv.execute_script("return document.documentElement.scrollWidth")
     assert split == []
     assert page_w <= width
+
+
+# --- the pages of the HTTP endpoint ------------------------------------------------
+
+@pytest.fixture(scope="module")
+def web(tmp_path_factory):
+    """matrixd serving http.listen, with ann (confirmed, two public lists
+    shown on her preference page) and pen (pending): yields a dict of the
+    local URLs of their links, from the mail they got."""
+    import re
+    import shutil
+    import time
+
+    from test_http import BASE, Daemon, free_port, messages
+
+    browser.need_browser()
+    tmp = tmp_path_factory.mktemp("axe-web")
+    port = free_port()
+    env = Env(tmp, http_listen=f'"127.0.0.1:{port}"')
+    env.ctl("list-create", "weekly", "--title", "矩阵周刊", check=0)
+    env.ctl("subscribe", "ann@example.org", check=0)
+    env.ctl("subscribe", "pen@example.org", "--confirm", check=0)
+    shutil.copy(DATA / "issues" / "toc-zh.txt", tmp / "issues")
+    d = Daemon(env)
+    try:
+        url = f"http://127.0.0.1:{port}/"
+        deadline = time.time() + 120
+        while len(messages(env, "ann@example.org")) < 4 or not messages(env, "pen@example.org"):
+            assert time.time() < deadline, d.stderr()
+            time.sleep(0.1)
+
+        def link(to, pattern):
+            m = messages(env, to)[0]
+            text = m.get_body(("plain",)).get_content()
+            return re.findall(re.escape(BASE) + pattern, text)[0].replace(BASE, url)
+
+        ann = messages(env, "ann@example.org")[0]
+        yield {
+            "prefs": link("ann@example.org", r"p/[0-9a-f-]+"),
+            "pending prefs": link("pen@example.org", r"p/[0-9a-f-]+"),
+            "confirm": link("pen@example.org", r"c/[0-9a-f-]+"),
+            "unsubscribe": re.findall(r"<(https://[^>]+/u/[^>]+)>",
+                                      ann["List-Unsubscribe"])[0].replace(BASE, url),
+            "invalid": url + "p/1-0123",
+        }
+    finally:
+        d.stop()
+
+
+def press(drv, button):
+    """Clicks a submit button and waits for the answer page to replace this one."""
+    from selenium.webdriver.support import expected_conditions as ec
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    old = drv.find_element("tag name", "html")
+    button.click()
+    WebDriverWait(drv, 60).until(ec.staleness_of(old))
+    WebDriverWait(drv, 60).until(
+        lambda d: d.execute_script("return document.readyState") == "complete")
+
+
+def click(drv, text):
+    press(drv, drv.find_element("xpath", f"//button[contains(., '{text}')]"))
+
+
+def save(drv):
+    press(drv, drv.find_element("css selector", "button[name=save][value=matrix]"))
+
+
+@pytest.mark.parametrize("width,dark", [(800, False), (375, True)])
+def test_axe_reader_pages(web, width, dark):
+    """The preference, unsubscribe and confirm pages in each of their
+    states, as a reader reaches them (GET, then the buttons): no violation,
+    on a phone in the dark and on a desktop in the light. Every state the
+    test goes through it leaves again."""
+    found, seen = {}, []
+
+    def check(name):
+        seen.append(name)
+        v = browser.audit(drv)
+        if v:
+            found[name] = v
+
+    with browser.chromium() as drv:
+        browser.set_view(drv, width, dark)
+        drv.get(web["prefs"])
+        check("preferences")
+        drv.find_element("css selector", "input[name='mode.matrix'][value=digest]").click()
+        save(drv)
+        check("preferences: saved")
+        drv.find_element("css selector", "input[name='mode.matrix'][value=article]").click()
+        save(drv)
+        click(drv, "退订《Matrix》")
+        check("preferences: unsubscribed")
+        click(drv, "重新订阅")
+        # a form the page never makes: 400, the page with its alert
+        drv.execute_script("document.querySelector(\"input[name='mode.matrix']\").value = 'x'")
+        save(drv)
+        assert "role=\"alert\"" in drv.page_source
+        check("preferences: refused")
+        drv.get(web["pending prefs"])
+        check("preferences: pending")
+        drv.get(web["unsubscribe"])
+        check("unsubscribe")
+        click(drv, "确认退订")
+        check("unsubscribe: done")
+        click(drv, "重新订阅")
+        check("unsubscribe: back")
+        drv.get(web["confirm"])
+        check("confirm")
+        drv.get(web["invalid"])
+        check("invalid link")
+    n = sum(len(v) for v in found.values())
+    print(f"axe-core violations on {len(seen)} reader pages at {width} px "
+          f"{'dark' if dark else 'light'}: {n}")
+    assert found == {}
