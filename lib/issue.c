@@ -41,7 +41,8 @@ struct line {
 struct doc {
 	const char *path;
 	const char *base_url;
-	char *text; /* normalised copy of the file */
+	const char *folder; /* a folder issue's folder; NULL for a single file */
+	char *text;         /* normalised copy of the file */
 	struct line *lines;
 	size_t nlines;
 	size_t body; /* index of the first line after the front matter */
@@ -1579,10 +1580,25 @@ static int render_extra(struct doc *d, const char *src, const struct md_opts *mo
 	return 0;
 }
 
+/* Whether the issue folder arg (NULL: a single-file issue, which holds no
+ * image) holds the image at path: a regular file, as publishing copies. */
+static bool have_image(void *arg, const char *path)
+{
+	if (arg == NULL)
+		return false;
+	struct stat st;
+	char *full = xasprintf("%s/%s", (const char *)arg, path);
+	bool ok = lstat(full, &st) == 0 && S_ISREG(st.st_mode);
+	free(full);
+	return ok;
+}
+
 static int build_articles(struct doc *d)
 {
 	struct issue *is = d->is;
-	struct md_opts mo = {is->mode == ISSUE_TOC ? MD_RAW_EXPORT : 0, NULL, 0};
+	struct md_opts mo = {.flags = is->mode == ISSUE_TOC ? MD_RAW_EXPORT : 0,
+	                     .have_image = have_image,
+	                     .image_arg = (void *)d->folder};
 	char *base = NULL;
 	if (d->base_url && *d->base_url)
 		mo.asset_base = base = xasprintf("%sissues/%d/", d->base_url, is->number);
@@ -1695,10 +1711,10 @@ struct issue_opts issue_opts_of(const struct conf *c)
 	                           c->site.base_url};
 }
 
-int issue_parse(const char *path, const char *data, size_t len, const struct issue_opts *o,
-                struct issue **out, struct err *err)
+static int parse(const char *path, const char *data, size_t len, const struct issue_opts *o,
+                 const char *folder, struct issue **out, struct err *err)
 {
-	struct doc d = {.path = path, .err = err, .base_url = o->base_url};
+	struct doc d = {.path = path, .err = err, .base_url = o->base_url, .folder = folder};
 	struct issue *is = xcalloc(1, sizeof *is);
 	struct heading *h = NULL;
 	struct entry *e = NULL;
@@ -1788,9 +1804,15 @@ out:
 	return r;
 }
 
+int issue_parse(const char *path, const char *data, size_t len, const struct issue_opts *o,
+                struct issue **out, struct err *err)
+{
+	return parse(path, data, len, o, NULL, out, err);
+}
+
 /* A folder's image that is a link, a FIFO or a device is the issue's
  * error, like a parse error: refused now, not found out when publishing.
- * A missing one is left to the publishing (it fails there, and is shown). */
+ * A missing one is left out of mails and pages, and warned about. */
 static int check_assets(const struct issue *is, const char *file, struct err *err)
 {
 	for (size_t i = 0; i < is->nassets; i++) {
@@ -1807,8 +1829,9 @@ static int check_assets(const struct issue *is, const char *file, struct err *er
 	return 0;
 }
 
-/* An image the text references but the issue does not hold would be a
- * broken image in every mail and page: say so, at the line referencing it. */
+/* An image the text references but the issue does not hold is left out of
+ * every mail and page (md_opts.have_image): say so, at the line referencing
+ * it. */
 static void warn_missing_assets(struct issue *is, const char *file, const char *text)
 {
 	for (size_t i = 0; i < is->nassets; i++) {
@@ -1822,14 +1845,17 @@ static void warn_missing_assets(struct issue *is, const char *file, const char *
 		const char *at = strstr(text, ref);
 		free(ref);
 		int no = at ? line_of(text, (size_t)(at - text)) : 1;
-		add_warning(
-		    is, xasprintf(is->folder ? "%s:%d: the image '%s' is not in the issue folder: "
-		                               "mails and pages would show a broken image; add the "
-		                               "file or remove the reference"
-		                             : "%s:%d: the image '%s' cannot be published with a "
-		                               "single-file issue: make the issue a folder holding "
-		                               "issue.md and the image",
-		                  file, no, is->assets[i]));
+		add_warning(is,
+		            xasprintf(is->folder
+		                          ? "%s:%d: the image '%s' is not in the issue folder: "
+		                            "mails and pages leave it out (a figure caption in "
+		                            "its text stays); add the file or remove the "
+		                            "reference"
+		                          : "%s:%d: the image '%s' cannot be published with a "
+		                            "single-file issue, so mails and pages leave it out; "
+		                            "make the issue a folder holding issue.md and the "
+		                            "image",
+		                      file, no, is->assets[i]));
 	}
 }
 
@@ -1867,10 +1893,12 @@ int issue_load(const char *path, const struct issue_opts *o, struct issue **out,
 		       "the file is over max_issue_bytes (%zu); split the issue or raise "
 		       "max_issue_bytes",
 		       o->max_bytes);
+	char *dir = folder ? xstrndup(path, strlen(file) - strlen("/issue.md")) : NULL;
 	if (r == 0)
-		r = issue_parse(file, buf_str(&b), b.len, o, out, err);
+		r = parse(file, buf_str(&b), b.len, o, dir, out, err);
 	if (r == 0 && folder) {
-		(*out)->folder = xstrndup(path, strlen(file) - strlen("/issue.md"));
+		(*out)->folder = dir;
+		dir = NULL;
 		r = check_assets(*out, file, err);
 		if (r < 0) {
 			issue_free(*out);
@@ -1879,6 +1907,7 @@ int issue_load(const char *path, const struct issue_opts *o, struct issue **out,
 	}
 	if (r == 0)
 		warn_missing_assets(*out, file, buf_str(&b));
+	free(dir);
 	buf_free(&b);
 	free(file);
 	return r;

@@ -29,6 +29,8 @@ static const struct rule rules[] = {
     {"h5", NULL, "margin:16px 0 6px;font-size:15px;font-weight:700;", NULL},
     {"h6", NULL, "margin:16px 0 6px;font-size:14px;font-weight:700;", NULL},
     {"a", NULL, "color:#1a56db;text-decoration:underline;", NULL},
+    {"ul", "mx-items", "margin:0 0 16px;padding-left:0;list-style:none;", NULL},
+    {"li", "mx-item", "margin:0 0 8px;", NULL},
     {"ul", NULL, "margin:0 0 16px;padding-left:24px;", NULL},
     {"ol", NULL, "margin:0 0 16px;padding-left:24px;", NULL},
     {"li", NULL, "margin:0 0 6px;", NULL},

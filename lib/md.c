@@ -2,9 +2,11 @@
  * Markdown to HTML and plain text (see md.h).
  *
  * cmark-gfm parses (tables, autolinks, strikethrough, tagfilter; safe mode),
- * then we rewrite the tree: raw HTML and unsafe or empty links go, and for
- * raw magazine exports the rules of docs/issue-format.md turn lines into
- * captions, bylines, subheadings and a related-reading box. Our own blocks
+ * then we rewrite the tree: raw HTML, unsafe or empty links and images the
+ * issue does not hold go, and for raw magazine exports the rules of
+ * docs/issue-format.md (a pass over the lines before cmark, one over its
+ * tree) turn lines into captions, bylines, lists, subheadings and a
+ * related-reading box. Our own blocks
  * are cmark custom blocks whose on_enter string names them ("mx-caption"),
  * so both renderers know them. The HTML comes from cmark; the plain text
  * from our own walk, because cmark's plaintext renderer drops link targets
@@ -124,15 +126,38 @@ static const char *script(struct buf *out, const char *p, const char *end, bool 
 
 static void math(struct buf *out, const char *p, const char *end)
 {
+	/* letter: a symbol that reads as a letter, which the space after the
+	 * command (its end in TeX) does not separate from what follows */
 	static const struct {
 		const char *tex, *text;
-	} cmds[] = {{"times", "×"},  {"cdot", "·"},  {"pm", "±"},      {"leq", "≤"},
-	            {"le", "≤"},     {"geq", "≥"},   {"ge", "≥"},      {"neq", "≠"},
-	            {"approx", "≈"}, {"infty", "∞"}, {"alpha", "α"},   {"beta", "β"},
-	            {"gamma", "γ"},  {"delta", "δ"}, {"epsilon", "ε"}, {"theta", "θ"},
-	            {"lambda", "λ"}, {"mu", "μ"},    {"pi", "π"},      {"sigma", "σ"},
-	            {"omega", "ω"},  {"sum", "∑"},   {"sqrt", "√"},    {"to", "→"}};
+		bool letter;
+	} cmds[] = {
+	    {"times", "×", 0},     {"cdot", "·", 0},   {"pm", "±", 0},     {"leq", "≤", 0},
+	    {"le", "≤", 0},        {"geq", "≥", 0},    {"ge", "≥", 0},     {"neq", "≠", 0},
+	    {"approx", "≈", 0},    {"sim", "∼", 0},    {"propto", "∝", 0}, {"in", "∈", 0},
+	    {"infty", "∞", 1},     {"sum", "∑", 1},    {"prod", "∏", 1},   {"sqrt", "√", 1},
+	    {"partial", "∂", 1},   {"nabla", "∇", 1},  {"to", "→", 0},     {"rightarrow", "→", 0},
+	    {"leftarrow", "←", 0}, {"circ", "∘", 0},   {"ldots", "…", 1},  {"cdots", "⋯", 1},
+	    {"alpha", "α", 1},     {"beta", "β", 1},   {"gamma", "γ", 1},  {"delta", "δ", 1},
+	    {"epsilon", "ε", 1},   {"zeta", "ζ", 1},   {"eta", "η", 1},    {"theta", "θ", 1},
+	    {"kappa", "κ", 1},     {"lambda", "λ", 1}, {"mu", "μ", 1},     {"nu", "ν", 1},
+	    {"xi", "ξ", 1},        {"pi", "π", 1},     {"rho", "ρ", 1},    {"sigma", "σ", 1},
+	    {"tau", "τ", 1},       {"phi", "φ", 1},    {"chi", "χ", 1},    {"psi", "ψ", 1},
+	    {"omega", "ω", 1},     {"Gamma", "Γ", 1},  {"Delta", "Δ", 1},  {"Theta", "Θ", 1},
+	    {"Lambda", "Λ", 1},    {"Xi", "Ξ", 1},     {"Pi", "Π", 1},     {"Sigma", "Σ", 1},
+	    {"Phi", "Φ", 1},       {"Psi", "Ψ", 1},    {"Omega", "Ω", 1},
+	};
 	while (p < end) {
+		if ((size_t)(end - p) >= 6 && memcmp(p, "^\\circ", 6) == 0) {
+			buf_adds(out, "°"); /* 25^\circ */
+			p += 6;
+			continue;
+		}
+		if ((size_t)(end - p) >= 8 && memcmp(p, "^{\\circ}", 8) == 0) {
+			buf_adds(out, "°");
+			p += 8;
+			continue;
+		}
 		if (*p == '^' || *p == '_') {
 			const char *q = script(out, p + 1, end, *p == '^');
 			if (q) {
@@ -154,6 +179,8 @@ static void math(struct buf *out, const char *p, const char *end)
 				    memcmp(p + 1, cmds[i].tex, n) == 0) {
 					buf_adds(out, cmds[i].text);
 					done = true;
+					if (cmds[i].letter && q < end && *q == ' ')
+						q++;
 				}
 			if (!done && n == 0 && q < end) {
 				add_md_escaped(out, *q); /* \{ \} \, */
@@ -267,7 +294,8 @@ static cmark_node *custom(const char *enter, const char *exit)
 	return n;
 }
 
-/* Which of our blocks a custom block is: "caption", "byline", "related". */
+/* Which of our blocks a custom block is: "caption", "byline", "related",
+ * "table", "items" (a list of numbered lines) or "item". */
 static const char *kind(cmark_node *n)
 {
 	const char *e = cmark_node_get_on_enter(n);
@@ -283,6 +311,10 @@ static const char *kind(cmark_node *n)
 		return "related";
 	if (strncmp(k, "table", 5) == 0)
 		return "table";
+	if (strncmp(k, "items", 5) == 0)
+		return "items";
+	if (strncmp(k, "item", 4) == 0)
+		return "item";
 	return "";
 }
 
@@ -342,11 +374,20 @@ static void strip_tags(const char *html, struct buf *out)
 	}
 }
 
+/* A block of a raw export the typeset pass decided on, by the line of the
+ * Markdown it hands to cmark where the block starts. */
+enum { MK_CAPTION = 1, MK_ITEM, MK_HEAD };
+struct mark {
+	int line;
+	int kind;
+	int run; /* MK_ITEM, MK_HEAD: the enumeration */
+};
+
 struct ctx {
 	const struct md_opts *o;
 	struct md_doc *doc;
-	const int *caption_lines; /* raw exports: where the typeset pass put captions */
-	size_t ncaptions;
+	const struct mark *marks; /* raw exports: what the typeset pass decided */
+	size_t nmarks;
 };
 
 static void add_asset(struct ctx *x, const char *path)
@@ -358,13 +399,96 @@ static void add_asset(struct ctx *x, const char *path)
 	x->doc->assets[x->doc->nassets++] = xstrdup(path);
 }
 
-/* Depth-first: drop raw HTML, unwrap unsafe links, fix image URLs. */
+static bool is_caption_text(const char *s);
+static const char *absent_mark(const char *caption);
+
+/* A relative image the issue does not hold (md_opts.have_image). */
+static bool image_missing(const struct ctx *x, cmark_node *img)
+{
+	const char *u = cmark_node_get_url(img);
+	return x->o && x->o->have_image && relative_url(u) && safe_relpath(u) &&
+	       !x->o->have_image(x->o->image_arg, u);
+}
+
+/* The only image of paragraph p (nothing else but blanks), or NULL. */
+static cmark_node *lone_image(cmark_node *p)
+{
+	cmark_node *img = NULL;
+	for (cmark_node *c = cmark_node_first_child(p); c; c = cmark_node_next(c)) {
+		cmark_node_type t = cmark_node_get_type(c);
+		const char *lit = t == CMARK_NODE_TEXT ? cmark_node_get_literal(c) : NULL;
+		if (t == CMARK_NODE_IMAGE && img == NULL)
+			img = c;
+		else if (!(t == CMARK_NODE_SOFTBREAK || t == CMARK_NODE_LINEBREAK ||
+		           (lit && lit[strspn(lit, " \t")] == '\0')))
+			return NULL;
+	}
+	return img;
+}
+
+/*
+ * A paragraph that is only an image the issue does not hold: its figure
+ * caption ("![图 3：…](fig-3.png)") stays as a caption marked as for a figure
+ * not there, anything else goes. Returns the node that replaces p, or NULL
+ * when p is gone.
+ */
+static cmark_node *missing_figure(struct ctx *x, cmark_node *p, cmark_node *img)
+{
+	add_asset(x, cmark_node_get_url(img));
+	char *alt = plain_dup(img);
+	cmark_node *cap = NULL;
+	if (is_caption_text(alt)) {
+		struct buf b;
+		buf_init(&b, BUF_NOLIMIT);
+		const char *s = alt;
+		while (*s == ' ')
+			s++;
+		buf_adds(&b, s);
+		buf_adds(&b, absent_mark(s));
+		cap = custom("<p class=\"mx-caption\">", "</p>\n");
+		cmark_node *txt = cmark_node_new(CMARK_NODE_TEXT);
+		cmark_node_set_literal(txt, buf_str(&b));
+		cmark_node_append_child(cap, txt);
+		cmark_node_insert_before(p, cap);
+		buf_free(&b);
+	}
+	free(alt);
+	cmark_node_free(p);
+	return cap;
+}
+
+/* Removes an inline node, and the second of the two spaces around it. */
+static void drop_inline(cmark_node *c)
+{
+	cmark_node *prev = cmark_node_previous(c), *next = cmark_node_next(c);
+	const char *a = prev && cmark_node_get_type(prev) == CMARK_NODE_TEXT
+	                    ? cmark_node_get_literal(prev)
+	                    : NULL;
+	const char *b = next && cmark_node_get_type(next) == CMARK_NODE_TEXT
+	                    ? cmark_node_get_literal(next)
+	                    : NULL;
+	if (a && b && *a && a[strlen(a) - 1] == ' ' && *b == ' ') {
+		char *rest = xstrdup(b + 1);
+		cmark_node_set_literal(next, rest);
+		free(rest);
+	}
+	cmark_node_free(c);
+}
+
+/* Depth-first: drop raw HTML, unwrap unsafe links, fix image URLs, leave
+ * out images the issue does not hold. */
 static void sanitise(struct ctx *x, cmark_node *n)
 {
 	cmark_node *c = cmark_node_first_child(n), *next;
 	for (; c; c = next) {
 		next = cmark_node_next(c);
 		cmark_node_type t = cmark_node_get_type(c);
+		cmark_node *img;
+		if (t == CMARK_NODE_PARAGRAPH && (img = lone_image(c)) != NULL &&
+		    image_missing(x, img)) {
+			missing_figure(x, c, img);
+			continue;
+		}
 		if (t == CMARK_NODE_HTML_INLINE) {
 			cmark_node_free(c);
 			continue;
@@ -406,6 +530,11 @@ static void sanitise(struct ctx *x, cmark_node *n)
 			const char *u = cmark_node_get_url(c);
 			if (unsafe_url(u) || (relative_url(u) && !safe_relpath(u))) {
 				cmark_node_free(c);
+				continue;
+			}
+			if (image_missing(x, c)) {
+				add_asset(x, u);
+				drop_inline(c);
 				continue;
 			}
 			if (relative_url(u)) {
@@ -518,23 +647,13 @@ static uint32_t last_cp_of(const char *s)
  * on a guess it reports as a warning for `matrixctl inspect`.
  */
 
-/* The first or last code point of a line, blanks around it ignored. */
-static uint32_t edge_cp(const char *s, size_t n, bool last)
-{
-	while (n > 0 && (s[n - 1] == ' ' || s[n - 1] == '\t'))
-		n--;
-	while (n > 0 && (*s == ' ' || *s == '\t')) {
-		s++;
-		n--;
-	}
-	return last ? utf8_last(s, n) : utf8_first(s, n);
-}
-
 enum pkind {
 	PK_STRUCT,  /* Markdown or several lines: passed on as they are */
 	PK_TEXT,    /* a paragraph or a subheading */
 	PK_CAPTION, /* "图 1: …", "Table 2. …" */
 	PK_PHOTO,   /* the caption of an image that stood right above */
+	PK_ITEM,    /* an item of a list printed as numbered lines */
+	PK_NUMHEAD, /* a numbered subheading ("一、…" over its section) */
 };
 
 struct para {
@@ -544,6 +663,7 @@ struct para {
 	int gap;       /* blank lines before it */
 	enum pkind kind;
 	bool gone; /* joined into an earlier paragraph */
+	int run;   /* PK_ITEM, PK_NUMHEAD: which enumeration (1, 2, …) */
 };
 
 #define IMAGE_GAP   3   /* blank lines that mean an image stood there */
@@ -568,29 +688,88 @@ static bool word_cp(uint32_t c)
 	       (c >= 0xc0 && c < 0x2000 && c != 0xd7 && c != 0xf7);
 }
 
-/* "1、", "2.", "(3)", "（4）", "五、": an enumerated item, never a caption. */
-static bool enumerated(const char *s)
+/*
+ * The number an enumerated line starts with: "1、", "2.", "3）", "(4)",
+ * "（5）", "六、", "（七）", "①". Its style (which kind of marker) and value
+ * go to *style and *value, the marker's length in bytes is returned; 0 for a
+ * line that is not numbered. "1.5 倍" is a number, not a marker.
+ */
+enum { EN_DUN = 1, EN_DOT, EN_CLOSE, EN_PAREN, EN_HAN_DUN, EN_HAN_PAREN, EN_CIRCLED };
+
+static long han_number(const char **pp)
 {
-	s = skip_ws(s);
-	const char *p = s;
-	if (*p == '(' || starts(p, "（"))
-		p += *p == '(' ? 1 : 3;
-	const char *d = p;
-	while (isdigit((unsigned char)*p))
-		p++;
-	if (p == d) {
-		static const char *const num[] = {"一", "二", "三", "四", "五",
-		                                  "六", "七", "八", "九", "十"};
-		for (bool more = true; more;) {
-			more = false;
-			for (size_t i = 0; i < sizeof num / sizeof num[0]; i++)
-				if (starts(p, num[i])) {
-					p += 3;
-					more = true;
-				}
+	static const char *const d[] = {"一", "二", "三", "四", "五", "六", "七", "八", "九"};
+	const char *p = *pp;
+	long v = 0, unit = 0;
+	for (bool more = true; more;) {
+		more = false;
+		for (size_t i = 0; i < sizeof d / sizeof d[0]; i++)
+			if (starts(p, d[i])) {
+				unit = (long)i + 1;
+				p += 3;
+				more = true;
+			}
+		if (starts(p, "十")) {
+			v += (unit ? unit : 1) * 10;
+			unit = 0;
+			p += 3;
+			more = true;
 		}
 	}
-	return p > d && (starts(p, "、") || *p == '.' || *p == ')' || starts(p, "）"));
+	*pp = p;
+	return v + unit;
+}
+
+static size_t enum_marker(const char *line, int *style, long *value)
+{
+	const char *s = skip_ws(line), *p = s;
+	bool paren = false;
+	int st = 0;
+	long v = 0;
+	if (*p == '(' || starts(p, "（")) {
+		p += *p == '(' ? 1 : 3;
+		paren = true;
+	}
+	if (isdigit((unsigned char)*p)) {
+		while (isdigit((unsigned char)*p) && v < 1000)
+			v = v * 10 + (*p++ - '0');
+		if (paren && (*p == ')' || starts(p, "）")))
+			st = EN_PAREN;
+		else if (!paren && starts(p, "、"))
+			st = EN_DUN;
+		else if (!paren && (*p == '.' || starts(p, "．")) &&
+		         !isdigit((unsigned char)p[*p == '.' ? 1 : 3]))
+			st = EN_DOT;
+		else if (!paren && (*p == ')' || starts(p, "）")))
+			st = EN_CLOSE;
+	} else if ((v = han_number(&p)) > 0) {
+		if (paren && (*p == ')' || starts(p, "）")))
+			st = EN_HAN_PAREN;
+		else if (!paren && starts(p, "、"))
+			st = EN_HAN_DUN;
+	} else if (!paren) {
+		/* ① … ⑳: U+2460 … U+2473 */
+		uint32_t c = utf8_first(p, strlen(p));
+		if (c >= 0x2460 && c <= 0x2473) {
+			st = EN_CIRCLED;
+			v = (long)(c - 0x2460 + 1);
+			p += 3;
+		}
+	}
+	if (st == 0 || v <= 0)
+		return 0;
+	if (st != EN_CIRCLED)
+		p += *p == '.' || *p == ')' ? 1 : 3;
+	if (style)
+		*style = st;
+	if (value)
+		*value = v;
+	return (size_t)(p - line);
+}
+
+static bool enumerated(const char *s)
+{
+	return enum_marker(s, NULL, NULL) > 0;
 }
 
 /* Ends with 。！？… or with one of them inside a closing quote or bracket. */
@@ -648,7 +827,7 @@ static bool structural_line(const char *s)
 {
 	s = skip_ws(s);
 	if (*s == '|' || *s == '#' || *s == '>' || *s == '`' || *s == '<' || *s == '[' ||
-	    *s == '\0')
+	    *s == '\0' || starts(s, "!["))
 		return true;
 	if ((*s == '-' || *s == '*' || *s == '+') && (s[1] == ' ' || s[1] == '\0'))
 		return true;
@@ -693,32 +872,57 @@ static bool continues(const struct para *p)
 	       !enumerated(p->text);
 }
 
+/* A mark after which the sentence goes on: ，、；：,;: */
+static bool clause_mark(uint32_t c)
+{
+	return c == 0xff0c || c == 0x3001 || c == 0xff1b || c == 0xff1a || c == ',' || c == ';' ||
+	       c == ':';
+}
+
+/* The line after an image trace is that image's caption when it reads like
+ * one: short, no sentence in it, not ending where a clause goes on, not a
+ * numbered item or a label. A closing quote or bracket may end it. */
 static bool photo_caption(const struct para *p)
 {
 	const char *s = skip_ws(p->text);
-	uint32_t last = last_cp_of(s);
 	return p->gap >= IMAGE_GAP && p->nlines == 1 && utf8_len(s) <= CAPTION_MAX &&
-	       !has_sentence_mark(s) && !(sentence_final(last) && last != ')' && last != 0xff09) &&
-	       last != 0xff0c && last != ',' && last != 0x3001 && !enumerated(s) &&
-	       !is_qr_text(s) && !is_byline_text(s) && !is_related_text(s);
+	       !has_sentence_mark(s) && !ends_sentence_str(s) && !clause_mark(last_cp_of(s)) &&
+	       !enumerated(s) && !is_qr_text(s) && !is_byline_text(s) && !is_related_text(s);
 }
 
-/* Joins b to a: no space between two CJK characters nor after CJK
- * punctuation, one space otherwise (Chinese and Latin, two Latin words). */
+static bool curly_quote(uint32_t c)
+{
+	return c == 0x201c || c == 0x201d || c == 0x2018 || c == 0x2019;
+}
+
+/* Joins b to a: no space between two CJK characters (curly quotes count as
+ * Chinese punctuation next to them) nor after CJK punctuation, one space
+ * otherwise (Chinese and Latin, two Latin words). */
 static void join_text(struct buf *a, const char *b)
 {
+	b = skip_ws(b);
 	uint32_t x = utf8_last(a->data, a->len), y = utf8_first(b, strlen(b));
-	if (!(utf8_is_cjk(x) && (utf8_is_cjk(y) || !utf8_is_han(x))))
+	bool cx = utf8_is_cjk(x) || (curly_quote(x) && utf8_is_cjk(y));
+	bool cy = utf8_is_cjk(y) || (curly_quote(y) && utf8_is_cjk(x));
+	if (!(cx && (cy || (utf8_is_cjk(x) && !utf8_is_han(x)))))
 		buf_addc(a, ' ');
-	buf_adds(a, skip_ws(b));
+	buf_adds(a, b);
+}
+
+/* A closing mark of Chinese text: ” ’ 」 』 ） 》 】 */
+static bool cjk_close(uint32_t c)
+{
+	return c == 0x201d || c == 0x2019 || c == 0x300d || c == 0x300f || c == 0xff09 ||
+	       c == 0x300b || c == 0x3011;
 }
 
 /*
  * ASCII , : ; ! ? right after a Han character is what the export made of the
  * full-width mark (Chinese text has no other use for it there); it becomes
- * the full-width one and the space the export added after it goes. ASCII
- * after anything else is as the author typed it. Link targets, autolinks and
- * code spans are left alone.
+ * the full-width one and the space the export added after it goes. So it does
+ * after a closing quote or bracket of Chinese text (”, 」, ）, 》) when Chinese
+ * text follows. ASCII after anything else is as the author typed it. Link
+ * targets, autolinks and code spans are left alone.
  */
 static void restore_fullwidth(struct buf *out, const char *s)
 {
@@ -737,7 +941,14 @@ static void restore_fullwidth(struct buf *out, const char *s)
 			}
 		}
 		const char *fw = *p > 0 ? utf8_fullwidth_punct(*p) : NULL;
-		if (fw && *p != '(' && *p != ')' && utf8_is_han(prev)) {
+		bool after = utf8_is_han(prev);
+		if (fw && !after && cjk_close(prev)) {
+			const char *q = p + 1;
+			while (q < end && *q == ' ')
+				q++;
+			after = utf8_is_cjk(utf8_first(q, (size_t)(end - q)));
+		}
+		if (fw && *p != '(' && *p != ')' && after) {
 			buf_adds(out, fw);
 			p++;
 			while (p < end && *p == ' ')
@@ -756,8 +967,8 @@ struct typeset {
 	struct para *p;
 	size_t n;
 	int first_line;     /* of the file, for warnings */
-	int *caption_lines; /* output lines (1-based) where a caption starts */
-	size_t ncaptions;
+	struct mark *marks; /* what the tree pass makes of the blocks, nmarks */
+	size_t nmarks;
 	struct md_doc *doc; /* warnings go here */
 };
 
@@ -783,17 +994,73 @@ static int by_line(const void *a, const void *b)
 	return (x->line > y->line) - (x->line < y->line);
 }
 
+/* Trims blanks (spaces, tabs, ideographic spaces) around [*s, *s + *n). */
+static void trim_blanks(const char **s, size_t *n)
+{
+	for (;;) {
+		if (*n > 0 && (**s == ' ' || **s == '\t')) {
+			(*s)++;
+			(*n)--;
+		} else if (*n >= 3 && memcmp(*s, "\xe3\x80\x80", 3) == 0) {
+			*s += 3;
+			*n -= 3;
+		} else {
+			break;
+		}
+	}
+	for (;;) {
+		if (*n > 0 && ((*s)[*n - 1] == ' ' || (*s)[*n - 1] == '\t'))
+			(*n)--;
+		else if (*n >= 3 && memcmp(*s + *n - 3, "\xe3\x80\x80", 3) == 0)
+			*n -= 3;
+		else
+			break;
+	}
+}
+
+/* A line printed under a caption that belongs to it: a note or a source. */
+static bool caption_note(const char *s)
+{
+	s = skip_ws(s);
+	if (*s == '*' || starts(s, "※"))
+		return true;
+	static const char *const pre[] = {"注",       "Note",     "Notes",    "来源",
+	                                  "资料来源", "数据来源", "图片来源", "Source"};
+	for (size_t i = 0; i < sizeof pre / sizeof pre[0]; i++) {
+		size_t n = strlen(pre[i]);
+		if (strncasecmp(s, pre[i], n) == 0) {
+			const char *p = skip_ws(s + n);
+			if (*p == ':' || starts(p, "："))
+				return true;
+		}
+	}
+	return false;
+}
+
+/*
+ * The export's lines as paragraphs: a blank line (or one of blanks only)
+ * ends one. The blanks around a line are the printed page's indent and go.
+ * A caption takes only its own line: a block that has one in the middle is
+ * cut before it, and the lines after it are a paragraph of their own unless
+ * they are its note ("注：", "* …") or the caption goes on (its line ends
+ * in a comma).
+ */
 static void split_paras(struct typeset *t, const char *src, size_t len)
 {
 	int no = 0, gap = 0;
 	struct para *cur = NULL;
+	bool cur_caption = false, cur_table = false;
+	uint32_t cur_last = 0;
 	struct buf b;
 	buf_init(&b, BUF_NOLIMIT);
 	for (const char *p = src, *end = src + len; p < end;) {
 		const char *nl = memchr(p, '\n', (size_t)(end - p));
 		size_t k = nl ? (size_t)(nl - p) : (size_t)(end - p);
+		const char *s = p;
+		size_t n = k;
+		trim_blanks(&s, &n);
 		no++;
-		if (edge_cp(p, k, false) == 0) {
+		if (n == 0) {
 			if (cur) {
 				cur->text = buf_detach(&b);
 				buf_init(&b, BUF_NOLIMIT);
@@ -801,17 +1068,30 @@ static void split_paras(struct typeset *t, const char *src, size_t len)
 			}
 			gap++;
 		} else {
+			char *one = xstrndup(s, n);
+			bool caption = is_caption_text(one);
+			if (cur && !cur_table &&
+			    ((caption && *one != '|') ||
+			     (cur_caption && !caption_note(one) && !clause_mark(cur_last)))) {
+				cur->text = buf_detach(&b);
+				buf_init(&b, BUF_NOLIMIT);
+				cur = NULL;
+			}
 			if (cur == NULL) {
 				t->p = xreallocarray(t->p, t->n + 1, sizeof *t->p);
 				cur = &t->p[t->n++];
-				*cur = (struct para){NULL, 0,       t->first_line + no - 1,
-				                     gap,  PK_TEXT, false};
+				*cur = (struct para){NULL,  0, t->first_line + no - 1, gap, PK_TEXT,
+				                     false, 0};
 				gap = 0;
+				cur_caption = caption;
+				cur_table = *one == '|';
 			} else {
 				buf_addc(&b, '\n');
 			}
-			buf_add(&b, p, k);
+			buf_add(&b, s, n);
 			cur->nlines++;
+			cur_last = utf8_last(s, n);
+			free(one);
 		}
 		p += k + 1;
 	}
@@ -834,7 +1114,10 @@ static void figure_refs(struct typeset *t)
 	bool have[1000] = {false};
 	for (size_t i = 0; i < t->n; i++) {
 		const char *s = skip_ws(t->p[i].text);
-		if (t->p[i].kind != PK_CAPTION ||
+		bool image = starts(s, "![") && is_caption_text(s + 2);
+		if (image)
+			s = skip_ws(s + 2); /* the caption of a Markdown image */
+		if (!(t->p[i].kind == PK_CAPTION || image) ||
 		    !(starts(s, "图") || strncasecmp(s, "fig", 3) == 0))
 			continue;
 		while (*s && !isdigit((unsigned char)*s))
@@ -939,6 +1222,108 @@ static void join_headings(struct typeset *t, unsigned flags)
 	}
 }
 
+/* A numbered line that may be an item of an enumeration. */
+static bool item_para(const struct para *p, int *style, long *value)
+{
+	return !p->gone && p->kind == PK_TEXT && p->nlines == 1 &&
+	       enum_marker(p->text, style, value) > 0;
+}
+
+/* The next paragraph after i that is still there, or NULL. */
+static struct para *next_para(struct typeset *t, size_t i)
+{
+	for (size_t j = i + 1; j < t->n; j++)
+		if (!t->p[j].gone)
+			return &t->p[j];
+	return NULL;
+}
+
+/* A line that will be a subheading: a title followed by prose. */
+static bool plain_heading(struct typeset *t, size_t i)
+{
+	const struct para *n = next_para(t, i);
+	return heading_candidate(&t->p[i]) && n && continues(n);
+}
+
+#define MAX_ITEMS 100
+
+/*
+ * Numbered lines ("1、", "（一）", "(1)", "①"…) whose numbers run on from 1 in
+ * one style are one enumeration. Printed one right after the other they are
+ * a list; each a title over its own paragraphs, they are numbered
+ * subheadings; otherwise they stay paragraphs. A numbered line is never a
+ * caption, and never a subheading on its own.
+ */
+static void enumerations(struct typeset *t, unsigned flags)
+{
+	if (flags & MD_COLOPHON)
+		return;
+	int runs = 0;
+	size_t item[MAX_ITEMS];
+	for (size_t i = 0; i < t->n; i++) {
+		int style, st;
+		long v, w;
+		if (t->p[i].run || !item_para(&t->p[i], &style, &v) || v != 1)
+			continue;
+		size_t n = 0;
+		bool adjacent = true, between = false;
+		item[n++] = i;
+		for (size_t k = i + 1; k < t->n && n < MAX_ITEMS; k++) {
+			const struct para *q = &t->p[k];
+			if (q->gone)
+				continue;
+			if (item_para(q, &st, &w) && st == style) {
+				if (w != v + (long)n)
+					break;
+				adjacent &= !between;
+				between = false;
+				item[n++] = k;
+				continue;
+			}
+			if (plain_heading(t, k) ||
+			    (q->kind == PK_STRUCT && is_related_text(q->text)))
+				break;
+			between = true;
+		}
+		if (n < 2)
+			continue;
+		bool heads = !adjacent;
+		for (size_t j = 0; j < n && heads; j++) {
+			/* a title, with a paragraph (not the next item) under it */
+			const struct para *q = &t->p[item[j]];
+			const struct para *u = next_para(t, item[j]);
+			while (u && (u->kind == PK_CAPTION || u->kind == PK_PHOTO))
+				u = next_para(t, (size_t)(u - t->p));
+			heads =
+			    title_like_str(q->text) && u &&
+			    (j + 1 == n || u != &t->p[item[j + 1]]) &&
+			    (u->kind == PK_STRUCT || (u->kind == PK_TEXT && !enumerated(u->text)));
+		}
+		if (!adjacent && !heads)
+			continue;
+		runs++;
+		for (size_t j = 0; j < n; j++) {
+			t->p[item[j]].kind = adjacent ? PK_ITEM : PK_NUMHEAD;
+			t->p[item[j]].run = runs;
+		}
+	}
+}
+
+/* What a caption whose figure (or table) is not there gets at its end:
+ * "（图略）" ("（表略）"), or " (figure not included)" without Chinese. */
+static const char *absent_mark(const char *caption)
+{
+	bool table;
+	const char *s = figure_word(caption, &table);
+	bool zh = false;
+	for (const char *q = s, *end = s + strlen(s); q < end && !zh;) {
+		int32_t c = utf8_next(&q, end);
+		zh = c > 0 && utf8_is_han((uint32_t)c);
+	}
+	return zh ? (table ? "（表略）" : "（图略）")
+	          : (table ? " (table not included)" : " (figure not included)");
+}
+
 /* Captions whose figure or table is not in the export are marked once. */
 static void mark_absent(struct typeset *t)
 {
@@ -957,15 +1342,8 @@ static void mark_absent(struct typeset *t)
 				next = &t->p[j];
 		if (p->kind == PK_CAPTION && (is_table(prev) || is_table(next)))
 			continue; /* its table (or the figure the export made a table) is here */
-		bool zh = false;
-		for (const char *q = s, *end = s + strlen(s); q < end && !zh;) {
-			int32_t c = utf8_next(&q, end);
-			zh = c > 0 && utf8_is_han((uint32_t)c);
-		}
-		const char *mark =
-		    zh ? (table ? "（表略）" : "（图略）")
-		       : (table ? " (table not included)" : " (figure not included)");
-		const char *bare = zh ? mark : mark + 1;
+		const char *mark = absent_mark(s);
+		const char *bare = mark[0] == ' ' ? mark + 1 : mark;
 		if (!strstr(p->text, bare)) {
 			/* after the caption's own line, before a footnote under it */
 			size_t first = strcspn(p->text, "\n");
@@ -1003,6 +1381,7 @@ static char *typeset_export(struct typeset *t, const char *src, size_t len, unsi
 	classify(t, flags);
 	join_page_breaks(t);
 	join_headings(t, flags);
+	enumerations(t, flags);
 	mark_absent(t);
 	figure_refs(t);
 	if (t->doc->nwarnings > 1)
@@ -1018,10 +1397,13 @@ static char *typeset_export(struct typeset *t, const char *src, size_t len, unsi
 			buf_adds(&out, "\n\n");
 			line += 2;
 		}
-		if (p->kind == PK_CAPTION || p->kind == PK_PHOTO) {
-			t->caption_lines = xreallocarray(t->caption_lines, t->ncaptions + 1,
-			                                 sizeof *t->caption_lines);
-			t->caption_lines[t->ncaptions++] = line;
+		int mk = p->kind == PK_CAPTION || p->kind == PK_PHOTO ? MK_CAPTION
+		         : p->kind == PK_ITEM                         ? MK_ITEM
+		         : p->kind == PK_NUMHEAD                      ? MK_HEAD
+		                                                      : 0;
+		if (mk) {
+			t->marks = xreallocarray(t->marks, t->nmarks + 1, sizeof *t->marks);
+			t->marks[t->nmarks++] = (struct mark){line, mk, p->run};
 		}
 		/* line by line: tables keep their ASCII */
 		for (const char *l = p->text; l;) {
@@ -1051,7 +1433,7 @@ static void typeset_free(struct typeset *t)
 	for (size_t i = 0; i < t->n; i++)
 		free(t->p[i].text);
 	free(t->p);
-	free(t->caption_lines);
+	free(t->marks);
 }
 
 static bool title_like(cmark_node *para)
@@ -1116,32 +1498,96 @@ static void han_spaces(cmark_node *h)
 	}
 }
 
-static void subheadings(cmark_node *parent, int level)
+/* What the typeset pass made of the paragraph n, or NULL. */
+static const struct mark *mark_of(const struct ctx *x, cmark_node *n)
 {
+	int line = cmark_node_get_start_line(n);
+	for (size_t i = 0; i < x->nmarks; i++)
+		if (x->marks[i].line == line)
+			return &x->marks[i];
+	return NULL;
+}
+
+static cmark_node *make_heading(cmark_node *c, int level)
+{
+	cmark_node *h = cmark_node_new(CMARK_NODE_HEADING);
+	cmark_node_set_heading_level(h, level);
+	cmark_node_insert_before(c, h);
+	move_children(c, h);
+	cmark_node_free(c);
+	han_spaces(h);
+	return h;
+}
+
+/*
+ * Title-like paragraphs between text become subheadings of level; a
+ * numbered subheading the typeset pass found (MK_HEAD) is one level below
+ * the heading its enumeration starts under, all its items alike.
+ */
+static void subheadings(const struct ctx *x, cmark_node *parent, int level)
+{
+	int last = 0, maxrun = 0;
+	for (size_t i = 0; i < x->nmarks; i++)
+		if (x->marks[i].run > maxrun)
+			maxrun = x->marks[i].run;
+	int *run_level = xcalloc((size_t)maxrun + 1, sizeof *run_level);
 	cmark_node *c = cmark_node_first_child(parent), *next;
 	for (; c; c = next) {
 		next = cmark_node_next(c);
-		if (cmark_node_get_type(c) != CMARK_NODE_PARAGRAPH || !title_like(c))
+		if (cmark_node_get_type(c) == CMARK_NODE_HEADING) {
+			last = cmark_node_get_heading_level(c);
+			continue;
+		}
+		if (cmark_node_get_type(c) != CMARK_NODE_PARAGRAPH)
+			continue;
+		const struct mark *m = mark_of(x, c);
+		if (m && m->kind == MK_HEAD) {
+			if (run_level[m->run] == 0)
+				run_level[m->run] = last == 0 ? level : last < 4 ? last + 1 : 4;
+			last = run_level[m->run];
+			make_heading(c, last);
+			continue;
+		}
+		if (!title_like(c))
 			continue;
 		if (!is_text_block(cmark_node_previous(c)) && level == 2)
 			continue; /* a subheading follows text */
 		if (next == NULL || !is_text_block(next))
 			continue; /* and text follows it */
-		cmark_node *h = cmark_node_new(CMARK_NODE_HEADING);
-		cmark_node_set_heading_level(h, level);
-		cmark_node_insert_before(c, h);
-		move_children(c, h);
-		cmark_node_free(c);
-		han_spaces(h);
+		char *t = plain_dup(c);
+		bool numbered = enumerated(t);
+		free(t);
+		if (numbered)
+			continue; /* only as one of an enumeration (MK_HEAD) */
+		make_heading(c, level);
+		last = level;
 	}
+	free(run_level);
 }
 
-static bool caption_at(const struct ctx *x, int line)
+/* Numbered lines the typeset pass took for a list (MK_ITEM): one list per
+ * enumeration, each line an item keeping its printed number. */
+static void items(const struct ctx *x, cmark_node *parent)
 {
-	for (size_t i = 0; i < x->ncaptions; i++)
-		if (x->caption_lines[i] == line)
-			return true;
-	return false;
+	cmark_node *c = cmark_node_first_child(parent), *next, *list = NULL;
+	int run = 0;
+	for (; c; c = next) {
+		next = cmark_node_next(c);
+		const struct mark *m =
+		    cmark_node_get_type(c) == CMARK_NODE_PARAGRAPH ? mark_of(x, c) : NULL;
+		if (m == NULL || m->kind != MK_ITEM) {
+			list = NULL;
+			continue;
+		}
+		if (list == NULL || run != m->run) {
+			list = custom("<ul class=\"mx-items\">\n", "</ul>\n");
+			cmark_node_insert_before(c, list);
+			run = m->run;
+		}
+		cmark_node *li = retype(c, "<li class=\"mx-item\">", "</li>\n");
+		cmark_node_unlink(li);
+		cmark_node_append_child(list, li);
+	}
 }
 
 /* Captions and bylines among the children of parent. */
@@ -1152,7 +1598,8 @@ static void captions(const struct ctx *x, cmark_node *parent)
 		next = cmark_node_next(c);
 		if (cmark_node_get_type(c) != CMARK_NODE_PARAGRAPH)
 			continue;
-		if (caption_at(x, cmark_node_get_start_line(c))) {
+		const struct mark *m = mark_of(x, c);
+		if (m && m->kind == MK_CAPTION) {
 			retype(c, "<p class=\"mx-caption\">", "</p>\n");
 			continue;
 		}
@@ -1182,6 +1629,7 @@ static void raw_export(const struct ctx *x, cmark_node *doc, unsigned flags)
 		free(t);
 	}
 	captions(x, doc);
+	items(x, doc);
 	for (c = cmark_node_first_child(doc); c; c = cmark_node_next(c)) {
 		if (cmark_node_get_type(c) != CMARK_NODE_PARAGRAPH)
 			continue;
@@ -1196,8 +1644,14 @@ static void raw_export(const struct ctx *x, cmark_node *doc, unsigned flags)
 		buf_adds(&enter, "<div class=\"mx-related\">\n<p class=\"mx-related-title\">");
 		const char *s = skip_ws(t);
 		size_t n = strlen(s);
-		while (n > 0 && (s[n - 1] == '\n' || s[n - 1] == ' '))
-			n--;
+		/* "延伸阅读：" is the box's label "延伸阅读" */
+		for (bool more = true; more;) {
+			more = n > 0 && (s[n - 1] == '\n' || s[n - 1] == ' ' || s[n - 1] == ':');
+			if (more)
+				n--;
+			else if (n >= 3 && memcmp(s + n - 3, "：", 3) == 0)
+				n -= 3, more = true;
+		}
 		char *title = xstrndup(s, n);
 		html_escape(&enter, title, strlen(title));
 		buf_adds(&enter, "</p>\n");
@@ -1215,11 +1669,11 @@ static void raw_export(const struct ctx *x, cmark_node *doc, unsigned flags)
 		cmark_node_free(c);
 		free(t);
 		if (!(flags & MD_COLOPHON))
-			subheadings(box, 3);
+			subheadings(x, box, 3);
 		break;
 	}
 	if (!(flags & MD_COLOPHON))
-		subheadings(doc, 2);
+		subheadings(x, doc, 2);
 }
 
 /* Wide tables scroll on their own on a phone instead of widening the page. */
@@ -1511,6 +1965,45 @@ static void children_text(cmark_node *n, struct buf *out, const char *indent)
 		block_text(c, out, indent);
 }
 
+/*
+ * A list of numbered lines: each item keeps its printed number, the lines
+ * it wraps onto hang under its text. Items of one line each stay together;
+ * longer ones get a blank line between them.
+ */
+static void items_text(cmark_node *list, struct buf *out, const char *indent)
+{
+	bool tight = true;
+	for (cmark_node *it = cmark_node_first_child(list); it; it = cmark_node_next(it)) {
+		struct buf b;
+		buf_init(&b, BUF_NOLIMIT);
+		inline_text(it, &b);
+		tight &= utf8_width(buf_str(&b)) + utf8_width(indent) <= TEXT_WIDTH;
+		buf_free(&b);
+	}
+	bool first = true;
+	for (cmark_node *it = cmark_node_first_child(list); it; it = cmark_node_next(it)) {
+		struct buf b, w;
+		buf_init(&b, BUF_NOLIMIT);
+		buf_init(&w, BUF_NOLIMIT);
+		inline_text(it, &b);
+		const char *s = buf_str(&b);
+		size_t m = enum_marker(s, NULL, NULL);
+		char *marker = xstrndup(s, m);
+		char *hang = xasprintf("%s%*s", indent, (int)utf8_width(marker), "");
+		md_wrap(&w, skip_ws(s + m), TEXT_WIDTH, hang);
+		if (!first && !tight)
+			buf_addc(out, '\n');
+		buf_adds(out, indent);
+		buf_adds(out, marker);
+		buf_adds(out, buf_str(&w) + strlen(hang));
+		first = false;
+		free(marker);
+		free(hang);
+		buf_free(&w);
+		buf_free(&b);
+	}
+}
+
 static void block_text(cmark_node *n, struct buf *out, const char *indent)
 {
 	cmark_node_type t = cmark_node_get_type(n);
@@ -1535,6 +2028,8 @@ static void block_text(cmark_node *n, struct buf *out, const char *indent)
 		children_text(n, out, indent);
 	} else if (t == CMARK_NODE_CUSTOM_BLOCK && strcmp(kind(n), "table") == 0) {
 		children_text(n, out, indent);
+	} else if (t == CMARK_NODE_CUSTOM_BLOCK && strcmp(kind(n), "items") == 0) {
+		items_text(n, out, indent);
 	} else if (t == CMARK_NODE_CUSTOM_BLOCK) {
 		/* caption, byline: their inline content */
 		inline_text(n, &b);
@@ -1672,8 +2167,8 @@ int md_render(const char *src, size_t len, const struct md_opts *o, struct md_do
 		char *typeset = typeset_export(&ts, src, len, flags);
 		text = rewrite_math(typeset, strlen(typeset));
 		free(typeset);
-		x.caption_lines = ts.caption_lines;
-		x.ncaptions = ts.ncaptions;
+		x.marks = ts.marks;
+		x.nmarks = ts.nmarks;
 	} else {
 		text = xstrndup(src, len);
 	}

@@ -4,13 +4,16 @@
  *
  * With MD_RAW_EXPORT the body is the raw text export of the printed
  * magazine, and the rules of docs/issue-format.md apply: one paragraph per
- * line, QR-code lines are dropped, "图 N:"/"表 N:" lines are captions, short
- * title-like lines are subheadings, "来源：" lines are bylines, a "相关阅读"
- * line starts a related-reading box, $…$ math is made readable.
+ * line, QR-code lines are dropped, "图 N:"/"表 N:" lines and lines after an
+ * image trace are captions, page breaks are joined, numbered lines are lists
+ * or numbered subheadings, short title-like lines are subheadings, "来源："
+ * lines are bylines, a "相关阅读" line starts a related-reading box, $…$ math
+ * is made readable.
  */
 #ifndef MATRIX_MD_H
 #define MATRIX_MD_H
 
+#include <stdbool.h>
 #include <stddef.h>
 
 #include "err.h"
@@ -34,6 +37,13 @@ struct md_opts {
 	/* The line of the file that the source's first line is, for warnings
 	 * (0: count from 1). */
 	int first_line;
+	/* Whether the issue holds the image at a relative path (NULL: every one
+	 * is kept). One it does not hold is left out of the HTML and the text, so
+	 * that nobody sees a broken image; alone in its paragraph with a figure
+	 * caption for its text ("图 3：…"), the caption stays, marked as for a
+	 * figure not in the export. It is listed in assets all the same. */
+	bool (*have_image)(void *arg, const char *path);
+	void *image_arg;
 };
 
 struct md_doc {

@@ -17,7 +17,7 @@ static struct md_doc render(const char *src, unsigned flags)
 {
 	struct md_doc d;
 	struct err e;
-	struct md_opts o = {flags, "https://x.example/issues/1/", 0};
+	struct md_opts o = {.flags = flags, .asset_base = "https://x.example/issues/1/"};
 	if (md_render(src, strlen(src), &o, &d, &e) < 0)
 		fail_msg("md_render: %s", e.msg);
 	return d;

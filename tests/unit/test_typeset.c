@@ -2,8 +2,9 @@
  * Raw exports typeset as an editor would (docs/issue-format.md, "Raw
  * exports"): which text is a caption, a heading, a paragraph — asserted on
  * the structure of the rendered HTML, not its bytes, over the seed issue
- * (No. 60) and over tests/data/issues/export-62.txt, an export written for
- * these tests with every case in new text.
+ * (No. 60) and over exports written for these tests with every case in new
+ * text: tests/data/issues/export-62.txt, export-65.txt and export-66.txt
+ * (tests/data/README.md says what each exercises).
  */
 #include <ctype.h>
 #include <setjmp.h>
@@ -25,6 +26,8 @@
 
 #define SEED   "examples/issues/matrix-060.txt"
 #define EXPORT "tests/data/issues/export-62.txt"
+#define EX65   "tests/data/issues/export-65.txt"
+#define EX66   "tests/data/issues/export-66.txt"
 
 static const struct issue_opts opts = {16 << 20, "Matrix", "zh-CN", "https://news.example.org/m/"};
 
@@ -184,6 +187,45 @@ static void assert_heading(const struct blocks *b, const char *want)
 	}
 }
 
+/* A heading of level (2 for <h2>…) whose whole text is exactly want. */
+static void assert_heading_level(const struct blocks *b, const char *want, int level)
+{
+	assert_heading(b, want);
+	size_t i = find(b, want);
+	if (b->v[i].kind[1] - '0' != level) {
+		dump(b, i);
+		fail_msg("\"%s\" should be an <h%d>", want, level);
+	}
+}
+
+/* The block holding needle is a kind block whose text starts with it. */
+static void assert_starts(const struct blocks *b, const char *needle, const char *kind)
+{
+	assert_kind(b, needle, kind);
+	size_t i = find(b, needle);
+	if (strncmp(b->v[i].text, needle, strlen(needle)) != 0) {
+		dump(b, i);
+		fail_msg("\"%s\" should start its <%s>", needle, kind);
+	}
+}
+
+/* No block contains needle. */
+static void assert_absent(const struct blocks *b, const char *needle)
+{
+	for (size_t i = 0; i < b->n; i++)
+		if (strstr(b->v[i].text, needle)) {
+			dump(b, i);
+			fail_msg("\"%s\" should not be in the output", needle);
+		}
+}
+
+/* The blocks of article index (1-based) only. */
+static struct blocks article_blocks(const struct issue *is, size_t index)
+{
+	assert_true(index >= 1 && index <= is->narticles);
+	return parse_blocks(is->articles[index - 1].html);
+}
+
 static size_t count(const char *hay, const char *needle)
 {
 	size_t n = 0;
@@ -335,6 +377,261 @@ static void test_export_warnings(void **state)
 	issue_free(is);
 }
 
+/* ---- export 65: a second export in new text ------------------------------------ */
+
+static void test_ex65_captions(void **state)
+{
+	(void)state;
+	struct issue *is = load(EX65);
+	assert_int_equal(is->narticles, 8);
+	struct blocks b = all_blocks(is);
+	/* photo captions after an image trace, each its own line, marked once */
+	static const char *const photos[] = {
+	    "联合实验室揭牌仪式现场（图略）",
+	    "研究院首席研究员林晓岚（图略）",
+	    "研究院自然语言计算组主管研究员何静怡（图略）",
+	    "林晓岚（右一）与团队成员讨论麦克风阵列的设计方案（图略）",
+	    "林晓岚在研究院的语音实验室（图略）",
+	    "赵一凡（前排左三）与系统组的同事们（图略）",
+	    "林晓岚在实验室接受记者采访（图略）",
+	    /* brackets and semicolons inside are no sentence */
+	    "雷达回波外推与 StormCast "
+	    "预报结果对比（左：实况；中：光流外推；右：StormCast）（图略）",
+	};
+	for (size_t i = 0; i < sizeof photos / sizeof photos[0]; i++) {
+		assert_caption_alone(&b, photos[i], NULL);
+		assert_int_equal(strlen(b.v[find(&b, photos[i])].text), strlen(photos[i]));
+	}
+	/* a numbered caption printed with the paragraph under it in one block:
+	 * the caption takes its own line, the paragraph is a paragraph */
+	assert_caption_alone(&b, "图 1: 检索增强生成的基本流程（图略）", "检索器的质量");
+	assert_starts(&b, "检索器的质量决定了答案的上限", "p");
+	assert_caption_alone(&b, "图 2：StormCast 的“由粗到细”注意力结构示意图（图略）", NULL);
+	/* table captions, above or below their table: not marked */
+	assert_caption_alone(&b, "表 1：不同检索方法在三个数据集上的精确匹配率（%）", "略");
+	assert_caption_alone(&b, "表 2: 2022 年汛期强降水预报检验", "略");
+	/* a name card under a portrait stays text; the QR requests go */
+	assert_kind(&b, "Laura Bennett", "p");
+	assert_absent(&b, "二维码");
+	assert_absent(&b, "课件下载");
+	assert_absent(&b, "查看论文与代码");
+	blocks_free(&b);
+	issue_free(is);
+}
+
+static void test_ex65_numbered(void **state)
+{
+	(void)state;
+	struct issue *is = load(EX65);
+	/* "（一）…（二）…（三）…" one after the other: a list, numbers as printed */
+	struct blocks b = article_blocks(is, 1);
+	assert_starts(&b, "（一）建设一个面向高校开放的算力平台", "li");
+	assert_starts(&b, "（二）设立每年两期的访问学者计划", "li");
+	assert_starts(&b, "（三）共同举办暑期学校与研讨会", "li");
+	assert_starts(&b, "根据协议，联合实验室首期将重点推进以下工作：", "p");
+	assert_caption_alone(&b, "联合实验室揭牌仪式现场", NULL);
+	blocks_free(&b);
+	/* "1、…" labels each over its own paragraphs: numbered subheadings, one
+	 * level under the subheading they belong to, never captions */
+	b = article_blocks(is, 3);
+	assert_heading_level(&b, "三个让检索更好用的小技巧", 2);
+	assert_heading_level(&b, "1、把长文档切成短段落", 3);
+	assert_heading_level(&b, "2、让问题“换个说法”", 3);
+	assert_heading_level(&b, "3、给检索结果“去重”", 3);
+	assert_starts(&b, "检索的基本单位越短", "p");
+	/* after the last item the text goes on in the section */
+	assert_starts(&b, "当然，检索增强并非没有代价", "p");
+	blocks_free(&b);
+	issue_free(is);
+}
+
+static void test_ex65_headings(void **state)
+{
+	(void)state;
+	struct issue *is = load(EX65);
+	struct blocks b = all_blocks(is);
+	/* printed over two lines, quotes included: no space where the line broke */
+	assert_heading_level(&b, "从“背答案”到“查资料”", 2);
+	assert_starts(&b, "传统的语言模型把知识都压缩在参数里", "p");
+	/* a line-break space between two Han characters goes */
+	assert_heading_level(&b, "检索增强让模型少说“胡话”", 2);
+	assert_heading_level(&b, "让算法走出实验室走进会议室", 2);
+	static const char *const plain[] = {
+	    "模型是怎样“看懂”云的", "比“算得快”更重要的是“报得准”",
+	    "从一间消声室开始",     "噪声不是敌人",
+	    "一次失败的实验",       "Mentor 寄语",
+	};
+	for (size_t i = 0; i < sizeof plain / sizeof plain[0]; i++)
+		assert_heading_level(&b, plain[i], 2);
+	/* questions and interview lines are text */
+	assert_starts(&b, "Q: 从物理转到计算机，最大的挑战是什么？", "p");
+	assert_starts(&b, "记者：您认为年轻研究者最需要具备什么能力？", "p");
+	assert_starts(&b, "姓名：赵一凡", "p");
+	/* the related box: its label, then titles and their summaries */
+	assert_kind(&b, "相关阅读", "related-title");
+	assert_heading_level(&b, "科学匠人 | 何静怡：把问题想清楚，比把模型做大更重要", 3);
+	assert_starts(&b, "从信息检索到大模型", "p");
+	assert_kind(&b, "来源：科技日报", "byline");
+	blocks_free(&b);
+	/* the title printed over two lines on its page */
+	assert_string_equal(is->articles[1].title, "首席研究员林晓岚当选 IEEE Fellow");
+	assert_null(strstr(is->colophon_html, "<h"));
+	assert_non_null(strstr(is->colophon_html, "关于研究院"));
+	assert_non_null(strstr(is->colophon_html, "开放的合作"));
+	issue_free(is);
+}
+
+static void test_ex65_page_breaks(void **state)
+{
+	(void)state;
+	struct issue *is = load(EX65);
+	struct blocks b = all_blocks(is);
+	/* inside a word, the rest a line of its own */
+	assert_kind(&b, "推动研究成果尽快在实际场景中落地。", "p");
+	/* after a comma, a photo and its caption between */
+	size_t para = find(&b, "纳入检索范围，让模型在回答科学问题时");
+	assert_string_equal(b.v[para].kind, "p");
+	assert_string_equal(b.v[para + 1].kind, "caption");
+	assert_non_null(strstr(b.v[para + 1].text, "主管研究员何静怡"));
+	/* inside a word, a blank-only line, a photo and its caption between */
+	assert_kind(&b, "团队的每一次讨论几乎都是从一段录音开始的。", "p");
+	/* mid-sentence before a quote closes */
+	assert_kind(&b, "闭上眼睛都是一片片的绿色和黄色。”", "p");
+	/* between two Latin words: a space */
+	assert_kind(&b, "共同探索 Graph Neural Network 等新结构", "p");
+	/* nothing else was joined */
+	assert_starts(&b, "比“算得快”更重要的是“报得准”", "h2");
+	assert_starts(&b, "林晓岚博士于 2009 年加入研究院", "p");
+	blocks_free(&b);
+	issue_free(is);
+}
+
+static void test_ex65_text(void **state)
+{
+	(void)state;
+	struct issue *is = load(EX65);
+	struct blocks b = all_blocks(is);
+	/* full-width restored after Han and after a closing quote */
+	assert_kind(&b, "检索增强的思路则不同，模型只负责理解与表达，知识交给", "p");
+	assert_kind(&b, "说了一句“这个结果很干净”，我高兴了一整天", "p");
+	assert_kind(&b, "赵一凡发现问题出在奖励函数上：模型只关心", "p");
+	/* after a digit or a Latin word, as typed */
+	assert_kind(&b, "降低了 27%, 而且已经被产品组采用", "p");
+	assert_kind(&b, "Q: 从物理转到计算机", "p");
+	assert_int_equal(ascii_after_han(&b), 0);
+	/* numbers, units and math */
+	assert_kind(&b, "约 3 × 10⁵ 组问答样本", "p");
+	assert_kind(&b, "强降水（≥ 20 mm/h）", "p");
+	blocks_free(&b);
+	char *w = warnings(is);
+	assert_non_null(strstr(w, EX65 ":61: taken for the caption"));
+	assert_non_null(strstr(w, EX65 ":65: joined with line 67"));
+	assert_non_null(strstr(w, EX65 ":104: the figure"));
+	assert_non_null(strstr(w, EX65 ":145: the text refers to 图 3"));
+	assert_non_null(strstr(w, EX65 ":147: joined with line 153"));
+	assert_non_null(strstr(w, EX65 ":242: joined with line 249"));
+	assert_null(strstr(w, "图 1, but"));
+	assert_null(strstr(w, "表 1"));
+	free(w);
+	issue_free(is);
+}
+
+/* ---- export 66: other habits of other exports ----------------------------------- */
+
+static void test_ex66_numbered(void **state)
+{
+	(void)state;
+	struct issue *is = load(EX66);
+	assert_int_equal(is->narticles, 6);
+	/* short numbered lines one after the other: list items, not headings */
+	struct blocks b = article_blocks(is, 1);
+	assert_starts(&b, "1、智能语音展区", "li");
+	assert_starts(&b, "2、科学计算展区", "li");
+	assert_starts(&b, "3、创意互动展区", "li");
+	for (size_t i = 0; i < b.n; i++)
+		assert_true(b.v[i].kind[0] != 'h');
+	blocks_free(&b);
+	/* "一、…" section headings over their sections; "（1）…" items in one */
+	b = article_blocks(is, 2);
+	assert_heading_level(&b, "一、为什么电解质这么难找", 2);
+	assert_heading_level(&b, "二、三步筛选的方法", 2);
+	assert_heading_level(&b, "三、从计算到实验", 2);
+	assert_starts(&b, "（1）用图神经网络快速预测", "li");
+	assert_starts(&b, "（2）对剩下的约 2000 个分子", "li");
+	assert_starts(&b, "（3）由材料学家根据合成难度", "li");
+	/* a line ending in a colon introduces what follows */
+	assert_starts(&b, "研究员们设计了一个由粗到精的三步筛选流程，如图 3 所示：", "p");
+	blocks_free(&b);
+	/* numbered sentences with paragraphs between: ordinary paragraphs */
+	b = article_blocks(is, 3);
+	assert_starts(&b, "1、先从相近的语言开始。", "p");
+	assert_starts(&b, "2、再用单语数据补足。", "p");
+	blocks_free(&b);
+	issue_free(is);
+}
+
+static void test_ex66_captions(void **state)
+{
+	(void)state;
+	struct issue *is = load(EX66);
+	struct blocks b = all_blocks(is);
+	/* a caption may end in a closing quote */
+	assert_caption_alone(&b, "孩子们在创意互动展区体验“会说话的地图”（图略）", NULL);
+	assert_caption_alone(&b, "研究员（左）向中学生介绍蛋白质结构预测模型（图略）", NULL);
+	/* English captions */
+	assert_caption_alone(&b,
+	                     "Figure 2. Ionic conductivity of the three electrolytes at 25 °C "
+	                     "(figure not included)",
+	                     NULL);
+	assert_caption_alone(&b, "Figure 3. BLEU on twelve low-resource languages", NULL);
+	assert_caption_alone(&b, "Table 1: Prediction error of the screening models", "included");
+	/* a note printed under a caption stays with it */
+	assert_caption_alone(&b, "图 4：三种新型电解质与商用电解质的低温性能对比（图略）", NULL);
+	assert_non_null(strstr(b.v[find(&b, "图 4：")].text, "注：商用电解质为 1 mol/L LiPF6"));
+	/* the image the export names is not in the issue: no image, its caption */
+	assert_caption_alone(&b, "图 3：三步筛选流程示意（图略）", NULL);
+	for (size_t i = 0; i < is->narticles; i++) {
+		assert_null(strstr(is->articles[i].html, "<img"));
+		assert_null(strstr(is->articles[i].text, "fig-3.png"));
+	}
+	assert_kind(&b, "作者：研究院记者站", "byline");
+	assert_kind(&b, "延伸阅读", "related-title");
+	assert_string_equal(b.v[find(&b, "延伸阅读")].text, "延伸阅读");
+	blocks_free(&b);
+	char *w = warnings(is);
+	assert_non_null(strstr(w, EX66 ":86: the image 'fig-3.png'"));
+	assert_null(strstr(w, "refers to 图 3"));
+	assert_null(strstr(w, "refers to 图 4"));
+	free(w);
+	issue_free(is);
+}
+
+static void test_ex66_text(void **state)
+{
+	(void)state;
+	struct issue *is = load(EX66);
+	struct blocks b = all_blocks(is);
+	/* the printed first-line indent (two ideographic spaces) goes */
+	assert_starts(&b, "长江江豚是长江里仅存的淡水鲸类", "p");
+	assert_starts(&b, "据介绍，这套系统已在长江中下游", "p");
+	/* page breaks: after "、" with a photo between, inside an English
+	 * paragraph, and right before a comma */
+	size_t para = find(&b, "训练需要多少数据、以及普通人能不能在自己的电脑上运行它");
+	assert_string_equal(b.v[para].kind, "p");
+	assert_string_equal(b.v[para + 1].kind, "caption");
+	assert_kind(&b, "the shared subword vocabulary and to the careful filtering", "p");
+	assert_kind(&b, "邀请更多母语者参与评估，并把他们的反馈", "p");
+	/* a heading in quotes, its line-break space gone */
+	assert_heading_level(&b, "“我想听听大自然在说什么”", 2);
+	assert_heading_level(&b, "从听见到看见", 2);
+	assert_starts(&b, "问：野外工作最难的是什么？", "p");
+	/* math */
+	assert_kind(&b, "ΔE ≤ 0.1 eV", "p");
+	blocks_free(&b);
+	assert_string_equal(is->articles[2].title, "面向 Low-Resource Languages 的机器翻译");
+	issue_free(is);
+}
+
 /* ---- the seed issue -------------------------------------------------------- */
 
 static void test_seed_captions(void **state)
@@ -386,6 +683,25 @@ static void test_seed_headings(void **state)
 	issue_free(is);
 }
 
+static void test_seed_numbered(void **state)
+{
+	(void)state;
+	struct issue *is = load(SEED);
+	struct blocks b = all_blocks(is);
+	/* two numbered paragraphs one after the other: a list */
+	assert_starts(&b, "1、大体系、全原子是指构建拥有百万级原子的完整 S 蛋白", "li");
+	assert_starts(&b, "2、长时间指研究员们通过数十亿步的计算", "li");
+	/* NÜWA's eight tasks, each over its description: under their heading */
+	assert_heading_level(&b, "NÜWA 在八大任务中的效果", 2);
+	static const char *const tasks[] = {"1、文本到图像任务", "2、草图到图像任务",
+	                                    "5、图像到视频任务", "8、视频编辑"};
+	for (size_t i = 0; i < sizeof tasks / sizeof tasks[0]; i++)
+		assert_heading_level(&b, tasks[i], 3);
+	assert_starts(&b, "输入编辑文本、视频，NÜWA 可以输出编辑之后的视频", "p");
+	blocks_free(&b);
+	issue_free(is);
+}
+
 static void test_seed_page_breaks(void **state)
 {
 	(void)state;
@@ -416,9 +732,13 @@ int main(void)
 	const struct CMUnitTest tests[] = {
 	    cmocka_unit_test(test_export_captions),    cmocka_unit_test(test_export_headings),
 	    cmocka_unit_test(test_export_page_breaks), cmocka_unit_test(test_export_punctuation),
-	    cmocka_unit_test(test_export_warnings),    cmocka_unit_test(test_seed_captions),
-	    cmocka_unit_test(test_seed_headings),      cmocka_unit_test(test_seed_page_breaks),
-	    cmocka_unit_test(test_seed_punctuation),
+	    cmocka_unit_test(test_export_warnings),    cmocka_unit_test(test_ex65_captions),
+	    cmocka_unit_test(test_ex65_numbered),      cmocka_unit_test(test_ex65_headings),
+	    cmocka_unit_test(test_ex65_page_breaks),   cmocka_unit_test(test_ex65_text),
+	    cmocka_unit_test(test_ex66_numbered),      cmocka_unit_test(test_ex66_captions),
+	    cmocka_unit_test(test_ex66_text),          cmocka_unit_test(test_seed_captions),
+	    cmocka_unit_test(test_seed_headings),      cmocka_unit_test(test_seed_numbered),
+	    cmocka_unit_test(test_seed_page_breaks),   cmocka_unit_test(test_seed_punctuation),
 	};
 	int r = cmocka_run_group_tests_name("typeset", tests, NULL, NULL);
 	md_shutdown();
