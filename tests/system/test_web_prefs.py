@@ -294,6 +294,20 @@ def test_every_mail_links_to_its_readers_page(site):
     # the confirmation mail (pen is pending) links to it too
     assert "确认" in mails(srv, "pen@example.org")[0]["Subject"]
     assert len(set(links.values())) == 3
+    # the welcome mail, once pen confirms ...
+    text, _ = bodies(mails(srv, "pen@example.org")[0])
+    c = re.findall(re.escape(BASE) + r"c/[0-9a-f-]+", text)[0]
+    assert post(local(url, c), b"confirm=1")[0] == 200
+    welcome = wait_mails(srv, "pen@example.org", 2)[1]
+    assert welcome["Subject"].startswith("欢迎"), welcome["Subject"]
+    assert prefs_link(welcome) == links["pen@example.org"]
+    # ... and the "already subscribed" mail of the subscribe form
+    st, _, _ = post(url + "subscribe", urllib.parse.urlencode(
+        {"email": "ann@example.org", "mode": "article"}).encode())
+    assert st == 200
+    already = wait_mails(srv, "ann@example.org", 5)[4]
+    assert "已经订阅" in already["Subject"], already["Subject"]
+    assert prefs_link(already) == links["ann@example.org"]
     for addr, link in links.items():
         st, h, page = get(local(url, link))
         assert st == 200, page
@@ -302,7 +316,7 @@ def test_every_mail_links_to_its_readers_page(site):
         assert_security_headers(h)
         assert addr in page
         assert all(other not in page for other in links if other != addr)
-    print("preference links:", {a: len(mails(srv, a)) for a in links}, "mails checked")
+    print("preference links checked in", {a: len(mails(srv, a)) for a in links}, "mails")
 
 
 def test_article_mail_says_how_to_subscribe(site):
@@ -403,8 +417,16 @@ def test_unsubscribe_and_come_back_without_a_second_opt_in(site):
 def test_subscribe_to_another_public_list(site):
     env, url, srv, start = site
     env.ctl("list-create", "weekly", "--title", "矩阵周刊", check=0)
+    env.ctl("list-create", "staff", "--title", "编辑部内刊", "--private", check=0)
     delivered(env, srv, start, **{"ann@example.org": "article"})
     u, page = page_of(env, srv, url, "ann@example.org")
+    # a private list is never offered, and a form naming it is refused
+    assert "编辑部内刊" not in page and "staff" not in page
+    before = snapshot(env)
+    for body in (b"subscribe=staff", b"mode.staff=digest&subscribe=staff"):
+        st, _, refused = post(u, body)
+        assert st == 400 and 'role="alert"' in refused.decode()
+    assert snapshot(env) == before
     # several lists: one mode field per list (mode.LIST), a form per list
     f, _ = form_with(page, button("save", "matrix"))
     assert radios(f, "mode.matrix") == {"article": True, "digest": False}
