@@ -146,6 +146,8 @@ int cmd_list_set(struct cli *c, int argc, char **argv)
 	}
 	if (store_commit(c->store, &e) < 0)
 		return cli_fail(&e);
+	if (title || priv >= 0)
+		cli_wake_daemon(c); /* the archive pages' form offers the public lists */
 	char p[32];
 	if (pace >= 0)
 		subs_pace_format(pace, p, sizeof p);
@@ -226,6 +228,8 @@ int cmd_list_create(struct cli *c, int argc, char **argv)
 	}
 	if (store_commit(c->store, &e) < 0)
 		return cli_fail(&e);
+	if (!priv)
+		cli_wake_daemon(c); /* the archive pages' form offers the public lists */
 	if (c->json) {
 		struct json_object *o = json_object_new_object();
 		json_object_object_add(o, "name", json_object_new_string(name));
@@ -267,6 +271,7 @@ int cmd_list_delete(struct cli *c, int argc, char **argv)
 	err_clear(&e);
 	if (subs_list_delete(c->store, name, force, cli_actor(), &removed, &e) < 0)
 		return cli_fail(&e);
+	cli_wake_daemon(c); /* the archive pages' form offers the public lists */
 	if (c->json) {
 		struct json_object *o = json_object_new_object();
 		json_object_object_add(o, "name", json_object_new_string(name));

@@ -365,7 +365,8 @@ static int loop_wait(struct daemon *d, struct loop *l, struct loop_timers *t)
 			break;
 		case EV_WAKE:
 			wake_read(l->wfd);
-			schedule_run(d); /* matrixctl release */
+			schedule_run(d);              /* matrixctl release */
+			publish_offer_check(d, true); /* matrixctl list-set --private … */
 			break;
 		case EV_SCHEDULE:
 			schedule_run(d);
@@ -385,6 +386,7 @@ int loop_run(struct daemon *d)
 	}
 	watch_rescan(d);
 	publish_listing(d);
+	publish_offer_check(d, false); /* pages older than the lists their form offers */
 	schedule_refresh(d);
 	sd_notify(0, "READY=1\nSTATUS=watching for issues");
 	log_info("ready: issue_dir=%s public_dir=%s smtp=%s", d->conf.issue_dir, d->conf.public_dir,

@@ -128,6 +128,13 @@ int publish_listing(struct daemon *d);
 /* Runs publish_listing when a failed one is due again; returns when the
  * next try is due (ms, monotonic), 0 when none is waiting. */
 int64_t publish_listing_retry(struct daemon *d);
+/* When the lists the subscribe form offers (the public ones, their titles)
+ * are not those the archive pages were written with (kv web.offer: at the
+ * first start, after matrixctl list-create, list-set, list-delete), rewrites
+ * every public issue's pages, and the index when listing (false: it was
+ * just written); -1 (logged) when that could not be done, tried again at
+ * the next wake-up. */
+int publish_offer_check(struct daemon *d, bool listing);
 /* When publishing that failed is tried again: 5 s, doubling to 5 min. */
 int64_t publish_backoff(int64_t *ms);
 

@@ -314,3 +314,65 @@ out:
 	issue_free(is);
 	return r;
 }
+
+/* The public lists as the pages show them: names and titles, one a line. */
+static char *offer_signature(const struct web_offer *w)
+{
+	struct buf b;
+	buf_init(&b, BUF_NOLIMIT);
+	for (size_t i = 0; i < w->nlists; i++)
+		buf_printf(&b, "%s\t%s\n", w->lists[i].name, w->lists[i].title);
+	char *sig = buf_detach(&b);
+	return sig ? sig : xstrdup("");
+}
+
+#define OFFER_KEY "web.offer"
+
+int publish_offer_check(struct daemon *d, bool listing)
+{
+	struct web_offer w;
+	struct err e;
+	err_clear(&e);
+	if (web_offer_load(d, &w) < 0)
+		return -1;
+	char *sig = offer_signature(&w), *had = store_kv_get(d->store, OFFER_KEY, &e);
+	int r = 0;
+	if (had && strcmp(had, sig) == 0)
+		goto out;
+	/* every public issue's pages again, then the index: a form that
+	 * offers a list gone private would only earn its readers a 400 */
+	size_t n = 0, k = 0;
+	struct archive_issue *all = archive_list(d->store, &n, &e);
+	if (all == NULL) {
+		log_warnx("the subscribe form's lists changed; pages not rewritten: %s", e.msg);
+		r = -1;
+		goto out;
+	}
+	for (size_t i = 0; i < n && r == 0; i++) {
+		if (!archive_is_public(&all[i]))
+			continue;
+		struct issue *is = archive_load(d->store, all[i].id, &e);
+		r = is ? render_issue_pages(&d->conf, d->tmpl, is, (time_t)all[i].date, &w.offer,
+		                            d->conf.public_dir, &e)
+		       : -1;
+		issue_free(is);
+		k += r == 0;
+	}
+	archive_issues_free(all, n);
+	if (r == 0 && listing)
+		r = publish_listing(d);
+	if (r == 0)
+		r = store_kv_set(d->store, OFFER_KEY, sig, &e);
+	if (r < 0)
+		log_warnx("the subscribe form's lists changed; pages not all rewritten (tried "
+		          "again at the next change or start): %s",
+		          e.msg[0] ? e.msg : "index.html");
+	else if (had)
+		log_info("the subscribe form's lists changed: the pages of %zu issue%s rewritten",
+		         k, k == 1 ? "" : "s");
+out:
+	free(sig);
+	free(had);
+	web_offer_free(&w);
+	return r;
+}

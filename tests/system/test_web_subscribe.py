@@ -156,6 +156,21 @@ def test_form_on_every_archive_page_and_the_subscribe_page(web):
     assert "script-src" not in h["Content-Security-Policy"]
     assert "form-action 'self'" in h["Content-Security-Policy"]
 
+    # the pages follow the lists: one made public, one made private, a title
+    def offered(page):
+        return re.findall(r'name="list" value="([^"]+)"', page.read_text())
+
+    env.ctl("list-set", "staff", "--public", check=0)
+    env.ctl("list-set", "matrix-en", "--private", check=0)
+    wait_for(lambda: all(offered(p) == ["matrix", "staff"] for p in pages), "pages rewritten")
+    env.ctl("list-set", "staff", "--title", "Staff 2", check=0)
+    wait_for(lambda: all("Staff 2" in p.read_text() for p in pages), "the new title")
+    st, _, body = request(url + "subscribe")
+    assert re.findall(r'name="list" value="([^"]+)"', body.decode()) == ["matrix", "staff"]
+    env.ctl("list-delete", "staff", check=0)
+    wait_for(lambda: all(offered(p) == [] and "用邮箱订阅《Matrix》" in p.read_text()
+                         for p in pages), "one list again: no choice")
+
 
 def test_one_list_no_choice_and_no_list_no_form(web):
     env, url, srv, start = web
