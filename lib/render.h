@@ -58,7 +58,7 @@ int render_already(const struct conf *c, const struct tmpl *t, const struct rend
 /*
  * The lists the subscribe form of every archive page offers: the public
  * ones (matrixctl(8), list-set --private), the default list first. n 0:
- * no form. Pages show the lists as they were when they were written.
+ * no form. The daemon rewrites the pages when they change (publish.c).
  */
 struct render_offer {
 	const struct render_list *lists;
