@@ -777,6 +777,11 @@ relays:
 				log_notice("relay %s is back", conf_relay_name(cr));
 			p->relays_changed |= rs->backoff != 0;
 			rs->backoff = 0;
+		} else if (trouble[r] && !relay_up(p, r, now_ms())) {
+			/* paused already: these are the messages it held when it
+			 * went down, failing one after the other; the pause grows
+			 * when a message handed to it after the pause fails too,
+			 * not once per result (one blip of 421s paused it 300 s) */
 		} else if (trouble[r]) {
 			rs->backoff = rs->backoff ? rs->backoff * 2 : 5000;
 			if (rs->backoff > 300000)

@@ -1,14 +1,15 @@
 """What a careless or hostile admin does to the relays while mail goes out:
 a SIGHUP with another smtp.relays list in the middle of a send, a relay
-url that carries a password, a relay restarted under a running send.
+url that carries a password, a relay that refuses for a moment.
 Against the real daemon and real aiosmtpd relays on 127.0.0.1."""
 import re
 import shutil
 import signal
 import time
 
-from smtpd import Server
+from smtpd import Rule, Server
 from test_daemon import Daemon, wait_for
+from test_delivery import smtp_env
 from test_relays import TOC, import_readers, relays_env
 
 
@@ -78,3 +79,36 @@ def test_smtp_url_with_a_password_is_refused(env):
         # the daemon does not start with it either
         p = env.matrixd("--once")
         assert p.returncode == 1 and "s3cr3t" not in p.stderr, p.stderr
+
+
+def test_a_moment_of_421s_pauses_the_relay_once(tmp_path):
+    """A relay that answers 421 for a moment (Postfix at its connection
+    limit) is paused: the messages it held fail one after the other, and
+    each result once doubled the pause, so that one blip stopped the send
+    for 300 s. The pause grows only when the relay still refuses after it."""
+    (tmp_path / "tls").mkdir()
+    a = Server(tmp_path / "tls").start()
+    try:
+        env = smtp_env(tmp_path, a)
+        import_readers(env, 30)
+        for i in range(30):  # each reader's first transaction, once
+            a.rules.append(Rule(f"r{i}@example.org", "421 4.7.0 Error: too many connections",
+                                times=1))
+        d = Daemon(env)
+        try:
+            assert d.wait_log("ready:"), d.stderr()
+            t = time.time()
+            shutil.copy(TOC, env.tmp / "issues" / TOC.name)
+            assert wait_for(lambda: a.count() == 120, 90), \
+                (a.count(), [line for line in d.stderr().splitlines() if "pausing" in line])
+            print(f"120 messages {time.time() - t:.1f} s after the blip")
+            pauses = re.findall(r"pausing (\d+) s", d.stderr())
+            assert pauses and max(map(int, pauses)) <= 10, pauses
+            st = env.ctl_json("status")["issues"][0]
+            assert st["sent"] == 120 and st["deferred"] == 0 and st["failed"] == 0, st
+            assert len({(r.rcpts[0], r.message()["Subject"]) for r in a.received}) == 120
+            assert d.term()[0] == 0, d.stderr()
+        finally:
+            d.kill()
+    finally:
+        a.stop()
