@@ -35,8 +35,10 @@ def site(tmp_path):
     d = None
     try:
         d = Daemon(env)
-        wait_for(lambda: (env.tmp / "public" / "index.html").exists() and
-                 (env.tmp / "public" / "issues" / "60").is_dir(), "the archive")
+        pub = env.tmp / "public"
+        wait_for(lambda: (pub / "issues" / "60" / "index.html").exists() and
+                 (pub / "index.html").exists() and
+                 "issues/60/" in (pub / "index.html").read_text(), "the archive")
         yield env, base, srv
     finally:
         if d:

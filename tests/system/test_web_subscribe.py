@@ -132,8 +132,9 @@ def test_form_on_every_archive_page_and_the_subscribe_page(web):
     shutil.copy(SEED, env.tmp / "issues" / SEED.name)
     start()
     pub = env.tmp / "public"
-    wait_for(lambda: (pub / "index.html").exists() and (pub / "issues" / "60").is_dir(),
-             "the archive")
+    # the article pages are written first, the issue's index next, the list last
+    wait_for(lambda: (pub / "issues" / "60" / "index.html").exists() and
+             "issues/60/" in (pub / "index.html").read_text(), "the archive")
     pages = [pub / "index.html", pub / "issues" / "60" / "index.html",
              next((pub / "issues" / "60").glob("*.html"))]
     st, h, body = request(url + "subscribe")
