@@ -276,6 +276,14 @@ enum publish_result issue_publish(struct daemon *d, const char *load, const char
 		issue_free(is);
 		return e.kind == ERR_TEMP ? PUBLISH_STORE : PUBLISH_DONE;
 	}
+	int64_t renumbered = 0;
+	if (change != ARCHIVE_UNCHANGED &&
+	    archive_cancel_renumbered(d->store, path, is->number, &renumbered, &e) < 0)
+		log_warnx("issue=%d: %s", is->number, e.msg);
+	else if (renumbered)
+		log_notice("%s now holds issue %d: the schedule of the number it held before is "
+		           "cancelled, nothing is sent for it",
+		           path, is->number);
 	struct archive_issue *a = archive_get(d->store, 0, id, &e);
 	if (a == NULL) {
 		log_warnx("issue %d: %s", is->number, e.msg);

@@ -285,6 +285,24 @@ int archive_cancel_scheduled(struct store *s, const char *path, int64_t *n, stru
 	return 0;
 }
 
+int archive_cancel_renumbered(struct store *s, const char *path, int number, int64_t *n,
+                              struct err *err)
+{
+	static const char sql[] =
+	    "DELETE FROM issues WHERE path = ?1 AND number <> ?2 "
+	    "AND status = 'publish' AND queued_at IS NULL AND send_at IS NOT NULL";
+	sqlite3_stmt *st = store_stmt(s, sql, err);
+	if (st == NULL)
+		return -1;
+	sqlite3_bind_text(st, 1, path, -1, SQLITE_STATIC);
+	sqlite3_bind_int(st, 2, number);
+	if (store_step_done(s, st, err, "cancel the old number's schedule") < 0)
+		return -1;
+	if (n)
+		*n = sqlite3_changes(s->db);
+	return 0;
+}
+
 #define ISSUE_COLS                                                                                 \
 	"SELECT i.id, i.number, i.title, i.period, i.path, i.hash, i.lists, i.status, i.date, "    \
 	"coalesce(i.queued_at, 0), i.updated_at, "                                                 \

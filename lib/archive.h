@@ -97,6 +97,13 @@ void archive_scheduled_free(struct archive_scheduled *a, size_t n);
  * issues and drafts stay. *n (may be NULL) counts the issues cancelled.
  */
 int archive_cancel_scheduled(struct store *s, const char *path, int64_t *n, struct err *err);
+/*
+ * The file of a scheduled issue now holds issue number: the schedules of
+ * the other numbers it held, never published, are cancelled as above.
+ * *n (may be NULL) counts them.
+ */
+int archive_cancel_renumbered(struct store *s, const char *path, int number, int64_t *n,
+                              struct err *err);
 
 /* Notes that the issue's pages are written for the content of hash. */
 int archive_mark_published(struct store *s, int64_t id, const char *hash, struct err *err);

@@ -216,3 +216,30 @@ def test_bare_date_is_midnight_in_site_timezone(env, tmp_path):
     assert p.returncode == 1
     line = env.conf.read_text().splitlines().index('  timezone = "Mars/Olympus_Mons";') + 1
     assert f"{env.conf}:{line}: site.timezone" in p.stderr, p.stderr
+
+
+def test_renumbered_scheduled_issue_leaves_no_ghost(tmp_path, server):
+    """A scheduled issue whose file now says another number is that number:
+    the old one's schedule goes with the old content. It once stayed in
+    `matrixctl status` as scheduled and, at its time, was retried every
+    minute as an issue that 'could not be published'."""
+    env = smtp_env(tmp_path, server)
+    subscribe(env, "ann@example.org")
+    send_at = int(time.time()) + 5
+    write_issue(env, "n.md", issue_text(80, stamp(send_at)))
+    d = Daemon(env)
+    try:
+        assert d.wait_log("issue=80 scheduled"), d.stderr()
+        write_issue(env, "n.md", issue_text(81, stamp(send_at)))
+        assert d.wait_log("issue=81 scheduled"), d.stderr()
+        assert wait_for(lambda: issue_status(env, 80) is None, 10), env.ctl("status").stdout
+        assert wait_for(lambda: server.count() >= 3, send_at - time.time() + 15), d.stderr()
+        assert all("of 81" in r.message()["Subject"] for r in server.received)
+        time.sleep(1.5)
+        assert server.count() == 3
+        assert issue_status(env, 81)["sent"] == 3
+        assert "could not be published" not in d.stderr()
+        assert not (env.tmp / "public" / "issues" / "80").exists()
+        assert d.term()[0] == 0
+    finally:
+        d.kill()
