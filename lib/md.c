@@ -1289,15 +1289,18 @@ static void enumerations(struct typeset *t, unsigned flags)
 			continue;
 		bool heads = !adjacent;
 		for (size_t j = 0; j < n && heads; j++) {
-			/* a title, with a paragraph (not the next item) under it */
+			/* a title, with a paragraph (not the next item) under it, or
+			 * the items of an enumeration of another style */
 			const struct para *q = &t->p[item[j]];
 			const struct para *u = next_para(t, item[j]);
 			while (u && (u->kind == PK_CAPTION || u->kind == PK_PHOTO))
 				u = next_para(t, (size_t)(u - t->p));
-			heads =
-			    title_like_str(q->text) && u &&
-			    (j + 1 == n || u != &t->p[item[j + 1]]) &&
-			    (u->kind == PK_STRUCT || (u->kind == PK_TEXT && !enumerated(u->text)));
+			int us = 0;
+			heads = title_like_str(q->text) && u &&
+			        (j + 1 == n || u != &t->p[item[j + 1]]) &&
+			        (u->kind == PK_STRUCT ||
+			         (u->kind == PK_TEXT &&
+			          (enum_marker(u->text, &us, NULL) == 0 || us != style)));
 		}
 		if (!adjacent && !heads)
 			continue;

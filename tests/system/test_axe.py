@@ -1,7 +1,7 @@
-"""The web archive of the seed issue and of tests/data/issues/export-62.txt
-in headless Chromium: axe-core (tests/data/axe/) finds no accessibility
-violation on any page, and no table cell splits a number or a word, on a
-phone (375 px) or a desktop (800 px)."""
+"""The web archive of the seed issue and of tests/data/issues/export-62.txt,
+export-65.txt and export-66.txt in headless Chromium: axe-core
+(tests/data/axe/) finds no accessibility violation on any page, and no table
+cell splits a number or a word, on a phone (375 px) or a desktop (800 px)."""
 import pytest
 
 import browser
@@ -13,7 +13,7 @@ def archive(tmp_path_factory):
     browser.need_browser()
     tmp = tmp_path_factory.mktemp("axe")
     env = Env(tmp)
-    for issue in (SEED, DATA / "issues" / "export-62.txt"):
+    for issue in (SEED, *(DATA / "issues" / f"export-{n}.txt" for n in (62, 65, 66))):
         p = env.ctl("render", issue, "--out", tmp / "out")
         assert p.returncode == 0, p.stderr
     return tmp / "out" / "public"

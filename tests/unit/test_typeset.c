@@ -632,6 +632,46 @@ static void test_ex66_text(void **state)
 	issue_free(is);
 }
 
+/* ---- rules on a body of their own ------------------------------------------------ */
+
+static struct blocks body_blocks(const char *src)
+{
+	struct md_doc d;
+	struct err e;
+	err_clear(&e);
+	struct md_opts o = {.flags = MD_RAW_EXPORT};
+	if (md_render(src, strlen(src), &o, &d, &e) < 0)
+		fail_msg("md_render: %s", e.msg);
+	struct blocks b = parse_blocks(d.html);
+	md_doc_free(&d);
+	return b;
+}
+
+static void test_nested_enumerations(void **state)
+{
+	(void)state;
+	/* "一、" sections, one opening on a "1、" list: sections stay headings */
+	struct blocks b =
+	    body_blocks("一、研究背景\n\n这项研究始于一次失败的实验，团队花了半年才找到原因。\n\n"
+	                "二、研究方法\n\n1、数据清洗\n\n2、模型训练\n\n"
+	                "两个步骤交替进行，直到误差不再下降为止。\n\n"
+	                "三、主要结论\n\n结果表明，新方法把误差降低了一半。\n");
+	assert_heading_level(&b, "一、研究背景", 2);
+	assert_heading_level(&b, "二、研究方法", 2);
+	assert_heading_level(&b, "三、主要结论", 2);
+	assert_starts(&b, "1、数据清洗", "li");
+	assert_starts(&b, "2、模型训练", "li");
+	blocks_free(&b);
+	/* a lone numbered line, or numbers that do not run on, are text */
+	b = body_blocks("研究分为几个阶段，下面只介绍其中的一个。\n\n2、模型训练\n\n"
+	                "训练用了三周时间，共消耗约 2000 GPU 小时。\n\n"
+	                "1、先说数据\n\n3、再说模型\n\n这两点都很重要。\n");
+	assert_starts(&b, "2、模型训练", "p");
+	assert_starts(&b, "1、先说数据", "p");
+	assert_starts(&b, "3、再说模型", "p");
+	blocks_free(&b);
+}
+
 /* ---- the seed issue -------------------------------------------------------- */
 
 static void test_seed_captions(void **state)
@@ -736,9 +776,10 @@ int main(void)
 	    cmocka_unit_test(test_ex65_numbered),      cmocka_unit_test(test_ex65_headings),
 	    cmocka_unit_test(test_ex65_page_breaks),   cmocka_unit_test(test_ex65_text),
 	    cmocka_unit_test(test_ex66_numbered),      cmocka_unit_test(test_ex66_captions),
-	    cmocka_unit_test(test_ex66_text),          cmocka_unit_test(test_seed_captions),
-	    cmocka_unit_test(test_seed_headings),      cmocka_unit_test(test_seed_numbered),
-	    cmocka_unit_test(test_seed_page_breaks),   cmocka_unit_test(test_seed_punctuation),
+	    cmocka_unit_test(test_ex66_text),          cmocka_unit_test(test_nested_enumerations),
+	    cmocka_unit_test(test_seed_captions),      cmocka_unit_test(test_seed_headings),
+	    cmocka_unit_test(test_seed_numbered),      cmocka_unit_test(test_seed_page_breaks),
+	    cmocka_unit_test(test_seed_punctuation),
 	};
 	int r = cmocka_run_group_tests_name("typeset", tests, NULL, NULL);
 	md_shutdown();
