@@ -271,9 +271,12 @@ def test_rate_limit_spreads_the_sending(tmp_path, server):
     """smtp.rate is a token bucket over all connections holding at most one
     second's worth, so whatever the start-up delays (the bucket fills while
     the issue is rendered) the k-th message leaves no earlier than
-    (k - rate) / rate seconds after the first. Checked at the server, with
-    half a second of slack for the first message's TLS handshake: a lower
-    bound, never flaky."""
+    (k - rate) / rate seconds after the first leaves. The first leaves after
+    matrixd starts, so at the server the k-th arrives no earlier than
+    (k - rate) / rate seconds after the start: a lower bound whatever the
+    connections' TLS handshakes take (measured from the first arrival, a
+    slow first handshake under load made it flaky). Without the limit all 16
+    arrive within a fraction of a second of the start."""
     env = smtp_env(tmp_path, server, smtp_rate="4.0", smtp_connections=4)
     subscribe(env, *[f"r{i}@example.org" for i in range(4)])
     shutil.copy(DATA / "issues" / "toc-zh.txt", env.tmp / "issues" / "toc-zh.txt")
@@ -285,8 +288,7 @@ def test_rate_limit_spreads_the_sending(tmp_path, server):
     at = sorted(r.at for r in server.received)
     print(f"16 messages at smtp.rate = 4: {took:.2f} s (first to last {at[-1] - at[0]:.2f} s)")
     for k, t_k in enumerate(at, start=1):
-        assert t_k - at[0] >= (k - 4) / 4 - 0.5, (k, t_k - at[0])
-    assert at[-1] - at[0] >= 2.5
+        assert t_k - t >= (k - 4) / 4, (k, t_k - t)
 
 
 def test_retry_requeues_failed(tmp_path, server):
