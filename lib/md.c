@@ -595,17 +595,31 @@ static bool is_caption_text(const char *s)
 	return *p == ':' || *p == '.' || starts(p, "：") || starts(p, "．") || *p == ' ';
 }
 
+static bool has_sentence_mark(const char *s);
+
+/*
+ * "来源：文汇报", "作者: …", "文 / 李明", "文｜本刊记者 陈可", "图｜…", "By …":
+ * a credit label, then a colon, a slash or a bar, on a short line that is no
+ * sentence.
+ */
 static bool is_byline_text(const char *s)
 {
-	static const char *const pre[] = {"来源",  "作者", "撰文",   "编辑",
-	                                  "文 / ", "文/",  "Source", "By "};
+	static const char *const pre[] = {
+	    "来源", "图片来源", "资料来源", "作者", "撰文", "编辑", "责编",   "责任编辑", "摄影",
+	    "图片", "整理",     "策划",     "文",   "图",   "By ",  "Source", "Text",     "Photo"};
 	s = skip_ws(s);
-	for (size_t i = 0; i < sizeof pre / sizeof pre[0]; i++)
-		if (starts(s, pre[i])) {
-			const char *p = skip_ws(s + strlen(pre[i]));
-			return *p == ':' || starts(p, "：") || pre[i][strlen(pre[i]) - 1] == ' ' ||
-			       pre[i][strlen(pre[i]) - 1] == '/';
-		}
+	if (utf8_len(s) > 40 || has_sentence_mark(s))
+		return false;
+	for (size_t i = 0; i < sizeof pre / sizeof pre[0]; i++) {
+		if (strncasecmp(s, pre[i], strlen(pre[i])) != 0)
+			continue;
+		if (pre[i][strlen(pre[i]) - 1] == ' ')
+			return true;
+		const char *p = skip_ws(s + strlen(pre[i]));
+		if (*p == ':' || *p == '/' || *p == '|' || starts(p, "：") || starts(p, "｜") ||
+		    starts(p, "／"))
+			return true;
+	}
 	return false;
 }
 
@@ -815,7 +829,9 @@ static bool title_like_str(const char *t)
 	static const uint32_t stop[] = {'.',    '!',    '?',    ';',    ':',    ',',
 	                                0x3002, 0xff01, 0xff1f, 0xff1b, 0xff1a, 0xff0c,
 	                                0x3001, 0x2026, ')',    0xff09};
-	bool ok = n > 0 && n <= HEADING_MAX && s[0] != '(' && !starts(s, "（") && !starts(s, "*");
+	/* not a bracketed note, a footnote, nor an attribution ("——某某") */
+	bool ok = n > 0 && n <= HEADING_MAX && s[0] != '(' && !starts(s, "（") && !starts(s, "*") &&
+	          !starts(s, "—") && !starts(s, "--");
 	for (size_t i = 0; ok && i < sizeof stop / sizeof stop[0]; i++)
 		ok = last != stop[i];
 	return ok && !ends_sentence_str(s) && !prose_str(s);

@@ -625,6 +625,9 @@ static void test_ex66_text(void **state)
 	assert_heading_level(&b, "“我想听听大自然在说什么”", 2);
 	assert_heading_level(&b, "从听见到看见", 2);
 	assert_starts(&b, "问：野外工作最难的是什么？", "p");
+	/* a byline with a bar, an attribution under a quote: never headings */
+	assert_kind(&b, "文｜本刊记者 陈可", "byline");
+	assert_starts(&b, "——湖北一处江豚保护区的工作人员", "p");
 	/* math */
 	assert_kind(&b, "ΔE ≤ 0.1 eV", "p");
 	blocks_free(&b);
