@@ -12,6 +12,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "addr.h"
 #include "cli.h"
 #include "sign.h"
 #include "xmalloc.h"
@@ -94,23 +95,26 @@ int cmd_dkim_keygen(struct cli *c, int argc, char **argv)
 	}
 	if (selector == NULL || out == NULL || optind != argc)
 		return cli_usage(usage);
-	for (const char *p = selector; *p; p++)
-		if (!((*p >= 'a' && *p <= 'z') || (*p >= 'A' && *p <= 'Z') ||
-		      (*p >= '0' && *p <= '9') || *p == '-' || *p == '.'))
-			return cli_failf("--selector %s: letters, digits, '-' and '.' only",
-			                 selector);
+	/* what dkim.keys takes, or the key would be made for nothing */
+	if (!conf_valid_labels(selector))
+		return cli_failf("--selector \"%s\": letters, digits and '-' (not first or last), "
+		                 "labels of up to 63 separated by dots, e.g. rsa2026",
+		                 selector);
 	if (type == SIGN_ED25519 && bits != 0 && bits != 256)
 		return cli_failf("--bits applies to RSA keys; an Ed25519 key has 256 bits");
 	if (type == SIGN_RSA && bits == 0)
 		bits = 2048;
-	/* the record names the signing domain: dkim.domain, else site.from's */
+	/* the record names the signing domain: dkim.domain, else site.from's,
+	 * as d= has it (an IDN in A-labels) */
 	if (cli_need_conf(c) < 0)
 		return EXIT_ERR;
 	const char *domain = c->conf.dkim.domain;
 	char *from_domain = NULL;
 	if (domain == NULL || *domain == '\0') {
-		const char *at = strrchr(c->conf.site.from, '@');
-		from_domain = xstrndup(at + 1, strcspn(at + 1, "> \t"));
+		from_domain = addr_domain_of(c->conf.site.from);
+		if (from_domain == NULL)
+			return cli_failf("site.from %s has no domain to sign for; set dkim.domain",
+			                 c->conf.site.from);
 		domain = from_domain;
 	}
 	struct buf pem, p;

@@ -469,3 +469,14 @@ unbalanced:
 	               "mailbox '%.*s': the display name has unbalanced quotes or a stray '<'",
 	               (int)n, s);
 }
+
+char *addr_domain_of(const char *s)
+{
+	char *name = NULL, *addr = NULL, *key = NULL, *dom = NULL;
+	if (addr_parse_named(s, &name, &addr, NULL) == 0 && (key = addr_key(addr, NULL)) != NULL)
+		dom = xstrdup(strrchr(key, '@') + 1);
+	free(name);
+	free(addr);
+	free(key);
+	return dom;
+}

@@ -75,4 +75,8 @@ bool addr_is_ascii(const char *s, size_t n);
  */
 int addr_parse_named(const char *s, char **name, char **addr, struct err *err);
 
+/* The domain of the mailbox in s (addr_parse_named's forms) as DNS, d= and
+ * EHLO name it: lower case, A-labels. Allocated; NULL when s is none. */
+char *addr_domain_of(const char *s);
+
 #endif

@@ -287,9 +287,7 @@ static const char *valid_keys(const char *group, struct buf *b)
 	return buf_str(b);
 }
 
-/* RFC 6376 §3.1 selectors and d= domains: dot-separated LDH labels
- * (A-labels for internationalized names). */
-static bool valid_labels(const char *s)
+bool conf_valid_labels(const char *s)
 {
 	size_t label = 0;
 	if (*s == '\0' || strlen(s) > 253)
@@ -383,7 +381,7 @@ static int take_dkim_key(struct ctx *x, const config_setting_t *g)
 	if (sel == NULL || dk->key_file == NULL || *dk->key_file == '\0')
 		return bad(x, g, "dkim.keys: this key needs both selector and key_file%s%s", "",
 		           "");
-	if (!valid_labels(sel))
+	if (!conf_valid_labels(sel))
 		return bad(x, g,
 		           "dkim.keys: selector \"%s\" must be letters, digits and '-' "
 		           "(labels separated by dots), e.g. \"rsa2026\"%s",
@@ -773,6 +771,22 @@ static int semantic(struct ctx *x, const config_t *cf)
 		return err_at(x->err, ERR_CONFIG, x->file, LINE("smtp.return_path"),
 		              "smtp.return_path must be an address such as "
 		              "\"bounces+{token}@example.org\"");
+	if (!addr_is_ascii(c->smtp.return_path, strlen(c->smtp.return_path))) {
+		/* It goes into headers (List-Unsubscribe's mailto), which take
+		 * no 8-bit byte: an IDN as A-labels, as in From (the default
+		 * above copies site.from's domain as written). */
+		struct err ae;
+		char *key = addr_key(c->smtp.return_path, &ae);
+		if (key == NULL || !addr_is_ascii(key, strlen(key))) {
+			free(key);
+			return err_at(x->err, ERR_CONFIG, x->file, LINE("smtp.return_path"),
+			              "smtp.return_path must be an address with an ASCII local "
+			              "part, e.g. \"bounces+{token}@example.org\" (it is '%s')",
+			              c->smtp.return_path);
+		}
+		free(c->smtp.return_path);
+		c->smtp.return_path = key;
+	}
 	if ((s = config_lookup(cf, "dkim")) != NULL) {
 		c->dkim.on = true;
 		c->dkim.line = config_setting_source_line(s);
@@ -795,7 +809,7 @@ static int semantic(struct ctx *x, const config_t *cf)
 			c->dkim.domain = xstrdup(strrchr(key, '@') + 1);
 			free(key);
 		}
-		if (!valid_labels(c->dkim.domain))
+		if (!conf_valid_labels(c->dkim.domain))
 			return err_at(x->err, ERR_CONFIG, x->file, LINE("dkim.domain"),
 			              "dkim.domain \"%s\" must be a domain name in ASCII (an "
 			              "internationalized one as A-labels, xn--…)",

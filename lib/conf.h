@@ -101,5 +101,8 @@ int conf_password(const struct conf *c, char **out, struct err *err);
 int conf_relay_password(const struct conf_relay *r, char **out, struct err *err);
 /* A relay's url for logs and status: scheme, host and port. */
 const char *conf_relay_name(const struct conf_relay *r);
+/* A DKIM selector or d= domain as RFC 6376 §3.1 has them: dot-separated
+ * LDH labels (A-labels for internationalized names), 63 octets each. */
+bool conf_valid_labels(const char *s);
 
 #endif

@@ -366,18 +366,6 @@ int sign_prepend(struct signer *s, const struct sign_keys *k, char **data, size_
 
 /* ---- loading and checking ---------------------------------------------- */
 
-/* The domain of an address, or of the address in "Name <addr>". */
-static char *domain_of(const char *s)
-{
-	char *name = NULL, *addr = NULL, *key = NULL, *dom = NULL;
-	if (addr_parse_named(s, &name, &addr, NULL) == 0 && (key = addr_key(addr, NULL)) != NULL)
-		dom = xstrdup(strrchr(key, '@') + 1);
-	free(name);
-	free(addr);
-	free(key);
-	return dom;
-}
-
 /* a is b or a subdomain of b (case-insensitive, at a label boundary). */
 static bool within(const char *a, const char *b)
 {
@@ -493,15 +481,16 @@ int sign_keys_load(const struct conf *c, struct sign_keys **out,
                    void (*warn)(void *arg, const char *msg), void *arg, struct err *err)
 {
 	*out = NULL;
-	char *from = domain_of(c->site.from);
-	const char *rp = strrchr(c->smtp.return_path, '@');
+	char *from = addr_domain_of(c->site.from), *rp = addr_domain_of(c->smtp.return_path);
 	/* SPF is checked on the return path's domain; DMARC counts it only
-	 * when that domain is aligned with From (RFC 7489 §3.1.2). */
-	if (from && rp && !within(rp + 1, from))
+	 * when that domain is aligned with From (RFC 7489 §3.1.2). Both in
+	 * their DNS form: an IDN spelt in U-labels in one is the same name. */
+	if (from && rp && !within(rp, from))
 		warnf(warn, arg,
 		      "%s: smtp.return_path's domain %s is neither %s (site.from) nor a "
 		      "subdomain of it: an SPF pass there does not count for DMARC",
-		      c->path ? c->path : "defaults", rp + 1, from);
+		      c->path ? c->path : "defaults", rp, from);
+	free(rp);
 	if (!c->dkim.on) {
 		free(from);
 		return 0;

@@ -193,17 +193,15 @@ static void smtp_free(struct transport *t)
 
 static const struct transport_ops smtp_ops = {smtp_send, smtp_free};
 
-/* The EHLO name: our host name when it is qualified, else the sender's domain. */
+/* The EHLO name: our host name when it is qualified, else the sender's
+ * domain (an IDN as A-labels: EHLO takes ASCII only). */
 static char *ehlo_name(const struct conf *c)
 {
 	char host[256];
 	if (gethostname(host, sizeof host) == 0 && strchr(host, '.'))
 		return xstrdup(host);
-	const char *at = strrchr(c->site.from, '@');
-	if (at == NULL)
-		return xstrdup("localhost");
-	size_t n = strcspn(at + 1, "> \t");
-	return xstrndup(at + 1, n);
+	char *dom = addr_domain_of(c->site.from);
+	return dom ? dom : xstrdup("localhost");
 }
 
 struct transport *transport_smtp_new(const struct conf *c, const struct conf_relay *r,

@@ -11,7 +11,7 @@ import subprocess
 import pytest
 
 from conftest import SEED, Env
-from test_delivery import drop_issue, once, smtp_env, subscribe
+from test_delivery import drop_issue, once, smtp_conf, smtp_env, subscribe
 
 dkim = pytest.importorskip("dkim", reason="python3-dkim (Debian) is needed to verify signatures")
 
@@ -237,3 +237,61 @@ def test_keygen_refuses_to_overwrite(tmp_path):
     assert not (env.tmp / "w.pem").exists()
     assert env.ctl("dkim-keygen", "--selector", "s", "--type", "dsa",
                    "--out", env.tmp / "d.pem").returncode == 2
+
+
+def test_keygen_makes_only_keys_matrixd_takes(tmp_path):
+    """A selector matrixd refuses in dkim.keys (empty, a leading '-', an
+    empty label) is refused by dkim-keygen too, before a key is written:
+    it once wrote the key and printed '._domainkey.example.org.'."""
+    env = Env(tmp_path)
+    for sel in ("", "-rsa", "rsa-", "a..b", ".a", "a" * 64):
+        out = env.tmp / "k.pem"
+        p = env.ctl("dkim-keygen", "--selector", sel, "--type", "ed25519", "--out", out)
+        assert p.returncode != 0 and "--selector" in p.stderr, (sel, p.stdout, p.stderr)
+        assert p.stdout == "" and not out.exists(), sel
+    out, rec = keygen(env, "mail.rsa-2026", "--type", "ed25519")
+    assert rec.startswith("mail.rsa-2026._domainkey.example.org. IN TXT ")
+    add_dkim(env, [("mail.rsa-2026", out)])
+    assert env.matrixd("-n").returncode == 0
+
+
+def test_idn_from_domain_signs_sends_and_keygen_names_it(tmp_path, server):
+    """site.from with an internationalized domain: d= is its A-label, so the
+    record dkim-keygen prints must sit there (a U-label name in a zone file
+    is another name: every signature would fail). The default return path,
+    the List-Unsubscribe mailto and EHLO take the A-label too (they once
+    carried the U-label into headers, and no message could be built); a
+    return path in the From domain is aligned, however it is spelt."""
+    env = smtp_env(tmp_path, server, site_from='"矩阵 <news@例子.测试>"',
+                   smtp_return_path=None)  # the default: bounces+{token}@ site.from's domain
+    out, rec = keygen(env, "ed1", "--type", "ed25519")
+    name, txt = record(rec)
+    assert name == "ed1._domainkey.xn--fsqu00a.xn--0zwm56d.", rec
+    add_dkim(env, [("ed1", out)])
+    p = env.matrixd("-n")
+    assert p.returncode == 0, p.stderr
+    assert "d=xn--fsqu00a.xn--0zwm56d" in p.stdout
+    assert "return_path" not in p.stderr, p.stderr
+    subscribe(env, "ann@example.org")
+    drop_issue(env)
+    p = once(env)
+    assert p.returncode == 0, p.stderr
+    assert server.received
+    for r in server.received:
+        assert verify_all(r.data, {name: txt.encode()}) == [True]
+        # no 8-bit byte in a header: the IDN in From, the mailto and the
+        # envelope as A-labels (they once stopped every message)
+        assert r.mail_from.endswith("@xn--fsqu00a.xn--0zwm56d"), r.mail_from
+        m = r.message()
+        assert "<news@xn--fsqu00a.xn--0zwm56d>" in m["From"]
+        assert "@xn--fsqu00a.xn--0zwm56d>" in m["List-Unsubscribe"], m["List-Unsubscribe"]
+    # given in U-labels, the return path is the same domain
+    env.write_conf(**smtp_conf(env, server), site_from='"矩阵 <news@例子.测试>"',
+                   smtp_return_path='"bounces+{token}@例子.测试"')
+    add_dkim(env, [("ed1", out)])
+    p = env.matrixd("-n")
+    assert p.returncode == 0 and "return_path" not in p.stderr, p.stderr
+    # a local part that no header can carry is refused at the check
+    env.write_conf(**smtp_conf(env, server), smtp_return_path='"退信+{token}@例子.测试"')
+    p = env.matrixd("-n")
+    assert p.returncode == 1 and "smtp.return_path must be an address with an ASCII" in p.stderr

@@ -377,6 +377,26 @@ static void test_named(void **state)
 	named_bad("");
 }
 
+/* The domain as DNS names it (d=, a DKIM record, EHLO): A-labels, lower case. */
+static void test_domain_of(void **state)
+{
+	(void)state;
+	static const char *const cases[][2] = {
+	    {"Matrix <matrix@Example.ORG>", "example.org"},
+	    {"矩阵 <news@例子.测试>", "xn--fsqu00a.xn--0zwm56d"},
+	    {"bounces+{token}@例子.测试", "xn--fsqu00a.xn--0zwm56d"},
+	    {"\"a, b\" <x@mail.example.net>", "mail.example.net"},
+	};
+	for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+		char *d = addr_domain_of(cases[i][0]);
+		assert_non_null(d);
+		assert_string_equal(d, cases[i][1]);
+		free(d);
+	}
+	assert_null(addr_domain_of("no address"));
+	assert_null(addr_domain_of(""));
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -391,6 +411,7 @@ int main(void)
 	    cmocka_unit_test(test_lengths),
 	    cmocka_unit_test(test_message_escapes),
 	    cmocka_unit_test(test_named),
+	    cmocka_unit_test(test_domain_of),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }
