@@ -726,6 +726,25 @@ static int semantic(struct ctx *x, const config_t *cf)
 	if (strchr(c->site.from, '@') == NULL || strpbrk(c->site.from, "\r\n"))
 		return err_at(x->err, ERR_CONFIG, x->file, LINE("site.from"),
 		              "site.from must be an address like \"Matrix <matrix@example.org>\"");
+	{
+		/* what every message's From is built from (msg.c): a from that
+		 * does not parse, or whose local part no header can carry
+		 * without SMTPUTF8, would stop every message, not the check */
+		char *name = NULL, *addr = NULL, *key = NULL;
+		struct err ae;
+		err_clear(&ae);
+		if (addr_parse_named(c->site.from, &name, &addr, &ae) == 0)
+			key = addr_key(addr, &ae);
+		bool ascii = key && addr_is_ascii(key, strlen(key));
+		free(name);
+		free(addr);
+		free(key);
+		if (!ascii)
+			return err_at(x->err, ERR_CONFIG, x->file, LINE("site.from"),
+			              "site.from must be an address like \"Matrix "
+			              "<matrix@example.org>\" with an ASCII local part%s%s",
+			              ae.msg[0] ? ": " : "", ae.msg);
+	}
 	for (const char *p = c->site.language; *p; p++)
 		if (!((*p >= 'a' && *p <= 'z') || (*p >= 'A' && *p <= 'Z') ||
 		      (*p >= '0' && *p <= '9') || *p == '-'))

@@ -112,3 +112,20 @@ def test_a_moment_of_421s_pauses_the_relay_once(tmp_path):
             d.kill()
     finally:
         a.stop()
+
+
+def test_site_from_no_message_can_carry_is_refused_at_the_check(env):
+    """Every message's From is built from site.from: one that does not parse
+    as an address, or whose local part needs SMTPUTF8 (an 8-bit header),
+    once passed `matrixd -n` and then stopped every message."""
+    for value, why in (('"矩阵 <新闻@example.org>"', "with an ASCII local part"),
+                       ('"Matrix <bad address@example.org>"', "contains a space")):
+        env.write_conf(site_from=value)
+        p = env.matrixd("-n")
+        assert p.returncode == 1, value
+        line = env.conf.read_text().splitlines().index(f"  from = {value};") + 1
+        assert f"{env.conf}:{line}: site.from must be an address" in p.stderr, p.stderr
+        assert why in p.stderr, p.stderr
+    env.write_conf(site_from='"矩阵 <news@例子.测试>"')  # an IDN domain is fine (A-labels)
+    p = env.matrixd("-n")
+    assert p.returncode == 0, p.stderr
