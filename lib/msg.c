@@ -228,6 +228,15 @@ static void add_escaped(struct buf *out, const char *s, bool html)
 		buf_adds(out, s);
 }
 
+/* What utf8_clean leaves as it is: no control, nothing but ASCII. */
+static bool printable_ascii(const char *s)
+{
+	for (; *s; s++)
+		if ((unsigned char)*s < 0x20 || (unsigned char)*s > 0x7e)
+			return false;
+	return true;
+}
+
 /* The tail with every placeholder replaced by the recipient's value. */
 static void fill(const struct msg_body *b, const struct msg_rcpt *r, struct buf *out)
 {
@@ -257,10 +266,17 @@ static void fill(const struct msg_body *b, const struct msg_rcpt *r, struct buf 
 			v = r->prefs_url ? r->prefs_url : "";
 			break;
 		}
-		/* the values are the subscriber's, shown to people: no bidi controls */
-		char *clean = utf8_clean_dup(v, UTF8_NO_BIDI);
-		add_escaped(out, clean, b->is_html);
-		free(clean);
+		/* the values are the subscriber's, shown to people: no bidi controls.
+		 * Printable ASCII (our links, most addresses) has nothing to clean:
+		 * utf8_clean's code point by code point was half of fill's cost
+		 * per message (callgrind). */
+		if (printable_ascii(v)) {
+			add_escaped(out, v, b->is_html);
+		} else {
+			char *clean = utf8_clean_dup(v, UTF8_NO_BIDI);
+			add_escaped(out, clean, b->is_html);
+			free(clean);
+		}
 		p = ph + 3;
 	}
 }

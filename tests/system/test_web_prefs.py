@@ -464,11 +464,14 @@ def test_bad_tokens_get_a_4xx_page_and_nothing_is_written(site):
     import hashlib
     import hmac
 
-    def made(purpose, ids, key=secret, digits=32):
-        return f"{ids}-" + hmac.new(key, f"{purpose}:{ids}".encode(),
-                                    hashlib.sha256).hexdigest()[:digits]
+    def made(purpose, ids, key=secret, digits=32, split=False):
+        mac = hmac.new(key, f"{purpose}:{ids}".encode(), hashlib.sha256).hexdigest()[:digits]
+        return f"{ids}-" + (f"{mac[:16]}-{mac[16:]}" if split else mac)
 
-    assert made("prefs", str(sid)) == tok  # the shape token.h describes
+    def prefs(ids, key=secret):
+        return made("prefs", ids, key=key, split=True)
+
+    assert prefs(str(sid)) == tok  # the shape token.h describes: SUB-MAC-MAC
     flipped = tok[:-1] + ("0" if tok[-1] != "0" else "1")
     bad = {
         "forged": flipped,
@@ -478,8 +481,9 @@ def test_bad_tokens_get_a_4xx_page_and_nothing_is_written(site):
         "unsubscribe token": token(env, "unsubscribe", sid, 1),
         "confirm token": token(env, "confirm", sid, 1),
         "verp token": made("verp", "1", digits=16),
-        "prefs shape, unsubscribe MAC": made("unsubscribe", str(sid)),
-        "other installation's key": made("prefs", str(sid), key=bytes(32)),
+        "prefs shape, unsubscribe MAC": made("unsubscribe", str(sid), split=True),
+        "prefs MAC, not split": made("prefs", str(sid)),
+        "other installation's key": prefs(str(sid), key=bytes(32)),
         "empty": "",
         "junk": "x" * 40,
     }
@@ -496,7 +500,7 @@ def test_bad_tokens_get_a_4xx_page_and_nothing_is_written(site):
             assert "链接无效" in page, (what, page)
     # a good token for a subscriber forgotten since: 404, a page saying so
     env.ctl("subscribe", "gone@example.org", check=0)
-    gone = made("prefs", str(show(env, "gone@example.org")["id"]))
+    gone = prefs(str(show(env, "gone@example.org")["id"]))
     env.ctl("forget", "gone@example.org", check=0)
     before = snapshot(env)
     for data in (None, body):

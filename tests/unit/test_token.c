@@ -77,9 +77,12 @@ static void test_round_trip_gives_back_the_ids(void **state)
 	token_make(&k, TOKEN_VERP, 77, 5, other);
 	assert_string_equal(tok, other);
 	/* a preference token names a subscriber only, with a 128-bit MAC: one
-	 * link per reader, the same in every mail whatever the list */
+	 * link per reader, the same in every mail whatever the list; the MAC
+	 * in two halves, so that no run of its letters and digits is long
+	 * enough to pass for a Bitcoin address (token.h) */
 	token_make(&k, TOKEN_PREFS, 77, 0, tok);
-	assert_int_equal(strlen(tok), strlen("77-") + 32);
+	assert_int_equal(strlen(tok), strlen("77-") + 16 + 1 + 16);
+	assert_int_equal(tok[3 + 16], '-');
 	token_make(&k, TOKEN_PREFS, 77, 5, other);
 	assert_string_equal(tok, other);
 	int64_t only = -1, untouched = -1;
@@ -166,12 +169,18 @@ static void test_ids_are_never_confused(void **state)
 	snprintf(alt, sizeof alt, "77-0-%s", p77 + 3);
 	assert_false(check(&k, TOKEN_PREFS, alt, &a, &b));
 	assert_false(check(&k, TOKEN_UNSUBSCRIBE, alt, &a, &b));
+	/* the MAC's dash moved, or left out: refused */
+	char p2[TOKEN_MAX];
+	snprintf(p2, sizeof p2, "77-%.15s-%c%s", p77 + 3, p77[3 + 15], p77 + 3 + 17);
+	assert_false(check(&k, TOKEN_PREFS, p2, &a, &b));
+	snprintf(p2, sizeof p2, "77-%.16s%s", p77 + 3, p77 + 3 + 17);
+	assert_false(check(&k, TOKEN_PREFS, p2, &a, &b));
 	/* an id beyond int64 never wraps around to a small one */
 	snprintf(alt, sizeof alt, "9223372036854775808-1-%s", mac);
 	assert_false(check(&k, TOKEN_CONFIRM, alt, &a, &b));
 	snprintf(alt, sizeof alt, "18446744073709551623-%.16s", mac); /* 2^64 + 7 */
 	assert_false(check(&k, TOKEN_VERP, alt, &a, &b));
-	snprintf(alt, sizeof alt, "18446744073709551623-%.32s", p77 + 3);
+	snprintf(alt, sizeof alt, "18446744073709551623-%s", p77 + 3);
 	assert_false(check(&k, TOKEN_PREFS, alt, &a, &b));
 }
 
@@ -230,6 +239,30 @@ static void test_truncated_and_garbled_tokens_are_refused(void **state)
 	assert_false(check(&k, TOKEN_UNSUBSCRIBE, "--", &a, NULL));
 	assert_false(check(&k, TOKEN_UNSUBSCRIBE, "1-2-", &a, NULL));
 	assert_false(check(&k, TOKEN_VERP, "1-0000000000000000", &a, NULL));
+}
+
+/* SpamAssassin's __BITCOIN_ID: a word starting with 1 or 3 and 29 to 34
+ * more base58 characters. No preference token holds such a run, whatever
+ * the key and the id. */
+static void test_no_preference_token_looks_like_a_bitcoin_address(void **state)
+{
+	(void)state;
+	struct token_key k;
+	for (int n = 0; n < 2000; n++) {
+		if (n % 100 == 0)
+			token_key_random(&k);
+		char tok[TOKEN_MAX];
+		token_make(&k, TOKEN_PREFS, n, 0, tok);
+		size_t run = 0, longest = 0;
+		for (const char *c = tok; *c; c++) {
+			run = *c == '-' ? 0 : run + 1;
+			if (run > longest)
+				longest = run;
+		}
+		assert_true(longest <= 20);
+		int64_t a = -1;
+		assert_true(check(&k, TOKEN_PREFS, tok, &a, NULL) && a == n);
+	}
 }
 
 static void test_case_folded_mac_still_passes(void **state)
@@ -367,6 +400,7 @@ int main(void)
 	    cmocka_unit_test(test_one_purpose_never_passes_as_another),
 	    cmocka_unit_test(test_ids_are_never_confused),
 	    cmocka_unit_test(test_truncated_and_garbled_tokens_are_refused),
+	    cmocka_unit_test(test_no_preference_token_looks_like_a_bitcoin_address),
 	    cmocka_unit_test(test_case_folded_mac_still_passes),
 	    cmocka_unit_test(test_another_key_refuses),
 	    cmocka_unit_test(test_secret_file),
