@@ -137,7 +137,7 @@ struct status {
 	size_t n;
 	struct archive_error *errs;
 	size_t nerr;
-	struct ledger_counts confirm;
+	struct ledger_counts confirm, welcome, notice; /* the mails of a membership */
 	char **warn; /* what needs the admin's eye besides the errors */
 	size_t nwarn;
 	int64_t free_bytes; /* in state_dir; -1 unknown */
@@ -212,7 +212,10 @@ static int status_read(struct cli *c, struct status *st, struct err *e)
 	free(relays);
 	st->is = archive_list(s, &st->n, e);
 	st->errs = archive_errors(s, &st->nerr, e);
-	if (st->is == NULL || st->errs == NULL || ledger_counts(s, 0, &st->confirm, e) < 0)
+	if (st->is == NULL || st->errs == NULL ||
+	    ledger_counts(s, LEDGER_CONFIRM, &st->confirm, e) < 0 ||
+	    ledger_counts(s, LEDGER_WELCOME, &st->welcome, e) < 0 ||
+	    ledger_counts(s, LEDGER_NOTICE, &st->notice, e) < 0)
 		return -1;
 	status_warnings(c, st);
 	return 0;
@@ -273,6 +276,8 @@ static void status_json(struct store *s, const struct status *st)
 	}
 	json_object_object_add(o, "issues", arr);
 	json_object_object_add(o, "confirmations", counts_json(&st->confirm));
+	json_object_object_add(o, "welcomes", counts_json(&st->welcome));
+	json_object_object_add(o, "notices", counts_json(&st->notice));
 	struct json_object *ea = json_object_new_array();
 	for (size_t i = 0; i < st->nerr; i++) {
 		struct json_object *j = json_object_new_object();
@@ -331,12 +336,19 @@ static void status_text(struct store *s, const struct status *st)
 		table_row(t, num, a->title, phase, cnt[LEDGER_QUEUED], cnt[LEDGER_SENDING],
 		          cnt[LEDGER_SENT], cnt[LEDGER_DEFERRED], cnt[LEDGER_FAILED], rt);
 	}
-	if (ledger_counts_total(&st->confirm) > 0) {
+	const struct {
+		const struct ledger_counts *c;
+		const char *what;
+	} rows[] = {{&st->confirm, "(confirmation mails)"},
+	            {&st->welcome, "(welcome mails)"},
+	            {&st->notice, "(\"already subscribed\" mails)"}};
+	for (size_t i = 0; i < sizeof rows / sizeof *rows; i++) {
+		if (ledger_counts_total(rows[i].c) == 0)
+			continue;
 		char cnt[LEDGER_NSTATES][24];
-		counts_cells(&st->confirm, cnt);
-		table_row(t, "-", "(confirmation mails)", "", cnt[LEDGER_QUEUED],
-		          cnt[LEDGER_SENDING], cnt[LEDGER_SENT], cnt[LEDGER_DEFERRED],
-		          cnt[LEDGER_FAILED], "");
+		counts_cells(rows[i].c, cnt);
+		table_row(t, "-", rows[i].what, "", cnt[LEDGER_QUEUED], cnt[LEDGER_SENDING],
+		          cnt[LEDGER_SENT], cnt[LEDGER_DEFERRED], cnt[LEDGER_FAILED], "");
 	}
 	table_print(t, stdout);
 	if (st->n == 0)

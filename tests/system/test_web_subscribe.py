@@ -300,6 +300,12 @@ def test_welcome_says_what_comes_and_how_to_change_it(web):
         assert re.search(re.escape(BASE) + r"u/\d+-\d+-[0-9a-f]{32}", text)  # how to leave
         assert re.search(r"订阅设置.*\n" + re.escape(BASE) + r"p/[0-9a-f-]+", text)  # to change
         assert "<script" not in html and a in html
+    # matrixctl status counts them
+    st = env.ctl_json("status")
+    assert (st["confirmations"]["sent"], st["welcomes"]["sent"], st["notices"]["sent"]) == \
+        (2, 2, 0)
+    table = env.ctl("status", check=0).stdout
+    assert "(welcome mails)" in table and "(confirmation mails)" in table
 
 
 # --- limits -------------------------------------------------------------------
@@ -357,6 +363,8 @@ def test_one_mail_an_hour_per_address(web):
     time.sleep(1)
     wait_for(lambda: idle(env), "nothing queued")
     assert len(mails(srv, "pend@example.org")) == 2
+    assert env.ctl_json("status")["notices"]["sent"] == 1  # one row, sent twice
+    assert '("already subscribed" mails)' in env.ctl("status", check=0).stdout
 
 
 # --- refusals -----------------------------------------------------------------
