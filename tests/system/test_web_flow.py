@@ -2,7 +2,9 @@
 chromium + chromium-driver, driven by python3-selenium; skipped with the
 reason where missing): open the archive index, fill in the form, submit;
 the confirmation mail arrives at aiosmtpd; open its link, confirm; the
-subscriber is confirmed and the welcome mail arrives. axe-core finds no
+subscriber is confirmed and the welcome mail arrives. A reader opens the
+preference link of an article mail and switches to the digest; matrixctl
+show says digest. axe-core finds no
 violation on the subscribe page, its answer, and the confirmation page,
 and the form fits a phone (375 px) and a desktop (800 px), light and dark.
 
@@ -16,7 +18,7 @@ import time
 import pytest
 
 import browser
-from conftest import SEED
+from conftest import DATA, SEED
 from smtpd import Server
 from test_delivery import smtp_env
 from test_http import Daemon, free_port, wait_for
@@ -156,3 +158,35 @@ def test_axe_and_layout_of_the_subscribe_pages(site):
                     assert len(drv.find_elements(By.NAME, "list")) == 2  # two public lists
     print("axe-core violations:", {k: len(v) for k, v in found.items()})
     assert all(v == [] for v in found.values()), found
+
+
+def test_preference_link_of_an_article_mail_in_chromium(site):
+    """A reader opens the preference link in the footer of an article mail
+    and switches to the digest, by clicking: matrixctl show says digest and
+    the history via=web (test_web_prefs.py sends the next issue as one
+    digest)."""
+    from selenium.webdriver.common.by import By
+    env, base, srv = site
+    reader = "ann@example.org"
+    env.ctl("subscribe", reader, check=0)
+    shutil.copy(DATA / "issues" / "toc-zh.txt", env.tmp / "issues")  # issue 61, 4 articles
+    wait_for(lambda: len(mails_to(srv, reader)) == 4, "the four article mails")
+    article = mails_to(srv, reader)[0]
+    assert article["List-Unsubscribe"]  # an article mail, not a notice
+    links = set(re.findall(re.escape(base) + r"p/[0-9a-f-]+", text_of(article)))
+    assert len(links) == 1, links
+    with browser.chromium() as drv:
+        drv.get(links.pop())
+        wait_page(drv, "订阅设置")
+        assert reader in drv.find_element(By.TAG_NAME, "main").text
+        radio = drv.find_element(By.CSS_SELECTOR, 'input[name="mode"][value="digest"]')
+        assert not radio.is_selected()
+        radio.click()
+        drv.find_element(By.CSS_SELECTOR, 'button[name="save"]').click()
+        wait_for(lambda: "已保存" in drv.page_source, "the saved page")
+        assert drv.find_element(By.CSS_SELECTOR,
+                                'input[name="mode"][value="digest"]').is_selected()
+    show = env.ctl_json("show", reader)
+    assert [(m["status"], m["mode"]) for m in show["memberships"]] == [("confirmed", "digest")]
+    ev = show["events"][-1]
+    assert (ev["kind"], ev["via"]) == ("mode", "web"), ev
