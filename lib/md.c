@@ -820,6 +820,23 @@ static bool prose_str(const char *s)
 	return has_sentence_mark(s) || utf8_len(s) > HEADING_MAX || (c && strstr(c + 3, "，"));
 }
 
+/* A line of a date or a time only ("2023年7月1日", "2023-07-01 10:00"): a
+ * dateline, not a title. */
+static bool date_only(const char *s)
+{
+	bool digit = false;
+	for (const char *p = s, *end = s + strlen(s); p < end;) {
+		int32_t c = utf8_next(&p, end);
+		if (c >= '0' && c <= '9')
+			digit = true;
+		else if (!(c == ' ' || c == '.' || c == '-' || c == '/' || c == ':' ||
+		           c == 0x5e74 || c == 0x6708 || c == 0x65e5 || c == 0x53f7 ||
+		           c == 0x65f6 || c == 0x5206 || c == 0xff1a))
+			return false; /* 年 月 日 号 时 分 ： */
+	}
+	return digit;
+}
+
 /* Short, and not ending like a sentence or a label: a title. */
 static bool title_like_str(const char *t)
 {
@@ -834,7 +851,7 @@ static bool title_like_str(const char *t)
 	          !starts(s, "—") && !starts(s, "--");
 	for (size_t i = 0; ok && i < sizeof stop / sizeof stop[0]; i++)
 		ok = last != stop[i];
-	return ok && !ends_sentence_str(s) && !prose_str(s);
+	return ok && !ends_sentence_str(s) && !prose_str(s) && !date_only(s);
 }
 
 /* Markdown that is not a paragraph of prose: tables, lists, quotes, code,
@@ -1059,7 +1076,7 @@ static bool caption_note(const char *s)
  * A caption takes only its own line: a block that has one in the middle is
  * cut before it, and the lines after it are a paragraph of their own unless
  * they are its note ("注：", "* …") or the caption goes on (its line ends
- * in a comma).
+ * in a comma). So does a title-like first line with prose under it.
  */
 static void split_paras(struct typeset *t, const char *src, size_t len)
 {
@@ -1086,8 +1103,16 @@ static void split_paras(struct typeset *t, const char *src, size_t len)
 		} else {
 			char *one = xstrndup(s, n);
 			bool caption = is_caption_text(one);
+			/* a title printed right on its paragraph: the first line is
+			 * title-like and the second prose */
+			const char *first = buf_str(&b);
+			bool titled = cur && cur->nlines == 1 && !cur_caption && !cur_table &&
+			              title_like_str(first) && !enumerated(first) &&
+			              !is_qr_text(first) && !is_byline_text(first) &&
+			              !is_related_text(first) && !structural_line(one) &&
+			              prose_str(one);
 			if (cur && !cur_table &&
-			    ((caption && *one != '|') ||
+			    (caption || titled ||
 			     (cur_caption && !caption_note(one) && !clause_mark(cur_last)))) {
 				cur->text = buf_detach(&b);
 				buf_init(&b, BUF_NOLIMIT);

@@ -463,6 +463,8 @@ static void test_ex65_headings(void **state)
 	};
 	for (size_t i = 0; i < sizeof plain / sizeof plain[0]; i++)
 		assert_heading_level(&b, plain[i], 2);
+	/* printed right on its paragraph, without a blank line between */
+	assert_starts(&b, "回想起来，赵一凡觉得最有价值的反而是一次失败", "p");
 	/* questions and interview lines are text */
 	assert_starts(&b, "Q: 从物理转到计算机，最大的挑战是什么？", "p");
 	assert_starts(&b, "记者：您认为年轻研究者最需要具备什么能力？", "p");
@@ -675,6 +677,21 @@ static void test_nested_enumerations(void **state)
 	blocks_free(&b);
 }
 
+static void test_datelines_and_attributions(void **state)
+{
+	(void)state;
+	struct blocks b =
+	    body_blocks("编者按：这是一段编者按，说明本文的来历。\n\n2023年7月1日\n\n"
+	                "研究院今天宣布了一项新的合作计划，合作期为三年。\n\n"
+	                "1998 年的那个夏天\n\n那一年，实验室只有三个人和两台电脑。\n\n"
+	                "“科研没有捷径。”\n\n——一位老研究员\n\n"
+	                "这句话后来被写在了实验室的白板上，每天都能看到。\n");
+	assert_starts(&b, "2023年7月1日", "p");
+	assert_heading_level(&b, "1998 年的那个夏天", 2);
+	assert_starts(&b, "——一位老研究员", "p");
+	blocks_free(&b);
+}
+
 /* ---- the seed issue -------------------------------------------------------- */
 
 static void test_seed_captions(void **state)
@@ -773,15 +790,25 @@ int main(void)
 {
 	md_init();
 	const struct CMUnitTest tests[] = {
-	    cmocka_unit_test(test_export_captions),    cmocka_unit_test(test_export_headings),
-	    cmocka_unit_test(test_export_page_breaks), cmocka_unit_test(test_export_punctuation),
-	    cmocka_unit_test(test_export_warnings),    cmocka_unit_test(test_ex65_captions),
-	    cmocka_unit_test(test_ex65_numbered),      cmocka_unit_test(test_ex65_headings),
-	    cmocka_unit_test(test_ex65_page_breaks),   cmocka_unit_test(test_ex65_text),
-	    cmocka_unit_test(test_ex66_numbered),      cmocka_unit_test(test_ex66_captions),
-	    cmocka_unit_test(test_ex66_text),          cmocka_unit_test(test_nested_enumerations),
-	    cmocka_unit_test(test_seed_captions),      cmocka_unit_test(test_seed_headings),
-	    cmocka_unit_test(test_seed_numbered),      cmocka_unit_test(test_seed_page_breaks),
+	    cmocka_unit_test(test_export_captions),
+	    cmocka_unit_test(test_export_headings),
+	    cmocka_unit_test(test_export_page_breaks),
+	    cmocka_unit_test(test_export_punctuation),
+	    cmocka_unit_test(test_export_warnings),
+	    cmocka_unit_test(test_ex65_captions),
+	    cmocka_unit_test(test_ex65_numbered),
+	    cmocka_unit_test(test_ex65_headings),
+	    cmocka_unit_test(test_ex65_page_breaks),
+	    cmocka_unit_test(test_ex65_text),
+	    cmocka_unit_test(test_ex66_numbered),
+	    cmocka_unit_test(test_ex66_captions),
+	    cmocka_unit_test(test_ex66_text),
+	    cmocka_unit_test(test_nested_enumerations),
+	    cmocka_unit_test(test_datelines_and_attributions),
+	    cmocka_unit_test(test_seed_captions),
+	    cmocka_unit_test(test_seed_headings),
+	    cmocka_unit_test(test_seed_numbered),
+	    cmocka_unit_test(test_seed_page_breaks),
 	    cmocka_unit_test(test_seed_punctuation),
 	};
 	int r = cmocka_run_group_tests_name("typeset", tests, NULL, NULL);
