@@ -141,6 +141,9 @@ def test_form_on_every_archive_page_and_the_subscribe_page(web):
     assert st == 200 and h["Content-Type"] == "text/html; charset=utf-8"
     assert h["Cache-Control"] == "no-store" and h["X-Frame-Options"] == "DENY"
     for text in [p.read_text() for p in pages] + [body.decode()]:
+        # nothing before the doctype (a template comment closed early by a
+        # "}}" inside it printed its rest there, and put browsers in quirks mode)
+        assert text.startswith("<!DOCTYPE html>\n"), text[:200]
         forms = re.findall(r'<form class="mx-subscribe" method="post" action="([^"]+)"', text)
         assert forms == [BASE + "subscribe"]
         form = text[text.index('<form class="mx-subscribe"'):]
@@ -215,6 +218,7 @@ def test_same_answer_for_every_state_and_the_right_mail(web):
         assert h["Content-Type"] == "text/html; charset=utf-8"
         assert h["Cache-Control"] == "no-store"
         assert a in body and "请查收确认邮件" in body
+        assert body.startswith("<!DOCTYPE html>\n"), body[:200]
         answers[a] = body.replace(a, "ADDR")
     assert len(set(answers.values())) == 1, "the answer tells the states apart"
 
