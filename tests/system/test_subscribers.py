@@ -22,6 +22,22 @@ def member(env, email, list_="matrix"):
     return rows[0] if rows else None
 
 
+# --- usage -----------------------------------------------------------------
+
+def test_help_lists_each_command_as_the_command_itself_says(env):
+    """matrixctl --help and a command's own usage (printed on a bad option)
+    are the same line: --help once lacked --private and --conflicts."""
+    p = env.ctl("--help")
+    lines = p.stdout.split("\n") if p.stdout.strip() else p.stderr.split("\n")
+    cmds = [ln.strip() for ln in lines[lines.index("commands:") + 1:] if ln.startswith("  ")]
+    assert len(cmds) > 15, lines
+    for line in cmds:
+        name = line.split()[0]
+        u = env.ctl(name, "--no-such-option", input="", check=2)
+        own = [ln for ln in u.stderr.split("\n") if ln.startswith("usage: matrixctl ")]
+        assert own == ["usage: matrixctl " + line], (name, u.stderr)
+
+
 # --- lists -----------------------------------------------------------------
 
 def test_lists_default_and_json(env):
