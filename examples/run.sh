@@ -29,7 +29,7 @@ cat <<MSG
   archive    $here/run/public/index.html   http://127.0.0.1:8025/
   feeds      $here/run/public/feed.xml     http://127.0.0.1:8025/feed.xml (RSS)
              $here/run/public/atom.xml     http://127.0.0.1:8025/atom.xml (Atom)
-  dkim       $here/run/dkim/            (the signing keys; *.txt: their DNS records)
+  dkim       $here/run/dkim/           (the signing keys; *.txt: their DNS records)
   status     build/matrixctl -c $conf status
 
 MSG
