@@ -685,25 +685,30 @@ static void recorded(struct daemon *d, struct sjob *job, enum ledger_state state
 }
 
 /*
- * A job its relay could not take (down, TLS or AUTH refused) goes on to
- * another relay that is up, still claimed: the ledger never sees it, and
- * no attempt is counted. false when there is none (or we are stopping):
+ * A job its relay could not take (down, TLS or AUTH refused), or that it
+ * gave back unsent because it was paused meanwhile, goes on to another
+ * relay that is up, still claimed: the ledger never sees it, and no
+ * attempt is counted. false when there is none (or we are stopping):
  * then it is recorded, and its row goes back in line.
  */
 static bool hand_on(struct daemon *d, struct sjob *job, bool *trouble, size_t *rooms)
 {
 	struct dispatch *p = d->dispatch;
-	if (d->stopping || !job->attempted || !job->res.relay_level || p->nrelays < 2)
+	bool skipped = !job->attempted && job->skipped;
+	if (d->stopping || p->nrelays < 2 ||
+	    (!skipped && (!job->attempted || !job->res.relay_level)))
 		return false;
-	trouble[job->relay] = true;
+	if (!skipped)
+		trouble[job->relay] = true;
 	int64_t now = now_ms();
 	for (int r = 0; r < p->nrelays; r++)
 		rooms[r] = trouble[r] || !relay_up(p, r, now) ? 0 : senders_room(d->senders, r);
 	int r = pick_relay(p, rooms, job->relay);
 	if (r < 0)
 		return false; /* recorded: recorded() notes the trouble */
-	relay_trouble(p, job, trouble);
-	job->attempted = false;
+	if (!skipped)
+		relay_trouble(p, job, trouble);
+	job->attempted = job->skipped = false;
 	memset(&job->res, 0, sizeof job->res);
 	senders_submit(d->senders, r, job);
 	return true;
@@ -716,15 +721,18 @@ void dispatch_collect(struct daemon *d)
 	struct sjob **fresh = senders_collect(d->senders, &n);
 	bool *trouble = xcalloc((size_t)p->nrelays, sizeof *trouble);
 	bool *ok = xcalloc((size_t)p->nrelays, sizeof *ok);
+	bool *seen = xcalloc((size_t)p->nrelays, sizeof *seen); /* had a result now */
 	size_t *rooms = xcalloc((size_t)p->nrelays, sizeof *rooms);
 	/* results that could not be recorded before come first */
 	struct sjob **jobs = xreallocarray(NULL, p->nunrecorded + n + 1, sizeof *jobs);
 	size_t total = 0;
 	for (size_t i = 0; i < p->nunrecorded; i++)
 		jobs[total++] = p->unrecorded[i];
-	for (size_t i = 0; i < n; i++)
+	for (size_t i = 0; i < n; i++) {
+		seen[fresh[i]->relay] = true;
 		if (!hand_on(d, fresh[i], trouble, rooms))
 			jobs[total++] = fresh[i];
+	}
 	free(fresh);
 	p->nunrecorded = 0;
 	if (total == 0)
@@ -792,8 +800,13 @@ relays:
 			          rs->trouble[0] ? rs->trouble : "unavailable", rs->backoff / 1000,
 			          p->nrelays > 1 ? " (the other relays take its share)" : "");
 		}
+		/* its threads wait for this word after a trouble: while it is
+		 * paused, what waits in its queue comes back for another relay */
+		if (seen[r] || trouble[r])
+			senders_pause(d->senders, r, relay_up(p, r, now_ms()) ? 0 : rs->down_until);
 	}
 	free(trouble);
+	free(seen);
 	free(ok);
 	free(rooms);
 }

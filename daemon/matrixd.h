@@ -158,7 +158,8 @@ struct sjob {
 	struct sign_keys *keys; /* a reference: the sender signs with them */
 	bool signed_once;       /* data carries its signatures (a second relay keeps them) */
 	int relay;              /* the relay it was handed to */
-	bool attempted;         /* false: returned unsent at shutdown */
+	bool attempted;         /* false: returned unsent (shutdown, or skipped) */
+	bool skipped;           /* returned unsent: its relay was paused meanwhile */
 	struct send_result res;
 };
 /* The threads of every relay of c->smtp.relays; passwords[i] is relay i's
@@ -170,6 +171,11 @@ int senders_relays(struct senders *s);
 int senders_connections(struct senders *s, int relay);
 size_t senders_room(struct senders *s, int relay); /* jobs that relay can take now */
 void senders_submit(struct senders *s, int relay, struct sjob *j);
+/* Relay is paused until until_ms (monotonic; 0: not): what waits in its
+ * queue comes back unsent, skipped, instead of being tried in turn. A
+ * thread whose message met the relay's trouble pauses it itself, until the
+ * dispatcher, seeing that result, says how long. */
+void senders_pause(struct senders *s, int relay, int64_t until_ms);
 /* Takes the finished jobs; *n of them. */
 struct sjob **senders_collect(struct senders *s, size_t *n);
 size_t senders_inflight(struct senders *s); /* queued + being sent */

@@ -10,6 +10,7 @@
  */
 #include <errno.h>
 #include <pthread.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -25,8 +26,9 @@ struct pool {
 	int first, n;        /* its threads: s->threads[first .. first + n) */
 	struct sjob **queue; /* ring of cap jobs */
 	size_t cap, head, count;
-	size_t busy; /* jobs a thread is sending */
-	size_t held; /* queued + being sent + finished and not yet collected */
+	size_t busy;          /* jobs a thread is sending */
+	size_t held;          /* queued + being sent + finished and not yet collected */
+	int64_t paused_until; /* the dispatcher paused the relay (monotonic ms) */
 	pthread_cond_t cv;
 };
 
@@ -122,6 +124,15 @@ static void *run(void *arg)
 		struct sjob *j = p->queue[p->head];
 		p->head = (p->head + 1) % p->cap;
 		p->count--;
+		if (p->paused_until > now_ms()) {
+			/* the relay went down after this job was queued: it goes
+			 * back for another relay (or later), not tried here, one
+			 * slow failure after the other */
+			j->attempted = false;
+			j->skipped = true;
+			finish(s, j);
+			continue;
+		}
 		p->busy++;
 		pthread_mutex_unlock(&s->mu);
 
@@ -131,6 +142,11 @@ static void *run(void *arg)
 
 		pthread_mutex_lock(&s->mu);
 		p->busy--;
+		/* The relay is in trouble: this thread and its siblings take
+		 * nothing more from its queue until the dispatcher, seeing this
+		 * result, pauses the relay or finds it up (senders_pause). */
+		if (j->res.relay_level && p->paused_until <= now_ms())
+			p->paused_until = INT64_MAX;
 		finish(s, j);
 	}
 	pthread_mutex_unlock(&s->mu);
@@ -233,6 +249,13 @@ void senders_submit(struct senders *s, int relay, struct sjob *j)
 	p->count++;
 	p->held++;
 	pthread_cond_signal(&p->cv);
+	pthread_mutex_unlock(&s->mu);
+}
+
+void senders_pause(struct senders *s, int relay, int64_t until_ms)
+{
+	pthread_mutex_lock(&s->mu);
+	s->pools[relay].paused_until = until_ms;
 	pthread_mutex_unlock(&s->mu);
 }
 

@@ -1,13 +1,16 @@
 """What a careless or hostile admin does to the relays while mail goes out:
 a SIGHUP with another smtp.relays list in the middle of a send, a relay
-url that carries a password, a relay that refuses for a moment.
+url that carries a password, a relay that refuses for a moment, a relay
+that takes seconds to say it is down.
 Against the real daemon and real aiosmtpd relays on 127.0.0.1."""
 import re
 import shutil
 import signal
+import socket
+import threading
 import time
 
-from smtpd import Rule, Server
+from smtpd import Rule, Server, free_port
 from test_daemon import Daemon, wait_for
 from test_delivery import smtp_env
 from test_relays import TOC, import_readers, relays_env
@@ -129,3 +132,68 @@ def test_site_from_no_message_can_carry_is_refused_at_the_check(env):
     env.write_conf(site_from='"矩阵 <news@例子.测试>"')  # an IDN domain is fine (A-labels)
     p = env.matrixd("-n")
     assert p.returncode == 0, p.stderr
+
+
+class SlowRefusal:
+    """A relay that takes `delay` seconds to answer each connection with 421,
+    as a host that is going down (or one behind a dropping firewall, at
+    the connect timeout) does."""
+
+    def __init__(self, delay):
+        self.delay, self.connections, self.stopped = delay, 0, False
+        self.port = free_port()
+        self.sock = socket.socket()
+        self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        self.sock.bind(("127.0.0.1", self.port))
+        self.sock.listen(64)
+        threading.Thread(target=self.run, daemon=True).start()
+
+    def run(self):
+        while not self.stopped:
+            try:
+                c, _ = self.sock.accept()
+            except OSError:
+                return
+            self.connections += 1
+            threading.Thread(target=self.answer, args=(c,), daemon=True).start()
+
+    def answer(self, c):
+        time.sleep(self.delay)
+        try:
+            c.sendall(b"421 4.3.2 Service not available, closing channel\r\n")
+        except OSError:
+            pass
+        c.close()
+
+    def stop(self):
+        self.stopped = True
+        self.sock.close()
+
+
+def test_a_paused_relay_gives_back_the_messages_it_had_not_started(tmp_path):
+    """Once a relay is paused, the messages waiting in its queue go to the
+    other relay at once. Its threads once tried each of them in turn, a
+    slow failure each (5 per connection: 5 x the connect timeout, 150 s,
+    for a relay that drops packets), all while it was 'paused'."""
+    (tmp_path / "tls").mkdir()
+    slow = SlowRefusal(3)
+    good = Server(tmp_path / "tls").start()
+    try:
+        env = relays_env(tmp_path, [slow.port, good.port], connections=2)
+        import_readers(env, 10)
+        shutil.copy(TOC, env.tmp / "issues" / TOC.name)
+        t = time.time()
+        p = env.matrixd("--once")
+        took = time.time() - t
+        assert p.returncode == 0, p.stderr
+        print(f"40 messages in {took:.1f} s; {slow.connections} connections to the slow relay")
+        assert good.count() == 40
+        assert len({(r.rcpts[0], r.message()["Subject"]) for r in good.received}) == 40
+        # one refusal per connection, then its queue went to the other relay
+        assert slow.connections <= 2, slow.connections
+        assert took < 12, took
+        st = env.ctl_json("status")["issues"][0]
+        assert st["sent"] == 40 and st["deferred"] == 0 and st["failed"] == 0, st
+    finally:
+        slow.stop()
+        good.stop()
