@@ -612,6 +612,8 @@ def test_unsubscribe_page_offers_the_digest_and_a_way_back(site):
     # "switch to the digest instead", a POST form of its own
     st, _, page = submit(u, page, lambda b: "摘要" in b["text"])
     assert st == 200, page
+    # each answer's heading says what happened, not "unsubscribe" for all
+    assert "<h1>改收摘要</h1>" in page, page
     m = membership(env, "ann@example.org")
     assert (m["status"], m["mode"]) == ("confirmed", "digest"), m
     ev = show(env, "ann@example.org")["events"][-1]
@@ -620,7 +622,7 @@ def test_unsubscribe_page_offers_the_digest_and_a_way_back(site):
     st, _, page = get(u)
     assert not [b for f in Forms(page).forms for b in f["buttons"] if "摘要" in b["text"]]
     st, _, page = submit(u, page, lambda b: "退订" in b["text"])
-    assert st == 200
+    assert st == 200 and "<h1>退订《Matrix》</h1>" in page, page
     assert membership(env, "ann@example.org")["status"] == "unsubscribed"
     ev = show(env, "ann@example.org")["events"][-1]
     assert (ev["kind"], ev["via"]) == ("unsubscribe", "unsubscribe-page")
@@ -629,6 +631,7 @@ def test_unsubscribe_page_offers_the_digest_and_a_way_back(site):
     assert any(PREFS.fullmatch(h) for h in hrefs(page)), page
     st, _, page = submit(u, page, lambda b: "重新订阅" in b["text"])
     assert st == 200, page
+    assert "<h1>重新订阅《Matrix》</h1>" in page, page
     m = membership(env, "ann@example.org")
     assert (m["status"], m["mode"]) == ("confirmed", "digest"), m
     ev = show(env, "ann@example.org")["events"][-1]
