@@ -406,8 +406,8 @@ int issue_parse_send_at(const char *v, time_t *out, const char **why)
 		tm.tm_isdst = -1;
 		struct tm want = tm;
 		time_t t = mktime(&tm);
-		if (t == (time_t)-1 || tm.tm_mday != want.tm_mday)
-			return -1; /* 2022-02-30 */
+		if (t <= 0 || tm.tm_mday != want.tm_mday)
+			return -1; /* 2022-02-30; 0 would be "no send_at" */
 		*out = t;
 		return 0;
 	}
@@ -453,8 +453,8 @@ int issue_parse_send_at(const char *v, time_t *out, const char **why)
 	time_t t = timegm(&tm);
 	struct tm back;
 	gmtime_r(&t, &back);
-	if (back.tm_mday != d)
-		return -1;
+	if (back.tm_mday != d || t - off <= 0)
+		return -1; /* 0 would be "no send_at": sent at once, never held */
 	*out = t - off;
 	return 0;
 }

@@ -81,13 +81,22 @@ static void test_send_at_forms(void **state)
 	                     "2022-04-15 08:00 Z trailing",
 	                     "1969-12-31 08:00 Z",
 	                     "2022-04-15x08:00 Z",
-	                     "2022-04-15 8:00 Z"};
+	                     "2022-04-15 8:00 Z",
+	                     "1970-01-01 00:00 Z", /* 0 is "no send_at": out at once, never held */
+	                     "1970-01-01 08:00 +08:00",
+	                     "1970-01-01 00:00 +14:00"};
 	for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
 		why = NULL;
 		if (issue_parse_send_at(bad[i], &t, &why) != -1)
 			fail_msg("accepted '%s'", bad[i]);
 		assert_non_null(why);
 	}
+	/* midnight in Shanghai on 1970-01-01 is before the epoch in UTC */
+	setenv("TZ", "Asia/Shanghai", 1);
+	tzset();
+	assert_int_equal(issue_parse_send_at("1970-01-01", &t, &why), -1);
+	assert_int_equal(issue_parse_send_at("1970-01-02", &t, &why), 0);
+	assert_int_equal(t, 86400 - 8 * 3600);
 	unsetenv("TZ");
 	tzset();
 }
