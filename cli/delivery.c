@@ -546,7 +546,7 @@ int cmd_send_test(struct cli *c, int argc, char **argv)
 			failed++;
 			msg_prep_free(&prep);
 		} else {
-			transport_send(tr, l.return_path, to, m.data, m.len, &res);
+			transport_send(tr, l.return_path, to, NULL, m.data, m.len, &res);
 			outcome = res.outcome == SEND_OK ? "sent" : "failed";
 			reply = res.reply;
 			failed += res.outcome != SEND_OK;

@@ -268,6 +268,7 @@ static struct sjob *build(struct daemon *d, struct ledger_job *j, struct err *er
 		job->from = l.return_path;
 		l.return_path = NULL;
 		job->rcpt = xstrdup(j->email);
+		job->uid = xstrdup(l.message_id); /* its local part: a VERP token */
 		job->len = b.len;
 		job->data = buf_detach(&b);
 		job->keys = sign_keys_ref(d->dkim);

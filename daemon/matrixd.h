@@ -154,6 +154,7 @@ struct sjob {
 	int64_t delivery_id;
 	void *ctx; /* the dispatcher's */
 	char *from, *rcpt, *data;
+	char *uid; /* transport_send's: its Message-ID's local part */
 	size_t len;
 	struct sign_keys *keys; /* a reference: the sender signs with them */
 	bool signed_once;       /* data carries its signatures (a second relay keeps them) */

@@ -59,6 +59,7 @@ void sjob_free(struct sjob *j)
 		return;
 	free(j->from);
 	free(j->rcpt);
+	free(j->uid);
 	free(j->data);
 	sign_keys_unref(j->keys);
 	free(j);
@@ -137,7 +138,7 @@ static void *run(void *arg)
 		pthread_mutex_unlock(&s->mu);
 
 		if (j->keys == NULL || sign_job(&signer, j) == 0)
-			transport_send(t, j->from, j->rcpt, j->data, j->len, &j->res);
+			transport_send(t, j->from, j->rcpt, j->uid, j->data, j->len, &j->res);
 		j->attempted = true;
 
 		pthread_mutex_lock(&s->mu);

@@ -35,11 +35,11 @@ struct transport *transport_new_relay(const struct conf *c, const struct conf_re
 	return t;
 }
 
-int transport_send(struct transport *t, const char *from, const char *rcpt, const char *data,
-                   size_t len, struct send_result *res)
+int transport_send(struct transport *t, const char *from, const char *rcpt, const char *uid,
+                   const char *data, size_t len, struct send_result *res)
 {
 	memset(res, 0, sizeof *res);
-	return t->ops->send(t, from, rcpt, data, len, res);
+	return t->ops->send(t, from, rcpt, uid, data, len, res);
 }
 
 void transport_free(struct transport *t)

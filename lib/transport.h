@@ -55,8 +55,8 @@ struct send_result {
 struct transport;
 
 struct transport_ops {
-	int (*send)(struct transport *t, const char *from, const char *rcpt, const char *data,
-	            size_t len, struct send_result *res);
+	int (*send)(struct transport *t, const char *from, const char *rcpt, const char *uid,
+	            const char *data, size_t len, struct send_result *res);
 	void (*free)(struct transport *t);
 };
 
@@ -75,11 +75,16 @@ struct transport *transport_new(const struct conf *c, const char *password, atom
 struct transport *transport_new_relay(const struct conf *c, const struct conf_relay *r,
                                       const char *password, atomic_bool *abort, struct err *err);
 
-/* Sends data (a complete message, CRLF line ends) from the envelope
- * sender to one recipient; always fills res. Returns 0 when res says
- * SEND_OK, -1 otherwise. */
-int transport_send(struct transport *t, const char *from, const char *rcpt, const char *data,
-                   size_t len, struct send_result *res);
+/*
+ * Sends data (a complete message, CRLF line ends) from the envelope sender
+ * to one recipient; always fills res. Returns 0 when res says SEND_OK, -1
+ * otherwise. uid (NULL: none) names the message the same each time it is
+ * sent again, after a crash as well, and no other message ever (the daemon gives its
+ * Message-ID's local part, a signed VERP token). A transport that can see what it delivered before
+ * (the Maildir) delivers a uid once; SMTP cannot, and ignores it.
+ */
+int transport_send(struct transport *t, const char *from, const char *rcpt, const char *uid,
+                   const char *data, size_t len, struct send_result *res);
 void transport_free(struct transport *t);
 
 /* Backends, for transport_new(). */

@@ -6,7 +6,10 @@
  * into Return-Path and Delivered-To headers, as a local delivery agent
  * would write them; line ends are LF, as in every local mailbox file.
  */
+#include <ctype.h>
+#include <dirent.h>
 #include <errno.h>
+#include <signal.h>
 #include <fcntl.h>
 #include <stdatomic.h>
 #include <stdio.h>
@@ -51,22 +54,54 @@ static int write_lf(int fd, const char *name, const char *data, size_t len, stru
 	return fs_write_all(fd, name, out, o, err);
 }
 
+/* A uid fit for a file name: what the daemon gives (a VERP token) is. */
+static bool uid_usable(const char *uid)
+{
+	if (uid == NULL || *uid == '\0' || *uid == '.' || strlen(uid) > 96)
+		return false;
+	for (const char *p = uid; *p; p++)
+		if (!(isalnum((unsigned char)*p) || *p == '-' || *p == '.' || *p == '_'))
+			return false;
+	return true;
+}
+
+/* Whether the message named name is in new/ or cur/ already (before a
+ * reader's client gave it flags). */
+static bool md_has(const struct maildir *m, const char *name)
+{
+	static const char *const sub[] = {"new", "cur"};
+	for (size_t i = 0; i < 2; i++) {
+		char *p = xasprintf("%s/%s/%s", m->dir, sub[i], name);
+		struct stat st;
+		bool there = lstat(p, &st) == 0;
+		free(p);
+		if (there)
+			return true;
+	}
+	return false;
+}
+
 /*
  * The one write path of the transport: the envelope as Return-Path and
- * Delivered-To, then the message, written to tmp/NAME, fsync'ed, closed,
+ * Delivered-To, then the message, written to tmp/UNIQUE, fsync'ed, closed,
  * renamed to new/NAME, and new/ fsync'ed, every step checked. Only then is
  * the message delivered: a full disk (ENOSPC, EDQUOT), an I/O error or a
  * read-only file system at any step returns -1 with err and leaves nothing
- * in new/ (and no half file in tmp/). name receives NAME.
+ * in new/ (and no half file in tmp/). NAME is name: UNIQUE (the Maildir
+ * way: time, pid, a counter, the host) when it is "".
  */
 static int md_deliver(const struct maildir *m, const char *from, const char *rcpt, const char *data,
                       size_t len, char *name, size_t nname, struct err *err)
 {
 	struct timespec ts;
+	char unique[160];
 	clock_gettime(CLOCK_REALTIME, &ts);
-	snprintf(name, nname, "%lld.M%06ldP%dQ%lu.%s", (long long)ts.tv_sec, ts.tv_nsec / 1000,
-	         (int)getpid(), (unsigned long)atomic_fetch_add(&seq, 1), m->host);
-	char *tmp = xasprintf("%s/tmp/%s", m->dir, name);
+	snprintf(unique, sizeof unique, "%lld.M%06ldP%dQ%lu.%s", (long long)ts.tv_sec,
+	         ts.tv_nsec / 1000, (int)getpid(), (unsigned long)atomic_fetch_add(&seq, 1),
+	         m->host);
+	if (*name == '\0')
+		snprintf(name, nname, "%s", unique);
+	char *tmp = xasprintf("%s/tmp/%s", m->dir, unique);
 	char *dst = xasprintf("%s/new/%s", m->dir, name);
 	char *newdir = xasprintf("%s/new", m->dir);
 	char *head = xasprintf("Return-Path: <%s>\nDelivered-To: %s\n", from, rcpt);
@@ -103,13 +138,29 @@ out:
 	return r;
 }
 
-static int md_send(struct transport *t, const char *from, const char *rcpt, const char *data,
-                   size_t len, struct send_result *res)
+/*
+ * A message with a uid is named UID.HOST, the same each time it is sent: one
+ * found in new/ or cur/ already was delivered before a crash kept its
+ * delivery from being recorded, and is not written twice.
+ */
+static int md_send(struct transport *t, const char *from, const char *rcpt, const char *uid,
+                   const char *data, size_t len, struct send_result *res)
 {
 	struct maildir *m = (struct maildir *)t;
-	char name[160], from_key[ADDR_MAX + 1], rcpt_key[ADDR_MAX + 1];
+	char name[160] = "", from_key[ADDR_MAX + 1], rcpt_key[ADDR_MAX + 1];
 	if (transport_envelope(from, rcpt, from_key, rcpt_key, res) < 0)
 		return -1;
+	if (uid_usable(uid)) {
+		snprintf(name, sizeof name, "%s.%s", uid, m->host);
+		if (md_has(m, name)) {
+			res->outcome = SEND_OK;
+			res->code = 250;
+			snprintf(res->reply, sizeof res->reply, "250 in maildir already as %s",
+			         name);
+			snprintf(res->queue_id, sizeof res->queue_id, "%.63s", name);
+			return 0;
+		}
+	}
 	struct err e;
 	err_clear(&e);
 	if (md_deliver(m, from_key, rcpt_key, data, len, name, sizeof name, &e) < 0) {
@@ -137,6 +188,31 @@ static void md_free(struct transport *t)
 
 static const struct transport_ops maildir_ops = {md_send, md_free};
 
+/*
+ * The half-written files of a matrixd killed while it wrote them: tmp/
+ * names of this host whose process is gone. Nothing reads them (they never
+ * reached new/), and their message is written again.
+ */
+static void md_sweep(const struct maildir *m)
+{
+	char *dir = xasprintf("%s/tmp", m->dir);
+	DIR *d = opendir(dir);
+	struct dirent *e;
+	while (d && (e = readdir(d)) != NULL) {
+		const char *p = strchr(e->d_name, 'P'), *dot = strchr(e->d_name, '.');
+		char *end;
+		long pid = p && dot && p > dot ? strtol(p + 1, &end, 10) : 0;
+		if (pid <= 0 || *end != 'Q' || (end = strchr(end, '.')) == NULL ||
+		    strcmp(end + 1, m->host) != 0)
+			continue;
+		if (kill((pid_t)pid, 0) < 0 && errno == ESRCH)
+			unlinkat(dirfd(d), e->d_name, 0);
+	}
+	if (d)
+		closedir(d);
+	free(dir);
+}
+
 struct transport *transport_maildir_new(const char *dir, struct err *err)
 {
 	static const char *const sub[] = {"tmp", "new", "cur"};
@@ -157,5 +233,6 @@ struct transport *transport_maildir_new(const char *dir, struct err *err)
 	for (char *p = m->host; *p; p++)
 		if (*p == '/' || *p == ':')
 			*p = '_';
+	md_sweep(m);
 	return &m->base;
 }

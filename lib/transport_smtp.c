@@ -129,9 +129,10 @@ static bool relay_curl_error(CURLcode rc)
 	}
 }
 
-static int smtp_send(struct transport *t, const char *from, const char *rcpt, const char *data,
-                     size_t len, struct send_result *res)
+static int smtp_send(struct transport *t, const char *from, const char *rcpt, const char *uid,
+                     const char *data, size_t len, struct send_result *res)
 {
+	(void)uid; /* a relay cannot be asked what it already has */
 	struct smtp *s = (struct smtp *)t;
 	char from_key[ADDR_MAX + 1], rcpt_key[ADDR_MAX + 1];
 	if (transport_envelope(from, rcpt, from_key, rcpt_key, res) < 0)

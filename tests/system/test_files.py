@@ -82,6 +82,37 @@ def test_maildir_files_have_lf_line_ends(env):
         assert max(len(line) for line in raw.split(b"\n")) <= 998
 
 
+def test_maildir_delivers_a_message_once_across_a_crash(env):
+    """A crash after a message reached new/ but before its delivery was
+    recorded leaves the delivery 'sending'; the next start sends it again.
+    The Maildir transport names each message by its Message-ID's token, so
+    it finds it there and writes no second copy. A half-written file of the
+    killed process is swept from tmp/; one of a live process stays."""
+    import socket
+    env.ctl("subscribe", "ann@example.org", check=0)
+    shutil.copy(DATA / "issues" / "toc-zh.txt", env.tmp / "issues")
+    assert once(env).returncode == 0
+    before = sorted(f.name for f in maildir_files(env))
+    assert len(before) == 4
+    db = sqlite3.connect(env.db)
+    db.execute("UPDATE deliveries SET state = 'sending'")  # as a kill -9 leaves them
+    db.commit()
+    db.close()
+    host = socket.gethostname()
+    tmp = env.tmp / "maildir" / "tmp"
+    dead = subprocess.Popen(["true"])
+    dead.wait()  # its pid is free now
+    stale = tmp / f"1.M1P{dead.pid}Q1.{host}"
+    live = tmp / f"1.M1P{os.getpid()}Q2.{host}"
+    stale.write_bytes(b"Subject: half")
+    live.write_bytes(b"Subject: being written")
+    p = once(env)
+    assert p.returncode == 0, p.stderr
+    assert sorted(f.name for f in maildir_files(env)) == before
+    assert env.ctl_json("status")["issues"][0]["sent"] == 4
+    assert not stale.exists() and live.exists()
+
+
 def test_maildir_full_disk_loses_nothing(env):
     """400 deliveries into a 2 MiB Maildir: what does not fit is not recorded
     sent (a full disk is the transport's trouble: pause and retry, nothing
