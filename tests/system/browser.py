@@ -80,6 +80,27 @@ def screenshot(drv, url, path, width, dark=False):
     pathlib.Path(path).write_bytes(base64.b64decode(shot["data"]))
 
 
+def press(drv, button, timeout=60):
+    """Clicks a submit button and waits until the answer page has replaced
+    this one and loaded. The old page is told apart by a mark set on its
+    window, not by an element handle, whose use during the navigation can
+    fail with "does not belong to the document"."""
+    from selenium.common.exceptions import WebDriverException
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    drv.execute_script("window.__mx_before_press = true")
+    button.click()
+
+    def answered(d):
+        try:
+            return d.execute_script("return window.__mx_before_press === undefined && "
+                                    "document.readyState === 'complete'")
+        except WebDriverException:  # between the two documents
+            return False
+
+    WebDriverWait(drv, timeout).until(answered)
+
+
 def axe(drv, url):
     """axe-core's violations on url: a list of (rule id, impact, help,
     [target selectors])."""

@@ -111,24 +111,12 @@ def web(tmp_path_factory):
         d.stop()
 
 
-def press(drv, button):
-    """Clicks a submit button and waits for the answer page to replace this one."""
-    from selenium.webdriver.support import expected_conditions as ec
-    from selenium.webdriver.support.ui import WebDriverWait
-
-    old = drv.find_element("tag name", "html")
-    button.click()
-    WebDriverWait(drv, 60).until(ec.staleness_of(old))
-    WebDriverWait(drv, 60).until(
-        lambda d: d.execute_script("return document.readyState") == "complete")
-
-
 def click(drv, text):
-    press(drv, drv.find_element("xpath", f"//button[contains(., '{text}')]"))
+    browser.press(drv, drv.find_element("xpath", f"//button[contains(., '{text}')]"))
 
 
 def save(drv):
-    press(drv, drv.find_element("css selector", "button[name=save][value=matrix]"))
+    browser.press(drv, drv.find_element("css selector", "button[name=save][value=matrix]"))
 
 
 @pytest.mark.parametrize("width,dark", [(800, False), (375, True)])
