@@ -41,11 +41,18 @@ static size_t mac_digits(enum token_purpose p)
 	return p == TOKEN_VERP ? 16 : 32;
 }
 
-/* Where a dash splits the MAC in two, or 0: the preference token's (see
+/* Where a dash splits the MAC in two, or 0: every 128-bit MAC's (see
  * token.h). */
 static size_t mac_split(enum token_purpose p)
 {
-	return p == TOKEN_PREFS ? 16 : 0;
+	return mac_digits(p) == 32 ? 16 : 0;
+}
+
+/* Whether a MAC in one run is taken too: the unsubscribe and confirm links
+ * mailed before their MAC came in halves. */
+static bool takes_whole(enum token_purpose p)
+{
+	return p == TOKEN_UNSUBSCRIBE || p == TOKEN_CONFIRM;
 }
 
 int token_key_load(struct token_key *k, const char *state_dir, bool create, struct err *err)
@@ -207,6 +214,8 @@ bool token_check(const struct token_key *k, enum token_purpose p, const char *to
 	if (!one_id(p) && (!parse_id(&s, end, &y) || s >= end || *s++ != '-'))
 		return false;
 	size_t nhex = mac_digits(p), h = mac_split(p);
+	if (h && (size_t)(end - s) == nhex && takes_whole(p))
+		h = 0;
 	if ((size_t)(end - s) != nhex + (h ? 1 : 0) || (h && s[h] != '-'))
 		return false;
 	char ids[64], want[65], got[65];

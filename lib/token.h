@@ -3,15 +3,16 @@
  * addresses, authenticated with HMAC-SHA256 (GnuTLS) under a secret kept in
  * state_dir/secret (32 random bytes, hex, mode 0600, created on first use).
  *
- *   unsubscribe / confirm:  SUB-LIST-MAC     MAC = 32 hex digits (128 bits)
+ *   unsubscribe / confirm:  SUB-LIST-MAC-MAC MAC-MAC = 2 x 16 hex digits (128 bits)
  *   VERP return path:       DELIVERY-MAC     MAC = 16 hex digits (64 bits)
  *   preference page:        SUB-MAC-MAC      MAC-MAC = 2 x 16 hex digits (128 bits)
  *
- * The preference token's MAC comes in two halves: a run of 30 letters and
- * digits starting with 1 or 3 is what SpamAssassin's __BITCOIN_ID rule
- * takes for a Bitcoin address (PDS_BTC_ID), and one in 60 MACs of 32 hex
- * digits is one. The unsubscribe token keeps its form: links in mail
- * already sent must go on working.
+ * A 128-bit MAC comes in two halves: a run of 30 letters and digits
+ * starting with 1 or 3 is what SpamAssassin's __BITCOIN_ID rule takes for
+ * a Bitcoin address (PDS_BTC_ID), and one in 60 MACs of 32 hex digits is
+ * one. Unsubscribe and confirm tokens with the MAC in one run, as mail sent
+ * before the halves has them, are still taken: those links must go on
+ * working.
  *
  * The MAC covers a purpose word as well ("unsubscribe", "confirm", "verp",
  * "prefs"),

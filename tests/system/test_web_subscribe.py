@@ -92,7 +92,7 @@ def kind(m):
     s = m["Subject"]
     text = m.get_body(("plain",)).get_content()
     if s.startswith("请确认订阅"):
-        assert re.search(re.escape(BASE) + r"c/\d+-\d+-[0-9a-f]{32}", text), text
+        assert re.search(re.escape(BASE) + r"c/\d+-\d+-[0-9a-f]{16}-[0-9a-f]{16}", text), text
         return "confirm"
     if s.startswith("你已经订阅了"):
         assert "/c/" not in text
@@ -301,7 +301,7 @@ def test_welcome_says_what_comes_and_how_to_change_it(web):
         else:
             assert "摘要邮件" in text and "改成每篇文章一封" in text
         assert "每出一期" in text  # how often
-        assert re.search(re.escape(BASE) + r"u/\d+-\d+-[0-9a-f]{32}", text)  # how to leave
+        assert re.search(re.escape(BASE) + r"u/\d+-\d+-[0-9a-f]{16}-[0-9a-f]{16}", text)  # how to leave
         assert re.search(r"订阅设置.*\n" + re.escape(BASE) + r"p/[0-9a-f-]+", text)  # to change
         assert "<script" not in html and a in html
     # matrixctl status counts them
