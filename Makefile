@@ -147,7 +147,7 @@ system: all
 SAN_SYSTEM := test_inspect.py test_config.py test_render.py test_subscribers.py \
               test_delivery.py test_failures.py test_bounce.py test_http.py test_dkim.py \
               test_addresses.py test_files.py test_web_prefs.py \
-              test_web_subscribe.py
+              test_web_subscribe.py test_hostile.py
 system-san: all
 	@echo "system tests against the ASan+UBSan build:"
 	@MATRIXD_BUILD=$(abspath $(BUILD)) $(PYTHON) -m pytest -q -n 2 -p no:cacheprovider \
