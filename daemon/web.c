@@ -53,11 +53,52 @@ void web_offer_free(struct web_offer *w)
 	memset(w, 0, sizeof *w);
 }
 
-/* page-subscribe.html with ctx (consumed) and the form of offer. */
-static void page(struct daemon *d, unsigned status, struct json_object *ctx,
-                 const struct web_offer *w, struct web_answer *a)
+/* What a refused POST had in its fields, for the form to show again so that
+ * the reader corrects only the field named. Text with control characters
+ * (or not UTF-8) is not shown back. */
+struct kept {
+	const char *email, *name; /* NULL: shown empty */
+	bool digest;
+	const char **lists; /* the names chosen, of the lists offered */
+	size_t nlists;
+};
+
+static bool showable(const char *s)
+{
+	return s && *s && strlen(s) <= 4 * ADDR_MAX && subs_text_check(s, strlen(s), 0) == NULL;
+}
+
+/* The form's fields filled in with k (typed_email, typed_name, typed_digest
+ * and each list's checked). */
+static void keep_into(struct json_object *sub, const struct kept *k)
+{
+	if (showable(k->email))
+		json_object_object_add(sub, "typed_email", json_object_new_string(k->email));
+	if (showable(k->name))
+		json_object_object_add(sub, "typed_name", json_object_new_string(k->name));
+	if (k->digest)
+		json_object_object_add(sub, "typed_digest", json_object_new_boolean(1));
+	struct json_object *arr;
+	if (!json_object_object_get_ex(sub, "lists", &arr))
+		return;
+	for (size_t i = 0; i < json_object_array_length(arr); i++) {
+		struct json_object *l = json_object_array_get_idx(arr, i), *n;
+		bool on = false;
+		if (json_object_object_get_ex(l, "name", &n))
+			for (size_t j = 0; j < k->nlists && !on; j++)
+				on = strcmp(k->lists[j], json_object_get_string(n)) == 0;
+		json_object_object_add(l, "checked", json_object_new_boolean(on));
+	}
+}
+
+/* page-subscribe.html with ctx (consumed) and the form of offer, filled in
+ * with k when not NULL. */
+static void page_kept(struct daemon *d, unsigned status, struct json_object *ctx,
+                      const struct web_offer *w, const struct kept *k, struct web_answer *a)
 {
 	struct json_object *sub = w ? render_subscribe_json(&d->conf, &w->offer) : NULL;
+	if (sub && k)
+		keep_into(sub, k);
 	if (sub)
 		json_object_object_add(ctx, "subscribe", sub);
 	struct buf out;
@@ -76,6 +117,12 @@ static void page(struct daemon *d, unsigned status, struct json_object *ctx,
 	a->status = status;
 	a->len = out.len;
 	a->body = buf_detach(&out);
+}
+
+static void page(struct daemon *d, unsigned status, struct json_object *ctx,
+                 const struct web_offer *w, struct web_answer *a)
+{
+	page_kept(d, status, ctx, w, NULL, a);
 }
 
 static struct json_object *state(const char *name)
@@ -101,15 +148,16 @@ void web_subscribe_page(struct daemon *d, struct web_answer *a)
 	web_offer_free(&w);
 }
 
-/* A 4xx naming what is wrong (page-subscribe.html, "problem"), logged once. */
+/* A 4xx naming what is wrong (page-subscribe.html, "problem"), logged once;
+ * the form filled in with k (NULL: as on GET). */
 static void problem(struct daemon *d, unsigned status, const char *what, const char *why,
-                    const struct web_offer *w, struct web_answer *a)
+                    const struct web_offer *w, const struct kept *k, struct web_answer *a)
 {
 	log_info("http: subscribe refused (%u): %s", status, why);
 	struct json_object *ctx = json_object_new_object(), *p = json_object_new_object();
 	json_object_object_add(p, what, json_object_new_boolean(1));
 	json_object_object_add(ctx, "problem", p);
-	page(d, status, ctx, w, a);
+	page_kept(d, status, ctx, w, k, a);
 }
 
 /* The value without the blanks a form field picks up around it. */
@@ -154,49 +202,58 @@ void web_subscribe_post(struct daemon *d, const char *ctype, const char *body, s
 		goto out;
 	}
 	if (!is_form(ctype)) {
-		problem(d, 415, "form", "not an application/x-www-form-urlencoded body", &w, a);
+		problem(d, 415, "form", "not an application/x-www-form-urlencoded body", &w, NULL,
+		        a);
 		goto out;
 	}
 	if (httpreq_form_parse(body, len, &f, &e) < 0) {
-		problem(d, 400, "form", e.msg, &w, a);
+		problem(d, 400, "form", e.msg, &w, NULL, a);
 		goto out;
 	}
+	/* what the reader typed, shown again if the form is refused */
+	const char *ev = httpreq_form_get(&f, "email"), *nv = httpreq_form_get(&f, "name"),
+	           *mv = httpreq_form_get(&f, "mode");
+	email = trimmed(ev ? ev : "");
+	name = trimmed(nv ? nv : "");
+	lists = xcalloc(f.n + 1, sizeof *lists);
+	for (size_t i = 0; i < f.n; i++)
+		if (strcmp(f.fields[i].name, "list") == 0)
+			for (size_t k = 0; k < w.nlists; k++)
+				if (strcmp(w.lists[k].name, f.fields[i].value) == 0)
+					lists[nlists++] = w.lists[k].name;
+	struct kept kept = {email, name, mv && strcmp(mv, "digest") == 0, lists, nlists};
+	nlists = 0;
 	/* every field the form has at most once, except list */
 	static const char *const once[] = {"email", "name", "mode", "website"};
 	for (size_t i = 0; i < sizeof once / sizeof *once; i++)
 		if (httpreq_form_count(&f, once[i]) > 1) {
 			char why[64];
 			snprintf(why, sizeof why, "the field %s more than once", once[i]);
-			problem(d, 400, "form", why, &w, a);
+			problem(d, 400, "form", why, &w, &kept, a);
 			goto out;
 		}
-	const char *v = httpreq_form_get(&f, "email");
-	if (v == NULL || *(email = trimmed(v)) == '\0') {
-		problem(d, 400, "email", "no email field", &w, a);
+	if (*email == '\0') {
+		problem(d, 400, "email", "no email field", &w, &kept, a);
 		goto out;
 	}
 	char key[ADDR_MAX + 1];
 	if (addr_check(email, strlen(email), key, &e) < 0) {
 		/* addr_check's message quotes the address: not at info level */
-		problem(d, 400, "email", "the email field is not a valid address", &w, a);
+		problem(d, 400, "email", "the email field is not a valid address", &w, &kept, a);
 		goto out;
 	}
-	v = httpreq_form_get(&f, "name");
-	name = trimmed(v ? v : "");
 	const char *why = subs_text_check(name, strlen(name), SUBS_NAME_MAX);
 	if (why) {
 		char msg[128];
 		snprintf(msg, sizeof msg, "the name %s", why);
-		problem(d, 400, "name", msg, &w, a);
+		problem(d, 400, "name", msg, &w, &kept, a);
 		goto out;
 	}
 	enum subs_mode mode = SUBS_ARTICLE;
-	v = httpreq_form_get(&f, "mode");
-	if (v && subs_mode_parse(v, &mode) < 0) {
-		problem(d, 400, "mode", "the mode is neither article nor digest", &w, a);
+	if (mv && subs_mode_parse(mv, &mode) < 0) {
+		problem(d, 400, "mode", "the mode is neither article nor digest", &w, &kept, a);
 		goto out;
 	}
-	lists = xcalloc(f.n + 1, sizeof *lists);
 	for (size_t i = 0; i < f.n; i++) {
 		if (strcmp(f.fields[i].name, "list") != 0)
 			continue;
@@ -206,7 +263,7 @@ void web_subscribe_post(struct daemon *d, const char *ctype, const char *body, s
 			k++;
 		if (k == w.nlists) {
 			problem(d, 400, "list", "a list that is not public or does not exist", &w,
-			        a);
+			        &kept, a);
 			goto out;
 		}
 		lists[nlists++] = w.lists[k].name;
@@ -214,10 +271,10 @@ void web_subscribe_post(struct daemon *d, const char *ctype, const char *body, s
 	if (nlists == 0 && w.nlists == 1)
 		lists[nlists++] = w.lists[0].name; /* the one list, the form shows no choice */
 	if (nlists == 0) {
-		problem(d, 400, "nolist", "no list chosen", &w, a);
+		problem(d, 400, "nolist", "no list chosen", &w, &kept, a);
 		goto out;
 	}
-	v = httpreq_form_get(&f, "website");
+	const char *v = httpreq_form_get(&f, "website");
 	if (v && *v) {
 		/* a bot: the answer of every other POST, and nothing else */
 		log_info("http: subscribe: the honeypot field was filled in; nothing done");
@@ -229,7 +286,7 @@ void web_subscribe_post(struct daemon *d, const char *ctype, const char *body, s
 				daemon_store_trouble(d, "subscriptions from the web get 503", &e);
 				web_busy_page(d, 503, a);
 			} else if (e.kind == ERR_INPUT) {
-				problem(d, 400, "form", e.msg, &w, a);
+				problem(d, 400, "form", e.msg, &w, &kept, a);
 			} else {
 				log_err("http: subscribe: %s", e.msg);
 				web_busy_page(d, 503, a);

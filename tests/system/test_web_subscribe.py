@@ -462,6 +462,57 @@ def test_bad_forms_are_refused_and_write_nothing(web):
     wait_for(lambda: kinds(srv, "a@example.org") == ["confirm"], "one confirmation")
 
 
+def form_fields(body):
+    """(email value, name value, checked mode, checked lists) of the
+    subscribe form in body, as the browser would show them."""
+    import html as _html
+    form = body[body.index('<form class="mx-subscribe"'):]
+    form = form[:form.index("</form>")]
+
+    def value(id_):
+        tag = re.search(r'<input id="%s"[^>]*>' % id_, form).group(0)
+        m = re.search(r' value="([^"]*)"', tag)
+        return _html.unescape(m.group(1)) if m else None
+    modes = re.findall(r'<input type="radio" name="mode" value="(\w+)" checked>', form)
+    lists = re.findall(r'<input type="checkbox" name="list" value="([^"]+)" checked>', form)
+    return value("mx-sub-email"), value("mx-sub-name"), modes, lists
+
+
+def test_refused_form_comes_back_filled_in(web):
+    env, url, srv, start = web
+    env.ctl("list-create", "matrix-en", check=0)
+    start()
+    # a GET: empty, article, the first list
+    st, _, body = request(url + "subscribe")
+    assert form_fields(body.decode()) == (None, None, ["article"], ["matrix"])
+    cases = [
+        ("a blank in the address", [("email", "wang@exa mple.cn"), ("name", "王"),
+                                    ("mode", "digest"), ("list", "matrix-en")],
+         ("wang@exa mple.cn", "王", ["digest"], ["matrix-en"]), "有效的邮箱地址"),
+        ("bad mode", [("email", "a@example.org"), ("name", "小明"), ("mode", "weekly"),
+                      ("list", "matrix"), ("list", "matrix-en")],
+         ("a@example.org", "小明", ["article"], ["matrix", "matrix-en"]), "收信方式"),
+        ("no list", [("email", "a@example.org"), ("mode", "digest")],
+         ("a@example.org", None, ["digest"], []), "至少选择一个栏目"),
+        ("markup escaped", [("email", '"><script>alert(1)</script>@x'),
+                            ("name", "<b>&\"'</b>"), ("list", "matrix")],
+         ('"><script>alert(1)</script>@x', "<b>&\"'</b>", ["article"], ["matrix"]),
+         "有效的邮箱地址"),
+        # a name with a line break is refused and not shown back
+        ("name with LF", [("email", "a@example.org"), ("name", "Eve\nBcc: x@example.org"),
+                          ("list", "matrix")],
+         ("a@example.org", None, ["article"], ["matrix"]), "称呼只能是一行"),
+    ]
+    for what, fields, want, text in cases:
+        st, _, body = post(url, fields)
+        assert st == 400, what
+        assert text in body, (what, page_text(body))
+        assert form_fields(body) == want, what
+        assert "<script>" not in body, what
+    wait_for(lambda: idle(env), "nothing")
+    assert srv.received == []
+
+
 def test_honeypot(web):
     env, url, srv, start = web
     d = start()
