@@ -57,7 +57,7 @@ OPT       ?= -O2 -g
 TEMPLATE_DIR_DEFAULT ?= $(DATADIR)/matrixd/templates
 CFLAGS    += -std=c17 -D_GNU_SOURCE $(OPT) $(WARN) -fPIE $(SANFLAGS) -MMD -MP \
              -Ilib $(PKG_CFLAGS) -DMATRIXD_TEMPLATE_DIR='"$(TEMPLATE_DIR_DEFAULT)"' \
-             -DMATRIXD_VERSION='"$(VERSION)"'
+             -DMATRIXD_DOC_DIR='"$(DATADIR)/doc/matrixd"' -DMATRIXD_VERSION='"$(VERSION)"'
 LDFLAGS   += -pie -Wl,-z,relro,-z,now $(SANFLAGS)
 VERSION   := 0.1.0
 
@@ -165,7 +165,8 @@ torture: all
 # --- fuzzing (clang + libFuzzer + ASan) ---------------------------------------
 
 FUZZ_CFLAGS = -std=c17 -D_GNU_SOURCE -g -O1 -fsanitize=fuzzer,address,undefined \
-              -Ilib $(PKG_CFLAGS) -DMATRIXD_TEMPLATE_DIR='"templates"'
+              -Ilib $(PKG_CFLAGS) -DMATRIXD_TEMPLATE_DIR='"templates"' \
+              -DMATRIXD_DOC_DIR='"doc"'
 fuzz:
 	@sh scripts/deps.sh fuzz
 	@$(MAKE) --no-print-directory build/gen/templates.c

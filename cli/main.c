@@ -119,13 +119,8 @@ int cli_need_conf(struct cli *c)
 	struct err e;
 	err_clear(&e);
 	if (conf_load(&c->conf, c->conf_path, &e) < 0) {
-		if (!c->conf_explicit)
-			fprintf(stderr,
-			        "matrixctl: %s\nmatrixctl: pass -c FILE or set "
-			        "MATRIXD_CONF (example: conf/matrixd.conf.example)\n",
-			        e.msg);
-		else
-			fprintf(stderr, "matrixctl: %s\n", e.msg);
+		/* a missing file's message says where one comes from (conf_load) */
+		fprintf(stderr, "matrixctl: %s\n", e.msg);
 		return -1;
 	}
 	c->have_conf = true;

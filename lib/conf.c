@@ -860,6 +860,16 @@ int conf_load(struct conf *c, const char *path, struct err *err)
 	config_init(&cf);
 
 	char *abs = realpath(path, NULL);
+	if (abs == NULL && errno == ENOENT) {
+		/* the first run, or a typo: where one comes from */
+		err_set(
+		    err, ERR_CONFIG,
+		    "%s: No such file or directory; pass -c FILE or set $MATRIXD_CONF to "
+		    "the configuration; conf/matrixd.conf.example (installed as " MATRIXD_DOC_DIR
+		    "/matrixd.conf.example) documents every key",
+		    path);
+		goto out;
+	}
 	if (abs == NULL) {
 		err_sys(err, "%s", path);
 		err->kind = ERR_CONFIG;

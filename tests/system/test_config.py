@@ -77,10 +77,26 @@ def test_wrong_type(env):
     assert str(env.conf) + ":" in p.stderr
 
 
-def test_missing_file():
-    p = run("-n", "-c", "/nonexistent/matrixd.conf")
-    assert p.returncode == 1
-    assert "/nonexistent/matrixd.conf" in p.stderr
+def test_missing_file(tmp_path):
+    """No file where the configuration is looked for: the message says
+    where one comes from (-c FILE, $MATRIXD_CONF, the example), for matrixd
+    -n, matrixd and matrixctl, whichever way the path was given."""
+    import os
+    missing = tmp_path / "matrixd.conf"
+    env = {k: v for k, v in os.environ.items() if k != "MATRIXD_CONF"}
+    for argv, extra in (([MATRIXD, "-n", "-c", missing], {}),
+                        ([MATRIXD, "-n"], {"MATRIXD_CONF": str(missing)}),
+                        ([MATRIXD, "-c", missing], {}),
+                        ([MATRIXCTL, "-c", missing, "status"], {}),
+                        ([MATRIXCTL, "status"], {"MATRIXD_CONF": str(missing)})):
+        p = subprocess.run(list(map(str, argv)), capture_output=True, text=True, timeout=30,
+                           env={**env, **extra})
+        assert p.returncode != 0, argv
+        assert f"{missing}: No such file or directory" in p.stderr, (argv, p.stderr)
+        assert "pass -c FILE or set $MATRIXD_CONF" in p.stderr, (argv, p.stderr)
+        assert "conf/matrixd.conf.example" in p.stderr, (argv, p.stderr)
+        assert "/doc/matrixd/matrixd.conf.example) documents every key" in p.stderr, argv
+        assert p.stderr.count("matrixd.conf.example") == 2, p.stderr
 
 
 def test_usage():
