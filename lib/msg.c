@@ -265,6 +265,15 @@ static void fill(const struct msg_body *b, const struct msg_rcpt *r, struct buf 
 		case 'P':
 			v = r->prefs_url ? r->prefs_url : "";
 			break;
+		case '[':
+			if (r->name == NULL || *r->name == '\0') {
+				/* no name: on after the end mark (or to the end) */
+				const char *e = memmem(ph + 3, (size_t)(end - ph - 3),
+				                       MSG_PH_END_NAME, sizeof MSG_PH_END_NAME - 1);
+				p = e ? e + sizeof MSG_PH_END_NAME - 1 : end;
+				continue;
+			}
+			break;
 		}
 		/* the values are the subscriber's, shown to people: no bidi controls.
 		 * Printable ASCII (our links, most addresses) has nothing to clean:

@@ -40,6 +40,16 @@
 	"\x01"                                                                                     \
 	"N"                                                                                        \
 	"\x01"
+/* What stands between MSG_PH_IF_NAME and MSG_PH_END_NAME is kept only for a
+ * recipient with a name ("{{name}}，" before a greeting). */
+#define MSG_PH_IF_NAME                                                                             \
+	"\x01"                                                                                     \
+	"["                                                                                        \
+	"\x01"
+#define MSG_PH_END_NAME                                                                            \
+	"\x01"                                                                                     \
+	"]"                                                                                        \
+	"\x01"
 #define MSG_PH_CONFIRM                                                                             \
 	"\x01"                                                                                     \
 	"C"                                                                                        \

@@ -208,6 +208,8 @@ static struct json_object *base_ctx(const struct conf *c, const struct render_li
 	struct json_object *s = json_object_new_object();
 	add_str(s, "email", MSG_PH_EMAIL);
 	add_str(s, "name", MSG_PH_NAME);
+	add_str(s, "if_name", MSG_PH_IF_NAME); /* {{if_name}}…{{end_name}}: kept with a name */
+	add_str(s, "end_name", MSG_PH_END_NAME);
 	add_str(s, "unsubscribe_url", MSG_PH_UNSUBSCRIBE);
 	add_str(s, "preferences_url", MSG_PH_PREFS);
 	json_object_object_add(ctx, "subscriber", s);

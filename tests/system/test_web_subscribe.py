@@ -5,6 +5,7 @@ one delivery path. The answer to a POST is the same page whatever the
 address's state; the mailbox gets what that state needs; limits per client
 and per address; bad forms are refused with nothing written."""
 import http.client
+from html import escape as html_escape
 import re
 import shutil
 import sqlite3
@@ -282,10 +283,17 @@ def test_same_answer_for_every_state_and_the_right_mail(web):
 def test_welcome_says_what_comes_and_how_to_change_it(web):
     env, url, srv, start = web
     start()
-    for a, mode in (("art@example.org", "article"), ("dig@example.org", "digest")):
-        assert post(url, {"email": a, "mode": mode})[0] == 200
+    for a, mode, name in (("art@example.org", "article", "王小明"),
+                          ("dig@example.org", "digest", ""),
+                          ("tag@example.org", "article", "<b>Ann & \"Bo\"</b>")):
+        assert post(url, {"email": a, "mode": mode, "name": name})[0] == 200
         wait_for(lambda: kinds(srv, a) == ["confirm"], "the confirmation")
         text = mails(srv, a)[0].get_body(("plain",)).get_content()
+        chtml = mails(srv, a)[0].get_body(("html",)).get_content()
+        # a greeting, but not the name: whoever filled in the form typed it
+        assert "你好！" in text and "你好！" in chtml
+        if name:
+            assert name not in text and html_escape(name) not in chtml
         c = re.findall(re.escape(BASE) + r"(c/[0-9a-f-]+)", text)[0]
         assert request(url + c)[0] == 200  # GET: asks, changes nothing, sends nothing
         assert status(env, a) == ("pending", mode)
@@ -304,10 +312,17 @@ def test_welcome_says_what_comes_and_how_to_change_it(web):
         assert re.search(re.escape(BASE) + r"u/\d+-\d+-[0-9a-f]{16}-[0-9a-f]{16}", text)  # how to leave
         assert re.search(r"订阅设置.*\n" + re.escape(BASE) + r"p/[0-9a-f-]+", text)  # to change
         assert "<script" not in html and a in html
+        # by name when there is one, in both parts
+        greeting = f"{name}，你好！" if name else "你好！"
+        assert greeting in text, text
+        assert (html_escape(greeting) if name else "你好！") in html, html
+        if not name:
+            assert "，你好！" not in text and "，你好！" not in html
+        assert "<b>" not in html
     # matrixctl status counts them
     st = env.ctl_json("status")
     assert (st["confirmations"]["sent"], st["welcomes"]["sent"], st["notices"]["sent"]) == \
-        (2, 2, 0)
+        (3, 3, 0)
     table = env.ctl("status", check=0).stdout
     assert "(welcome mails)" in table and "(confirmation mails)" in table
 
