@@ -317,7 +317,8 @@ static void progress_sync(struct daemon *d, int64_t issue_id)
 	if (p->prog_issue != issue_id) {
 		struct archive_issue *a = archive_get(d->store, 0, issue_id, &e);
 		free(p->prog_title);
-		p->prog_title = xstrdup(a ? a->title : "?");
+		/* the number too: two issues may share a title */
+		p->prog_title = a ? xasprintf("issue %d (%s)", a->number, a->title) : xstrdup("?");
 		archive_issues_free(a, a ? 1 : 0);
 		p->prog_issue = issue_id;
 		p->prog_done_logged = false;

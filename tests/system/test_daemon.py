@@ -120,7 +120,8 @@ def test_notify_ready_status_and_delivery(tmp_path, server):
         shutil.copy(SEED, staging)
         os.rename(staging, env.tmp / "issues" / "matrix-060.txt")
         assert wait_for(lambda: server.count() == 15), server.count()
-        assert n.wait(lambda m: m.startswith("STATUS=Matrix NO.60") and "sent" in m)
+        # the issue by number and title
+        assert n.wait(lambda m: m.startswith("STATUS=issue 60 (Matrix NO.60): ") and "sent" in m)
         ready = n.messages.count("READY=1")
         d.p.send_signal(signal.SIGHUP)
         assert n.wait(lambda m: m == "RELOADING=1")
@@ -130,7 +131,7 @@ def test_notify_ready_status_and_delivery(tmp_path, server):
         rc, took = d.term()
         assert rc == 0, d.stderr()
         assert "STOPPING=1" in n.messages
-        status = [m for m in n.messages if m.startswith("STATUS=Matrix NO.60")]
+        status = [m for m in n.messages if m.startswith("STATUS=issue 60 (Matrix NO.60): ")]
         assert any(re.search(r"\d+/15 sent", s) for s in status), status
     finally:
         d.kill()
