@@ -723,7 +723,8 @@ void dispatch_collect(struct daemon *d)
 	struct sjob **fresh = senders_collect(d->senders, &n);
 	bool *trouble = xcalloc((size_t)p->nrelays, sizeof *trouble);
 	bool *ok = xcalloc((size_t)p->nrelays, sizeof *ok);
-	bool *seen = xcalloc((size_t)p->nrelays, sizeof *seen); /* had a result now */
+	bool *seen = xcalloc((size_t)p->nrelays, sizeof *seen);     /* had a result now */
+	bool *paused = xcalloc((size_t)p->nrelays, sizeof *paused); /* paused now */
 	size_t *rooms = xcalloc((size_t)p->nrelays, sizeof *rooms);
 	/* results that could not be recorded before come first */
 	struct sjob **jobs = xreallocarray(NULL, p->nunrecorded + n + 1, sizeof *jobs);
@@ -798,15 +799,33 @@ relays:
 				rs->backoff = 300000;
 			rs->down_until = now_ms() + rs->backoff;
 			p->relays_changed = true;
-			log_warnx("relay %s: %s; pausing %" PRId64 " s%s", conf_relay_name(cr),
-			          rs->trouble[0] ? rs->trouble : "unavailable", rs->backoff / 1000,
-			          p->nrelays > 1 ? " (the other relays take its share)" : "");
+			paused[r] = true;
 		}
 		/* its threads wait for this word after a trouble: while it is
 		 * paused, what waits in its queue comes back for another relay */
 		if (seen[r] || trouble[r])
 			senders_pause(d->senders, r, relay_up(p, r, now_ms()) ? 0 : rs->down_until);
 	}
+	/* logged once every relay's state is known: whether another one
+	 * takes the share or sending waits */
+	int64_t back = relays_back(p), t = now_ms();
+	char waits[96];
+	if (p->nrelays == 1)
+		waits[0] = '\0'; /* the pause says it all */
+	else if (back == 0)
+		snprintf(waits, sizeof waits, " (the other relays take its share)");
+	else
+		snprintf(waits, sizeof waits,
+		         "; all relays are down: sending waits until one is back (in %" PRId64
+		         " s)",
+		         (back - t + 999) / 1000);
+	for (int r = 0; r < p->nrelays; r++)
+		if (paused[r])
+			log_warnx("relay %s: %s; pausing %" PRId64 " s%s",
+			          conf_relay_name(&d->conf.smtp.relays[r]),
+			          p->relays[r].trouble[0] ? p->relays[r].trouble : "unavailable",
+			          p->relays[r].backoff / 1000, waits);
+	free(paused);
 	free(trouble);
 	free(seen);
 	free(ok);

@@ -4,6 +4,7 @@ deferred or failed for it; both up, both carry traffic; one stopped in the
 middle of a send loses nothing, with duplicates within docs/design.md's
 bound; `matrixctl status` and STATUS= show each relay. Two real aiosmtpd
 servers on 127.0.0.1."""
+import re
 import shutil
 import signal
 import subprocess
@@ -88,6 +89,30 @@ def test_one_relay_down_the_other_takes_everything(tmp_path, two):
     finally:
         d.kill()
         notify.close()
+
+
+def test_every_relay_down_says_sending_waits(tmp_path):
+    """Both relays refuse connections: the log does not say that the other
+    relays take the share, but that all relays are down and sending waits;
+    nothing fails."""
+    (tmp_path / "tls").mkdir()
+    down = [free_port(), free_port()]
+    env = relays_env(tmp_path, down)
+    import_readers(env, 3)
+    d = Daemon(env)
+    try:
+        assert d.wait_log("ready:")
+        shutil.copy(TOC, env.tmp / "issues" / TOC.name)
+        assert d.wait_log("all relays are down"), d.stderr()
+        pauses = [line for line in d.stderr().splitlines() if "pausing" in line]
+        last = pauses[-1]
+        assert re.search(r"pausing \d+ s; all relays are down: sending waits until one is"
+                         r" back \(in \d+ s\)$", last), pauses
+        assert "other relays take its share" not in last, pauses
+        st = env.ctl_json("status")["issues"][0]
+        assert st["sent"] == 0 and st["failed"] == 0
+    finally:
+        d.kill()
 
 
 def test_relay_refusing_at_greeting_or_auth_is_down(tmp_path):
