@@ -116,8 +116,13 @@ smtpd_banner = $myhostname ESMTP
                     f[4] = "n"
                     line = " ".join(f)
             out.append(line)
+        # the pipe's user must reach the binary: a build under /root (0700),
+        # as in make fresh-check, it could not; a copy here it can
+        ctl = base / "matrixctl"
+        shutil.copy(MATRIXCTL, ctl)
+        ctl.chmod(0o755)
         out.append("matrixd   unix  -       n       n       -       10      pipe\n"
-                   f"  flags=DOR user={PIPE_USER} argv={MATRIXCTL} -c {conf} bounce")
+                   f"  flags=DOR user={PIPE_USER} argv={ctl} -c {conf} bounce")
         out.append("mailbox   unix  -       n       n       -       1       pipe\n"
                    f"  flags=DOR user={PIPE_USER} argv=/usr/bin/tee -a {base}/mailbox/reader")
         (self.etc / "master.cf").write_text("\n".join(out) + "\n")

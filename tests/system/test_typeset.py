@@ -121,8 +121,11 @@ def test_missing_image_is_left_out(env, tmp_path):
         for gone in ("img/b.png", "img/c.png", "小图"):
             assert gone not in html and gone not in text, (fname, gone)
     assert seen_cover > 0
+    # the article's page: the issue's index quotes its first line too, and
+    # which of the two a directory listing gives first depends on the file
+    # system (tmpfs in make fresh-check)
     page = next(f for f in (out / "public" / "issues" / "73").glob("*.html")
-                if "第二段正文" in f.read_text()).read_text()
+                if f.name != "index.html" and "第二段正文" in f.read_text()).read_text()
     assert re.search(r'<p class="mx-caption">\s*图 2：系统结构（图略）\s*</p>', page)
     assert "<p>行内的图 不见了，文字还在。</p>" in page
     assert (out / "public" / "issues" / "73" / "img" / "cover.png").is_file()
