@@ -282,38 +282,13 @@ out:
 	return r;
 }
 
-int render_confirm(const struct conf *c, const struct tmpl *t, const struct render_list *list,
-                   struct msg_prep *out, struct err *err)
-{
-	struct json_object *ctx = base_ctx(c, list);
-	add_str(ctx, "confirm_url", MSG_PH_CONFIRM);
-	struct buf html, text;
-	buf_init(&html, BUF_NOLIMIT);
-	buf_init(&text, BUF_NOLIMIT);
-	char *subject =
-	    xasprintf("请确认订阅《%s》", list->title && *list->title ? list->title : list->name);
-	struct msg_head h = {
-	    .subject = subject,
-	    .from = c->site.from,
-	    .list_name = list->name,
-	    .list_title = list->title,
-	    .language = c->site.language,
-	    .bulk = false, /* a confirmation is no list mail: no List-Unsubscribe */
-	};
-	int r = render_both(t, "mail-confirm", ctx, &html, &text, err);
-	if (r == 0)
-		r = msg_prepare(out, &h, buf_str(&html), buf_str(&text), err);
-	free(subject);
-	json_object_put(ctx);
-	buf_free(&html);
-	buf_free(&text);
-	return r;
-}
-
-/* A mail of one membership (welcome, already) through templates stem. */
+/* A mail of one membership through templates stem: the confirmation (no
+ * list mail: bulk false, no List-Unsubscribe), the welcome and the
+ * "already subscribed" notice (to a confirmed member: bulk, the one-click
+ * unsubscribe applies). Takes ctx. */
 static int render_member_mail(const struct conf *c, const struct tmpl *t,
                               const struct render_list *list, const char *stem,
-                              const char *subject_fmt, struct json_object *ctx,
+                              const char *subject_fmt, bool bulk, struct json_object *ctx,
                               struct msg_prep *out, struct err *err)
 {
 	struct buf html, text;
@@ -326,9 +301,9 @@ static int render_member_mail(const struct conf *c, const struct tmpl *t,
 	    .from = c->site.from,
 	    .list_name = list->name,
 	    .list_title = list->title,
-	    .list_archive = c->site.base_url,
+	    .list_archive = bulk ? c->site.base_url : NULL,
 	    .language = c->site.language,
-	    .bulk = true, /* to a confirmed member: the one-click unsubscribe applies */
+	    .bulk = bulk,
 	};
 	int r = render_both(t, stem, ctx, &html, &text, err);
 	if (r == 0)
@@ -340,18 +315,28 @@ static int render_member_mail(const struct conf *c, const struct tmpl *t,
 	return r;
 }
 
+int render_confirm(const struct conf *c, const struct tmpl *t, const struct render_list *list,
+                   struct msg_prep *out, struct err *err)
+{
+	struct json_object *ctx = base_ctx(c, list);
+	add_str(ctx, "confirm_url", MSG_PH_CONFIRM);
+	return render_member_mail(c, t, list, "mail-confirm", "请确认订阅《%s》", false, ctx, out,
+	                          err);
+}
+
 int render_welcome(const struct conf *c, const struct tmpl *t, const struct render_list *list,
                    bool digest, struct msg_prep *out, struct err *err)
 {
 	struct json_object *ctx = base_ctx(c, list);
 	json_object_object_add(ctx, digest ? "digest" : "article", json_object_new_boolean(1));
-	return render_member_mail(c, t, list, "mail-welcome", "欢迎订阅《%s》", ctx, out, err);
+	return render_member_mail(c, t, list, "mail-welcome", "欢迎订阅《%s》", true, ctx, out,
+	                          err);
 }
 
 int render_already(const struct conf *c, const struct tmpl *t, const struct render_list *list,
                    struct msg_prep *out, struct err *err)
 {
-	return render_member_mail(c, t, list, "mail-already", "你已经订阅了《%s》",
+	return render_member_mail(c, t, list, "mail-already", "你已经订阅了《%s》", true,
 	                          base_ctx(c, list), out, err);
 }
 
