@@ -15,38 +15,14 @@ import urllib.parse
 import pytest
 
 from conftest import SEED
-from smtpd import Server
-from test_delivery import smtp_env
-from test_http import BASE, Daemon, free_port, request, token, wait_for
+from test_http import BASE, request, token, wait_for
+# (env, url, srv, start): aiosmtpd, http.listen trusting 127.0.0.1 as a
+# proxy (each request a client of its own through X-Forwarded-For), and a
+# function starting the daemon
+from test_web_prefs import site as web  # noqa: F401 (a fixture)
 
 FORM = {"Content-Type": "application/x-www-form-urlencoded"}
 ADDR_RE = re.compile(r"[\w.+-]+@example\.org")
-
-
-@pytest.fixture
-def web(tmp_path):
-    """(env, url, srv, start): aiosmtpd, an installation whose http.listen
-    trusts 127.0.0.1 as a proxy (so that each test request can come from a
-    client of its own through X-Forwarded-For), and a function starting the
-    daemon; everything is stopped at the end."""
-    (tmp_path / "tls").mkdir()
-    srv = Server(tmp_path / "tls").start()
-    port = free_port()
-    env = smtp_env(tmp_path, srv, http_listen=f'"127.0.0.1:{port}"',
-                   http_trusted_proxies='"127.0.0.1"')
-    started = []
-
-    def start():
-        d = Daemon(env)
-        started.append(d)
-        return d
-
-    try:
-        yield env, f"http://127.0.0.1:{port}/", srv, start
-    finally:
-        for d in started:
-            d.stop()
-        srv.stop()
 
 
 _clients = iter(range(1, 1 << 16))
