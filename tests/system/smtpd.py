@@ -126,6 +126,7 @@ class _Controller(Controller):
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
         self.sockets = set()
+        self.peers = set()  # (address, port) of every connection accepted
 
     def factory(self):
         ctl = self
@@ -135,6 +136,8 @@ class _Controller(Controller):
                 sock = transport.get_extra_info("socket")
                 if sock is not None:
                     ctl.sockets.add(sock)
+                    # called once more after STARTTLS, on the same socket
+                    ctl.peers.add(sock.getpeername())
                 self._tracked = sock
                 super().connection_made(transport)
 
@@ -203,6 +206,11 @@ class Server:
 
     def to(self, rcpt):
         return [m for m in self.received if rcpt in m.rcpts]
+
+    @property
+    def connections(self):
+        """How many connections the server accepted in all."""
+        return len(self.controller.peers)
 
     def count(self):
         with self.lock:

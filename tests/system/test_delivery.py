@@ -127,6 +127,60 @@ def test_550_fails_for_good(tmp_path, server):
     assert any(m["status"] == "bounced" for m in show["memberships"])
 
 
+def test_a_refusal_keeps_the_session(tmp_path, server):
+    """A refused recipient ends its transaction with RSET, not the session:
+    every message of both readers goes over the one connection."""
+    env = smtp_env(tmp_path, server, smtp_connections="1")
+    subscribe(env, "ann@example.org", "gone@example.org")
+    server.rules.append(Rule("gone@example.org", "550 5.1.1 no such user", times=2))
+    drop_issue(env)
+    before = server.connections  # aiosmtpd's own probe at its start
+    p = once(env)
+    assert p.returncode == 0, p.stderr
+    assert len(server.to("ann@example.org")) == 15
+    assert len(server.to("gone@example.org")) == 13  # the third 550 never came
+    assert server.connections - before == 1
+
+
+# English enough for quoted-printable, where a dot that begins a line
+# stays a dot (base64 lines never begin with one)
+DOTS = """---
+title: Matrix NO.71
+number: 71
+---
+
+# Dots
+
+""" + "Plain English text, long enough to outweigh the Chinese footer. " * 40 + """
+
+.
+
+..
+
+.hidden and . inside
+
+last line
+"""
+
+
+def test_lines_beginning_with_a_dot_arrive_whole(tmp_path, server):
+    """RFC 5321 §4.5.2: a line that begins with a dot goes with one more,
+    and a line of one dot does not end the message early."""
+    env = smtp_env(tmp_path, server)
+    subscribe(env, "ann@example.org")
+    (env.tmp / "issues" / "dots.md").write_text(DOTS)
+    p = once(env)
+    assert p.returncode == 0, p.stderr
+    [got] = server.to("ann@example.org")
+    # the text part went as quoted-printable with the dots as they are:
+    # otherwise this test would not send any line that begins with one
+    assert b"\r\n.\r\n" in got.data and b"\r\n..\r\n" in got.data
+    text = got.message().get_body(("plain",)).get_content()
+    lines = [line.strip() for line in text.splitlines()]
+    for want in (".", "..", ".hidden and . inside", "last line"):
+        assert want in lines, (want, text)
+
+
 def test_421_at_greeting(tmp_path):
     g = Greeting421().start()
     try:
