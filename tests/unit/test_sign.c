@@ -1,7 +1,10 @@
 /* DKIM signing: keys from sign_keygen() load, sign and repeat without a
- * leak (the ASan build counts every byte: libopendkim 2.11 leaks per
- * Ed25519 signature unless lib/sign.c makes up for it); the header list,
- * the over-signing and the checks of the key files. */
+ * leak (the ASan build counts every byte); the header list, the
+ * over-signing and the checks of the key files; and our signatures of
+ * awkward messages (repeated and folded fields, WSP that relaxed
+ * canonicalisation changes, empty lines at the end, 8-bit values), each
+ * verified by libopendkim, with one body hash per message for both keys,
+ * and failing once the Subject or the body is changed. */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -141,6 +144,147 @@ static void test_sign_repeatedly(void **state)
 	sign_keys_unref(k);
 }
 
+/* Messages whose canonicalisation (RFC 6376 §3.4.2, §3.4.4) and header
+ * selection (§5.4.2) have something to get wrong. */
+static const char *const tricky[] = {
+    /* two To fields, a Received twice (not signed), a signed field twice
+     * (Content-Language: taken from the bottom up) */
+    "Received: from a by b; Wed, 15 Nov 2023 03:43:20 +0000\r\n"
+    "Content-Language: zh-CN\r\n"
+    "From: M <m@example.org>\r\n"
+    "To: a@example.org\r\n"
+    "Content-Language: en\r\n"
+    "Received: from c by d; Wed, 15 Nov 2023 03:43:21 +0000\r\n"
+    "To: b@example.org\r\n"
+    "Subject: two To\r\n"
+    "\r\n"
+    "body\r\n",
+    /* folded fields with tabs and runs of spaces, WSP around the colon */
+    "From:   M\t <m@example.org>  \r\n"
+    "Subject: a\r\n"
+    "\t  folded \t\r\n"
+    "   subject\t\r\n"
+    "To: a@example.org,\r\n"
+    "\tb@example.org\r\n"
+    "Content-Type :  text/plain;\r\n"
+    "  charset=utf-8\r\n"
+    "\r\n"
+    "body\r\n",
+    /* WSP at the end of body lines, runs of spaces and tabs inside them,
+     * a line of WSP only, empty lines at the end */
+    "From: M <m@example.org>\r\n"
+    "Subject: body WSP\r\n"
+    "\r\n"
+    "trailing space \r\n"
+    "trailing tab\t\r\n"
+    "runs  of\t\tspaces \t and\t tabs\r\n"
+    "  leading spaces\r\n"
+    " \t \r\n"
+    "\tleading tab\r\n"
+    "\r\n"
+    " \r\n"
+    "\r\n"
+    "\r\n",
+    /* a body of only CRLF */
+    "From: M <m@example.org>\r\n"
+    "Subject: empty body\r\n"
+    "\r\n"
+    "\r\n",
+    /* no body at all */
+    "From: M <m@example.org>\r\n"
+    "Subject: no body\r\n"
+    "\r\n",
+    /* 8-bit UTF-8 values, a field without a space after its colon, upper
+     * case names, a base64 body */
+    "FROM:M <m@example.org>\r\n"
+    "Subject:\xe6\xa0\x87\xe9\xa2\x98  \xe6\xa0\x87\xe9\xa2\x98\r\n"
+    "TO:a@example.org\r\n"
+    "X-Other: \xe4\xbd\xa0\xe5\xa5\xbd\r\n"
+    "\r\n"
+    "TWF0cml4IMK3IE5PLjYwIMK3IOWJjeayv+axgue0ogoKU3dpbiBUcmFuc2Zvcm1lciDov47mnaUg\r\n"
+    "MzAg5Lq/5Y+C5pWw55qEIHYyLjDvvIzmiJHku6zlupTor6Xmi6XmirHop4bop4nlpKfmqKHlnovl\r\n"
+    "=E4=BD=A0 quoted-printable =\r\n",
+};
+
+/* msg signed by both keys of k (the signatures in front), allocated */
+static char *signed_copy(struct signer *s, struct sign_keys *k, const char *text, size_t *len)
+{
+	struct err e;
+	*len = strlen(text);
+	char *data = strdup(text);
+	assert_non_null(data);
+	if (sign_prepend(s, k, &data, len, &e) < 0)
+		fail_msg("%s", e.msg);
+	return data;
+}
+
+static void test_tricky_messages(void **state)
+{
+	(void)state;
+	struct conf c;
+	struct sign_keys *k = NULL;
+	struct err e;
+	assert_int_equal(load("dkim = { keys = ( { selector = \"r1\"; key_file = \"rsa.pem\"; },"
+	                      " { selector = \"e1\"; key_file = \"ed.pem\"; } ); };",
+	                      &c, &k, &e),
+	                 0);
+	struct signer *s = signer_new(&e);
+	assert_non_null(s);
+	for (size_t i = 0; i < sizeof tricky / sizeof *tricky; i++) {
+		unsigned long before = signer_body_hashes(s);
+		size_t len;
+		char *m = signed_copy(s, k, tricky[i], &len);
+		assert_int_equal(signer_body_hashes(s), before + 1); /* one for both keys */
+		assert_non_null(strstr(m, "a=rsa-sha256;"));
+		assert_non_null(strstr(m, "a=ed25519-sha256;"));
+		if (sign_verify(k, m, len, &e) < 0)
+			fail_msg("message %zu: %s", i, e.msg);
+		/* a changed Subject, then a changed body */
+		char *subj = strcasestr(m, "\nSubject:");
+		assert_non_null(subj);
+		char *v = subj + strlen("\nSubject:"), was = *v;
+		*v = was == 'X' ? 'Y' : 'X';
+		assert_int_equal(sign_verify(k, m, len, &e), -1);
+		assert_non_null(strstr(e.msg, "libopendkim does not verify"));
+		*v = was;
+		assert_int_equal(sign_verify(k, m, len, &e), 0);
+		/* a letter of the body changed, or a line where there was none */
+		char *longer = malloc(len + 3);
+		assert_non_null(longer);
+		memcpy(longer, m, len);
+		char *at = strstr(longer, "\r\n\r\n") + 4;
+		while (at < longer + len && !(*at >= 'a' && *at <= 'z'))
+			at++;
+		size_t n = len;
+		if (at < longer + len)
+			*at = *at == 'x' ? 'y' : 'x';
+		else {
+			memcpy(longer + len, "x\r\n", 3);
+			n += 3;
+		}
+		if (sign_verify(k, longer, n, &e) == 0)
+			fail_msg("message %zu: a changed body verifies", i);
+		if (strstr(e.msg, "body hash") == NULL)
+			fail_msg("message %zu: %s", i, e.msg);
+		free(longer);
+		free(m);
+	}
+	/* the over-signed names are listed once more than they occur */
+	size_t len;
+	char *m = signed_copy(s, k, tricky[0], &len);
+	*strstr(m, "Received:") = '\0'; /* the signatures alone */
+	char *flat = m, *w = m;
+	for (char *r = m; *r; r++)
+		if (*r != '\r' && *r != '\n' && *r != '\t' && *r != ' ')
+			*w++ = *r;
+	*w = '\0';
+	assert_non_null(strstr(flat, "h=Content-Language:From:To:Content-Language:To:Subject:from:subject:to;"));
+	assert_null(strstr(flat, "Received"));
+	free(m);
+	signer_free(s);
+	sign_keys_unref(k);
+}
+
 static void test_refused_keys(void **state)
 {
 	(void)state;
@@ -185,6 +329,7 @@ int main(void)
 		return 1;
 	const struct CMUnitTest tests[] = {
 	    cmocka_unit_test(test_sign_repeatedly),
+	    cmocka_unit_test(test_tricky_messages),
 	    cmocka_unit_test(test_refused_keys),
 	};
 	int r = cmocka_run_group_tests_name("sign", tests, NULL, NULL);
