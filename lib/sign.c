@@ -41,8 +41,9 @@
 
 #define KEY_FILE_MAX (64 * 1024)
 #define RSA_MIN_BITS 2048
-#define SIG_MAX 1024  /* bytes of an RSA-8192 signature, the largest key we make */
-#define LINE_WIDTH 78 /* RFC 5322 §2.1.1, a TAB counted as 8 columns */
+#define SIG_MAX      1024 /* bytes of an RSA-8192 signature, larger than any we accept */
+#define RECORD_MAX   1024 /* libopendkim's buffer for a key record (docs/libraries.md) */
+#define LINE_WIDTH   78   /* RFC 5322 §2.1.1, a TAB counted as 8 columns */
 
 const char *const sign_headers[] = {
     "from",
@@ -112,7 +113,8 @@ struct signer {
 	struct hname *h; /* the h= list */
 	size_t nh, hcap;
 	struct buf canon; /* the fields the h= list selects, canonicalised */
-	struct buf tmp;   /* the DKIM-Signature field, canonicalised */
+	struct buf field; /* the DKIM-Signature field being written */
+	struct buf tmp;   /* the same, canonicalised */
 	char bh[EVP_ENCODE_LENGTH(EVP_MAX_MD_SIZE)];
 	unsigned long bodies; /* body hashes computed */
 };
@@ -179,6 +181,7 @@ struct signer *signer_new(struct err *err)
 	s->md = EVP_MD_CTX_new();
 	s->sig = EVP_MD_CTX_new();
 	buf_init(&s->canon, BUF_NOLIMIT);
+	buf_init(&s->field, BUF_NOLIMIT);
 	buf_init(&s->tmp, BUF_NOLIMIT);
 	if (s->sha256 == NULL || s->md == NULL || s->sig == NULL) {
 		signer_free(s);
@@ -201,6 +204,7 @@ void signer_free(struct signer *s)
 	free(s->f);
 	free(s->h);
 	buf_free(&s->canon);
+	buf_free(&s->field);
 	buf_free(&s->tmp);
 	free(s);
 }
@@ -267,7 +271,8 @@ static void canon_field(struct buf *out, const char *p, size_t len, size_t namel
 	for (size_t i = 0; i < namelen; i++)
 		buf_addc(out, (char)(p[i] >= 'A' && p[i] <= 'Z' ? p[i] + 'a' - 'A' : p[i]));
 	buf_addc(out, ':');
-	const char *v = memchr(p + namelen, ':', len - namelen) + 1, *end = p + len;
+	const char *colon = memchr(p + namelen, ':', len - namelen), *end = p + len;
+	const char *v = colon + 1;
 	bool space = false, any = false;
 	for (; v < end; v++) {
 		if (*v == '\r' || *v == '\n') /* only CRLF WSP is left inside a field */
@@ -337,7 +342,7 @@ static const char *line_end(const char *p, const char *end)
 static bool canon_body(EVP_MD_CTX *md, const char *p, const char *end)
 {
 	struct run r = {md, NULL, NULL, true};
-	size_t blank = 0;      /* empty lines held back: they may be the last */
+	size_t blank = 0;            /* empty lines held back: they may be the last */
 	const char *blank_at = NULL; /* where they start */
 	bool blank_plain = true;     /* they are exactly blank × CRLF */
 	while (p < end) {
@@ -423,8 +428,8 @@ static int prepare(struct signer *s, const char *msg, size_t len, struct err *er
 		return -1;
 	unsigned char d[EVP_MAX_MD_SIZE];
 	unsigned dlen = 0;
-	if (EVP_DigestInit_ex(s->md, s->sha256, NULL) != 1 ||
-	    !canon_body(s->md, body, msg + len) || EVP_DigestFinal_ex(s->md, d, &dlen) != 1)
+	if (EVP_DigestInit_ex(s->md, s->sha256, NULL) != 1 || !canon_body(s->md, body, msg + len) ||
+	    EVP_DigestFinal_ex(s->md, d, &dlen) != 1)
 		return err_set(err, ERR_INTERNAL, "cannot sign: OpenSSL: SHA-256 failed");
 	s->bodies++;
 	EVP_EncodeBlock((unsigned char *)s->bh, d, (int)dlen);
@@ -513,9 +518,10 @@ static int sign_digest(struct signer *s, EVP_PKEY *key, bool ed25519, const unsi
 
 /*
  * The DKIM-Signature of the prepared message by key i of k, CRLF-
- * terminated, appended to out. The field is written up to an empty b=,
- * hashed canonicalised after the selected fields and without its CRLF
- * (RFC 6376 §3.7), and the signature then takes b='s place.
+ * terminated, appended to out (nothing on error). The field is written
+ * up to an empty b=, hashed canonicalised after the selected fields and
+ * without its CRLF (RFC 6376 §3.7), and the signature then takes b='s
+ * place.
  */
 static int sign_one(struct signer *s, const struct sign_keys *k, size_t i, time_t t,
                     struct buf *out, struct err *err)
@@ -523,12 +529,14 @@ static int sign_one(struct signer *s, const struct sign_keys *k, size_t i, time_
 	const struct sign_key *key = &k->k[i];
 	EVP_PKEY *pkey = parsed(s, k, i);
 	if (pkey == NULL)
-		return err_set(err, ERR_INTERNAL, "DKIM key %s: OpenSSL cannot read it", key->selector);
-	size_t start = out->len;
-	struct fold f = {out, 0};
-	char tag[256];
-	buf_adds(out, "DKIM-Signature:");
-	f.col = out->len - start;
+		return err_set(err, ERR_INTERNAL, "DKIM key %s: OpenSSL cannot read it",
+		               key->selector);
+	struct buf *fb = &s->field;
+	struct fold f = {fb, 0};
+	char tag[320];
+	buf_reset(fb);
+	buf_adds(fb, "DKIM-Signature:");
+	f.col = fb->len;
 	fold_word(&f, " ", "v=1;", 4, false);
 	snprintf(tag, sizeof tag, "a=%s;", key->ed25519 ? "ed25519-sha256" : "rsa-sha256");
 	fold_word(&f, " ", tag, strlen(tag), false);
@@ -552,23 +560,21 @@ static int sign_one(struct signer *s, const struct sign_keys *k, size_t i, time_
 	unsigned dlen = 0;
 	size_t siglen = 0;
 	buf_reset(&s->tmp);
-	canon_field(&s->tmp, out->data + start, out->len - start, strlen("DKIM-Signature"));
+	canon_field(&s->tmp, fb->data, fb->len, strlen("DKIM-Signature"));
 	if (EVP_DigestInit_ex(s->md, s->sha256, NULL) != 1 ||
 	    EVP_DigestUpdate(s->md, s->canon.data, s->canon.len) != 1 ||
 	    EVP_DigestUpdate(s->md, s->tmp.data, s->tmp.len) != 1 ||
 	    EVP_DigestFinal_ex(s->md, d, &dlen) != 1 ||
-	    sign_digest(s, pkey, key->ed25519, d, dlen, sig, &siglen) < 0) {
-		buf_truncate(out, start);
-		return err_set(err, ERR_INTERNAL, "DKIM key %s: OpenSSL cannot sign", key->selector);
-	}
+	    sign_digest(s, pkey, key->ed25519, d, dlen, sig, &siglen) < 0)
+		return err_set(err, ERR_INTERNAL, "DKIM key %s: OpenSSL cannot sign",
+		               key->selector);
 	char b64[EVP_ENCODE_LENGTH(SIG_MAX)];
 	int n = EVP_EncodeBlock((unsigned char *)b64, sig, (int)siglen);
 	fold_b64(&f, b64, (size_t)n);
-	if (buf_add(out, "\r\n", 2) < 0) {
-		buf_truncate(out, start);
+	buf_add(fb, "\r\n", 2);
+	if (buf_add(out, fb->data, fb->len) < 0)
 		return err_set(err, ERR_INTERNAL, "DKIM key %s: the signature does not fit",
 		               key->selector);
-	}
 	return 0;
 }
 
@@ -839,6 +845,13 @@ static int read_key(const struct conf *c, const struct conf_dkim_key *ck, struct
 		FAIL("dkim key %s: %s: OpenSSL cannot read it", ck->selector, f);
 		goto out;
 	}
+	if (strlen(out->record) >= RECORD_MAX) {
+		FAIL("dkim key %s: %s is a %u-bit RSA key, whose DNS record is too long for "
+		     "libopendkim to check (nor can OpenDKIM receivers; RFC 8301 asks "
+		     "verifiers for up to 4096 bits): make one of 4096 bits or less",
+		     ck->selector, f, bits);
+		goto out;
+	}
 	out->selector = xstrdup(ck->selector);
 	out->pem = xstrdup(begin);
 	rc = 0;
@@ -958,8 +971,8 @@ int sign_keygen(enum sign_type type, int bits, struct buf *pem, struct buf *p, s
 	gnutls_datum_t text = {NULL, 0}, der = {NULL, 0}, x = {NULL, 0};
 	gnutls_ecc_curve_t curve;
 	int rc = -1, r;
-	if (type == SIGN_RSA && (bits < RSA_MIN_BITS || bits > 8192))
-		return err_set(err, ERR_USAGE, "--bits must be between %d and 8192", RSA_MIN_BITS);
+	if (type == SIGN_RSA && (bits < RSA_MIN_BITS || bits > 4096))
+		return err_set(err, ERR_USAGE, "--bits must be between %d and 4096", RSA_MIN_BITS);
 	if ((r = gnutls_x509_privkey_init(&xk)) < 0 ||
 	    (r = type == SIGN_RSA
 	             ? gnutls_x509_privkey_generate2(xk, GNUTLS_PK_RSA, (unsigned)bits, 0, NULL, 0)

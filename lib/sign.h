@@ -88,7 +88,8 @@ enum sign_type { SIGN_RSA, SIGN_ED25519 };
  * A new private key: PKCS#8 PEM appended to pem, and the value of the DNS
  * record's p= tag (base64 of the DER SubjectPublicKeyInfo for RSA, of the
  * raw 32-byte key for Ed25519, RFC 8463 §4.2) to p. bits: RSA only,
- * 2048–8192.
+ * 2048–4096 (a longer record is more than libopendkim, and OpenDKIM
+ * receivers, can check).
  */
 int sign_keygen(enum sign_type type, int bits, struct buf *pem, struct buf *p, struct err *err);
 
