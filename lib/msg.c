@@ -43,13 +43,14 @@ void msg_init(void)
  * libetpan's own boundary costs two system calls per message (it calls
  * gethostname() and getpid()). "=_" can occur in neither base64 nor
  * quoted-printable text (RFC 2045 §6.7, §6.8), so this one never collides
- * with a body; the counter makes it unique per message.
+ * with a body; the counter, always BND_DIGITS digits, makes it unique per message
+ * (msg_build() writes a new one into the prepared MIME structure).
  */
+#define BND_DIGITS 12 /* 2^48 messages; short enough that libetpan need not fold */
+
 static char *new_boundary(void)
 {
-	uint64_t n = atomic_fetch_add(&boundary_seq, 1);
-	return xasprintf("=_%016llx_%llx", (unsigned long long)boundary_seed,
-	                 (unsigned long long)n);
+	return xasprintf("=_%08x_%0*llx", (unsigned)boundary_seed, BND_DIGITS, 0ULL);
 }
 
 /*
@@ -162,6 +163,8 @@ static char *encoded_name(const char *s)
 	return e;
 }
 
+static int skeleton(struct msg_prep *p);
+
 int msg_prepare(struct msg_prep *p, const struct msg_head *h, const char *html, const char *text,
                 struct err *err)
 {
@@ -199,6 +202,10 @@ int msg_prepare(struct msg_prep *p, const struct msg_head *h, const char *html, 
 		msg_prep_free(p);
 		return -1;
 	}
+	if (skeleton(p) < 0) {
+		msg_prep_free(p);
+		return err_set(err, ERR_INTERNAL, "cannot build the message (libetpan)");
+	}
 	return 0;
 }
 
@@ -217,6 +224,7 @@ void msg_prep_free(struct msg_prep *p)
 	free(p->text.tail);
 	free(p->html.head);
 	free(p->html.tail);
+	free(p->mime);
 	memset(p, 0, sizeof *p);
 }
 
@@ -451,17 +459,21 @@ static struct mailimf_fields *header_fields(const struct msg_prep *p, const stru
 }
 
 /*
- * The message written by libetpan with a marker where each body goes:
- * the headers (fields, which it takes), multipart/alternative, the two
- * parts' headers. NULL when libetpan runs out of memory.
+ * The MIME structure written by libetpan, with a marker where each body
+ * goes: MIME-Version, multipart/alternative, the two parts' headers, the
+ * boundaries. Its header fields are left empty: msg_build() writes them per
+ * recipient, in front. Fills p->mime and the offsets of the boundary
+ * counters; -1 when libetpan runs out of memory.
  */
-static MMAPString *skeleton(const struct msg_prep *p, struct mailimf_fields *fields)
+static int skeleton(struct msg_prep *p)
 {
 	struct mailmime *msg = NULL, *alt = NULL, *tp = NULL, *hp = NULL;
-	MMAPString *s = NULL, *res = NULL;
+	struct mailimf_fields *fields = mailimf_fields_new_empty();
+	MMAPString *s = NULL;
+	int rc = -1;
 
 	msg = mailmime_new_message_data(NULL);
-	if (msg == NULL)
+	if (msg == NULL || fields == NULL)
 		goto out;
 	mailmime_set_imf_fields(msg, fields);
 	fields = NULL;
@@ -480,13 +492,26 @@ static MMAPString *skeleton(const struct msg_prep *p, struct mailimf_fields *fie
 	if (mailmime_smart_add_part(msg, alt) != MAILIMF_NO_ERROR)
 		goto out;
 	alt = NULL;
-	/* sized once: the skeleton is a few header lines and the markers */
-	s = mmap_string_sized_new(4096);
+	s = mmap_string_sized_new(1024);
 	int col = 0;
 	if (s == NULL || mailmime_write_mem(s, &col, msg) != MAILIMF_NO_ERROR)
 		goto out;
-	res = s;
-	s = NULL;
+	/* the boundary: in the Content-Type and before, between and after the parts */
+	char *b = new_boundary();
+	size_t blen = strlen(b);
+	for (const char *q = s->str;
+	     p->nbnd < 4 && (q = memmem(q, s->len - (size_t)(q - s->str), b, blen)) != NULL;
+	     q += blen)
+		p->bnd[p->nbnd++] = (size_t)(q - s->str) + blen - BND_DIGITS;
+	free(b);
+	const char *tm = memmem(s->str, s->len, text_mark, sizeof text_mark - 1);
+	if (p->nbnd == 4 && tm &&
+	    memmem(tm, s->len - (size_t)(tm - s->str), html_mark, sizeof html_mark - 1)) {
+		p->mime = xmalloc(s->len);
+		memcpy(p->mime, s->str, s->len);
+		p->mime_len = s->len;
+		rc = 0;
+	}
 out:
 	if (s)
 		mmap_string_free(s);
@@ -500,31 +525,49 @@ out:
 		mailmime_free(alt);
 	if (msg)
 		mailmime_free(msg);
-	return res;
+	return rc;
 }
 
-/* Appends the skeleton to out with each marker replaced by its body: the
- * shared, encoded head, then the recipient's encoded tail. */
-static int splice(const MMAPString *s, const struct msg_prep *p, const struct buf *tdata,
+/* Appends mime[from, to) to out with each boundary counter in it set to
+ * digits. */
+static void add_mime(const struct msg_prep *p, size_t from, size_t to, const char *digits,
+                     struct buf *out)
+{
+	size_t at = out->len;
+	buf_add(out, p->mime + from, to - from);
+	for (size_t i = 0; i < p->nbnd; i++)
+		if (p->bnd[i] >= from && p->bnd[i] + BND_DIGITS <= to)
+			memcpy(out->data + at + (p->bnd[i] - from), digits, BND_DIGITS);
+}
+
+/* Appends the header fields, then the MIME structure with each marker
+ * replaced by its body: the shared, encoded head, then the recipient's
+ * encoded tail. */
+static int splice(const MMAPString *fields, const struct msg_prep *p, const struct buf *tdata,
                   const struct buf *hdata, struct buf *out, struct err *err)
 {
-	const char *tm = memmem(s->str, s->len, text_mark, sizeof text_mark - 1);
-	const char *hm =
-	    tm ? memmem(tm, s->len - (size_t)(tm - s->str), html_mark, sizeof html_mark - 1) : NULL;
-	if (hm == NULL)
-		return err_set(err, ERR_INTERNAL, "cannot build the message (libetpan)");
-	const char *end = s->str + s->len;
-	const char *after_t = tm + sizeof text_mark - 1, *after_h = hm + sizeof html_mark - 1;
-	if (buf_grow(out, s->len + p->text.head_len + tdata->len + p->html.head_len + hdata->len) <
-	    0)
+	const char *m = p->mime;
+	size_t tm =
+	    (size_t)((const char *)memmem(m, p->mime_len, text_mark, sizeof text_mark - 1) - m);
+	size_t hm = (size_t)((const char *)memmem(m + tm, p->mime_len - tm, html_mark,
+	                                          sizeof html_mark - 1) -
+	                     m);
+	size_t after_t = tm + sizeof text_mark - 1, after_h = hm + sizeof html_mark - 1;
+	if (buf_grow(out, fields->len + p->mime_len + p->text.head_len + tdata->len +
+	                      p->html.head_len + hdata->len) < 0)
 		return err_set(err, ERR_INTERNAL, "message too large");
-	buf_add(out, s->str, (size_t)(tm - s->str));
+	char digits[BND_DIGITS + 1];
+	snprintf(digits, sizeof digits, "%0*llx", BND_DIGITS,
+	         (unsigned long long)(atomic_fetch_add(&boundary_seq, 1) &
+	                              ((1ULL << 4 * BND_DIGITS) - 1)));
+	buf_add(out, fields->str, fields->len);
+	add_mime(p, 0, tm, digits, out);
 	buf_add(out, p->text.head, p->text.head_len);
 	buf_add(out, tdata->data, tdata->len);
-	buf_add(out, after_t, (size_t)(hm - after_t));
+	add_mime(p, after_t, hm, digits, out);
 	buf_add(out, p->html.head, p->html.head_len);
 	buf_add(out, hdata->data, hdata->len);
-	buf_add(out, after_h, (size_t)(end - after_h));
+	add_mime(p, after_h, p->mime_len, digits, out);
 	return 0;
 }
 
@@ -554,14 +597,16 @@ int msg_build(const struct msg_prep *p, const struct msg_rcpt *r, struct buf *ou
 		err_set(err, ERR_INTERNAL, "cannot build the message (libetpan)");
 		goto out;
 	}
-	s = skeleton(p, fields);
-	fields = NULL;
-	if (s == NULL) {
+	s = mmap_string_sized_new(2048);
+	int col = 0;
+	if (s == NULL || mailimf_fields_write_mem(s, &col, fields) != MAILIMF_NO_ERROR) {
 		err_set(err, ERR_INTERNAL, "cannot build the message (libetpan)");
 		goto out;
 	}
 	rc = splice(s, p, &tdata, &hdata, out, err);
 out:
+	if (fields)
+		mailimf_fields_free(fields);
 	if (s)
 		mmap_string_free(s);
 	buf_free(&tdata);
