@@ -505,8 +505,11 @@ static int skeleton(struct msg_prep *p)
 		p->bnd[p->nbnd++] = (size_t)(q - s->str) + blen - BND_DIGITS;
 	free(b);
 	const char *tm = memmem(s->str, s->len, text_mark, sizeof text_mark - 1);
-	if (p->nbnd == 4 && tm &&
-	    memmem(tm, s->len - (size_t)(tm - s->str), html_mark, sizeof html_mark - 1)) {
+	const char *hm =
+	    tm ? memmem(tm, s->len - (size_t)(tm - s->str), html_mark, sizeof html_mark - 1) : NULL;
+	if (p->nbnd == 4 && hm) {
+		p->text_at = (size_t)(tm - s->str);
+		p->html_at = (size_t)(hm - s->str);
 		p->mime = xmalloc(s->len);
 		memcpy(p->mime, s->str, s->len);
 		p->mime_len = s->len;
@@ -546,12 +549,7 @@ static void add_mime(const struct msg_prep *p, size_t from, size_t to, const cha
 static int splice(const MMAPString *fields, const struct msg_prep *p, const struct buf *tdata,
                   const struct buf *hdata, struct buf *out, struct err *err)
 {
-	const char *m = p->mime;
-	size_t tm =
-	    (size_t)((const char *)memmem(m, p->mime_len, text_mark, sizeof text_mark - 1) - m);
-	size_t hm = (size_t)((const char *)memmem(m + tm, p->mime_len - tm, html_mark,
-	                                          sizeof html_mark - 1) -
-	                     m);
+	size_t tm = p->text_at, hm = p->html_at;
 	size_t after_t = tm + sizeof text_mark - 1, after_h = hm + sizeof html_mark - 1;
 	if (buf_grow(out, fields->len + p->mime_len + p->text.head_len + tdata->len +
 	                      p->html.head_len + hdata->len) < 0)

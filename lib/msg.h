@@ -86,6 +86,7 @@ struct msg_prep {
 	 * bnd) is made new per message. */
 	char *mime;
 	size_t mime_len;
+	size_t text_at, html_at; /* where the markers of the two bodies are */
 	size_t bnd[4];
 	size_t nbnd;
 };
