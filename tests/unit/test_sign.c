@@ -88,6 +88,15 @@ static const char msg[] = "From: M <m@example.org>\r\n"
                           "\r\n"
                           "body line\r\n";
 
+/* The configuration of both keys made by keys(): an RSA and an Ed25519 one. */
+static void load_both(struct conf *c, struct sign_keys **k, struct err *e)
+{
+	assert_int_equal(load("dkim = { keys = ( { selector = \"r1\"; key_file = \"rsa.pem\"; },"
+	                      " { selector = \"e1\"; key_file = \"ed.pem\"; } ); };",
+	                      c, k, e),
+	                 0);
+}
+
 static void test_sign_repeatedly(void **state)
 {
 	(void)state;
@@ -95,10 +104,7 @@ static void test_sign_repeatedly(void **state)
 	struct conf c;
 	struct sign_keys *k = NULL;
 	struct err e;
-	assert_int_equal(load("dkim = { keys = ( { selector = \"r1\"; key_file = \"rsa.pem\"; },"
-	                      " { selector = \"e1\"; key_file = \"ed.pem\"; } ); };",
-	                      &c, &k, &e),
-	                 0);
+	load_both(&c, &k, &e);
 	assert_non_null(k);
 	assert_string_equal(sign_keys_domain(k), "example.org");
 	struct signer *s = signer_new(&e);
@@ -226,10 +232,7 @@ static void test_tricky_messages(void **state)
 	struct conf c;
 	struct sign_keys *k = NULL;
 	struct err e;
-	assert_int_equal(load("dkim = { keys = ( { selector = \"r1\"; key_file = \"rsa.pem\"; },"
-	                      " { selector = \"e1\"; key_file = \"ed.pem\"; } ); };",
-	                      &c, &k, &e),
-	                 0);
+	load_both(&c, &k, &e);
 	struct signer *s = signer_new(&e);
 	assert_non_null(s);
 	for (size_t i = 0; i < sizeof tricky / sizeof *tricky; i++) {
