@@ -522,38 +522,41 @@ static bool recover(struct daemon *d, int64_t *wake)
 	return true;
 }
 
-/* Claims one batch and hands it to the senders; false when done for now. */
-static bool fill_rooms(struct daemon *d, size_t *rooms, size_t room, int *failures, int64_t *wake);
-
-static bool fill_once(struct daemon *d, int *failures, int64_t *wake)
+/* The free room of each relay that is up (rooms[], nrelays of them, may
+ * be NULL); the sum. */
+static size_t free_rooms(struct daemon *d, size_t *rooms)
 {
 	struct dispatch *p = d->dispatch;
-	size_t room = 0, *rooms = xcalloc((size_t)p->nrelays, sizeof *rooms);
+	size_t room = 0;
 	int64_t now = now_ms();
 	for (int r = 0; r < p->nrelays; r++) {
-		rooms[r] = relay_up(p, r, now) ? senders_room(d->senders, r) : 0;
-		room += rooms[r];
+		size_t k = relay_up(p, r, now) ? senders_room(d->senders, r) : 0;
+		if (rooms)
+			rooms[r] = k;
+		room += k;
 	}
-	bool more = fill_rooms(d, rooms, room, failures, wake);
-	free(rooms);
-	return more;
+	return room;
 }
 
-/* One claim of up to room rows, each message handed to the relay that is
- * up with the most room left in rooms[]. */
-static bool fill_rooms(struct daemon *d, size_t *rooms, size_t room, int *failures, int64_t *wake)
+/* Claims up to room due rows (*jobs, *n; inside the caller's transaction,
+ * if any); false when there is nothing to hand out, and then *more says
+ * whether a claim may find more now. */
+static bool claim(struct daemon *d, size_t room, struct ledger_job **jobs, size_t *n, bool *more,
+                  int64_t *wake)
 {
 	struct dispatch *p = d->dispatch;
+	size_t cancelled = 0;
+	struct err e;
+	*jobs = NULL;
+	*n = 0;
+	*more = false;
 	if (room > CLAIM_MAX)
 		room = CLAIM_MAX;
 	room = rate_allow(d, room, wake);
 	if (room == 0)
 		return false;
-	struct ledger_job *jobs = NULL;
-	size_t n = 0, cancelled = 0;
-	struct err e;
 	err_clear(&e);
-	if (ledger_claim(d->store, store_now(), room, &jobs, &n, &cancelled, &e) < 0) {
+	if (ledger_claim(d->store, store_now(), room, jobs, n, &cancelled, &e) < 0) {
 		if (d->conf.smtp.rate > 0)
 			p->tokens += (double)room;
 		if (e.kind == ERR_TEMP) {
@@ -566,11 +569,25 @@ static bool fill_rooms(struct daemon *d, size_t *rooms, size_t room, int *failur
 		return false;
 	}
 	if (d->conf.smtp.rate > 0)
-		p->tokens += (double)(room - n);
-	if (n == 0) {
-		free(jobs);
-		return cancelled > 0; /* only cancelled rows this time: there may be more */
+		p->tokens += (double)(room - *n);
+	if (*n == 0) {
+		free(*jobs);
+		*jobs = NULL;
+		*more = cancelled > 0; /* only cancelled rows this time: there may be more */
+		return false;
 	}
+	return true;
+}
+
+/* Hands claimed (and committed) jobs to the senders, each to the relay
+ * that is up with the most room left; false when done for now. */
+static bool hand_out(struct daemon *d, struct ledger_job *jobs, size_t n, int *failures,
+                     int64_t *wake)
+{
+	struct dispatch *p = d->dispatch;
+	size_t *rooms = xcalloc((size_t)p->nrelays, sizeof *rooms);
+	struct err e;
+	free_rooms(d, rooms);
 	p->idle = false;
 	progress_claims(d, jobs, n);
 	for (size_t i = 0; i < n; i++) {
@@ -590,6 +607,7 @@ static bool fill_rooms(struct daemon *d, size_t *rooms, size_t room, int *failur
 		rooms[r] -= rooms[r] > 0;
 		senders_submit(d->senders, r, job);
 	}
+	free(rooms);
 	ledger_jobs_free(jobs, n);
 	if (p->nunrecorded > 0) {
 		min_time(wake, daemon_store_retry(d));
@@ -602,6 +620,17 @@ static bool fill_rooms(struct daemon *d, size_t *rooms, size_t room, int *failur
 		return false;
 	}
 	return true;
+}
+
+/* Claims one batch and hands it to the senders; false when done for now. */
+static bool fill_once(struct daemon *d, int *failures, int64_t *wake)
+{
+	struct ledger_job *jobs;
+	size_t n;
+	bool more;
+	if (!claim(d, free_rooms(d, NULL), &jobs, &n, &more, wake))
+		return more;
+	return hand_out(d, jobs, n, failures, wake);
 }
 
 int64_t dispatch_fill(struct daemon *d)
@@ -620,12 +649,18 @@ int64_t dispatch_fill(struct daemon *d)
 		min_time(&wake, back);
 		return wake;
 	}
-	if (!something_due(d))
+	/* no room: the next result wakes the loop, and it looks then */
+	if (free_rooms(d, NULL) == 0 || !something_due(d))
 		return wake;
 	int failures = 0;
 	while (fill_once(d, &failures, &wake))
 		;
 	return wake;
+}
+
+bool dispatch_full(struct daemon *d)
+{
+	return relays_back(d->dispatch) == 0 && free_rooms(d, NULL) == 0;
 }
 
 bool dispatch_pending(struct dispatch *p)
@@ -716,6 +751,20 @@ static bool hand_on(struct daemon *d, struct sjob *job, bool *trouble, size_t *r
 	return true;
 }
 
+/* A relay had trouble in this batch (handed on, or a relay-level result):
+ * its pause is decided after the batch, so nothing is claimed before. */
+static bool any_trouble(const struct dispatch *p, struct sjob **jobs, size_t n,
+                        const bool *trouble)
+{
+	for (int r = 0; r < p->nrelays; r++)
+		if (trouble[r])
+			return true;
+	for (size_t i = 0; i < n; i++)
+		if (jobs[i]->skipped || (jobs[i]->attempted && jobs[i]->res.relay_level))
+			return true;
+	return false;
+}
+
 void dispatch_collect(struct daemon *d)
 {
 	struct dispatch *p = d->dispatch;
@@ -726,6 +775,11 @@ void dispatch_collect(struct daemon *d)
 	bool *seen = xcalloc((size_t)p->nrelays, sizeof *seen);     /* had a result now */
 	bool *paused = xcalloc((size_t)p->nrelays, sizeof *paused); /* paused now */
 	size_t *rooms = xcalloc((size_t)p->nrelays, sizeof *rooms);
+	struct ledger_job *next = NULL; /* the next batch, claimed with the results */
+	size_t nnext = 0;
+	bool more;
+	int failures = 0;
+	int64_t unused = 0;
 	/* results that could not be recorded before come first */
 	struct sjob **jobs = xreallocarray(NULL, p->nunrecorded + n + 1, sizeof *jobs);
 	size_t total = 0;
@@ -754,10 +808,21 @@ void dispatch_collect(struct daemon *d)
 	bool batch_ok = store_begin(d->store, &e) == 0;
 	for (size_t i = 0; i < total && batch_ok; i++)
 		batch_ok = record(d, jobs[i], now, &states[i], &e) == 0;
+	/* The next batch, for the room these results left, is claimed in the
+	 * same transaction: one commit a wake-up. Not when a relay reported
+	 * trouble (it may be paused below) or when anything waits first. */
+	if (batch_ok && !d->stopping && p->recovered && p->enqueue_at == 0 &&
+	    !any_trouble(p, jobs, total, trouble))
+		claim(d, free_rooms(d, NULL), &next, &nnext, &more, &unused);
 	if (batch_ok)
 		batch_ok = store_commit(d->store, &e) == 0;
 	else
 		store_rollback(d->store);
+	if (!batch_ok) { /* the claim went with the rest */
+		ledger_jobs_free(next, nnext);
+		next = NULL;
+		nnext = 0;
+	}
 	bool busy = !batch_ok && e.kind == ERR_TEMP;
 	if (busy)
 		daemon_store_trouble(d, "recording results waits", &e);
@@ -825,6 +890,8 @@ relays:
 			          conf_relay_name(&d->conf.smtp.relays[r]),
 			          p->relays[r].trouble[0] ? p->relays[r].trouble : "unavailable",
 			          p->relays[r].backoff / 1000, waits);
+	if (nnext > 0)
+		hand_out(d, next, nnext, &failures, &unused);
 	free(paused);
 	free(trouble);
 	free(seen);

@@ -283,7 +283,7 @@ static bool loop_work(struct daemon *d, struct loop *l, struct loop_timers *t)
 
 	int64_t due = 0;
 	struct err e;
-	if (!d->stopping && ledger_next_due(d->store, &due, &e) == 0 && due)
+	if (!d->stopping && !dispatch_full(d) && ledger_next_due(d->store, &due, &e) == 0 && due)
 		t->due_in_s = due - store_now();
 	if (l->next_wd && now_ms() >= l->next_wd) {
 		sd_notify(0, "WATCHDOG=1");

@@ -199,8 +199,12 @@ int64_t dispatch_fill(struct daemon *d);
 int dispatch_enqueue(struct daemon *d, int64_t issue_id, int number, int nparts, const char *lists);
 /* Work waiting for the store: recovery, an enqueue, unrecorded results. */
 bool dispatch_pending(struct dispatch *p);
-/* Records finished jobs in the ledger. */
+/* Records finished jobs in the ledger, and in the same transaction claims
+ * the next batch for the room they left (handed out after the commit). */
 void dispatch_collect(struct daemon *d);
+/* Every relay that is up has its queue full: the next result wakes the
+ * loop, so nothing due can be missed meanwhile. */
+bool dispatch_full(struct daemon *d);
 /* Forgets rendered messages (after a reload or a correction). */
 void dispatch_invalidate(struct dispatch *p);
 /* "Matrix NO.60: 1,200/4,500 sent, 3 deferred, 120 msg/s", or "" when idle. */
