@@ -24,7 +24,7 @@
 #include "err.h"
 
 #define STORE_FILE           "matrixd.db"
-#define STORE_SCHEMA_VERSION 7
+#define STORE_SCHEMA_VERSION 8
 #define STORE_BUSY_MS        10000 /* how long a statement waits for another writer */
 
 struct store {
