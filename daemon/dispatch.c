@@ -753,8 +753,7 @@ static bool hand_on(struct daemon *d, struct sjob *job, bool *trouble, size_t *r
 
 /* A relay had trouble in this batch (handed on, or a relay-level result):
  * its pause is decided after the batch, so nothing is claimed before. */
-static bool any_trouble(const struct dispatch *p, struct sjob **jobs, size_t n,
-                        const bool *trouble)
+static bool any_trouble(const struct dispatch *p, struct sjob **jobs, size_t n, const bool *trouble)
 {
 	for (int r = 0; r < p->nrelays; r++)
 		if (trouble[r])

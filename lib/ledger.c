@@ -170,7 +170,7 @@ int ledger_claim(struct store *s, int64_t now, size_t max, struct ledger_job **o
 #define CLAIM_SQL(state)                                                                           \
 	"SELECT d.id, d.issue_id, d.part, d.subscriber_id, d.list_id, d.attempts, "                \
 	"       coalesce(d.first_attempt, ?2), s.email, s.name, m.status, "                        \
-	"       coalesce(i.number, 0), m.mode = 'digest' "                                          \
+	"       coalesce(i.number, 0), m.mode = 'digest' "                                         \
 	"FROM deliveries d JOIN subscribers s ON s.id = d.subscriber_id "                          \
 	"LEFT JOIN memberships m ON m.subscriber_id = d.subscriber_id AND m.list_id = "            \
 	"d.list_id "                                                                               \

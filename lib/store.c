@@ -215,17 +215,16 @@ static const char schema_v7[] = "ALTER TABLE lists ADD COLUMN private INTEGER NO
  * it name those states as literals (SQLite picks a partial index only
  * then); the rows left 'sending' by a crash are found by one scan at start.
  */
-static const char schema_v8[] =
-    "DROP INDEX deliveries_due;"
-    "CREATE INDEX deliveries_due ON deliveries(state, next_attempt)"
-    "  WHERE state = 'queued' OR state = 'deferred';";
+static const char schema_v8[] = "DROP INDEX deliveries_due;"
+                                "CREATE INDEX deliveries_due ON deliveries(state, next_attempt)"
+                                "  WHERE state = 'queued' OR state = 'deferred';";
 
 /* Each step: SQL, then (when not NULL) a function in the same transaction. */
 static const struct migration {
 	const char *sql;
 	int (*fn)(struct store *s, struct err *err);
 } migrations[] = {{schema_v1, NULL}, {schema_v2, NULL}, {schema_v3, subs_rekey}, {schema_v4, NULL},
-                  {schema_v5, NULL}, {schema_v6, NULL}, {schema_v7, NULL}, {schema_v8, NULL}};
+                  {schema_v5, NULL}, {schema_v6, NULL}, {schema_v7, NULL},       {schema_v8, NULL}};
 #define NMIGRATIONS (int)(sizeof migrations / sizeof migrations[0])
 _Static_assert(NMIGRATIONS == STORE_SCHEMA_VERSION, "STORE_SCHEMA_VERSION is the last migration");
 
