@@ -26,7 +26,6 @@ struct pool {
 	int first, n;        /* its threads: s->threads[first .. first + n) */
 	struct sjob **queue; /* ring of cap jobs */
 	size_t cap, head, count;
-	size_t busy;          /* jobs a thread is sending */
 	size_t held;          /* queued + being sent + finished and not yet collected */
 	int64_t paused_until; /* the dispatcher paused the relay (monotonic ms) */
 	pthread_cond_t cv;
@@ -111,6 +110,15 @@ static int sign_job(struct signer **signer, struct sjob *j)
 	return 0;
 }
 
+/* The job at the head of p's queue, taken off it (under s->mu). */
+static struct sjob *dequeue(struct pool *p)
+{
+	struct sjob *j = p->queue[p->head];
+	p->head = (p->head + 1) % p->cap;
+	p->count--;
+	return j;
+}
+
 static void *run(void *arg)
 {
 	struct worker *w = arg;
@@ -125,9 +133,7 @@ static void *run(void *arg)
 			pthread_cond_wait(&p->cv, &s->mu);
 		if (s->stop)
 			break;
-		struct sjob *j = p->queue[p->head];
-		p->head = (p->head + 1) % p->cap;
-		p->count--;
+		struct sjob *j = dequeue(p);
 		if (p->paused_until > now_ms()) {
 			/* the relay went down after this job was queued: it goes
 			 * back for another relay (or later), not tried here, one
@@ -137,7 +143,6 @@ static void *run(void *arg)
 			finish(s, j);
 			continue;
 		}
-		p->busy++;
 		pthread_mutex_unlock(&s->mu);
 
 		if (j->keys == NULL || sign_job(&signer, j) == 0)
@@ -145,7 +150,6 @@ static void *run(void *arg)
 		j->attempted = true;
 
 		pthread_mutex_lock(&s->mu);
-		p->busy--;
 		/* The relay is in trouble: this thread and its siblings take
 		 * nothing more from its queue until the dispatcher, seeing this
 		 * result, pauses the relay or finds it up (senders_pause). */
@@ -298,9 +302,7 @@ void senders_shutdown(struct senders *s, bool abort)
 	for (int r = 0; r < s->npools; r++) {
 		struct pool *p = &s->pools[r];
 		while (p->count > 0) {
-			struct sjob *j = p->queue[p->head];
-			p->head = (p->head + 1) % p->cap;
-			p->count--;
+			struct sjob *j = dequeue(p);
 			j->attempted = false;
 			finish(s, j);
 		}
