@@ -66,11 +66,14 @@ def test_table_cells_never_split_a_token(archive, width):
 
 # --- the pages of the HTTP endpoint ------------------------------------------------
 
-@pytest.fixture(scope="module")
+@pytest.fixture
 def web(tmp_path_factory):
     """matrixd serving http.listen, with ann (confirmed, two public lists
     shown on her preference page) and pen (pending): yields a dict of the
-    local URLs of their links, from the mail they got."""
+    local URLs of their links, from the mail they got. One daemon per test:
+    a test's dozen requests to the token pages share the per-client burst
+    (daemon/http.c, RATE_BURST 20), and two tests in a row on a fast
+    machine went over it (429, a plain-text answer, not the page)."""
     import re
     import shutil
     import time

@@ -101,8 +101,10 @@ def campaign(env, received, count, total, label):
                                 stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         if k == 0 or rng.random() < 0.25:
             # while it publishes and queues the issue, or recovers the last kill
+            # (and never more messages than a mid-send kill lets through:
+            # a fast daemon would otherwise send the rest within 0.4 s)
             when = time.time() + (rng.uniform(0.01, 0.15) if k == 0 else rng.uniform(0.01, 0.4))
-            while time.time() < when and proc.poll() is None:
+            while time.time() < when and proc.poll() is None and count() < before + 180:
                 time.sleep(0.002)
         else:
             want = before + rng.randint(20, 180)

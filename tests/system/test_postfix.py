@@ -140,6 +140,24 @@ smtpd_banner = $myhostname ESMTP
         t = time.time() + 2
         os.utime(db, (t, t))
 
+    def wait_accepts(self, rcpt, seconds=20):
+        """Until smtpd takes RCPT TO:<rcpt> (no mail is sent): a rebuilt
+        table reaches a running smtpd when it next accepts a connection,
+        and once, in a fresh chroot, that was later than its mtime said."""
+        deadline = time.time() + seconds
+        while True:
+            s = smtplib.SMTP("127.0.0.1", self.port, timeout=10)
+            try:
+                s.ehlo("probe.example.net")
+                s.mail("probe@probe.example.net")
+                code, reply = s.rcpt(rcpt)
+            finally:
+                s.quit()
+            if code == 250:
+                return
+            assert time.time() < deadline, (code, reply, self.logtext())
+            time.sleep(0.2)
+
     def postfix(self, *args):
         return subprocess.run([POSTFIX, "-c", str(self.etc), *args], capture_output=True,
                               text=True, timeout=60)
@@ -239,6 +257,7 @@ def test_documented_postfix_setup(base, remote_mx, local_domain):
             assert "550" in str(refused.value) and "local recipient" in str(refused.value)
             pf.aliases("postmaster:   /dev/null\nbounces:      /dev/null\n"
                        "unsubscribe:  /dev/null\n")
+            pf.wait_accepts(f"unsubscribe+0@{DOMAIN}")
         p = env.matrixd("--once", timeout=120)
         assert p.returncode == 0, p.stderr
         con = sqlite3.connect(env.db)
