@@ -63,6 +63,12 @@ struct transport_ops {
 struct transport {
 	const struct transport_ops *ops;
 	atomic_bool *abort; /* set to stop an ongoing transfer (SIGTERM) */
+	/* Called (when set) once the whole message is out and its reply is
+	 * awaited (SMTP: after the end of data; again if the send is tried
+	 * once more), so that the caller can prepare its next message
+	 * meanwhile. */
+	void (*meanwhile)(void *arg);
+	void *meanwhile_arg;
 };
 
 /*

@@ -389,7 +389,11 @@ static int transaction(struct smtp *s, const char *from, const char *rcpt, bool 
 		}
 	}
 	if (refused < 0) {
-		if (put_body(s, data, len, io) < 0 || get_reply(s, io, true, &code) < 0)
+		if (put_body(s, data, len, io) < 0)
+			return -1;
+		if (s->base.meanwhile)
+			s->base.meanwhile(s->base.meanwhile_arg);
+		if (get_reply(s, io, true, &code) < 0)
 			return -1;
 		txn->end = code / 100 == 2 ? SMTP_END_OK : SMTP_END_FAILED;
 		if (txn->end == SMTP_END_OK)

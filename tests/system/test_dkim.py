@@ -295,3 +295,40 @@ def test_idn_from_domain_signs_sends_and_keygen_names_it(tmp_path, server):
     env.write_conf(**smtp_conf(env, server), smtp_return_path='"退信+{token}@例子.测试"')
     p = env.matrixd("-n")
     assert p.returncode == 1 and "smtp.return_path must be an address with an ASCII" in p.stderr
+
+
+def test_sigterm_during_a_signed_send_loses_nothing(tmp_path, server):
+    """A sender signs its next message while the relay answers the one
+    before (daemon/sender.c, sign_ahead): at SIGTERM that message, signed
+    and not sent, goes back to the queue like any other not begun. The
+    stop is prompt, records every outcome, and the restart sends the rest:
+    every message once, every one verified."""
+    from test_daemon import Daemon, wait_for
+    env = smtp_env(tmp_path, server, smtp_connections=4)
+    rsa, rsa_rec = keygen(env, "rsa2026", "--type", "rsa", "--bits", "2048")
+    name, txt = record(rsa_rec)
+    dns = {name: txt.encode()}
+    add_dkim(env, [("rsa2026", rsa)])
+    rows = "email,name,mode\n" + "".join(f"t{i}@example.org,,article\n" for i in range(40))
+    (env.tmp / "subs.csv").write_text(rows)
+    env.ctl("import", env.tmp / "subs.csv", check=0)
+    server.delay = 0.01
+    d = Daemon(env)
+    try:
+        assert d.wait_log("ready:")
+        drop_issue(env)
+        assert wait_for(lambda: server.count() >= 100, 60), d.stderr()
+        rc, took = d.term()
+        assert rc == 0, d.stderr()
+        assert took < 10, took
+        stopped_at = server.count()
+        assert stopped_at < 600
+        p = env.matrixd("--once")
+        assert p.returncode == 0, p.stderr
+    finally:
+        d.kill()
+    pairs = [(r.rcpts[0], r.message()["Subject"]) for r in server.received]
+    assert len(pairs) == len(set(pairs)) == 40 * 15, (len(pairs), len(set(pairs)))
+    for r in server.received[stopped_at - 5:stopped_at + 5]:  # around the stop
+        assert verify_all(r.data, dns) == [True], r.rcpts
+    print(f"SIGTERM after {stopped_at} signed messages in {took:.2f} s")
