@@ -166,7 +166,7 @@ int ledger_claim(struct store *s, int64_t now, size_t max, struct ledger_job **o
 {
 	/* One state at a time, so that SQLite walks deliveries_due in index order
 	 * and stops at the limit instead of sorting every due row; the state a
-	 * literal, or SQLite would not use that partial index (store.c, v8). */
+	 * literal, so that one plan uses that partial index (store.c, v8). */
 #define CLAIM_SQL(state)                                                                           \
 	"SELECT d.id, d.issue_id, d.part, d.subscriber_id, d.list_id, d.attempts, "                \
 	"       coalesce(d.first_attempt, ?2), s.email, s.name, m.status, "                        \

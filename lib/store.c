@@ -212,8 +212,10 @@ static const char schema_v7[] = "ALTER TABLE lists ADD COLUMN private INTEGER NO
  * (queued, deferred). A claim takes a row out of it and a result writes
  * none into it, where every state change used to move the row within an
  * index of the whole history (bench/dkim/README.md). The queries that use
- * it name those states as literals (SQLite picks a partial index only
- * then); the rows left 'sending' by a crash are found by one scan at start.
+ * it name those states as literals (with a bound state SQLite uses a
+ * partial index only by compiling the statement again for each value,
+ * docs/libraries.md); the rows left 'sending' by a crash are found by one
+ * scan at start.
  */
 static const char schema_v8[] = "DROP INDEX deliveries_due;"
                                 "CREATE INDEX deliveries_due ON deliveries(state, next_attempt)"
