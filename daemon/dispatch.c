@@ -580,14 +580,13 @@ static bool claim(struct daemon *d, size_t room, struct ledger_job **jobs, size_
 }
 
 /* Hands claimed (and committed) jobs to the senders, each to the relay
- * that is up with the most room left; false when done for now. */
-static bool hand_out(struct daemon *d, struct ledger_job *jobs, size_t n, int *failures,
-                     int64_t *wake)
+ * that is up with the most room left in rooms[] (free_rooms() before the
+ * claim); false when done for now. */
+static bool hand_out(struct daemon *d, size_t *rooms, struct ledger_job *jobs, size_t n,
+                     int *failures, int64_t *wake)
 {
 	struct dispatch *p = d->dispatch;
-	size_t *rooms = xcalloc((size_t)p->nrelays, sizeof *rooms);
 	struct err e;
-	free_rooms(d, rooms);
 	p->idle = false;
 	progress_claims(d, jobs, n);
 	for (size_t i = 0; i < n; i++) {
@@ -607,7 +606,6 @@ static bool hand_out(struct daemon *d, struct ledger_job *jobs, size_t n, int *f
 		rooms[r] -= rooms[r] > 0;
 		senders_submit(d->senders, r, job);
 	}
-	free(rooms);
 	ledger_jobs_free(jobs, n);
 	if (p->nunrecorded > 0) {
 		min_time(wake, daemon_store_retry(d));
@@ -626,11 +624,12 @@ static bool hand_out(struct daemon *d, struct ledger_job *jobs, size_t n, int *f
 static bool fill_once(struct daemon *d, int *failures, int64_t *wake)
 {
 	struct ledger_job *jobs;
-	size_t n;
-	bool more;
-	if (!claim(d, free_rooms(d, NULL), &jobs, &n, &more, wake))
-		return more;
-	return hand_out(d, jobs, n, failures, wake);
+	size_t n, *rooms = xcalloc((size_t)d->dispatch->nrelays, sizeof *rooms);
+	bool more = true;
+	if (claim(d, free_rooms(d, rooms), &jobs, &n, &more, wake))
+		more = hand_out(d, rooms, jobs, n, failures, wake);
+	free(rooms);
+	return more;
 }
 
 int64_t dispatch_fill(struct daemon *d)
@@ -774,7 +773,9 @@ void dispatch_collect(struct daemon *d)
 	bool *seen = xcalloc((size_t)p->nrelays, sizeof *seen);     /* had a result now */
 	bool *paused = xcalloc((size_t)p->nrelays, sizeof *paused); /* paused now */
 	size_t *rooms = xcalloc((size_t)p->nrelays, sizeof *rooms);
-	struct ledger_job *next = NULL; /* the next batch, claimed with the results */
+	/* the next batch, claimed with the results; the dispatch_fill() that
+	 * follows every collect sets the timers and counts failures itself */
+	struct ledger_job *next = NULL;
 	size_t nnext = 0;
 	bool more;
 	int failures = 0;
@@ -812,7 +813,7 @@ void dispatch_collect(struct daemon *d)
 	 * trouble (it may be paused below) or when anything waits first. */
 	if (batch_ok && !d->stopping && p->recovered && p->enqueue_at == 0 &&
 	    !any_trouble(p, jobs, total, trouble))
-		claim(d, free_rooms(d, NULL), &next, &nnext, &more, &unused);
+		claim(d, free_rooms(d, rooms), &next, &nnext, &more, &unused);
 	if (batch_ok)
 		batch_ok = store_commit(d->store, &e) == 0;
 	else
@@ -890,7 +891,7 @@ relays:
 			          p->relays[r].trouble[0] ? p->relays[r].trouble : "unavailable",
 			          p->relays[r].backoff / 1000, waits);
 	if (nnext > 0)
-		hand_out(d, next, nnext, &failures, &unused);
+		hand_out(d, rooms, next, nnext, &failures, &unused);
 	free(paused);
 	free(trouble);
 	free(seen);

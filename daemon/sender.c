@@ -183,7 +183,7 @@ static void *run(void *arg)
 		}
 		pthread_mutex_unlock(&s->mu);
 
-		if (j->keys == NULL || j->signed_once || sign_job(&signer, j) == 0)
+		if (j->keys == NULL || sign_job(&signer, j) == 0)
 			transport_send(t, j->from, j->rcpt, j->uid, j->data, j->len, &j->res);
 		j->attempted = true;
 
