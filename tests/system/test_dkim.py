@@ -303,32 +303,12 @@ def test_sigterm_during_a_signed_send_loses_nothing(tmp_path, server):
     and not sent, goes back to the queue like any other not begun. The
     stop is prompt, records every outcome, and the restart sends the rest:
     every message once, every one verified."""
-    from test_daemon import Daemon, wait_for
+    from test_daemon import sigterm_mid_send
     env = smtp_env(tmp_path, server, smtp_connections=4)
     rsa, rsa_rec = keygen(env, "rsa2026", "--type", "rsa", "--bits", "2048")
     name, txt = record(rsa_rec)
     dns = {name: txt.encode()}
     add_dkim(env, [("rsa2026", rsa)])
-    rows = "email,name,mode\n" + "".join(f"t{i}@example.org,,article\n" for i in range(40))
-    (env.tmp / "subs.csv").write_text(rows)
-    env.ctl("import", env.tmp / "subs.csv", check=0)
-    server.delay = 0.01
-    d = Daemon(env)
-    try:
-        assert d.wait_log("ready:")
-        drop_issue(env)
-        assert wait_for(lambda: server.count() >= 100, 60), d.stderr()
-        rc, took = d.term()
-        assert rc == 0, d.stderr()
-        assert took < 10, took
-        stopped_at = server.count()
-        assert stopped_at < 600
-        p = env.matrixd("--once")
-        assert p.returncode == 0, p.stderr
-    finally:
-        d.kill()
-    pairs = [(r.rcpts[0], r.message()["Subject"]) for r in server.received]
-    assert len(pairs) == len(set(pairs)) == 40 * 15, (len(pairs), len(set(pairs)))
+    stopped_at, _ = sigterm_mid_send(env, server, 40, 100)
     for r in server.received[stopped_at - 5:stopped_at + 5]:  # around the stop
         assert verify_all(r.data, dns) == [True], r.rcpts
-    print(f"SIGTERM after {stopped_at} signed messages in {took:.2f} s")
